@@ -1,0 +1,18 @@
+//! # parlib: user-level scheduling on Linux
+//!
+//! A process asks for cores (*vcores*), not threads, and runs its own user-level threads
+//! (*uthreads*) on them under a scheduler of its choosing. This facade re-exports the
+//! layers of parlib-rs (see `DESIGN.md` §1), bottom up:
+//!
+//! | module | crate | what |
+//! |---|---|---|
+//! | [`vcore`] | `parlib-vcore` | emulated vcores: pinned tasks, context switch, FS base, stacks |
+//! | [`uthread`] | `parlib-uthread` | uthreads, the `Scheduler` trait, `vcore_entry`, TLS |
+//!
+//! The benchmarks in `benches/` measure them against Linux threads; the examples in
+//! `examples/` include a complete round-robin scheduler.
+
+#![warn(missing_docs)]
+
+pub use parlib_uthread as uthread;
+pub use parlib_vcore as vcore;

@@ -1,0 +1,97 @@
+//! `lib_init`, the scheduler registration and `vcore_entry`.
+
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
+use std::sync::OnceLock;
+
+use parlib_vcore as vcore;
+use parlib_vcore::arch;
+
+use crate::error::Error;
+use crate::sched::Scheduler;
+use crate::switch::resume;
+use crate::uthread::{State, Uthread};
+
+static SCHED: OnceLock<&'static dyn Scheduler> = OnceLock::new();
+static MAIN: AtomicPtr<Uthread> = AtomicPtr::new(core::ptr::null_mut());
+static INIT: AtomicU8 = AtomicU8::new(0);
+
+/// The registered scheduler.
+#[inline]
+pub(crate) fn sched() -> &'static dyn Scheduler {
+    match SCHED.get() {
+        Some(s) => *s,
+        None => not_initialized(),
+    }
+}
+
+#[cold]
+fn not_initialized() -> ! {
+    panic!("parlib-uthread used before uthread::lib_init")
+}
+
+/// Starts the uthread layer with `scheduler` and packages the caller as the uthread
+/// `main`: initialises the vcore layer if needed, installs [`vcore_entry`], starts the
+/// TLS pool, and moves the caller onto vcore 0. It returns there, as a uthread.
+///
+/// `main` is a record the scheduler allocated (`Idle`); it runs on the caller's own TLS.
+///
+/// # Errors
+/// [`Error::AlreadyInitialized`] on a second call, [`Error::OnVcore`] if called on a
+/// vcore, or the vcore layer's error.
+///
+/// # Safety
+/// `main` must stay valid for the rest of the process.
+pub unsafe fn lib_init(scheduler: &'static dyn Scheduler, main: NonNull<Uthread>) -> Result<(), Error> {
+    if vcore::this().is_some() {
+        return Err(Error::OnVcore);
+    }
+    if INIT.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        return Err(Error::AlreadyInitialized);
+    }
+    if !vcore::is_initialized() {
+        vcore::lib_init()?;
+    }
+    let _ = SCHED.set(scheduler);
+    crate::tls::start_refiller()?;
+    // SAFETY: the caller hands us `main` for the rest of the process.
+    let m = unsafe { main.as_ref() };
+    m.transition("uthread::lib_init (main)", &[State::Idle], State::Running);
+    // SAFETY: nothing else knows `main` yet. It runs on this task's TLS.
+    unsafe { *m.tls.get() = arch::fs_base() };
+    MAIN.store(main.as_ptr(), Ordering::Release);
+    vcore::set_entry(vcore_entry);
+    // Moves this context onto vcore 0; vcore_entry there adopts it as `main`.
+    vcore::request(1)?;
+    Ok(())
+}
+
+/// The uthread `main` (the context that called `lib_init`), if it is initialised.
+pub fn main_uthread() -> Option<NonNull<Uthread>> {
+    NonNull::new(MAIN.load(Ordering::Acquire))
+}
+
+/// The single entry into vcore context (DESIGN §2), installed by `lib_init`:
+///
+/// 1. adopt `main` if the first request just moved it here;
+/// 2. resume the current uthread if this vcore was interrupted while running one;
+/// 3. otherwise ask the scheduler: `sched_entry`.
+///
+/// Handling events comes first once the events layer is in.
+pub fn vcore_entry() -> ! {
+    // SAFETY: only vcore tasks run the entry.
+    let vc = unsafe { vcore::this_unchecked() };
+    if let Some(ctx) = vcore::take_main_context() {
+        let m = MAIN.load(Ordering::Acquire);
+        // SAFETY: `main` was registered by lib_init before the move and is running, so
+        // only this vcore touches it now.
+        unsafe { *(*m).ctx.get() = ctx };
+        vc.set_current(m.cast(), vcore::main_tls());
+    }
+    let cur = vc.current();
+    if !cur.is_null() {
+        // SAFETY: `current` is a uthread this vcore was running when it was interrupted.
+        unsafe { resume(vc, &*(cur as *const Uthread)) }
+    }
+    sched().sched_entry()
+}

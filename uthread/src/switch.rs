@@ -1,0 +1,322 @@
+//! The library calls that create, run, switch out and hand back uthreads.
+//!
+//! # A yield, step by step
+//!
+//! `yield_with(true, f)` on uthread U, vcore V:
+//! 1. U's state becomes `Yielding`; V is marked as in vcore context, so from here on
+//!    nothing may interrupt it;
+//! 2. the FS base becomes V's own TLS (skipped for TLS-less uthreads, which already run
+//!    on it);
+//! 3. `arch::save_and_call` pushes U's callee-saved registers on U's stack, stores the
+//!    stack pointer in U's record and calls `yield_tail` at the top of V's stack;
+//! 4. `yield_tail` clears V's current uthread, moves `f` onto V's stack and calls
+//!    `f(U)`: typically "enqueue U" (then `runnable`) or "remember U" (then
+//!    `has_blocked`). From the moment `f` publishes U, another vcore may resume it, so
+//!    `f` must not touch U's stack afterwards: everything it owns was moved off it;
+//! 5. `vcore_entry` runs: the scheduler picks the next uthread;
+//! 6. `run_uthread(W)` records W as current, leaves vcore context, loads W's FS base and
+//!    loads W's context: W returns from its own `yield_with`.
+
+use core::mem::ManuallyDrop;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use parlib_vcore as vcore;
+use parlib_vcore::arch;
+use parlib_vcore::{Stack, Vcore};
+
+use crate::error::Error;
+use crate::runtime::{sched, vcore_entry};
+use crate::sched::BlockReason;
+use crate::tls;
+use crate::uthread::{State, TlsMode, Uthread};
+
+/// Ids for messages; 0 is `main`.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Prepares `uth` to run `entry(arg)` on `stack`, with its own TLS or none. The uthread
+/// is `Created`; give it to the scheduler with [`runnable`].
+///
+/// `entry` never returns: it ends with [`exit_with`]. A panic that escapes it aborts the
+/// process with a message naming the uthread.
+///
+/// # Errors
+/// [`Error::Tls`] if no backing thread could be had for [`TlsMode::Backed`].
+///
+/// # Panics
+/// If `uth` is not `Idle` (new, or cleaned up).
+///
+/// # Safety
+/// `uth` must stay valid until [`cleanup`]; `arg` must be valid for whatever `entry`
+/// does with it.
+pub unsafe fn init(
+    uth: NonNull<Uthread>,
+    entry: fn(*mut ()) -> !,
+    arg: *mut (),
+    stack: Stack,
+    tls: TlsMode,
+) -> Result<(), Error> {
+    // SAFETY: the caller keeps `uth` alive; an Idle uthread is touched by nobody else.
+    let u = unsafe { uth.as_ref() };
+    let s = u.state();
+    if s != State::Idle {
+        panic!("uthread::init: uthread {} is {s}; only a new or cleaned-up uthread can be initialised", u.id());
+    }
+    let backing = match tls {
+        TlsMode::Backed => Some(tls::take()?),
+        TlsMode::None => None,
+    };
+    // SAFETY: as above, the record is ours alone until `runnable` publishes it.
+    unsafe {
+        *u.ctx.get() = arch::init_context(stack.top(), uthread_start, uth.as_ptr() as usize);
+        *u.tls.get() = backing.map_or(0, |b| b.as_ref().fs_base());
+        *u.entry.get() = Some(entry);
+        *u.arg.get() = arg;
+        *u.stack.get() = Some(stack);
+        *u.backing.get() = backing;
+    }
+    u.notif_depth.store(0, Ordering::Relaxed);
+    u.id.store(NEXT_ID.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+    u.set_state(State::Created);
+    Ok(())
+}
+
+/// First code of every uthread: runs `entry(arg)` and turns an escaping panic into a
+/// clear abort instead of unwinding into the trampoline.
+unsafe extern "C" fn uthread_start(uth: usize) -> ! {
+    // SAFETY: `init` passes the uthread's own, live record.
+    let u = unsafe { &*(uth as *const Uthread) };
+    // SAFETY: set by init before the uthread could run.
+    let (entry, arg) = unsafe { ((*u.entry.get()).expect("init sets the entry"), *u.arg.get()) };
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> () { entry(arg) }));
+    if r.is_err() {
+        eprintln!("parlib: uthread {} panicked and nothing caught it; aborting", u.id());
+    }
+    std::process::abort()
+}
+
+/// Releases what `init` took: the backing thread exits (running the uthread's TLS
+/// destructors on its TLS) and the stack goes back to the pool. The record is `Idle`
+/// again and may be reused.
+///
+/// # Panics
+/// If the uthread has not exited.
+///
+/// # Safety
+/// `uth` must be valid; call from vcore context or another uthread, never from `uth`.
+pub unsafe fn cleanup(uth: NonNull<Uthread>) {
+    // SAFETY: the caller passes a valid record.
+    let u = unsafe { uth.as_ref() };
+    let s = u.state();
+    if s != State::Done {
+        panic!("uthread::cleanup: uthread {} is {s}; only an exited uthread can be cleaned up", u.id());
+    }
+    // SAFETY: a Done uthread never runs again, so nothing uses its TLS or stack.
+    unsafe {
+        if let Some(b) = (*u.backing.get()).take() {
+            tls::release(b);
+        }
+        drop((*u.stack.get()).take());
+        *u.tls.get() = 0;
+        *u.ctx.get() = arch::Context::EMPTY;
+    }
+    u.set_state(State::Idle);
+}
+
+/// The uthread running this code, or `None` in vcore context and on plain threads.
+#[inline]
+pub fn current() -> Option<NonNull<Uthread>> {
+    let vc = vcore::this()?;
+    if vc.in_vcore_context() {
+        return None;
+    }
+    NonNull::new(vc.current().cast())
+}
+
+/// The vcore and uthread running this code, or a panic naming `what`.
+#[inline]
+fn running_uthread(what: &str) -> (&'static Vcore, &'static Uthread) {
+    if let Some(vc) = vcore::this() {
+        let cur = vc.current();
+        if !vc.in_vcore_context() && !cur.is_null() {
+            // SAFETY: `current` is the live uthread running this code.
+            return (vc, unsafe { &*(cur as *const Uthread) });
+        }
+    }
+    not_on_uthread(what)
+}
+
+#[cold]
+#[inline(never)]
+fn not_on_uthread(what: &str) -> ! {
+    panic!("{what} must be called from a uthread (it was called from vcore context or a plain thread)")
+}
+
+/// The vcore running this code in vcore context, or a panic naming `what`.
+#[inline]
+fn in_vcore_context(what: &str) -> &'static Vcore {
+    match vcore::this() {
+        Some(vc) if vc.in_vcore_context() => vc,
+        _ => not_in_vcore_context(what),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn not_in_vcore_context(what: &str) -> ! {
+    panic!("{what} must be called in vcore context (from a Scheduler callback)")
+}
+
+/// Switches the running uthread out and runs `f(uth)` in vcore context, then the
+/// scheduler (see the module docs). With `save_state`, the uthread resumes here when it
+/// is next run; without, it can never resume (use [`exit_with`]).
+///
+/// `f` must hand the uthread to someone (`runnable`, `paused`, or a wait queue and
+/// `has_blocked`) or it is lost. Once it has, it must not touch the uthread's stack.
+///
+/// # Panics
+/// Outside a uthread.
+#[inline]
+pub fn yield_with<F: FnOnce(NonNull<Uthread>)>(save_state: bool, f: F) {
+    let (vc, u) = running_uthread("uthread::yield_with");
+    u.transition("uthread::yield_with", &[State::Running], if save_state { State::Yielding } else { State::Done });
+    let mut f = ManuallyDrop::new(f);
+    let fp = &mut f as *mut ManuallyDrop<F> as usize;
+    let up = u as *const Uthread as usize;
+    vc.set_vcore_context(true);
+    // SAFETY: from here until the switch no code touches TLS. The vcore stack is free:
+    // this vcore is running a uthread, so no vcore context is live on it. `u.ctx` is
+    // ours to write: the uthread is running here and not yet published.
+    unsafe {
+        if has_own_tls(u) {
+            arch::set_fs_base(vc.tls());
+        }
+        if save_state {
+            arch::save_and_call(u.ctx.get(), vc.stack_top(), yield_tail::<F>, fp, up);
+        } else {
+            arch::call_on_stack(vc.stack_top(), yield_tail::<F>, fp, up);
+        }
+    }
+}
+
+#[inline(always)]
+fn has_own_tls(u: &Uthread) -> bool {
+    // SAFETY: `tls` only changes in init / cleanup, never while the uthread runs.
+    unsafe { *u.tls.get() != 0 }
+}
+
+/// Step 4 of the module docs, in vcore context on the vcore stack.
+unsafe extern "C" fn yield_tail<F: FnOnce(NonNull<Uthread>)>(fp: usize, up: usize) -> ! {
+    // SAFETY: only vcore tasks reach vcore context.
+    let vc = unsafe { vcore::this_unchecked() };
+    vc.set_current(core::ptr::null_mut(), 0);
+    // SAFETY: `fp` points at the ManuallyDrop<F> on the suspended uthread's stack, which
+    // nobody can resume before `f` publishes it; reading moves `f` onto this stack.
+    let f: F = unsafe { ManuallyDrop::into_inner(core::ptr::read(fp as *const ManuallyDrop<F>)) };
+    // SAFETY: `up` is the uthread that just yielded; its record is alive.
+    f(unsafe { NonNull::new_unchecked(up as *mut Uthread) });
+    vcore_entry()
+}
+
+/// Ends the running uthread: it becomes `Done` and `f(uth)` runs in vcore context
+/// (typically: note the exit, wake a joiner, `cleanup`). Its stack is not saved.
+///
+/// # Panics
+/// Outside a uthread.
+pub fn exit_with<F: FnOnce(NonNull<Uthread>)>(f: F) -> ! {
+    yield_with(false, f);
+    unreachable!("an exited uthread was resumed")
+}
+
+/// Runs `uth` on this vcore, leaving vcore context. Never returns.
+///
+/// # Panics
+/// Outside vcore context, or if `uth` is not `Runnable` (already running, blocked,
+/// exited, never made runnable).
+pub fn run_uthread(uth: NonNull<Uthread>) -> ! {
+    let vc = in_vcore_context("uthread::run_uthread");
+    // SAFETY: the scheduler hands us a uthread it holds, so its record is alive.
+    let u = unsafe { uth.as_ref() };
+    u.transition("uthread::run_uthread", &[State::Runnable], State::Running);
+    // SAFETY: we just took the uthread from Runnable to Running: it is ours to resume.
+    unsafe { resume(vc, u) }
+}
+
+/// Resumes the vcore's current uthread (one that was interrupted, or `main` after it
+/// moved). Never returns.
+///
+/// # Panics
+/// Outside vcore context, or if the vcore has no current uthread.
+pub fn run_current_uthread() -> ! {
+    let vc = in_vcore_context("uthread::run_current_uthread");
+    let cur = vc.current();
+    assert!(!cur.is_null(), "uthread::run_current_uthread: vcore {} has no current uthread", vc.id());
+    // SAFETY: `current` is the uthread this vcore was running.
+    unsafe { resume(vc, &*(cur as *const Uthread)) }
+}
+
+/// Makes `u` the vcore's current uthread and loads its context (step 6).
+///
+/// # Safety
+/// In vcore context (so the FS base is the vcore's), with `u` running or just taken to
+/// Running by this vcore, its context saved.
+#[inline]
+pub(crate) unsafe fn resume(vc: &Vcore, u: &Uthread) -> ! {
+    // SAFETY: `u` is ours (caller's contract), so its fields are stable.
+    let own = unsafe { *u.tls.get() };
+    let tls = if own != 0 { own } else { vc.tls() };
+    vc.set_current(u as *const Uthread as *mut (), tls);
+    vc.set_vcore_context(false);
+    // SAFETY: in vcore context the FS base is the vcore's own; the uthread's TLS is used
+    // by nobody else (its backing thread is parked). The context was saved by a yield,
+    // by the move of `main`, or built by init.
+    unsafe {
+        if own != 0 {
+            arch::set_fs_base(own);
+        }
+        arch::load(u.ctx.get())
+    }
+}
+
+/// Records that `uth` blocked for `reason`, and tells the scheduler. Call it from a
+/// yield callback *before* publishing the uthread to whoever will wake it.
+///
+/// # Panics
+/// If `uth` is not `Yielding`.
+pub fn has_blocked(uth: NonNull<Uthread>, reason: BlockReason) {
+    // SAFETY: the caller holds the uthread it just switched out.
+    unsafe { uth.as_ref() }.transition("uthread::has_blocked", &[State::Yielding], State::Blocked);
+    sched().thread_has_blocked(uth, reason);
+}
+
+/// Hands a paused (switched out but still runnable) uthread back to the scheduler.
+///
+/// # Panics
+/// If `uth` is not `Yielding`.
+pub fn paused(uth: NonNull<Uthread>) {
+    // SAFETY: the caller holds the uthread it just switched out.
+    unsafe { uth.as_ref() }.transition("uthread::paused", &[State::Yielding], State::Runnable);
+    sched().thread_paused(uth);
+}
+
+/// Makes `uth` runnable: a new uthread, one that just yielded, or one that was blocked.
+///
+/// # Panics
+/// If `uth` is running, already runnable, exited or never initialised.
+#[inline]
+pub fn runnable(uth: NonNull<Uthread>) {
+    // SAFETY: the caller holds the uthread (it created it, switched it out or woke it).
+    unsafe { uth.as_ref() }.transition(
+        "uthread::runnable",
+        &[State::Created, State::Yielding, State::Blocked],
+        State::Runnable,
+    );
+    sched().thread_runnable(uth);
+}
+
+/// `cleanup` refuses a uthread that is not `Done`; this tells a scheduler whether a
+/// record can be cleaned (for example when reaping).
+pub fn has_exited(uth: NonNull<Uthread>) -> bool {
+    // SAFETY: the caller passes a valid record.
+    unsafe { uth.as_ref() }.state() == State::Done
+}

@@ -1,0 +1,185 @@
+//! Uthread TLS from backing threads.
+//!
+//! glibc alone knows how to build a valid TLS block (static TLS of every loaded object,
+//! the DTV, the stack guard, `errno`, the malloc tcache pointer, ...), and it builds one
+//! only for a thread it creates. So each uthread with TLS borrows it from a *backing*
+//! Linux thread: the thread starts, records its FS base, and parks. The uthread then
+//! runs on that TLS from any vcore; the backing thread never touches it while parked.
+//!
+//! Life of a backing thread:
+//! 1. the refiller (or, if the pool is empty, `take` itself) creates it;
+//! 2. it clears any GS base inherited from a vcore, restores the process's CPU
+//!    affinity if a vcore's pin was inherited, blocks every signal (a handler running
+//!    here would share the TLS with the uthread), publishes its FS base and parks;
+//! 3. `take` hands it to one uthread;
+//! 4. when that uthread is cleaned up, `release` tells it to exit; it returns from its
+//!    start routine, so glibc runs the TLS destructors (Rust `thread_local!` drops,
+//!    tcache teardown) on the very TLS the uthread used, then frees it.
+//!
+//! Creating a thread costs 20-40 µs here, so a background refiller keeps a pool of
+//! fresh parked threads (`PARLIB_TLS_POOL`, default [`DEFAULT_POOL`]). When the pool is
+//! empty, `take` creates one synchronously, which stalls its vcore for that long.
+
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use parlib_vcore::spin::SpinLock;
+use parlib_vcore::{arch, futex};
+
+use crate::error::Error;
+
+/// Parked backing threads the refiller keeps ready. Uthread creation in bursts drains
+/// the pool; 16 covers a burst per vcore on small machines while costing 16 idle threads.
+pub const DEFAULT_POOL: usize = 16;
+/// Environment variable that sets the pool size.
+pub const POOL_ENV: &str = "PARLIB_TLS_POOL";
+/// Each backing thread's own stack. It only parks for now; later layers run blocking
+/// system calls on it (name resolution among them), so give it glibc-sized headroom.
+const BACKING_STACK_SIZE: usize = 256 * 1024;
+
+const CMD_IDLE: u32 = 0;
+const CMD_EXIT: u32 = 1;
+
+/// A backing thread, as the uthread layer sees it.
+pub(crate) struct Backing {
+    fs_base: AtomicUsize,
+    /// 0 until the thread has published `fs_base`; futex word for its creator.
+    ready: AtomicU32,
+    /// `CMD_*`; futex word the parked thread sleeps on.
+    cmd: AtomicU32,
+}
+
+impl Backing {
+    pub(crate) fn fs_base(&self) -> usize {
+        self.fs_base.load(Ordering::Acquire)
+    }
+}
+
+struct Pool {
+    ready: Vec<NonNull<Backing>>,
+}
+// SAFETY: the pool only stores pointers to parked backing threads' records, which are
+// owned by nobody until `take` hands one out.
+unsafe impl Send for Pool {}
+
+static POOL: SpinLock<Pool> = SpinLock::new(Pool { ready: Vec::new() });
+static POOL_SIZE: OnceLock<usize> = OnceLock::new();
+/// Bumped whenever the pool wants refilling; the refiller sleeps on it.
+static REFILL: AtomicU32 = AtomicU32::new(0);
+
+fn pool_size() -> usize {
+    *POOL_SIZE.get_or_init(|| {
+        std::env::var(POOL_ENV).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(DEFAULT_POOL)
+    })
+}
+
+/// Starts the refiller thread. Called once by `lib_init`, from a plain thread, so the
+/// refiller (and the threads it creates) carries no vcore pin or GS base.
+pub(crate) fn start_refiller() -> Result<(), Error> {
+    std::thread::Builder::new()
+        .name("parlib-tls".into())
+        .spawn(|| loop {
+            let gen = REFILL.load(Ordering::Acquire);
+            while POOL.lock().ready.len() < pool_size() {
+                match create() {
+                    Ok(b) => POOL.lock().ready.push(b),
+                    Err(_) => break, // out of threads: `take` will report it
+                }
+            }
+            futex::wait(&REFILL, gen);
+        })
+        .map(drop)
+        .map_err(|e| Error::Tls { errno: e.raw_os_error().unwrap_or(libc::EAGAIN) })
+}
+
+/// A parked backing thread for a new uthread.
+pub(crate) fn take() -> Result<NonNull<Backing>, Error> {
+    let (b, left) = {
+        let mut p = POOL.lock();
+        let b = p.ready.pop();
+        (b, p.ready.len())
+    };
+    if left < pool_size() / 2 {
+        REFILL.fetch_add(1, Ordering::Release);
+        futex::wake(&REFILL, 1);
+    }
+    match b {
+        Some(b) => Ok(b),
+        None => create(),
+    }
+}
+
+/// Tells a backing thread its uthread is gone: it exits, running TLS destructors.
+///
+/// # Safety
+/// No context may run on the thread's TLS any more.
+pub(crate) unsafe fn release(b: NonNull<Backing>) {
+    // SAFETY: a backing record lives until its thread sees CMD_EXIT.
+    let b = unsafe { b.as_ref() };
+    b.cmd.store(CMD_EXIT, Ordering::Release);
+    futex::wake(&b.cmd, 1);
+}
+
+fn create() -> Result<NonNull<Backing>, Error> {
+    let b = Box::into_raw(Box::new(Backing {
+        fs_base: AtomicUsize::new(0),
+        ready: AtomicU32::new(0),
+        cmd: AtomicU32::new(CMD_IDLE),
+    }));
+    // SAFETY: standard detached pthread creation; the record outlives the thread's use
+    // of it (the thread frees it on exit).
+    let r = unsafe {
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        libc::pthread_attr_init(&mut attr);
+        libc::pthread_attr_setstacksize(&mut attr, BACKING_STACK_SIZE);
+        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+        let mut t: libc::pthread_t = 0;
+        let r = libc::pthread_create(&mut t, &attr, backing_main, b.cast());
+        libc::pthread_attr_destroy(&mut attr);
+        r
+    };
+    if r != 0 {
+        // SAFETY: the thread was not created, so the record is still only ours.
+        drop(unsafe { Box::from_raw(b) });
+        return Err(Error::Tls { errno: r });
+    }
+    // SAFETY: the record lives until the thread is told to exit, which only the owner
+    // of the returned pointer can do.
+    let rb = unsafe { &*b };
+    while rb.ready.load(Ordering::Acquire) == 0 {
+        futex::wait(&rb.ready, 0);
+    }
+    // SAFETY: Box::into_raw never returns null.
+    Ok(unsafe { NonNull::new_unchecked(b) })
+}
+
+/// Steps 2 and 4 of the module docs.
+extern "C" fn backing_main(arg: *mut libc::c_void) -> *mut libc::c_void {
+    // SAFETY: `create` passes a live record that only this thread will free.
+    let b = unsafe { &*(arg as *const Backing) };
+    if arch::gs_base() != 0 {
+        // Created from a vcore: drop the inherited GS base and CPU pin.
+        // SAFETY: this task is not a vcore; it must not claim to be one.
+        unsafe { arch::set_gs_base(0) };
+        if let Some(set) = parlib_vcore::process_cpus() {
+            // SAFETY: a valid cpu set of the size we pass.
+            unsafe { libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), set.as_raw()) };
+        }
+    }
+    // SAFETY: a full signal set, blocked for this thread only.
+    unsafe {
+        let mut all: libc::sigset_t = core::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, core::ptr::null_mut());
+    }
+    b.fs_base.store(arch::fs_base(), Ordering::Relaxed);
+    b.ready.store(1, Ordering::Release);
+    futex::wake(&b.ready, 1);
+    while b.cmd.load(Ordering::Acquire) != CMD_EXIT {
+        futex::wait(&b.cmd, CMD_IDLE);
+    }
+    // SAFETY: CMD_EXIT means nobody else refers to the record any more.
+    drop(unsafe { Box::from_raw(arg as *mut Backing) });
+    core::ptr::null_mut()
+}

@@ -1,0 +1,454 @@
+//! x86-64 (System V ABI, Linux): context switch, FS/GS base, raw system calls.
+//!
+//! # A suspended context
+//!
+//! A [`Context`] is one word: the stack pointer of the suspended code. Everything else
+//! the ABI asks a callee to preserve is pushed on that stack by the switch:
+//!
+//! ```text
+//!             higher addresses
+//!   +------------------------------+
+//!   | caller's frame ...           |
+//!   +------------------------------+
+//!   | return address (rip)         |  ctx.rsp + 56   where the context resumes
+//!   | rbp                          |  ctx.rsp + 48
+//!   | rbx                          |  ctx.rsp + 40
+//!   | r12                          |  ctx.rsp + 32
+//!   | r13                          |  ctx.rsp + 24
+//!   | r14                          |  ctx.rsp + 16
+//!   | r15                          |  ctx.rsp + 8
+//!   | x87 CW (u16) | MXCSR (u32)   |  ctx.rsp + 0    (MXCSR low, CW at +4)
+//!   +------------------------------+ <- ctx.rsp
+//!             lower addresses
+//! ```
+//!
+//! Only the control bits of MXCSR (6-15) and the x87 control word are callee-saved
+//! (SysV ABI §3.2.1); loading them is slow here (`ldmxcsr` is microcoded), so they are
+//! saved on every switch but loaded only when they differ from the running values.
+//! No signal mask is saved and no system call is made: that is why this switch costs
+//! about 10 ns where `swapcontext` costs about 260 ns.
+//!
+//! # A fresh context
+//!
+//! [`init_context`] lays out the same frame on a new stack so that the first switch to
+//! it "returns" into [`start_trampoline`], which calls `entry(arg)`:
+//!
+//! ```text
+//!   +------------------------------+ <- stack top (16-aligned)
+//!   | 0  (end of frame chain)      |  top - 8
+//!   | 0                            |  top - 16   rsp after `ret` = top - 16 (16-aligned)
+//!   | start_trampoline             |  top - 24
+//!   | rbp = 0                      |
+//!   | rbx = 0                      |
+//!   | r12 = arg                    |
+//!   | r13 = entry                  |
+//!   | r14 = 0                      |
+//!   | r15 = 0                      |
+//!   | CW 0x037F | MXCSR 0x1F80     |  top - 80 = ctx.rsp
+//!   +------------------------------+
+//! ```
+//!
+//! The trampoline runs with `rsp % 16 == 0` and `call`s the entry, so the entry sees
+//! `(rsp + 8) % 16 == 0`, exactly what the ABI requires at a function's first
+//! instruction. The parlib C code this descends from was 8 bytes off here.
+//!
+//! # Entering a fresh stack
+//!
+//! [`save_and_call`] and [`call_on_stack`] move to the top of another stack (a vcore's
+//! stack, for vcore context) and `call` a function there:
+//!
+//! ```text
+//!   +------------------------------+ <- stack top (16-aligned); rsp = top at the `call`
+//!   | return address (ud2 below)   |  top - 8: the callee sees (rsp + 8) % 16 == 0
+//!   | callee's frame ...           |
+//! ```
+//!
+//! They also restore the ABI's default MXCSR and x87 control word if the code that was
+//! running had changed them, so vcore context never inherits a uthread's rounding mode.
+
+use core::arch::{asm, naked_asm};
+use core::sync::atomic::{AtomicU8, Ordering};
+
+/// A suspended execution context: the stack pointer at which its registers were saved.
+///
+/// An empty context (`rsp == 0`) has nothing to resume.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Context {
+    rsp: usize,
+}
+
+impl Context {
+    /// A context with nothing saved in it.
+    pub const EMPTY: Context = Context { rsp: 0 };
+
+    /// Whether nothing has been saved in this context.
+    pub fn is_empty(&self) -> bool {
+        self.rsp == 0
+    }
+
+    /// The saved stack pointer (for diagnostics and fault reports).
+    pub fn stack_pointer(&self) -> usize {
+        self.rsp
+    }
+}
+
+/// Size of the frame [`init_context`] builds below the stack top.
+const INIT_FRAME: usize = 80;
+/// MXCSR at process start: all exceptions masked, round to nearest (SysV ABI §3.2.1).
+const MXCSR_DEFAULT: u64 = 0x1F80;
+/// x87 control word at process start: extended precision, all exceptions masked.
+const FPUCW_DEFAULT: u64 = 0x037F;
+
+/// Pushes the callee-saved registers, MXCSR and the x87 control word, in the layout of
+/// the module docs. `rsp` ends up 64 bytes lower.
+macro_rules! save_frame {
+    () => {
+        concat!(
+            "push rbp\n",
+            "push rbx\n",
+            "push r12\n",
+            "push r13\n",
+            "push r14\n",
+            "push r15\n",
+            "sub rsp, 8\n",
+            "stmxcsr [rsp]\n",   // MXCSR -> [rsp]
+            "fnstcw [rsp + 4]\n" // x87 CW -> [rsp + 4]
+        )
+    };
+}
+
+/// Pops the frame `save_frame!` pushed (with `rsp` already pointing at it) and returns
+/// into the saved context. MXCSR and the x87 CW are loaded only if their control bits
+/// differ from the running ones; the scratch word below `rsp` is in the red zone, which
+/// the kernel never clobbers.
+macro_rules! restore_frame {
+    () => {
+        concat!(
+            "stmxcsr [rsp - 8]\n",
+            "mov eax, [rsp - 8]\n",
+            "xor eax, [rsp]\n",
+            "test eax, 0xFFC0\n", // control bits 6..15 only; status bits are caller-saved
+            "jz 2f\n",
+            "ldmxcsr [rsp]\n",
+            "2:\n",
+            "fnstcw [rsp - 8]\n",
+            "mov ax, [rsp - 8]\n",
+            "cmp ax, [rsp + 4]\n",
+            "je 3f\n",
+            "fldcw [rsp + 4]\n",
+            "3:\n",
+            "add rsp, 8\n",
+            "pop r15\n",
+            "pop r14\n",
+            "pop r13\n",
+            "pop r12\n",
+            "pop rbx\n",
+            "pop rbp\n",
+            "ret\n"
+        )
+    };
+}
+
+/// Resets MXCSR and the x87 control word to the ABI defaults if they differ. Uses the
+/// 8 bytes below `rsp` as scratch (the new stack's top, unused).
+macro_rules! default_fp_env {
+    () => {
+        concat!(
+            "stmxcsr [rsp - 8]\n",
+            "mov eax, [rsp - 8]\n",
+            "and eax, 0xFFC0\n",
+            "cmp eax, 0x1F80\n",
+            "je 4f\n",
+            "mov dword ptr [rsp - 8], 0x1F80\n",
+            "ldmxcsr [rsp - 8]\n",
+            "4:\n",
+            "fnstcw [rsp - 8]\n",
+            "cmp word ptr [rsp - 8], 0x037F\n",
+            "je 5f\n",
+            "mov word ptr [rsp - 8], 0x037F\n",
+            "fldcw [rsp - 8]\n",
+            "5:\n"
+        )
+    };
+}
+
+/// Saves the running context into `*save` and resumes `*load`. Returns when something
+/// resumes `*save`.
+///
+/// # Safety
+/// `save` must be valid for a write; `*load` must be a context saved by this module (or
+/// built by [`init_context`]) whose stack is still alive and which nothing else is
+/// running or about to resume.
+#[unsafe(naked)]
+pub unsafe extern "C" fn switch(save: *mut Context, load: *const Context) {
+    naked_asm!(
+        save_frame!(),
+        "mov [rdi], rsp", // save->rsp = rsp
+        "mov rsp, [rsi]", // rsp = load->rsp
+        restore_frame!(),
+    )
+}
+
+/// Resumes `*load`, abandoning the running context.
+///
+/// # Safety
+/// As for [`switch`]'s `load`. Nothing on the abandoned stack is dropped.
+#[unsafe(naked)]
+pub unsafe extern "C" fn load(load: *const Context) -> ! {
+    naked_asm!(
+        "mov rsp, [rdi]", // rsp = load->rsp
+        restore_frame!(),
+    )
+}
+
+/// Saves the running context into `*save`, then calls `f(a0, a1)` at `stack_top` with the
+/// default floating-point environment. `f` must not return. This call returns when
+/// something resumes `*save`.
+///
+/// # Safety
+/// `stack_top` must be the 16-byte-aligned top of a stack that nothing is using; `save`
+/// must be valid for a write and stay valid until it is resumed.
+#[unsafe(naked)]
+pub unsafe extern "C" fn save_and_call(
+    save: *mut Context,
+    stack_top: usize,
+    f: unsafe extern "C" fn(usize, usize) -> !,
+    a0: usize,
+    a1: usize,
+) {
+    naked_asm!(
+        save_frame!(),
+        "mov [rdi], rsp",  // save->rsp = rsp
+        "mov rsp, rsi",    // onto the new stack, at its (16-aligned) top
+        default_fp_env!(),
+        "xor ebp, ebp",    // end of the frame-pointer chain
+        "mov rdi, rcx",    // first argument: a0
+        "mov rsi, r8",     // second argument: a1
+        "call rdx",        // f(a0, a1); rsp % 16 == 0 before the call
+        "ud2",             // f returned: impossible by its type
+    )
+}
+
+/// Calls `f(a0, a1)` at `stack_top`, abandoning the running context.
+///
+/// # Safety
+/// `stack_top` must be the 16-byte-aligned top of a stack that nothing else is using. It
+/// may be the stack currently running (this is how vcore context is re-entered), in
+/// which case everything on it is abandoned without being dropped.
+#[unsafe(naked)]
+pub unsafe extern "C" fn call_on_stack(
+    stack_top: usize,
+    f: unsafe extern "C" fn(usize, usize) -> !,
+    a0: usize,
+    a1: usize,
+) -> ! {
+    naked_asm!(
+        "mov rsp, rdi", // onto the new stack, at its top
+        default_fp_env!(),
+        "xor ebp, ebp",
+        "mov rax, rsi", // f
+        "mov rdi, rdx", // first argument: a0
+        "mov rsi, rcx", // second argument: a1
+        "call rax",
+        "ud2",
+    )
+}
+
+/// First code a fresh context runs: `r12` holds the argument and `r13` the entry (see
+/// the module docs). `rsp % 16 == 0` here, so `call` leaves the entry ABI-aligned.
+#[unsafe(naked)]
+unsafe extern "C" fn start_trampoline() -> ! {
+    naked_asm!(
+        "mov rdi, r12", // entry's argument
+        "call r13",     // entry(arg) never returns
+        "ud2",
+    )
+}
+
+/// Builds a context that, when first resumed, calls `entry(arg)` at `stack_top`.
+///
+/// # Safety
+/// `stack_top` must be the 16-byte-aligned top of a writable stack of at least
+/// `INIT_FRAME` bytes that nothing else uses.
+pub unsafe fn init_context(
+    stack_top: usize,
+    entry: unsafe extern "C" fn(usize) -> !,
+    arg: usize,
+) -> Context {
+    assert!(
+        stack_top % 16 == 0,
+        "init_context: stack top {stack_top:#x} is not 16-byte aligned"
+    );
+    let frame = (stack_top - INIT_FRAME) as *mut u64;
+    let slots: [u64; 10] = [
+        MXCSR_DEFAULT | (FPUCW_DEFAULT << 32), // +0: MXCSR, x87 CW
+        0,                                     // +8: r15
+        0,                                     // +16: r14
+        entry as usize as u64,                 // +24: r13
+        arg as u64,                            // +32: r12
+        0,                                     // +40: rbx
+        0,                                     // +48: rbp
+        start_trampoline as *const () as u64, // +56: return address
+        0,                                     // +64: rsp after `ret` points here
+        0,                                     // +72: end of the frame chain
+    ];
+    // SAFETY: the caller guarantees `INIT_FRAME` writable bytes below `stack_top`, which
+    // is 16-aligned, so `frame` is aligned for u64 and the 10 slots fit exactly.
+    unsafe { frame.copy_from_nonoverlapping(slots.as_ptr(), slots.len()) };
+    Context { rsp: frame as usize }
+}
+
+// ---------------------------------------------------------------------------------------
+// FS and GS base.
+
+const MODE_UNKNOWN: u8 = 0;
+const MODE_FSGSBASE: u8 = 1;
+const MODE_SYSCALL: u8 = 2;
+static MODE: AtomicU8 = AtomicU8::new(MODE_UNKNOWN);
+
+/// `AT_HWCAP2` bit the kernel sets when user space may use the FSGSBASE instructions
+/// (Linux 5.9+, `arch/x86/include/uapi/asm/hwcap2.h`).
+const HWCAP2_FSGSBASE: u64 = 1 << 1;
+/// Environment variable that forces the `arch_prctl` path, so both paths get tested.
+pub const FORCE_ARCH_PRCTL_ENV: &str = "PARLIB_FORCE_ARCH_PRCTL";
+
+const ARCH_SET_GS: usize = 0x1001;
+const ARCH_SET_FS: usize = 0x1002;
+const ARCH_GET_GS: usize = 0x1004;
+
+#[cold]
+fn detect_mode() -> u8 {
+    let forced = std::env::var_os(FORCE_ARCH_PRCTL_ENV).is_some_and(|v| !v.is_empty() && v != "0");
+    // SAFETY: getauxval has no preconditions.
+    let hwcap2 = unsafe { libc::getauxval(libc::AT_HWCAP2) };
+    let mode = if !forced && hwcap2 & HWCAP2_FSGSBASE != 0 {
+        MODE_FSGSBASE
+    } else {
+        MODE_SYSCALL
+    };
+    MODE.store(mode, Ordering::Relaxed);
+    mode
+}
+
+#[inline(always)]
+fn mode() -> u8 {
+    match MODE.load(Ordering::Relaxed) {
+        MODE_UNKNOWN => detect_mode(),
+        m => m,
+    }
+}
+
+/// Detects once whether `wrfsbase`/`rdfsbase` may be used. Called by `vcore::lib_init`;
+/// every accessor below would otherwise detect on first use.
+pub fn init() {
+    mode();
+}
+
+/// Whether FS/GS base accesses use the FSGSBASE instructions (else `arch_prctl`).
+pub fn uses_fsgsbase() -> bool {
+    mode() == MODE_FSGSBASE
+}
+
+/// The FS base (TLS pointer) of the running task.
+#[inline(always)]
+pub fn fs_base() -> usize {
+    let base: usize;
+    if mode() == MODE_FSGSBASE {
+        // SAFETY: the kernel enabled FSGSBASE for user space (AT_HWCAP2), so rdfsbase
+        // cannot fault; it only reads a register.
+        unsafe { asm!("rdfsbase {}", out(reg) base, options(nomem, nostack, preserves_flags)) };
+    } else {
+        // The x86-64 TLS ABI stores the thread pointer at %fs:0 (the TCB points to
+        // itself), so one load reads the base without a system call.
+        // SAFETY: every task has a TLS block installed by glibc or by us, whose first
+        // word is its own address.
+        unsafe { asm!("mov {}, qword ptr fs:[0]", out(reg) base, options(nostack, preserves_flags, readonly)) };
+    }
+    base
+}
+
+/// Sets the FS base (TLS pointer) of the running task.
+///
+/// # Safety
+/// `base` must be a valid glibc TLS block (thread control block) that no other running
+/// task is using as its TLS at the same time, and nothing may hold references into the
+/// previous TLS across this call.
+#[inline(always)]
+pub unsafe fn set_fs_base(base: usize) {
+    if mode() == MODE_FSGSBASE {
+        // SAFETY: FSGSBASE is enabled (see fs_base); the caller vouches for `base`.
+        unsafe { asm!("wrfsbase {}", in(reg) base, options(nostack, preserves_flags)) };
+    } else {
+        // SAFETY: arch_prctl(ARCH_SET_FS) only changes this task's FS base.
+        let r = unsafe { syscall6(libc::SYS_arch_prctl as usize, ARCH_SET_FS, base, 0, 0, 0, 0) };
+        debug_assert_eq!(r, 0, "arch_prctl(ARCH_SET_FS) failed");
+    }
+}
+
+/// The GS base of the running task (0 unless parlib set it: only vcore tasks have one).
+#[inline(always)]
+pub fn gs_base() -> usize {
+    let mut base: usize = 0;
+    if mode() == MODE_FSGSBASE {
+        // SAFETY: FSGSBASE is enabled; rdgsbase only reads a register.
+        unsafe { asm!("rdgsbase {}", out(reg) base, options(nomem, nostack, preserves_flags)) };
+    } else {
+        // SAFETY: ARCH_GET_GS writes one word to the address we pass, a local.
+        unsafe {
+            syscall6(libc::SYS_arch_prctl as usize, ARCH_GET_GS, &mut base as *mut usize as usize, 0, 0, 0, 0)
+        };
+    }
+    base
+}
+
+/// Sets the GS base of the running task.
+///
+/// # Safety
+/// Nothing else in the process may use GS on this task (glibc does not on x86-64).
+pub unsafe fn set_gs_base(base: usize) {
+    if mode() == MODE_FSGSBASE {
+        // SAFETY: FSGSBASE is enabled; the caller owns GS on this task.
+        unsafe { asm!("wrgsbase {}", in(reg) base, options(nostack, preserves_flags)) };
+    } else {
+        // SAFETY: arch_prctl(ARCH_SET_GS) only changes this task's GS base.
+        let r = unsafe { syscall6(libc::SYS_arch_prctl as usize, ARCH_SET_GS, base, 0, 0, 0, 0) };
+        assert_eq!(r, 0, "arch_prctl(ARCH_SET_GS) failed");
+    }
+}
+
+/// Reads the word at `%gs:0`: on a vcore task, the address of its own per-vcore record.
+///
+/// # Safety
+/// The running task must have a GS base set by parlib (it must be a vcore task).
+#[inline(always)]
+pub unsafe fn gs_self() -> usize {
+    let p: usize;
+    // SAFETY: the caller guarantees GS points at a per-vcore record whose first word is
+    // its own address. The asm is not `pure`, so the compiler re-reads it every time and
+    // never carries a value across a context switch.
+    unsafe { asm!("mov {}, qword ptr gs:[0]", out(reg) p, options(nostack, preserves_flags, readonly)) };
+    p
+}
+
+/// A raw Linux system call. Returns the kernel's result (`-errno` on failure) and never
+/// writes `errno`, which belongs to whatever uthread happens to be running.
+///
+/// # Safety
+/// The arguments must be valid for system call `nr`.
+#[inline(always)]
+pub unsafe fn syscall6(nr: usize, a1: usize, a2: usize, a3: usize, a4: usize, a5: usize, a6: usize) -> isize {
+    let ret: isize;
+    // SAFETY: the `syscall` instruction clobbers only rax, rcx and r11 (declared); the
+    // caller vouches for the arguments.
+    unsafe {
+        asm!(
+            "syscall",
+            inlateout("rax") nr as isize => ret,
+            in("rdi") a1, in("rsi") a2, in("rdx") a3, in("r10") a4, in("r8") a5, in("r9") a6,
+            lateout("rcx") _, lateout("r11") _,
+            options(nostack),
+        )
+    };
+    ret
+}

@@ -1,0 +1,78 @@
+//! # parlib-vcore: emulated vcores
+//!
+//! The bottom layer of parlib-rs (see `DESIGN.md` §1 and §3). A process asks for
+//! *cores* (vcores), not threads. Linux cannot hand out dedicated cores, so this crate
+//! emulates them: [`lib_init`] starts one Linux task per CPU the process may use
+//! (`sched_getaffinity`, capped by the `VCORE_LIMIT` environment variable), pins task *i*
+//! to the *i*-th of those CPUs and parks it on a futex. [`request`] wakes parked vcores;
+//! [`yield_vcore`] parks the caller again. Every woken vcore starts in *vcore context*,
+//! at the top of its own stack and on its own TLS, in the function given to
+//! [`set_entry`] (parlib's `vcore_entry`).
+//!
+//! ## Where it sits
+//!
+//! ```text
+//!   parlib-uthread    uthreads, the Scheduler trait, vcore_entry   <- the main user
+//!   parlib-vcore      this crate: vcores, arch (switch, FS base, stacks)
+//!   Linux             tasks, futexes, sched_setaffinity
+//! ```
+//!
+//! Most programs never call this crate directly: `parlib_uthread::lib_init` initialises
+//! it, installs its entry and moves `main` onto vcore 0.
+//!
+//! ## Map
+//!
+//! | module | what |
+//! |---|---|
+//! | [`arch`] | the only assembly: context switch, FS/GS base, raw system calls |
+//! | [`stack`] | guarded, pooled `mmap` stacks |
+//! | [`vcore`](mod@vcore) | per-vcore records, tasks, request / yield, moving `main` |
+//! | [`spin`] | the spinlock vcore context uses |
+//! | [`futex`] | futex wait / wake without touching `errno` |
+//!
+//! ## Example
+//!
+//! ```
+//! use parlib_vcore as vcore;
+//!
+//! fn entry() -> ! {
+//!     // Vcore context, at the top of this vcore's stack, on its own TLS.
+//!     assert!(vcore::in_vcore_context());
+//!     // The first request moved `main` here; give it the vcore back.
+//!     vcore::resume_main()
+//! }
+//!
+//! vcore::lib_init().unwrap();
+//! vcore::set_entry(entry);
+//! assert_eq!(vcore::request(1).unwrap(), 1); // returns on vcore 0
+//! assert_eq!(vcore::id(), 0);
+//! assert!(!vcore::in_vcore_context());
+//! ```
+//!
+//! ## Caveats
+//!
+//! * Vcore tasks own their GS base; do not use GS on them.
+//! * A Linux thread created from a vcore inherits its pin to one CPU (Linux copies the
+//!   affinity mask); reset it with `sched_setaffinity` if that matters, using
+//!   [`process_cpus`].
+//! * FS base accesses use `wrfsbase`/`rdfsbase` when the kernel allows (`AT_HWCAP2` bit 1)
+//!   and `arch_prctl` otherwise; setting `PARLIB_FORCE_ARCH_PRCTL=1` forces the latter.
+//!   In that mode asking "which vcore am I on" costs a system call.
+
+#![warn(missing_docs)]
+
+pub mod arch;
+mod error;
+pub mod futex;
+pub mod spin;
+pub mod stack;
+#[allow(clippy::module_inception)]
+pub mod vcore;
+
+pub use error::Error;
+pub use stack::{Stack, DEFAULT_STACK_SIZE};
+pub use vcore::{
+    cpu_of, current_cpu, get, id, in_vcore_context, is_initialized, lib_init, main_tls, max_vcores, num_vcores,
+    process_cpus, reenter, request, request_specific, resume_main, set_entry, take_main_context, this,
+    this_unchecked, try_id, yield_vcore, CpuSet, Vcore, VCORE_LIMIT_ENV,
+};

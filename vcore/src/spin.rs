@@ -1,0 +1,77 @@
+//! A test-and-test-and-set spinlock, for the short critical sections of vcore context.
+//!
+//! Vcore context may not block, so the lists it shares (stack pools, schedulers' run
+//! queues) are guarded by spinning. A holder must not block or yield while holding one.
+//! This is the plain spinlock; the sync layer builds the MCS and PDR variants.
+
+use core::cell::UnsafeCell;
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+/// A spinlock protecting a `T`.
+pub struct SpinLock<T: ?Sized> {
+    locked: AtomicBool,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: the lock hands out `&mut T` to one holder at a time, so sharing the lock
+// between tasks is sound whenever `T` may be sent between them.
+unsafe impl<T: ?Sized + Send> Sync for SpinLock<T> {}
+// SAFETY: moving the lock moves the `T` it owns.
+unsafe impl<T: ?Sized + Send> Send for SpinLock<T> {}
+
+impl<T> SpinLock<T> {
+    /// A new, unlocked spinlock.
+    pub const fn new(value: T) -> Self {
+        SpinLock { locked: AtomicBool::new(false), value: UnsafeCell::new(value) }
+    }
+}
+
+impl<T: ?Sized> SpinLock<T> {
+    /// Spins until the lock is ours.
+    #[inline]
+    pub fn lock(&self) -> SpinGuard<'_, T> {
+        loop {
+            if !self.locked.swap(true, Ordering::Acquire) {
+                return SpinGuard { lock: self };
+            }
+            // Spin on a plain load so waiters share the line until it is released.
+            while self.locked.load(Ordering::Relaxed) {
+                core::hint::spin_loop();
+            }
+        }
+    }
+
+    /// Takes the lock if it is free.
+    #[inline]
+    pub fn try_lock(&self) -> Option<SpinGuard<'_, T>> {
+        (!self.locked.load(Ordering::Relaxed) && !self.locked.swap(true, Ordering::Acquire))
+            .then_some(SpinGuard { lock: self })
+    }
+}
+
+/// Holds a [`SpinLock`]; releases it when dropped.
+pub struct SpinGuard<'a, T: ?Sized> {
+    lock: &'a SpinLock<T>,
+}
+
+impl<T: ?Sized> Deref for SpinGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard exists only while this holder owns the lock.
+        unsafe { &*self.lock.value.get() }
+    }
+}
+
+impl<T: ?Sized> DerefMut for SpinGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard exists only while this holder owns the lock.
+        unsafe { &mut *self.lock.value.get() }
+    }
+}
+
+impl<T: ?Sized> Drop for SpinGuard<'_, T> {
+    fn drop(&mut self) {
+        self.lock.locked.store(false, Ordering::Release);
+    }
+}

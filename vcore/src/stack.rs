@@ -1,0 +1,147 @@
+//! Stacks for vcore context and uthreads: `mmap`ed, guarded, lazily committed, pooled.
+//!
+//! ```text
+//!   base                base + guard                              base + len = top
+//!   | guard (PROT_NONE) | usable, committed page by page on first touch ... |
+//!   ^ an overflow faults here, and the fault is reported against the stack's owner
+//! ```
+//!
+//! Freed stacks go back to a small pool instead of to the kernel: `mmap` plus
+//! `mprotect` cost two system calls and a fresh stack costs page faults, while a pooled
+//! stack is already mapped and warm.
+
+use crate::error::Error;
+use crate::spin::SpinLock;
+
+/// Default usable size of a uthread or vcore stack. Pages are committed only when
+/// touched, so a larger reservation costs address space, not memory; 256 KiB leaves room
+/// for Rust's panic and formatting machinery (tens of KiB) in debug builds.
+pub const DEFAULT_STACK_SIZE: usize = 256 * 1024;
+
+/// Guard below every stack: one page, like glibc's default `guardsize`. Rust code probes
+/// frames larger than a page, so it cannot jump over it.
+fn guard_size() -> usize {
+    page_size()
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+/// How many freed stacks the pool keeps; more go back to the kernel. Enough to absorb
+/// the churn of short-lived uthreads on every vcore without pinning much memory.
+const POOL_MAX: usize = 64;
+
+static POOL: SpinLock<Vec<(usize, usize)>> = SpinLock::new(Vec::new());
+
+/// A stack: owned (mapped by us, returned to the pool on drop) or borrowed (memory a
+/// caller provided, which we never free).
+#[derive(Debug)]
+pub struct Stack {
+    /// Lowest address of the mapping (the guard page, for owned stacks).
+    base: usize,
+    /// Length of the mapping including the guard.
+    len: usize,
+    /// Length of the guard at `base` (0 for borrowed stacks).
+    guard: usize,
+    owned: bool,
+}
+
+impl Stack {
+    /// A guarded stack with at least `size` usable bytes, from the pool if one fits.
+    pub fn new(size: usize) -> Result<Stack, Error> {
+        let page = page_size();
+        let guard = guard_size();
+        let usable = size.max(page).div_ceil(page) * page;
+        let len = usable + guard;
+        let pooled = {
+            let mut pool = POOL.lock();
+            let i = pool.iter().position(|&(_, l)| l == len);
+            i.map(|i| pool.swap_remove(i))
+        };
+        if let Some((base, len)) = pooled {
+            return Ok(Stack { base, len, guard, owned: true });
+        }
+        // SAFETY: a fresh anonymous private mapping; MAP_NORESERVE lets unused pages
+        // cost nothing. Failure is checked below.
+        let p = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(Error::last_os("mmap (stack)"));
+        }
+        // SAFETY: the first `guard` bytes of the mapping we just made.
+        if unsafe { libc::mprotect(p, guard, libc::PROT_NONE) } != 0 {
+            let e = Error::last_os("mprotect (stack guard)");
+            // SAFETY: unmapping the mapping we just made, which nobody else knows.
+            unsafe { libc::munmap(p, len) };
+            return Err(e);
+        }
+        Ok(Stack { base: p as usize, len, guard, owned: true })
+    }
+
+    /// A stack of the default size.
+    pub fn with_default_size() -> Result<Stack, Error> {
+        Stack::new(DEFAULT_STACK_SIZE)
+    }
+
+    /// Wraps caller-provided memory `[lo, lo + size)` as a stack. It has no guard page
+    /// of ours and is never freed by us.
+    ///
+    /// # Safety
+    /// The memory must be writable, unused by anything else, and outlive every context
+    /// that runs on it.
+    pub unsafe fn from_raw(lo: *mut u8, size: usize) -> Stack {
+        Stack { base: lo as usize, len: size, guard: 0, owned: false }
+    }
+
+    /// The 16-byte-aligned top, where a context starts.
+    pub fn top(&self) -> usize {
+        (self.base + self.len) & !15
+    }
+
+    /// Lowest usable address.
+    pub fn bottom(&self) -> usize {
+        self.base + self.guard
+    }
+
+    /// Usable bytes.
+    pub fn size(&self) -> usize {
+        self.len - self.guard
+    }
+
+    /// The guard page's address range (empty for borrowed stacks).
+    pub fn guard_range(&self) -> core::ops::Range<usize> {
+        self.base..self.base + self.guard
+    }
+
+    /// Whether `addr` lies in the usable part of this stack.
+    pub fn contains(&self, addr: usize) -> bool {
+        (self.bottom()..self.base + self.len).contains(&addr)
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
+        let mut pool = POOL.lock();
+        if pool.len() < POOL_MAX {
+            pool.push((self.base, self.len));
+            return;
+        }
+        drop(pool);
+        // SAFETY: an owned stack is a mapping we made, and dropping it means no context
+        // runs on it any more.
+        unsafe { libc::munmap(self.base as *mut libc::c_void, self.len) };
+    }
+}

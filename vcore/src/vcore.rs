@@ -1,0 +1,647 @@
+//! Emulated vcores: one pinned Linux task per allowed CPU.
+//!
+//! # Per-vcore records and how code finds its own
+//!
+//! `lib_init` allocates one [`Vcore`] record per vcore (128-byte aligned, so two vcores
+//! never share a cache line pair; see [`Vcore`]) and starts one task per record. Each
+//! task sets its GS base to its record, once. Code finds "its" vcore through the GS
+//! base, never through `thread_local!`: TLS follows the uthread, so a uthread that moved
+//! from vcore 1 to vcore 0 would otherwise still see vcore 1's record. Reading GS is an
+//! `asm!` statement the compiler may not cache, so a value read after a context switch is
+//! always the vcore the code runs on now.
+//!
+//! Linux copies the GS base into tasks cloned from a vcore (a `pthread_create` inside a
+//! uthread), so [`this`] also checks that the running TLS is one the vcore is actually
+//! using (its own, or its current uthread's); a copied GS base fails that check.
+//!
+//! # Vcore states
+//!
+//! | state | meaning | left by |
+//! |---|---|---|
+//! | `PARKED` | the task sleeps on the futex word `state`; it costs no CPU | `request*` CAS to `RUNNING`, then futex wake |
+//! | `RUNNING` | the task runs vcore context or a uthread | [`yield_vcore`] stores `PARKED`, then futex-waits |
+//!
+//! A request that lands between the yield's store and its futex wait is not lost: the
+//! wait returns at once because the word is no longer `PARKED`, and the loop re-checks.
+//!
+//! # Moving `main` onto vcore 0
+//!
+//! The first [`request`] made from outside any vcore moves its caller:
+//! 1. the caller's context is saved into `MAIN_CTX` and the task switches to a small
+//!    handoff stack (its TLS is now owned by whoever resumes the saved context);
+//! 2. on the handoff stack it blocks every signal, so no handler can ever run on the
+//!    TLS that now travels with the saved context;
+//! 3. it publishes the context (`MAIN_SAVED`) and wakes vcore 0 (or any parked vcore);
+//! 4. it sleeps forever on a futex through raw system calls that never touch `errno`.
+//!
+//! The woken vcore's entry takes the context with [`take_main_context`] (the uthread
+//! layer wraps it in the main uthread) or resumes it directly with [`resume_main`].
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use crate::arch::{self, Context};
+use crate::error::Error;
+use crate::futex;
+use crate::stack::{Stack, DEFAULT_STACK_SIZE};
+
+const PARKED: u32 = 0;
+const RUNNING: u32 = 1;
+
+/// Environment variable that caps the number of vcores.
+pub const VCORE_LIMIT_ENV: &str = "VCORE_LIMIT";
+
+/// Stack of each vcore task's own (pthread) stack: it only runs the start-up code before
+/// moving to the vcore stack. glibc's minimum is 16 KiB; 64 KiB leaves room for the
+/// dynamic loader's lazy binding on first calls.
+const TASK_STACK_SIZE: usize = 64 * 1024;
+/// The handoff stack runs four raw system calls.
+const HANDOFF_STACK_SIZE: usize = 16 * 1024;
+
+/// One vcore's record. The first field is its own address, reachable as `%gs:0`.
+///
+/// Aligned to 128 bytes: adjacent-line prefetch pulls in pairs of 64-byte lines on
+/// Intel and AMD parts, so 128 keeps two vcores' hot fields from false sharing
+/// (crossbeam-utils' `CachePadded` uses 128 on x86-64 for the same reason).
+#[repr(C, align(128))]
+pub struct Vcore {
+    self_ptr: *const Vcore,
+    id: usize,
+    cpu: usize,
+    /// `PARKED` or `RUNNING`; the futex word the task sleeps on.
+    state: AtomicU32,
+    /// Whether the task is in vcore context (scheduler code on the vcore stack).
+    vcore_ctx: AtomicBool,
+    /// The uthread this vcore runs or last ran, opaque to this layer.
+    current: AtomicPtr<()>,
+    /// FS base while `current` (or the moved `main`) runs; 0 if none.
+    current_tls: AtomicUsize,
+    /// FS base of the vcore task itself (vcore context's TLS).
+    tls: AtomicUsize,
+    tid: AtomicI32,
+    stack: Stack,
+}
+
+// SAFETY: every field other than the immutable ones (`self_ptr`, `id`, `cpu`, `stack`) is
+// an atomic; `self_ptr` is only ever read.
+unsafe impl Sync for Vcore {}
+// SAFETY: as above; records are created by lib_init and never freed.
+unsafe impl Send for Vcore {}
+
+impl Vcore {
+    /// This vcore's id, `0..max_vcores()`.
+    pub fn id(&self) -> usize {
+        self.id
+    }
+    /// The CPU this vcore's task is pinned to.
+    pub fn cpu(&self) -> usize {
+        self.cpu
+    }
+    /// The Linux thread id of this vcore's task.
+    pub fn tid(&self) -> i32 {
+        self.tid.load(Ordering::Relaxed)
+    }
+    /// FS base of the vcore task's own TLS, which vcore context runs on.
+    pub fn tls(&self) -> usize {
+        self.tls.load(Ordering::Relaxed)
+    }
+    /// Top of the vcore stack, where vcore context always starts.
+    pub fn stack_top(&self) -> usize {
+        self.stack.top()
+    }
+    /// The vcore stack.
+    pub fn stack(&self) -> &Stack {
+        &self.stack
+    }
+    /// Whether the vcore is in vcore context.
+    #[inline]
+    pub fn in_vcore_context(&self) -> bool {
+        self.vcore_ctx.load(Ordering::Relaxed)
+    }
+    /// Marks entry into or exit from vcore context. For the uthread layer, on every
+    /// switch between vcore context and a uthread.
+    #[inline]
+    pub fn set_vcore_context(&self, on: bool) {
+        self.vcore_ctx.store(on, Ordering::Relaxed);
+    }
+    /// The uthread (opaque to this layer) that the vcore runs.
+    #[inline]
+    pub fn current(&self) -> *mut () {
+        self.current.load(Ordering::Relaxed)
+    }
+    /// FS base of the current uthread.
+    #[inline]
+    pub fn current_tls(&self) -> usize {
+        self.current_tls.load(Ordering::Relaxed)
+    }
+    /// Records the uthread the vcore is about to run and the FS base it runs with. For
+    /// the uthread layer; [`this`] accepts the running TLS only if it is this one or the
+    /// vcore's own.
+    #[inline]
+    pub fn set_current(&self, uth: *mut (), tls: usize) {
+        self.current.store(uth, Ordering::Relaxed);
+        self.current_tls.store(tls, Ordering::Relaxed);
+    }
+    /// Whether the vcore is parked (racy by nature).
+    pub fn is_parked(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == PARKED
+    }
+
+    /// Takes a parked vcore to `RUNNING` and wakes its task. False if it was running.
+    fn wake(&self) -> bool {
+        if self.state.compare_exchange(PARKED, RUNNING, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            return false;
+        }
+        futex::wake(&self.state, 1);
+        true
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Global state, written once by lib_init.
+
+const INIT_NONE: u8 = 0;
+const INIT_RUNNING: u8 = 1;
+const INIT_DONE: u8 = 2;
+static INIT: AtomicU8 = AtomicU8::new(INIT_NONE);
+static VCORES: AtomicPtr<Vcore> = AtomicPtr::new(core::ptr::null_mut());
+static NR_VCORES: AtomicUsize = AtomicUsize::new(0);
+static ENTRY: AtomicUsize = AtomicUsize::new(0);
+static READY: AtomicU32 = AtomicU32::new(0);
+static PROCESS_CPUS: OnceLock<CpuSet> = OnceLock::new();
+static HANDOFF_STACK: OnceLock<Stack> = OnceLock::new();
+
+const MAIN_NONE: u8 = 0;
+const MAIN_MOVING: u8 = 1;
+const MAIN_SAVED: u8 = 2;
+const MAIN_TAKEN: u8 = 3;
+static MAIN_STATE: AtomicU8 = AtomicU8::new(MAIN_NONE);
+static MAIN_TLS: AtomicUsize = AtomicUsize::new(0);
+struct MainCtx(UnsafeCell<Context>);
+// SAFETY: written once by the moving task before MAIN_SAVED is published (Release), read
+// once by the vcore that wins the MAIN_SAVED -> MAIN_TAKEN exchange (Acquire).
+unsafe impl Sync for MainCtx {}
+static MAIN_CTX: MainCtx = MainCtx(UnsafeCell::new(Context::EMPTY));
+/// A futex word nobody ever changes: the original task sleeps on it forever.
+static NEVER: AtomicU32 = AtomicU32::new(0);
+
+/// The process's CPU affinity at `lib_init`, before any pinning.
+#[derive(Clone, Copy)]
+pub struct CpuSet(libc::cpu_set_t);
+
+impl CpuSet {
+    /// The raw set, for `sched_setaffinity`.
+    pub fn as_raw(&self) -> &libc::cpu_set_t {
+        &self.0
+    }
+    /// The CPUs in the set, ascending.
+    pub fn cpus(&self) -> Vec<usize> {
+        // SAFETY: CPU_ISSET only reads the set, for indices below CPU_SETSIZE.
+        (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &self.0) }).collect()
+    }
+}
+
+fn vcores() -> &'static [Vcore] {
+    let p = VCORES.load(Ordering::Acquire);
+    if p.is_null() {
+        return &[];
+    }
+    // SAFETY: lib_init publishes a leaked, fully built slice of NR_VCORES records before
+    // storing the pointer (Release), and never frees it.
+    unsafe { core::slice::from_raw_parts(p, NR_VCORES.load(Ordering::Relaxed)) }
+}
+
+/// The record of vcore `id`.
+pub fn get(id: usize) -> Result<&'static Vcore, Error> {
+    let all = vcores();
+    all.get(id).ok_or(Error::NoSuchVcore { id, max: all.len() })
+}
+
+/// The vcore the caller runs on, or `None` outside vcores (plain threads, backing
+/// threads, tasks that inherited a vcore's GS base).
+#[inline]
+pub fn this() -> Option<&'static Vcore> {
+    let gs = arch::gs_base();
+    if gs == 0 {
+        return None;
+    }
+    let base = VCORES.load(Ordering::Relaxed) as usize;
+    let size = core::mem::size_of::<Vcore>();
+    let off = gs.wrapping_sub(base);
+    if off >= NR_VCORES.load(Ordering::Relaxed) * size || off % size != 0 {
+        return None; // GS belongs to something else
+    }
+    // SAFETY: `gs` points at one of our records, which live forever.
+    let vc = unsafe { &*(gs as *const Vcore) };
+    let fs = arch::fs_base();
+    if fs != vc.tls() && fs != vc.current_tls() {
+        return None; // a task that inherited the GS base of vcore `vc`
+    }
+    Some(vc)
+}
+
+/// The vcore the caller runs on, without checks.
+///
+/// # Safety
+/// The caller must be running on a vcore task (in vcore context or on a uthread).
+#[inline(always)]
+pub unsafe fn this_unchecked() -> &'static Vcore {
+    // SAFETY: on a vcore task %gs:0 holds the address of its record (set in task_main).
+    unsafe { &*(arch::gs_self() as *const Vcore) }
+}
+
+/// Whether `lib_init` has completed.
+pub fn is_initialized() -> bool {
+    INIT.load(Ordering::Acquire) == INIT_DONE
+}
+
+/// How many vcores the process has (0 before `lib_init`).
+pub fn max_vcores() -> usize {
+    vcores().len()
+}
+
+/// How many vcores are running now. Racy by nature: a snapshot.
+pub fn num_vcores() -> usize {
+    vcores().iter().filter(|v| !v.is_parked()).count()
+}
+
+/// The id of the vcore the caller runs on.
+///
+/// # Panics
+/// Outside vcores (see [`try_id`]).
+#[inline]
+pub fn id() -> usize {
+    match this() {
+        Some(vc) => vc.id,
+        None => panic!("vcore::id() called outside a vcore (from a plain Linux thread)"),
+    }
+}
+
+/// The id of the vcore the caller runs on, or `None` outside vcores.
+#[inline]
+pub fn try_id() -> Option<usize> {
+    this().map(|v| v.id)
+}
+
+/// Whether the caller is in vcore context.
+#[inline]
+pub fn in_vcore_context() -> bool {
+    this().is_some_and(Vcore::in_vcore_context)
+}
+
+/// The CPU vcore `id` is pinned to.
+pub fn cpu_of(id: usize) -> Result<usize, Error> {
+    get(id).map(|v| v.cpu)
+}
+
+/// The process's CPU affinity as it was at `lib_init`.
+pub fn process_cpus() -> Option<&'static CpuSet> {
+    PROCESS_CPUS.get()
+}
+
+/// The CPU the calling task is on, asked of the kernel with `getcpu` (glibc's
+/// `sched_getcpu` reads the rseq area of the *current TLS*, which on a uthread belongs
+/// to its backing thread).
+pub fn current_cpu() -> usize {
+    let mut cpu: u32 = 0;
+    // SAFETY: getcpu writes one u32 to `cpu`; null node and cache pointers are allowed.
+    unsafe { arch::syscall6(libc::SYS_getcpu as usize, &mut cpu as *mut u32 as usize, 0, 0, 0, 0, 0) };
+    cpu as usize
+}
+
+/// Sets the function every vcore runs on entering vcore context (parlib's
+/// `vcore_entry`). The uthread layer installs its own; set one before requesting vcores
+/// when using this layer alone.
+pub fn set_entry(entry: fn() -> !) {
+    ENTRY.store(entry as usize, Ordering::Release);
+}
+
+fn missing_entry() -> ! {
+    panic!("a vcore started but no entry function is set: call vcore::set_entry before vcore::request");
+}
+
+// ---------------------------------------------------------------------------------------
+// Initialisation and the vcore tasks.
+
+/// Starts one parked, pinned task per allowed CPU (capped by `VCORE_LIMIT`).
+///
+/// # Errors
+/// [`Error::AlreadyInitialized`] on a second call; [`Error::BadVcoreLimit`] for a
+/// malformed `VCORE_LIMIT`; [`Error::Os`] if the kernel refuses a task or a stack.
+pub fn lib_init() -> Result<(), Error> {
+    if INIT.compare_exchange(INIT_NONE, INIT_RUNNING, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        return Err(Error::AlreadyInitialized);
+    }
+    match init_inner() {
+        Ok(()) => {
+            INIT.store(INIT_DONE, Ordering::Release);
+            Ok(())
+        }
+        Err(e) => {
+            // Nothing was started if the vcore table was never published: allow a retry.
+            if VCORES.load(Ordering::Acquire).is_null() {
+                INIT.store(INIT_NONE, Ordering::Release);
+            }
+            Err(e)
+        }
+    }
+}
+
+fn vcore_limit() -> Result<usize, Error> {
+    match std::env::var(VCORE_LIMIT_ENV) {
+        Err(std::env::VarError::NotPresent) => Ok(usize::MAX),
+        Err(std::env::VarError::NotUnicode(v)) => Err(Error::BadVcoreLimit(v.to_string_lossy().into_owned())),
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(Error::BadVcoreLimit(v)),
+        },
+    }
+}
+
+fn init_inner() -> Result<(), Error> {
+    arch::init();
+    let limit = vcore_limit()?;
+    // SAFETY: an all-zero cpu_set_t is the empty set; sched_getaffinity fills it.
+    let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable cpu_set_t of the size we pass.
+    if unsafe { libc::sched_getaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
+        return Err(Error::last_os("sched_getaffinity"));
+    }
+    let set = CpuSet(set);
+    let cpus = set.cpus();
+    let n = cpus.len().min(limit);
+    let _ = PROCESS_CPUS.set(set);
+    let _ = HANDOFF_STACK.set(Stack::new(HANDOFF_STACK_SIZE)?);
+
+    let mut records = Vec::with_capacity(n);
+    for (id, &cpu) in cpus.iter().take(n).enumerate() {
+        records.push(Vcore {
+            self_ptr: core::ptr::null(),
+            id,
+            cpu,
+            state: AtomicU32::new(PARKED),
+            vcore_ctx: AtomicBool::new(true),
+            current: AtomicPtr::new(core::ptr::null_mut()),
+            current_tls: AtomicUsize::new(0),
+            tls: AtomicUsize::new(0),
+            tid: AtomicI32::new(0),
+            stack: Stack::new(DEFAULT_STACK_SIZE)?,
+        });
+    }
+    let records: &'static mut [Vcore] = Box::leak(records.into_boxed_slice());
+    for vc in records.iter_mut() {
+        vc.self_ptr = vc as *const Vcore;
+    }
+    NR_VCORES.store(n, Ordering::Relaxed);
+    VCORES.store(records.as_mut_ptr(), Ordering::Release);
+
+    // SAFETY: registering a handler that only clears the GS base in the child.
+    unsafe { libc::pthread_atfork(None, None, Some(atfork_child)) };
+
+    for vc in vcores() {
+        spawn_task(vc)?;
+    }
+    loop {
+        let ready = READY.load(Ordering::Acquire);
+        if ready as usize == n {
+            return Ok(());
+        }
+        futex::wait(&READY, ready);
+    }
+}
+
+/// A forked child has one task, a copy of the forking one; if that was a vcore, its GS
+/// base points at a record whose vcore does not exist in the child.
+extern "C" fn atfork_child() {
+    if arch::gs_base() != 0 {
+        // SAFETY: the child's only task stops claiming to be a vcore.
+        unsafe { arch::set_gs_base(0) };
+    }
+}
+
+fn spawn_task(vc: &'static Vcore) -> Result<(), Error> {
+    // SAFETY: standard pthread attribute use; every call's result is checked, and the
+    // record passed as argument lives forever.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        libc::pthread_attr_init(&mut attr);
+        libc::pthread_attr_setstacksize(&mut attr, TASK_STACK_SIZE);
+        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+        let mut t: libc::pthread_t = 0;
+        let r = libc::pthread_create(&mut t, &attr, task_main, vc as *const Vcore as *mut libc::c_void);
+        libc::pthread_attr_destroy(&mut attr);
+        if r != 0 {
+            return Err(Error::Os { what: "pthread_create (vcore task)", errno: r });
+        }
+        let name = format!("vcore{}\0", vc.id);
+        libc::pthread_setname_np(t, name.as_ptr().cast());
+    }
+    Ok(())
+}
+
+/// Start of a vcore task, on its pthread stack.
+extern "C" fn task_main(arg: *mut libc::c_void) -> *mut libc::c_void {
+    // SAFETY: lib_init passes a pointer to a record that lives forever.
+    let vc = unsafe { &*(arg as *const Vcore) };
+    // SAFETY: this task is a vcore task; GS is ours to set (glibc does not use it).
+    unsafe { arch::set_gs_base(vc as *const Vcore as usize) };
+    // SAFETY: an all-zero cpu_set_t is the empty set; we add one CPU and pin to it.
+    unsafe {
+        let mut one: libc::cpu_set_t = core::mem::zeroed();
+        libc::CPU_SET(vc.cpu, &mut one);
+        if libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &one) != 0 {
+            panic!("vcore {}: cannot pin to CPU {}: {}", vc.id, vc.cpu, std::io::Error::last_os_error());
+        }
+    }
+    // SAFETY: gettid has no preconditions.
+    vc.tid.store(unsafe { libc::gettid() }, Ordering::Relaxed);
+    vc.tls.store(arch::fs_base(), Ordering::Relaxed);
+    READY.fetch_add(1, Ordering::Release);
+    futex::wake(&READY, 1);
+    // SAFETY: the vcore stack belongs to this vcore alone and nothing runs on it yet.
+    unsafe { arch::call_on_stack(vc.stack_top(), park_then_enter, 0, 0) }
+}
+
+/// Vcore context: sleep until requested, then run the entry function.
+unsafe extern "C" fn park_then_enter(_: usize, _: usize) -> ! {
+    // SAFETY: only vcore tasks run on a vcore stack.
+    let vc = unsafe { this_unchecked() };
+    while vc.state.load(Ordering::Acquire) != RUNNING {
+        futex::wait(&vc.state, PARKED);
+    }
+    enter(vc)
+}
+
+fn enter(vc: &Vcore) -> ! {
+    vc.set_vcore_context(true);
+    let f = ENTRY.load(Ordering::Acquire);
+    if f == 0 {
+        missing_entry();
+    }
+    // SAFETY: ENTRY only ever holds a `fn() -> !` stored by set_entry.
+    let f: fn() -> ! = unsafe { core::mem::transmute::<usize, fn() -> !>(f) };
+    f()
+}
+
+// ---------------------------------------------------------------------------------------
+// Requests and yields.
+
+/// Asks for `n` more vcores; returns how many were granted (fewer if fewer are parked).
+/// The first request made from outside any vcore moves its caller onto vcore 0 (see the
+/// module docs) and counts vcore 0 as granted; the call returns once a vcore resumes it.
+///
+/// # Errors
+/// [`Error::NotInitialized`] before `lib_init`; [`Error::TooManyVcores`] if `n` exceeds
+/// `max_vcores()`.
+pub fn request(n: usize) -> Result<usize, Error> {
+    if !is_initialized() {
+        return Err(Error::NotInitialized);
+    }
+    let all = vcores();
+    if n > all.len() {
+        return Err(Error::TooManyVcores { requested: n, max: all.len() });
+    }
+    let mut granted = 0;
+    if n > 0
+        && this().is_none()
+        && MAIN_STATE.compare_exchange(MAIN_NONE, MAIN_MOVING, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    {
+        move_caller_to_vcore0();
+        granted = 1;
+    }
+    for vc in all {
+        if granted == n {
+            break;
+        }
+        if vc.wake() {
+            granted += 1;
+        }
+    }
+    Ok(granted)
+}
+
+/// Asks for vcore `id` in particular. `Ok(false)` if it was already running.
+pub fn request_specific(id: usize) -> Result<bool, Error> {
+    if !is_initialized() {
+        return Err(Error::NotInitialized);
+    }
+    Ok(get(id)?.wake())
+}
+
+/// Gives the calling vcore back: it parks, costing no CPU, until requested again, when
+/// it starts afresh in the entry function.
+///
+/// # Panics
+/// Outside vcore context, or if the vcore still has a current uthread (hand it back to
+/// the scheduler first).
+pub fn yield_vcore() -> ! {
+    let vc = match this() {
+        Some(vc) if vc.in_vcore_context() => vc,
+        _ => panic!("vcore::yield_vcore called outside vcore context"),
+    };
+    assert!(
+        vc.current().is_null(),
+        "vcore::yield_vcore: vcore {} still has a current uthread; hand it to the scheduler first",
+        vc.id
+    );
+    vc.state.store(PARKED, Ordering::Release);
+    // SAFETY: in vcore context the vcore stack is ours; everything on it is abandoned.
+    unsafe { arch::call_on_stack(vc.stack_top(), park_then_enter, 0, 0) }
+}
+
+/// Restarts vcore context at the top of the vcore stack and runs `f` there.
+///
+/// # Panics
+/// Outside vcore context.
+pub fn reenter(f: fn() -> !) -> ! {
+    let vc = match this() {
+        Some(vc) if vc.in_vcore_context() => vc,
+        _ => panic!("vcore::reenter called outside vcore context"),
+    };
+    unsafe extern "C" fn call(f: usize, _: usize) -> ! {
+        // SAFETY: `reenter` passes a `fn() -> !`.
+        let f: fn() -> ! = unsafe { core::mem::transmute::<usize, fn() -> !>(f) };
+        f()
+    }
+    // SAFETY: in vcore context the vcore stack is ours; everything on it is abandoned.
+    unsafe { arch::call_on_stack(vc.stack_top(), call, f as usize, 0) }
+}
+
+// ---------------------------------------------------------------------------------------
+// Moving the first requester onto vcore 0.
+
+fn move_caller_to_vcore0() {
+    MAIN_TLS.store(arch::fs_base(), Ordering::Relaxed);
+    let top = HANDOFF_STACK.get().expect("lib_init allocates the handoff stack").top();
+    // SAFETY: MAIN_CTX is written only here (MAIN_MOVING is ours) and the handoff stack
+    // is used only by this one move.
+    unsafe { arch::save_and_call(MAIN_CTX.0.get(), top, handoff, 0, 0) };
+    // Resumed by some vcore: we now run there, on the same TLS as before.
+}
+
+/// Steps 2-4 of the move (module docs). Runs on the handoff stack and must not touch TLS.
+unsafe extern "C" fn handoff(_: usize, _: usize) -> ! {
+    let all: u64 = !0;
+    // SAFETY: rt_sigprocmask with a valid 8-byte set; raw, so errno is untouched.
+    unsafe {
+        arch::syscall6(
+            libc::SYS_rt_sigprocmask as usize,
+            libc::SIG_BLOCK as usize,
+            &all as *const u64 as usize,
+            0,
+            8,
+            0,
+            0,
+        )
+    };
+    MAIN_STATE.store(MAIN_SAVED, Ordering::Release);
+    let vcs = vcores();
+    if !vcs[0].wake() {
+        // Vcore 0 was already running: whichever vcore enters its entry next takes main.
+        let _ = vcs.iter().any(Vcore::wake);
+    }
+    loop {
+        futex::wait(&NEVER, 0);
+    }
+}
+
+/// Takes the context that the first [`request`] saved, if it is waiting to be resumed.
+/// Exactly one caller ever gets it.
+pub fn take_main_context() -> Option<Context> {
+    if MAIN_STATE.load(Ordering::Acquire) != MAIN_SAVED {
+        return None;
+    }
+    MAIN_STATE
+        .compare_exchange(MAIN_SAVED, MAIN_TAKEN, Ordering::AcqRel, Ordering::Relaxed)
+        .ok()
+        // SAFETY: the exchange above makes us the one reader of a context published with
+        // Release before MAIN_SAVED.
+        .map(|_| unsafe { *MAIN_CTX.0.get() })
+}
+
+/// FS base of the moved caller (its TLS travels with its context).
+pub fn main_tls() -> usize {
+    MAIN_TLS.load(Ordering::Relaxed)
+}
+
+/// Resumes the moved caller on this vcore, leaving vcore context. For programs that use
+/// this layer without uthreads; the caller then runs on the vcore as ordinary code.
+///
+/// # Panics
+/// Outside vcore context, or if there is no moved caller to resume.
+pub fn resume_main() -> ! {
+    let vc = match this() {
+        Some(vc) if vc.in_vcore_context() => vc,
+        _ => panic!("vcore::resume_main called outside vcore context"),
+    };
+    let ctx = take_main_context().expect("vcore::resume_main: no moved caller is waiting to be resumed");
+    vc.set_current(core::ptr::null_mut(), main_tls());
+    vc.set_vcore_context(false);
+    // SAFETY: the saved context's TLS is the moved caller's, which no other task uses
+    // (its original task blocks forever with every signal blocked).
+    unsafe {
+        arch::set_fs_base(main_tls());
+        arch::load(&ctx)
+    }
+}
