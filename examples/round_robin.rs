@@ -111,11 +111,15 @@ fn main() {
     let more = vcore::request(vcore::max_vcores() - 1).expect("request vcores");
     SCHED.awake.fetch_add(more, Ordering::AcqRel);
 
+    static GO: AtomicUsize = AtomicUsize::new(0);
     static DONE: AtomicUsize = AtomicUsize::new(0);
     static RUNS_ON: [AtomicUsize; 64] = [const { AtomicUsize::new(0) }; 64];
-    let start = Instant::now();
     for i in 0..THREADS {
         spawn(move || {
+            // Wait at the gate, so every vcore has uthreads to run once it opens.
+            while GO.load(Ordering::Acquire) == 0 {
+                yield_now();
+            }
             for _ in 0..YIELDS {
                 RUNS_ON[vcore::id() % 64].fetch_add(1, Ordering::Relaxed);
                 yield_now();
@@ -124,6 +128,8 @@ fn main() {
             DONE.fetch_add(1, Ordering::Release);
         });
     }
+    let start = Instant::now();
+    GO.store(1, Ordering::Release);
     while DONE.load(Ordering::Acquire) < THREADS {
         yield_now();
     }
@@ -133,7 +139,11 @@ fn main() {
         vcore::max_vcores(),
         elapsed.as_secs_f64() * 1e3
     );
+    let mut total = 0;
     for (id, n) in RUNS_ON.iter().take(vcore::max_vcores()).enumerate() {
-        println!("  vcore {id}: {} uthread time slices", n.load(Ordering::Relaxed));
+        let n = n.load(Ordering::Relaxed);
+        total += n;
+        println!("  vcore {id}: {n} uthread time slices");
     }
+    assert_eq!(total, THREADS * YIELDS, "every yield of every uthread ran exactly once");
 }

@@ -36,7 +36,9 @@ impl fmt::Display for Error {
         match self {
             Error::AlreadyInitialized => write!(f, "uthread::lib_init called twice"),
             Error::NotInitialized => write!(f, "uthread::lib_init has not been called"),
-            Error::OnVcore => write!(f, "uthread::lib_init must be called from a plain thread, not on a vcore"),
+            Error::OnVcore => {
+                write!(f, "uthread::lib_init must be called from a plain thread, not on a vcore")
+            }
             Error::Vcore(e) => write!(f, "{e}"),
             Error::Tls { errno } => write!(
                 f,

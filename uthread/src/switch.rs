@@ -60,7 +60,10 @@ pub unsafe fn init(
     let u = unsafe { uth.as_ref() };
     let s = u.state();
     if s != State::Idle {
-        panic!("uthread::init: uthread {} is {s}; only a new or cleaned-up uthread can be initialised", u.id());
+        panic!(
+            "uthread::init: uthread {} is {s}; only a new or cleaned-up uthread can be initialised",
+            u.id()
+        );
     }
     let backing = match tls {
         TlsMode::Backed => Some(tls::take()?),
@@ -179,7 +182,11 @@ fn not_in_vcore_context(what: &str) -> ! {
 #[inline]
 pub fn yield_with<F: FnOnce(NonNull<Uthread>)>(save_state: bool, f: F) {
     let (vc, u) = running_uthread("uthread::yield_with");
-    u.transition("uthread::yield_with", &[State::Running], if save_state { State::Yielding } else { State::Done });
+    u.transition(
+        "uthread::yield_with",
+        &[State::Running],
+        if save_state { State::Yielding } else { State::Done },
+    );
     let mut f = ManuallyDrop::new(f);
     let fp = &mut f as *mut ManuallyDrop<F> as usize;
     let up = u as *const Uthread as usize;

@@ -49,6 +49,7 @@ pub enum State {
 }
 
 impl State {
+    #[inline]
     fn from_u8(v: u8) -> State {
         match v {
             0 => State::Idle,
@@ -141,16 +142,19 @@ impl Uthread {
     }
 
     /// Its state now.
+    #[inline]
     pub fn state(&self) -> State {
         State::from_u8(self.state.load(Ordering::Acquire))
     }
 
     /// A process-unique number for messages (`main` is 0), set by `init`.
+    #[inline]
     pub fn id(&self) -> u64 {
         self.id.load(Ordering::Relaxed)
     }
 
     /// Whether it runs on its own TLS.
+    #[inline]
     pub fn has_tls(&self) -> bool {
         // SAFETY: `tls` is written only by init / lib_init before the uthread is shared.
         unsafe { *self.tls.get() != 0 }
@@ -162,6 +166,7 @@ impl Uthread {
         unsafe { (*self.stack.get()).as_ref().map_or(0..0, Stack::guard_range) }
     }
 
+    #[inline]
     pub(crate) fn set_state(&self, s: State) {
         self.state.store(s as u8, Ordering::Release);
     }

@@ -31,15 +31,7 @@ pub fn wait(word: &AtomicU32, expected: u32) {
 pub fn wake(word: &AtomicU32, n: u32) -> usize {
     // SAFETY: `word` is a live, aligned 32-bit atomic.
     let r = unsafe {
-        syscall6(
-            libc::SYS_futex as usize,
-            word.as_ptr() as usize,
-            FUTEX_WAKE_PRIVATE,
-            n as usize,
-            0,
-            0,
-            0,
-        )
+        syscall6(libc::SYS_futex as usize, word.as_ptr() as usize, FUTEX_WAKE_PRIVATE, n as usize, 0, 0, 0)
     };
     r.max(0) as usize
 }

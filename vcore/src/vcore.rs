@@ -91,26 +91,32 @@ unsafe impl Send for Vcore {}
 
 impl Vcore {
     /// This vcore's id, `0..max_vcores()`.
+    #[inline]
     pub fn id(&self) -> usize {
         self.id
     }
     /// The CPU this vcore's task is pinned to.
+    #[inline]
     pub fn cpu(&self) -> usize {
         self.cpu
     }
     /// The Linux thread id of this vcore's task.
+    #[inline]
     pub fn tid(&self) -> i32 {
         self.tid.load(Ordering::Relaxed)
     }
     /// FS base of the vcore task's own TLS, which vcore context runs on.
+    #[inline]
     pub fn tls(&self) -> usize {
         self.tls.load(Ordering::Relaxed)
     }
     /// Top of the vcore stack, where vcore context always starts.
+    #[inline]
     pub fn stack_top(&self) -> usize {
         self.stack.top()
     }
     /// The vcore stack.
+    #[inline]
     pub fn stack(&self) -> &Stack {
         &self.stack
     }
@@ -144,11 +150,13 @@ impl Vcore {
         self.current_tls.store(tls, Ordering::Relaxed);
     }
     /// Whether the vcore is parked (racy by nature).
+    #[inline]
     pub fn is_parked(&self) -> bool {
         self.state.load(Ordering::Relaxed) == PARKED
     }
 
     /// Takes a parked vcore to `RUNNING` and wakes its task. False if it was running.
+    #[inline]
     fn wake(&self) -> bool {
         if self.state.compare_exchange(PARKED, RUNNING, Ordering::AcqRel, Ordering::Relaxed).is_err() {
             return false;
@@ -202,6 +210,7 @@ impl CpuSet {
     }
 }
 
+#[inline]
 fn vcores() -> &'static [Vcore] {
     let p = VCORES.load(Ordering::Acquire);
     if p.is_null() {
@@ -213,6 +222,7 @@ fn vcores() -> &'static [Vcore] {
 }
 
 /// The record of vcore `id`.
+#[inline]
 pub fn get(id: usize) -> Result<&'static Vcore, Error> {
     let all = vcores();
     all.get(id).ok_or(Error::NoSuchVcore { id, max: all.len() })
@@ -252,11 +262,13 @@ pub unsafe fn this_unchecked() -> &'static Vcore {
 }
 
 /// Whether `lib_init` has completed.
+#[inline]
 pub fn is_initialized() -> bool {
     INIT.load(Ordering::Acquire) == INIT_DONE
 }
 
 /// How many vcores the process has (0 before `lib_init`).
+#[inline]
 pub fn max_vcores() -> usize {
     vcores().len()
 }
@@ -608,6 +620,7 @@ unsafe extern "C" fn handoff(_: usize, _: usize) -> ! {
 
 /// Takes the context that the first [`request`] saved, if it is waiting to be resumed.
 /// Exactly one caller ever gets it.
+#[inline]
 pub fn take_main_context() -> Option<Context> {
     if MAIN_STATE.load(Ordering::Acquire) != MAIN_SAVED {
         return None;
@@ -621,6 +634,7 @@ pub fn take_main_context() -> Option<Context> {
 }
 
 /// FS base of the moved caller (its TLS travels with its context).
+#[inline]
 pub fn main_tls() -> usize {
     MAIN_TLS.load(Ordering::Relaxed)
 }
