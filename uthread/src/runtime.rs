@@ -49,11 +49,17 @@ pub unsafe fn lib_init(scheduler: &'static dyn Scheduler, main: NonNull<Uthread>
     if INIT.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_err() {
         return Err(Error::AlreadyInitialized);
     }
-    if !vcore::is_initialized() {
-        vcore::lib_init()?;
+    let started = (|| {
+        if !vcore::is_initialized() {
+            vcore::lib_init()?;
+        }
+        crate::tls::start_refiller()
+    })();
+    if let Err(e) = started {
+        INIT.store(0, Ordering::Release); // nothing moved yet: a retry may succeed
+        return Err(e);
     }
     let _ = SCHED.set(scheduler);
-    crate::tls::start_refiller()?;
     // SAFETY: the caller hands us `main` for the rest of the process.
     let m = unsafe { main.as_ref() };
     m.transition("uthread::lib_init (main)", &[State::Idle], State::Running);
@@ -85,8 +91,11 @@ pub fn vcore_entry() -> ! {
         let m = MAIN.load(Ordering::Acquire);
         // SAFETY: `main` was registered by lib_init before the move and is running, so
         // only this vcore touches it now.
-        unsafe { *(*m).ctx.get() = ctx };
-        vc.set_current(m.cast(), vcore::main_tls());
+        // `main` is running (it was moved, not switched out), so this vcore now owns it.
+        unsafe {
+            *(*m).ctx.get() = ctx;
+            vc.set_current(m.cast(), vcore::main_tls());
+        }
     }
     let cur = vc.current();
     if !cur.is_null() {

@@ -190,11 +190,11 @@ pub fn yield_with<F: FnOnce(NonNull<Uthread>)>(save_state: bool, f: F) {
     let mut f = ManuallyDrop::new(f);
     let fp = &mut f as *mut ManuallyDrop<F> as usize;
     let up = u as *const Uthread as usize;
-    vc.set_vcore_context(true);
-    // SAFETY: from here until the switch no code touches TLS. The vcore stack is free:
-    // this vcore is running a uthread, so no vcore context is live on it. `u.ctx` is
-    // ours to write: the uthread is running here and not yet published.
+    // SAFETY: this vcore enters vcore context here (step 1) and nothing touches TLS
+    // until the switch. The vcore stack is free (a uthread runs, so no vcore context is
+    // live on it); `u.ctx` is ours: the uthread runs here and is not yet published.
     unsafe {
+        vc.set_vcore_context(true);
         if has_own_tls(u) {
             arch::set_fs_base(vc.tls());
         }
@@ -216,7 +216,8 @@ fn has_own_tls(u: &Uthread) -> bool {
 unsafe extern "C" fn yield_tail<F: FnOnce(NonNull<Uthread>)>(fp: usize, up: usize) -> ! {
     // SAFETY: only vcore tasks reach vcore context.
     let vc = unsafe { vcore::this_unchecked() };
-    vc.set_current(core::ptr::null_mut(), 0);
+    // SAFETY: the uthread is switched out; the vcore has none until it runs the next.
+    unsafe { vc.set_current(core::ptr::null_mut(), 0) };
     // SAFETY: `fp` points at the ManuallyDrop<F> on the suspended uthread's stack, which
     // nobody can resume before `f` publishes it; reading moves `f` onto this stack.
     let f: F = unsafe { ManuallyDrop::into_inner(core::ptr::read(fp as *const ManuallyDrop<F>)) };
@@ -272,12 +273,12 @@ pub(crate) unsafe fn resume(vc: &Vcore, u: &Uthread) -> ! {
     // SAFETY: `u` is ours (caller's contract), so its fields are stable.
     let own = unsafe { *u.tls.get() };
     let tls = if own != 0 { own } else { vc.tls() };
-    vc.set_current(u as *const Uthread as *mut (), tls);
-    vc.set_vcore_context(false);
-    // SAFETY: in vcore context the FS base is the vcore's own; the uthread's TLS is used
-    // by nobody else (its backing thread is parked). The context was saved by a yield,
-    // by the move of `main`, or built by init.
+    // SAFETY: `u` is ours (caller's contract). In vcore context the FS base is the
+    // vcore's own; the uthread's TLS is used by nobody else (its backing thread is
+    // parked). The context was saved by a yield, by the move of `main`, or built by init.
     unsafe {
+        vc.set_current(u as *const Uthread as *mut (), tls);
+        vc.set_vcore_context(false);
         if own != 0 {
             arch::set_fs_base(own);
         }

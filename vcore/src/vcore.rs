@@ -127,8 +127,12 @@ impl Vcore {
     }
     /// Marks entry into or exit from vcore context. For the uthread layer, on every
     /// switch between vcore context and a uthread.
+    ///
+    /// # Safety
+    /// Must match reality: `true` exactly while the task runs vcore context on this
+    /// vcore's stack. The uthread layer and `yield_vcore` rely on it.
     #[inline]
-    pub fn set_vcore_context(&self, on: bool) {
+    pub unsafe fn set_vcore_context(&self, on: bool) {
         self.vcore_ctx.store(on, Ordering::Relaxed);
     }
     /// The uthread (opaque to this layer) that the vcore runs.
@@ -144,8 +148,12 @@ impl Vcore {
     /// Records the uthread the vcore is about to run and the FS base it runs with. For
     /// the uthread layer; [`this`] accepts the running TLS only if it is this one or the
     /// vcore's own.
+    ///
+    /// # Safety
+    /// `uth` must be null or a live uthread of the layer above that this vcore owns, and
+    /// `tls` the FS base it runs with (or 0 with a null `uth`).
     #[inline]
-    pub fn set_current(&self, uth: *mut (), tls: usize) {
+    pub unsafe fn set_current(&self, uth: *mut (), tls: usize) {
         self.current.store(uth, Ordering::Relaxed);
         self.current_tls.store(tls, Ordering::Relaxed);
     }
@@ -486,7 +494,8 @@ unsafe extern "C" fn park_then_enter(_: usize, _: usize) -> ! {
 }
 
 fn enter(vc: &Vcore) -> ! {
-    vc.set_vcore_context(true);
+    // SAFETY: we are in vcore context, at the top of the vcore stack.
+    unsafe { vc.set_vcore_context(true) };
     let f = ENTRY.load(Ordering::Acquire);
     if f == 0 {
         missing_entry();
@@ -650,11 +659,12 @@ pub fn resume_main() -> ! {
         _ => panic!("vcore::resume_main called outside vcore context"),
     };
     let ctx = take_main_context().expect("vcore::resume_main: no moved caller is waiting to be resumed");
-    vc.set_current(core::ptr::null_mut(), main_tls());
-    vc.set_vcore_context(false);
     // SAFETY: the saved context's TLS is the moved caller's, which no other task uses
     // (its original task blocks forever with every signal blocked).
+    // The moved caller is no uthread: `current` stays null, its TLS is accepted by `this`.
     unsafe {
+        vc.set_current(core::ptr::null_mut(), main_tls());
+        vc.set_vcore_context(false);
         arch::set_fs_base(main_tls());
         arch::load(&ctx)
     }
