@@ -7,6 +7,7 @@
 //! | module | crate | what |
 //! |---|---|---|
 //! | [`vcore`] | `parlib-vcore` | emulated vcores: pinned tasks, context switch, FS base, stacks |
+//! | [`events`] | `parlib-events` | per-vcore event queues, handlers, notifications |
 //! | [`uthread`] | `parlib-uthread` | uthreads, the `Scheduler` trait, `vcore_entry`, TLS |
 //!
 //! The benchmarks in `benches/` measure them against Linux threads; the examples in
@@ -14,5 +15,6 @@
 
 #![warn(missing_docs)]
 
+pub use parlib_events as events;
 pub use parlib_uthread as uthread;
 pub use parlib_vcore as vcore;

@@ -1,54 +1,27 @@
 //! The notification disable depth of the running uthread.
 //!
 //! A uthread may not be interrupted (DESIGN §5) while its depth is above 0. The depth is
-//! per uthread, so nested disables work and the depth travels with the uthread when it
-//! migrates. Vcore context always runs with notifications off, so there these calls do
-//! nothing, as they do on plain threads.
+//! per uthread: while it runs, it lives in its vcore's record, where the signal handler
+//! reads it and where one `%gs`-relative instruction changes it (so a preemption cannot
+//! split the update); every switch saves it into the uthread and loads the next
+//! uthread's. Nested disables work, and the depth travels with a uthread that migrates.
+//! Vcore context always runs with notifications off, so there these calls do nothing,
+//! as they do on plain threads.
 //!
 //! | depth | in vcore context | interruptible |
 //! |---|---|---|
 //! | any | yes | no |
-//! | > 0 | no | no |
-//! | 0 | no | yes |
-//!
-//! Delivery of notifications that arrive while the depth is above 0 comes with the
-//! events layer.
+//! | > 0 | no | no: a notification stays pending, and is delivered when the depth returns to 0 |
+//! | 0 | no | yes, at safe points (see `parlib_vcore::notif`) |
 
-use core::sync::atomic::Ordering;
+pub use parlib_events::{disable_notifs, enable_notifs};
 
-use crate::switch::current;
-
-/// Disables notifications for the running uthread (depth + 1).
-#[inline]
-pub fn disable_notifs() {
-    if let Some(u) = current() {
-        // SAFETY: `current` is the live uthread running this code.
-        let u = unsafe { u.as_ref() };
-        u.notif_depth.store(u.notif_depth.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-    }
-}
-
-/// Re-enables notifications for the running uthread (depth - 1).
-///
-/// # Panics
-/// If the depth is already 0: an `enable_notifs` without its `disable_notifs`.
-#[inline]
-pub fn enable_notifs() {
-    if let Some(u) = current() {
-        // SAFETY: `current` is the live uthread running this code.
-        let u = unsafe { u.as_ref() };
-        let d = u.notif_depth.load(Ordering::Relaxed);
-        assert!(d > 0, "enable_notifs without a matching disable_notifs (uthread {})", u.id());
-        u.notif_depth.store(d - 1, Ordering::Relaxed);
-    }
-}
-
-/// The running uthread's disable depth (0 outside uthreads).
+/// The running uthread's disable depth (0 in vcore context and outside uthreads).
 pub fn notif_disable_depth() -> u32 {
-    current().map_or(0, |u| {
-        // SAFETY: `current` is the live uthread running this code.
-        unsafe { u.as_ref() }.notif_depth.load(Ordering::Relaxed)
-    })
+    match parlib_vcore::this() {
+        Some(vc) if !vc.in_vcore_context() => vc.notif_depth(),
+        _ => 0,
+    }
 }
 
 /// Keeps notifications disabled while it lives.

@@ -8,7 +8,7 @@ use parlib_vcore as vcore;
 use parlib_vcore::arch;
 
 use crate::error::Error;
-use crate::sched::Scheduler;
+use crate::sched::{Fault, Scheduler};
 use crate::switch::resume;
 use crate::uthread::{State, Uthread};
 
@@ -53,6 +53,7 @@ pub unsafe fn lib_init(scheduler: &'static dyn Scheduler, main: NonNull<Uthread>
         if !vcore::is_initialized() {
             vcore::lib_init()?;
         }
+        parlib_events::init().map_err(|_| Error::NotInitialized)?;
         crate::tls::start_refiller()
     })();
     if let Err(e) = started {
@@ -80,10 +81,11 @@ pub fn main_uthread() -> Option<NonNull<Uthread>> {
 /// The single entry into vcore context (DESIGN §2), installed by `lib_init`:
 ///
 /// 1. adopt `main` if the first request just moved it here;
-/// 2. resume the current uthread if this vcore was interrupted while running one;
-/// 3. otherwise ask the scheduler: `sched_entry`.
-///
-/// Handling events comes first once the events layer is in.
+/// 2. if a notification interrupted the current uthread, keep its saved context in it;
+///    if it faulted, report the fault to the scheduler;
+/// 3. handle events (handlers may pause the current uthread: preemption);
+/// 4. resume the current uthread if there still is one;
+/// 5. otherwise ask the scheduler: `sched_entry`.
 pub fn vcore_entry() -> ! {
     // SAFETY: only vcore tasks run the entry.
     let vc = unsafe { vcore::this_unchecked() };
@@ -97,10 +99,49 @@ pub fn vcore_entry() -> ! {
             vc.set_current(m.cast(), vcore::main_tls());
         }
     }
+    let cur = vc.current() as *const Uthread;
+    // With a uthread layer, only a running uthread (current, non-null) is interrupted or
+    // faults; vcore context's own faults abort in the handler.
+    // SAFETY: we are in vcore context on this vcore; `cur` is the uthread it was
+    // running when the trampoline or the fault handler brought it here.
+    if !cur.is_null() {
+        unsafe {
+            if let Some(ctx) = vc.take_interrupted() {
+                *(*cur).ctx.get() = ctx;
+                (*cur).notif_depth.store(vc.notif_depth(), Ordering::Relaxed);
+            }
+            if let Some(f) = vc.take_fault() {
+                reflect_fault(vc, &*cur, &f);
+            }
+        }
+    }
+    parlib_events::handle_events();
     let cur = vc.current();
     if !cur.is_null() {
         // SAFETY: `current` is a uthread this vcore was running when it was interrupted.
         unsafe { resume(vc, &*(cur as *const Uthread)) }
     }
     sched().sched_entry()
+}
+
+/// Step 2 for a fault: the faulting context was abandoned, so the uthread is `Done`
+/// (the scheduler may `cleanup` it) and the scheduler decides what else happens.
+///
+/// # Safety
+/// In vcore context, with `u` this vcore's current uthread.
+unsafe fn reflect_fault(vc: &vcore::Vcore, u: &Uthread, f: &vcore::FaultInfo) {
+    let guard = u.stack_guard();
+    let fault = Fault {
+        signal: f.signal,
+        code: f.code,
+        addr: f.addr,
+        pc: f.pc,
+        stack_overflow: guard.contains(&f.addr),
+    };
+    // SAFETY: the uthread can never resume; the vcore lets go of it.
+    unsafe { vc.set_current(core::ptr::null_mut(), 0) };
+    u.set_state(State::Done);
+    // SAFETY: `u` is a live uthread record (the scheduler's).
+    let uth = unsafe { NonNull::new_unchecked(u as *const Uthread as *mut Uthread) };
+    sched().thread_refl_fault(uth, &fault);
 }

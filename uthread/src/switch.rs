@@ -136,6 +136,17 @@ pub fn current() -> Option<NonNull<Uthread>> {
     NonNull::new(vc.current().cast())
 }
 
+/// In vcore context: the uthread this vcore was running when a notification interrupted
+/// it, which `vcore_entry` resumes unless an event handler [`paused`] it. `None`
+/// elsewhere, or if the vcore had no uthread running.
+pub fn interrupted() -> Option<NonNull<Uthread>> {
+    let vc = vcore::this()?;
+    if !vc.in_vcore_context() {
+        return None;
+    }
+    NonNull::new(vc.current().cast())
+}
+
 /// The vcore and uthread running this code, or a panic naming `what`.
 #[inline]
 fn running_uthread(what: &str) -> (&'static Vcore, &'static Uthread) {
@@ -187,6 +198,7 @@ pub fn yield_with<F: FnOnce(NonNull<Uthread>)>(save_state: bool, f: F) {
         &[State::Running],
         if save_state { State::Yielding } else { State::Done },
     );
+    u.notif_depth.store(vc.notif_depth(), Ordering::Relaxed);
     let mut f = ManuallyDrop::new(f);
     let fp = &mut f as *mut ManuallyDrop<F> as usize;
     let up = u as *const Uthread as usize;
@@ -263,7 +275,10 @@ pub fn run_current_uthread() -> ! {
     unsafe { resume(vc, &*(cur as *const Uthread)) }
 }
 
-/// Makes `u` the vcore's current uthread and loads its context (step 6).
+/// Makes `u` the vcore's current uthread and loads its context (step 6). If a
+/// notification is pending, vcore context does not leave: it runs `vcore_entry` again,
+/// which handles the events and then resumes `u` (still current) or lets the scheduler
+/// decide.
 ///
 /// # Safety
 /// In vcore context (so the FS base is the vcore's), with `u` running or just taken to
@@ -275,10 +290,15 @@ pub(crate) unsafe fn resume(vc: &Vcore, u: &Uthread) -> ! {
     let tls = if own != 0 { own } else { vc.tls() };
     // SAFETY: `u` is ours (caller's contract). In vcore context the FS base is the
     // vcore's own; the uthread's TLS is used by nobody else (its backing thread is
-    // parked). The context was saved by a yield, by the move of `main`, or built by init.
+    // parked). The context was saved by a yield, an interruption, the move of `main`, or
+    // built by init. A signal between leaving vcore context and the stack switch finds
+    // `rsp` on the vcore stack and is retried (see parlib_vcore::notif).
     unsafe {
         vc.set_current(u as *const Uthread as *mut (), tls);
-        vc.set_vcore_context(false);
+        vc.set_notif_depth(u.notif_depth.load(Ordering::Relaxed));
+        if !vc.leave_vcore_context() {
+            vcore::reenter(vcore_entry);
+        }
         if own != 0 {
             arch::set_fs_base(own);
         }
@@ -297,11 +317,24 @@ pub fn has_blocked(uth: NonNull<Uthread>, reason: BlockReason) {
     sched().thread_has_blocked(uth, reason);
 }
 
-/// Hands a paused (switched out but still runnable) uthread back to the scheduler.
+/// Hands a paused uthread back to the scheduler: one that just yielded, or the vcore's
+/// current uthread after a notification interrupted it (preemption: called from an
+/// event handler, in vcore context). It stays runnable.
 ///
 /// # Panics
-/// If `uth` is not `Yielding`.
+/// If `uth` is neither `Yielding` nor the interrupted current uthread of this vcore.
 pub fn paused(uth: NonNull<Uthread>) {
+    if let Some(vc) = vcore::this() {
+        if vc.in_vcore_context() && vc.current() == uth.as_ptr().cast() {
+            // The interrupted uthread: vcore_entry already stored its context.
+            // SAFETY: it is this vcore's current uthread; detaching it hands it over.
+            unsafe { vc.set_current(core::ptr::null_mut(), 0) };
+            // SAFETY: as above, it is ours until thread_paused publishes it.
+            unsafe { uth.as_ref() }.transition("uthread::paused", &[State::Running], State::Runnable);
+            sched().thread_paused(uth);
+            return;
+        }
+    }
     // SAFETY: the caller holds the uthread it just switched out.
     unsafe { uth.as_ref() }.transition("uthread::paused", &[State::Yielding], State::Runnable);
     sched().thread_paused(uth);

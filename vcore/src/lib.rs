@@ -27,6 +27,7 @@
 //! | [`arch`] | the only assembly: context switch, FS/GS base, raw system calls |
 //! | [`stack`] | guarded, pooled `mmap` stacks |
 //! | [`vcore`](mod@vcore) | per-vcore records, tasks, request / yield, moving `main` |
+//! | [`notif`] | notifications (SIGUSR1), safe-point interruption, fault delivery |
 //! | [`spin`] | the spinlock vcore context uses |
 //! | [`futex`] | futex wait / wake without touching `errno` |
 //!
@@ -64,12 +65,14 @@
 pub mod arch;
 mod error;
 pub mod futex;
+pub mod notif;
 pub mod spin;
 pub mod stack;
 #[allow(clippy::module_inception)]
 pub mod vcore;
 
 pub use error::Error;
+pub use notif::{notify, notify_self, FaultInfo};
 pub use stack::{Stack, DEFAULT_STACK_SIZE};
 pub use vcore::{
     cpu_of, current_cpu, get, id, in_vcore_context, is_initialized, lib_init, main_tls, max_vcores,

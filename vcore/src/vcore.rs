@@ -44,6 +44,7 @@ use std::sync::OnceLock;
 use crate::arch::{self, Context};
 use crate::error::Error;
 use crate::futex;
+use crate::notif::FaultInfo;
 use crate::stack::{Stack, DEFAULT_STACK_SIZE};
 
 const PARKED: u32 = 0;
@@ -58,6 +59,10 @@ pub const VCORE_LIMIT_ENV: &str = "VCORE_LIMIT";
 const TASK_STACK_SIZE: usize = 64 * 1024;
 /// The handoff stack runs four raw system calls.
 const HANDOFF_STACK_SIZE: usize = 16 * 1024;
+/// Alternate signal stack per vcore. A signal frame with AVX-512 state is about 3.5 KiB
+/// (`AT_MINSIGSTKSZ`); the handlers add a few hundred bytes, and a fault handler may
+/// format a message. 64 KiB is glibc's `SIGSTKSZ`-era rule of thumb many times over.
+const ALTSTACK_SIZE: usize = 64 * 1024;
 
 /// One vcore's record. The first field is its own address, reachable as `%gs:0`.
 ///
@@ -72,7 +77,7 @@ pub struct Vcore {
     /// `PARKED` or `RUNNING`; the futex word the task sleeps on.
     state: AtomicU32,
     /// Whether the task is in vcore context (scheduler code on the vcore stack).
-    vcore_ctx: AtomicBool,
+    pub(crate) vcore_ctx: AtomicBool,
     /// The uthread this vcore runs or last ran, opaque to this layer.
     current: AtomicPtr<()>,
     /// FS base while `current` (or the moved `main`) runs; 0 if none.
@@ -80,11 +85,25 @@ pub struct Vcore {
     /// FS base of the vcore task itself (vcore context's TLS).
     tls: AtomicUsize,
     tid: AtomicI32,
-    stack: Stack,
+    pub(crate) stack: Stack,
+    /// Set by senders, cleared by the entry (see `notif`).
+    pub(crate) notif_pending: AtomicBool,
+    /// Disable depth of the running uthread; changed only by `%gs`-relative inc/dec.
+    pub(crate) notif_depth: AtomicU32,
+    /// Context of the uthread the last notification interrupted (empty if none).
+    pub(crate) interrupted: UnsafeCell<Context>,
+    /// The fault that sent this vcore into vcore context, if any.
+    pub(crate) fault: UnsafeCell<Option<FaultInfo>>,
+    /// Kernel id of the one-shot timer that retries a deferred notification (-1: none).
+    pub(crate) retry_timer: AtomicI32,
+    pub(crate) retry_armed: AtomicBool,
+    /// Alternate signal stack: handlers run here, so a full uthread stack can be reported.
+    pub(crate) altstack: Stack,
 }
 
-// SAFETY: every field other than the immutable ones (`self_ptr`, `id`, `cpu`, `stack`) is
-// an atomic; `self_ptr` is only ever read.
+// SAFETY: every field other than the immutable ones (`self_ptr`, `id`, `cpu`, the stacks)
+// is an atomic, except `interrupted` and `fault`, which only the vcore's own task touches
+// (its signal handlers and its vcore context, never at the same time).
 unsafe impl Sync for Vcore {}
 // SAFETY: as above; records are created by lib_init and never freed.
 unsafe impl Send for Vcore {}
@@ -165,7 +184,7 @@ impl Vcore {
 
     /// Takes a parked vcore to `RUNNING` and wakes its task. False if it was running.
     #[inline]
-    fn wake(&self) -> bool {
+    pub(crate) fn wake(&self) -> bool {
         if self.state.compare_exchange(PARKED, RUNNING, Ordering::AcqRel, Ordering::Relaxed).is_err() {
             return false;
         }
@@ -247,7 +266,7 @@ pub fn this() -> Option<&'static Vcore> {
     let base = VCORES.load(Ordering::Relaxed) as usize;
     let size = core::mem::size_of::<Vcore>();
     let off = gs.wrapping_sub(base);
-    if off >= NR_VCORES.load(Ordering::Relaxed) * size || off % size != 0 {
+    if off >= NR_VCORES.load(Ordering::Relaxed) * size || !off.is_multiple_of(size) {
         return None; // GS belongs to something else
     }
     // SAFETY: `gs` points at one of our records, which live forever.
@@ -407,6 +426,13 @@ fn init_inner() -> Result<(), Error> {
             tls: AtomicUsize::new(0),
             tid: AtomicI32::new(0),
             stack: Stack::new(DEFAULT_STACK_SIZE)?,
+            notif_pending: AtomicBool::new(false),
+            notif_depth: AtomicU32::new(0),
+            interrupted: UnsafeCell::new(Context::EMPTY),
+            fault: UnsafeCell::new(None),
+            retry_timer: AtomicI32::new(-1),
+            retry_armed: AtomicBool::new(false),
+            altstack: Stack::new(ALTSTACK_SIZE)?,
         });
     }
     let records: &'static mut [Vcore] = Box::leak(records.into_boxed_slice());
@@ -418,6 +444,7 @@ fn init_inner() -> Result<(), Error> {
 
     // SAFETY: registering a handler that only clears the GS base in the child.
     unsafe { libc::pthread_atfork(None, None, Some(atfork_child)) };
+    crate::notif::install()?;
 
     for vc in vcores() {
         spawn_task(vc)?;
@@ -477,6 +504,7 @@ extern "C" fn task_main(arg: *mut libc::c_void) -> *mut libc::c_void {
     // SAFETY: gettid has no preconditions.
     vc.tid.store(unsafe { libc::gettid() }, Ordering::Relaxed);
     vc.tls.store(arch::fs_base(), Ordering::Relaxed);
+    crate::notif::init_task(vc);
     READY.fetch_add(1, Ordering::Release);
     futex::wake(&READY, 1);
     // SAFETY: the vcore stack belongs to this vcore alone and nothing runs on it yet.
@@ -493,7 +521,7 @@ unsafe extern "C" fn park_then_enter(_: usize, _: usize) -> ! {
     enter(vc)
 }
 
-fn enter(vc: &Vcore) -> ! {
+pub(crate) fn enter(vc: &Vcore) -> ! {
     // SAFETY: we are in vcore context, at the top of the vcore stack.
     unsafe { vc.set_vcore_context(true) };
     let f = ENTRY.load(Ordering::Acquire);
@@ -566,7 +594,11 @@ pub fn yield_vcore() -> ! {
         "vcore::yield_vcore: vcore {} still has a current uthread; hand it to the scheduler first",
         vc.id
     );
-    vc.state.store(PARKED, Ordering::Release);
+    vc.state.store(PARKED, Ordering::SeqCst);
+    if vc.notif_pending() {
+        // A notification raced with the yield (see `notif`): stay up and handle it.
+        let _ = vc.state.compare_exchange(PARKED, RUNNING, Ordering::AcqRel, Ordering::Relaxed);
+    }
     // SAFETY: in vcore context the vcore stack is ours; everything on it is abandoned.
     unsafe { arch::call_on_stack(vc.stack_top(), park_then_enter, 0, 0) }
 }

@@ -15,6 +15,8 @@
 //! | [`fs_base`], [`set_fs_base`] | read / write the TLS base of the running task |
 //! | [`gs_base`], [`set_gs_base`] | read / write the per-vcore pointer base |
 //! | [`syscall6`] | a system call that never touches `errno` |
+//! | [`interrupt_trampoline`] | where an interrupted context saves its full state |
+//! | [`gs_inc_u32`], [`gs_dec_u32`] | per-vcore counters that preemption cannot split |
 
 #[cfg(target_arch = "x86_64")]
 mod x86_64;

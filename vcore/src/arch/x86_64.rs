@@ -265,7 +265,7 @@ unsafe extern "C" fn start_trampoline() -> ! {
 /// `stack_top` must be the 16-byte-aligned top of a writable stack of at least
 /// `INIT_FRAME` bytes that nothing else uses.
 pub unsafe fn init_context(stack_top: usize, entry: unsafe extern "C" fn(usize) -> !, arg: usize) -> Context {
-    assert!(stack_top % 16 == 0, "init_context: stack top {stack_top:#x} is not 16-byte aligned");
+    assert!(stack_top.is_multiple_of(16), "init_context: stack top {stack_top:#x} is not 16-byte aligned");
     let frame = (stack_top - INIT_FRAME) as *mut u64;
     let slots: [u64; 10] = [
         MXCSR_DEFAULT | (FPUCW_DEFAULT << 32), // +0: MXCSR, x87 CW
@@ -325,6 +325,7 @@ fn mode() -> u8 {
 /// every accessor below would otherwise detect on first use.
 pub fn init() {
     mode();
+    detect_xsave();
 }
 
 /// Whether FS/GS base accesses use the FSGSBASE instructions (else `arch_prctl`).
@@ -435,4 +436,165 @@ pub unsafe fn syscall6(nr: usize, a1: usize, a2: usize, a3: usize, a4: usize, a5
         )
     };
     ret
+}
+
+// ---------------------------------------------------------------------------------------
+// Interrupting a running context (DESIGN §5).
+//
+// The notification signal handler rewrites the interrupted `ucontext` so that, on
+// `sigreturn`, the interrupted code *calls* `interrupt_trampoline`: it moves `rsp` past
+// the 128-byte red zone, pushes the interrupted `rip`, and sets `rip` to the trampoline.
+// The trampoline saves everything on the interrupted stack and enters vcore context:
+//
+// ```text
+//   +------------------------------+ <- interrupted rsp (R)
+//   | red zone, untouched (128 B)  |
+//   +------------------------------+ <- R - 128
+//   | interrupted rip              |  pushed by the handler: the "return address"
+//   | rflags                       |  pushfq
+//   | rax rcx rdx rbx rbp rsi rdi  |
+//   | r8 .. r15                    |  15 general registers in all
+//   +------------------------------+ <- rbp (kept across the call below)
+//   | (padding to 64 bytes)        |
+//   | XSAVE area: x87, SSE, AVX,   |  size from CPUID leaf 0xD; XSAVEC when available
+//   | AVX-512 ... (all enabled)    |
+//   +------------------------------+ <- rsp, 64-aligned
+//   | return address into the      |  `call {enter}`: `enter` saves a normal Context
+//   | trampoline, callee frames    |  here (see `switch`), so resuming an interrupted
+//   +------------------------------+  context is an ordinary `load`
+// ```
+//
+// Resumed, the trampoline restores the extended state, the registers and the flags,
+// then `ret 128` pops the interrupted `rip` and steps back over the red zone, leaving
+// every register, the flags and `rsp` exactly as they were.
+
+/// Bytes the handler skips below the interrupted `rsp` (SysV ABI §3.2.2 red zone).
+pub const RED_ZONE: usize = 128;
+
+const XSAVE_FXSAVE: u8 = 0;
+const XSAVE_XSAVE: u8 = 1;
+const XSAVE_XSAVEC: u8 = 2;
+static XSAVE_KIND: AtomicU8 = AtomicU8::new(XSAVE_FXSAVE);
+/// Size of the extended-state area, plus 64 for alignment; read by the trampoline.
+#[used]
+static XSAVE_AREA: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(512 + 64);
+
+/// Sizes the extended-state save area from CPUID: leaf 1 ECX bit 27 (OSXSAVE) says the
+/// OS enabled XSAVE; leaf 0xD sub-leaf 0 EBX is the area size for the features enabled in
+/// XCR0; sub-leaf 1 EAX bit 1 says XSAVEC (compacted, skips unused state) exists.
+fn detect_xsave() {
+    let leaf1 = core::arch::x86_64::__cpuid(1);
+    if leaf1.ecx & (1 << 27) == 0 {
+        return; // FXSAVE: 512 bytes, the default above
+    }
+    // Leaf 0xD exists whenever XSAVE does.
+    let (d0, d1) = (core::arch::x86_64::__cpuid_count(0xD, 0), core::arch::x86_64::__cpuid_count(0xD, 1));
+    XSAVE_AREA.store(d0.ebx as usize + 64, Ordering::Relaxed);
+    XSAVE_KIND.store(if d1.eax & (1 << 1) != 0 { XSAVE_XSAVEC } else { XSAVE_XSAVE }, Ordering::Relaxed);
+}
+
+/// Bytes an interruption needs on the interrupted stack: red zone, registers, extended
+/// state and the frames of the call into vcore context.
+pub fn interrupt_frame_size() -> usize {
+    RED_ZONE + 17 * 8 + XSAVE_AREA.load(Ordering::Relaxed) + 256
+}
+
+/// Which instruction saves extended state: "fxsave", "xsave" or "xsavec".
+pub fn xsave_kind() -> &'static str {
+    match XSAVE_KIND.load(Ordering::Relaxed) {
+        XSAVE_XSAVEC => "xsavec",
+        XSAVE_XSAVE => "xsave",
+        _ => "fxsave",
+    }
+}
+
+/// Where an interrupted context continues after `sigreturn` (see the diagram above).
+/// `enter` is called with `rsp` 64-aligned; it must save a [`Context`] and switch away,
+/// and it returns here when that context is loaded.
+#[unsafe(naked)]
+pub unsafe extern "C" fn interrupt_trampoline() -> ! {
+    naked_asm!(
+        "pushfq",
+        "push rax", "push rcx", "push rdx", "push rbx", "push rbp", "push rsi", "push rdi",
+        "push r8", "push r9", "push r10", "push r11", "push r12", "push r13", "push r14", "push r15",
+        "mov rbp, rsp",                      // base of the register area, callee-saved
+        "sub rsp, qword ptr [rip + {area}]", // room for the extended state ...
+        "and rsp, -64",                      // ... 64-aligned, as XSAVE requires
+        "xor eax, eax",                      // zero the 64-byte XSAVE header: XRSTOR of the
+        "mov [rsp + 512], rax",              // standard form faults on stale reserved bytes
+        "mov [rsp + 520], rax",
+        "mov [rsp + 528], rax",
+        "mov [rsp + 536], rax",
+        "mov [rsp + 544], rax",
+        "mov [rsp + 552], rax",
+        "mov [rsp + 560], rax",
+        "mov [rsp + 568], rax",
+        "mov eax, -1",                       // save every enabled component
+        "mov edx, -1",
+        "movzx ecx, byte ptr [rip + {kind}]",
+        "cmp ecx, 2",
+        "je 2f",
+        "cmp ecx, 1",
+        "je 1f",
+        "fxsave64 [rsp]",
+        "jmp 3f",
+        "1:",
+        "xsave64 [rsp]",
+        "jmp 3f",
+        "2:",
+        "xsavec64 [rsp]",
+        "3:",
+        "call {enter}",                      // into vcore context; returns when resumed
+        "mov eax, -1",
+        "mov edx, -1",
+        "movzx ecx, byte ptr [rip + {kind}]",
+        "test ecx, ecx",
+        "jz 4f",
+        "xrstor64 [rsp]",                    // reads the standard or compacted form
+        "jmp 5f",
+        "4:",
+        "fxrstor64 [rsp]",
+        "5:",
+        "mov rsp, rbp",
+        "pop r15", "pop r14", "pop r13", "pop r12", "pop r11", "pop r10", "pop r9", "pop r8",
+        "pop rdi", "pop rsi", "pop rbp", "pop rbx", "pop rdx", "pop rcx", "pop rax",
+        "popfq",
+        "ret 128",                           // to the interrupted rip, rsp back over the red zone
+        area = sym XSAVE_AREA,
+        kind = sym XSAVE_KIND,
+        enter = sym crate::notif::enter_from_interrupt,
+    )
+}
+
+/// Adds 1 to the `u32` at `%gs:OFF`: one instruction, so a preemption cannot split the
+/// read from the write and land the update on another vcore's record.
+///
+/// # Safety
+/// The running task must be a vcore and `OFF` the offset of a `u32` in its record.
+#[inline(always)]
+pub unsafe fn gs_inc_u32<const OFF: usize>() {
+    // SAFETY: the caller guarantees %gs:OFF is a u32 of this vcore's record.
+    unsafe { asm!("inc dword ptr gs:[{off}]", off = const OFF, options(nostack)) };
+}
+
+/// Subtracts 1 from the `u32` at `%gs:OFF` in one instruction (see [`gs_inc_u32`]);
+/// returns the new value.
+///
+/// # Safety
+/// As for [`gs_inc_u32`].
+#[inline(always)]
+pub unsafe fn gs_dec_u32<const OFF: usize>() -> u32 {
+    let v: u32;
+    // SAFETY: the caller guarantees %gs:OFF is a u32 of this vcore's record. The read
+    // after the decrement may run on another vcore if we were preempted in between,
+    // which is why callers only compare it with 0 and u32::MAX: once the value was 0,
+    // no preemption can happen before the read.
+    unsafe {
+        asm!(
+            "dec dword ptr gs:[{off}]",
+            "mov {v:e}, dword ptr gs:[{off}]",
+            off = const OFF, v = out(reg) v, options(nostack),
+        )
+    };
+    v
 }

@@ -1,0 +1,573 @@
+//! Notifications, the user-space IPI, and fault delivery (DESIGN §5).
+//!
+//! A *notification* forces a vcore into its entry function so it looks at its events.
+//! [`notify`] uses the cheapest means the target's state allows:
+//!
+//! | target vcore | delivery | why it is not lost |
+//! |---|---|---|
+//! | parked | CAS to `RUNNING`, futex wake | it starts afresh in the entry |
+//! | in vcore context | nothing | its way out ([`Vcore::leave_vcore_context`]) re-checks `notif_pending` |
+//! | running a uthread, depth > 0 | nothing | bringing the depth to 0 ([`enable_notifs`]) re-notifies |
+//! | running a uthread, depth 0 | `SIGUSR1` by `tgkill` | the handler interrupts it (below) |
+//!
+//! Every case first sets `notif_pending` (SeqCst); the target reads its own state flags
+//! after writing them (SeqCst), so in each race at least one side sees the other.
+//!
+//! # The notification flags
+//!
+//! | flag | written by | meaning |
+//! |---|---|---|
+//! | `notif_pending` | senders set it, the entry clears it | a notification has not been acted on |
+//! | `notif_depth` | the running uthread (`%gs`-relative inc/dec) | > 0: do not interrupt |
+//! | `vcore_ctx` | the vcore itself | in vcore context: never interrupted |
+//!
+//! # Interrupting a running uthread
+//!
+//! The `SIGUSR1` handler runs on the vcore's alternate stack. It does nothing unless a
+//! notification is pending. It interrupts only at a *safe point*:
+//! 1. not in vcore context (that re-checks by itself);
+//! 2. not on the way out of vcore context (`rsp` still on the vcore stack): retry;
+//! 3. not with the disable depth above 0 (re-enabling re-notifies);
+//! 4. not while the PC lies in libc, the dynamic loader, libm, libgcc_s or libstdc++
+//!    (text ranges found once with `dl_iterate_phdr`), which are not reentrant: retry;
+//! 5. not at a `restart_syscall`, whose state lives in the task and would not follow
+//!    a uthread that migrates: retry.
+//!
+//! "Retry" arms the vcore's one-shot retry timer, which sends `SIGUSR1` again after
+//! [`RETRY_NS`]. At a safe point the handler rewrites the `ucontext` so that after
+//! `sigreturn` the uthread calls [`arch::interrupt_trampoline`], marks the vcore as in
+//! vcore context and returns. The trampoline saves the full state on the uthread's
+//! stack and calls [`enter_from_interrupt`], which saves a resumable [`Context`] in the
+//! vcore's record ([`Vcore::take_interrupted`]) and runs the entry function on the
+//! vcore stack and TLS. A syscall interrupted with `SA_RESTART` semantics has its
+//! registers rewound by the kernel before the handler runs, so it re-issues on resume.
+//!
+//! # Faults
+//!
+//! `SIGSEGV`, `SIGBUS`, `SIGFPE` and `SIGILL` raised by a uthread are recorded in the
+//! vcore's record ([`Vcore::take_fault`]) and the vcore enters vcore context straight from
+//! the handler (on the alternate stack, so a stack overflow can be reported). The
+//! faulting context is abandoned. A fault in vcore context is reported and aborts the
+//! process. A fault on a task that is not a vcore goes to the handler that was installed
+//! before ours (Rust's own stack-overflow handler, or the default action).
+
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+use crate::arch::{self, Context};
+use crate::error::Error;
+use crate::vcore::{enter, get, this, this_unchecked, Vcore};
+
+/// The signal parlib uses for notifications. Applications must leave it alone.
+pub const NOTIF_SIGNAL: i32 = libc::SIGUSR1;
+
+/// Delay before a notification that met an unsafe point is tried again. Long enough that
+/// a libc call in progress has usually finished (they are sub-microsecond to a few µs
+/// when they do not block); short next to the ~100 µs periods preemption uses here,
+/// where one signal steals 9-19 µs.
+pub const RETRY_NS: i64 = 50_000;
+
+const FAULT_SIGNALS: [i32; 4] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGFPE, libc::SIGILL];
+
+/// A synchronous fault raised while a uthread ran, as the handler saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FaultInfo {
+    /// The signal.
+    pub signal: i32,
+    /// `si_code`.
+    pub code: i32,
+    /// `si_addr`: the faulting data address (or instruction, for SIGILL/SIGFPE).
+    pub addr: usize,
+    /// The faulting instruction.
+    pub pc: usize,
+    /// The stack pointer at the fault.
+    pub sp: usize,
+}
+
+// ---------------------------------------------------------------------------------------
+// Sending.
+
+/// Notifies vcore `id`: makes it run its entry function soon (see the module docs).
+///
+/// Callable from any thread, vcore or not, and from a signal handler: it only touches
+/// atomics and makes raw system calls.
+pub fn notify(id: usize) -> Result<(), Error> {
+    let vc = get(id)?;
+    vc.notif_pending.store(true, Ordering::SeqCst);
+    if vc.is_parked() && vc.wake() {
+        return Ok(());
+    }
+    if vc.vcore_ctx.load(Ordering::SeqCst) || vc.notif_depth.load(Ordering::SeqCst) > 0 {
+        return Ok(());
+    }
+    // SAFETY: tgkill to a vcore task of this process.
+    unsafe { send_signal(vc) };
+    Ok(())
+}
+
+/// Notifies the calling vcore: delivered at once if it runs a uthread that may be
+/// interrupted, else when that becomes possible.
+pub fn notify_self() {
+    if let Some(vc) = this() {
+        vc.notif_pending.store(true, Ordering::SeqCst);
+        if !vc.in_vcore_context() && vc.notif_depth.load(Ordering::Relaxed) == 0 {
+            // SAFETY: tgkill to our own task.
+            unsafe { send_signal(vc) };
+        }
+    }
+}
+
+/// # Safety
+/// `vc` must be a started vcore of this process.
+unsafe fn send_signal(vc: &Vcore) {
+    // SAFETY: raw tgkill (no errno) to a live task of this process.
+    unsafe {
+        arch::syscall6(libc::SYS_tgkill as usize, getpid(), vc.tid() as usize, NOTIF_SIGNAL as usize, 0, 0, 0)
+    };
+}
+
+fn getpid() -> usize {
+    static PID: AtomicUsize = AtomicUsize::new(0);
+    match PID.load(Ordering::Relaxed) {
+        0 => {
+            // SAFETY: getpid has no preconditions.
+            let p = unsafe { libc::getpid() } as usize;
+            PID.store(p, Ordering::Relaxed);
+            p
+        }
+        p => p,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The disable depth of the running uthread.
+
+const DEPTH_OFF: usize = core::mem::offset_of!(Vcore, notif_depth);
+
+/// Disables notifications on the calling vcore (depth + 1). For the uthread layer, which
+/// calls it only on a uthread; the depth travels with the uthread across switches.
+///
+/// # Safety
+/// The caller must be a uthread running on a vcore.
+#[inline]
+pub unsafe fn disable_notifs() {
+    // SAFETY: on a vcore, %gs:DEPTH_OFF is this vcore's depth word.
+    unsafe { arch::gs_inc_u32::<DEPTH_OFF>() };
+}
+
+/// Re-enables notifications on the calling vcore (depth - 1); at 0, delivers a pending
+/// notification at once.
+///
+/// # Panics
+/// If the depth was already 0.
+///
+/// # Safety
+/// As for [`disable_notifs`].
+#[inline]
+pub unsafe fn enable_notifs() {
+    // SAFETY: as for disable_notifs.
+    let depth = unsafe { arch::gs_dec_u32::<DEPTH_OFF>() };
+    if depth == u32::MAX {
+        // SAFETY: undo the decrement before reporting the misuse.
+        unsafe { arch::gs_inc_u32::<DEPTH_OFF>() };
+        panic!("enable_notifs without a matching disable_notifs");
+    }
+    if depth == 0 {
+        // SAFETY: the caller runs on a vcore.
+        let vc = unsafe { this_unchecked() };
+        if vc.notif_pending.load(Ordering::SeqCst) {
+            // SAFETY: tgkill to our own task.
+            unsafe { send_signal(vc) };
+        }
+    }
+}
+
+impl Vcore {
+    /// The disable depth of the uthread running on this vcore.
+    #[inline]
+    pub fn notif_depth(&self) -> u32 {
+        self.notif_depth.load(Ordering::Relaxed)
+    }
+
+    /// Sets the disable depth for the uthread about to run (the uthread layer saves and
+    /// restores it on every switch).
+    ///
+    /// # Safety
+    /// In vcore context, about to run the uthread whose depth this is.
+    #[inline]
+    pub unsafe fn set_notif_depth(&self, depth: u32) {
+        self.notif_depth.store(depth, Ordering::Relaxed);
+    }
+
+    /// Whether a notification is waiting to be acted on.
+    #[inline]
+    pub fn notif_pending(&self) -> bool {
+        self.notif_pending.load(Ordering::SeqCst)
+    }
+
+    /// Clears `notif_pending`; the entry calls it before handling events, so a
+    /// notification that arrives during handling is seen afterwards.
+    #[inline]
+    pub fn clear_notif_pending(&self) {
+        self.notif_pending.store(false, Ordering::SeqCst);
+    }
+
+    /// Leaves vcore context unless a notification is pending; returns whether it left.
+    /// The store and the check are both SeqCst, pairing with [`notify`]'s.
+    ///
+    /// # Safety
+    /// In vcore context, about to switch to a uthread that is already `current`.
+    #[inline]
+    pub unsafe fn leave_vcore_context(&self) -> bool {
+        self.vcore_ctx.store(false, Ordering::SeqCst);
+        if self.notif_pending.load(Ordering::SeqCst) {
+            self.vcore_ctx.store(true, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// The context saved by the interrupt trampoline when a notification interrupted the
+    /// current uthread; taking it leaves the slot empty. Loading it resumes the uthread
+    /// exactly where it was interrupted.
+    ///
+    /// # Safety
+    /// In vcore context on this vcore.
+    #[inline]
+    pub unsafe fn take_interrupted(&self) -> Option<Context> {
+        // SAFETY: only this vcore, in vcore context, touches the slot.
+        let slot = unsafe { &mut *self.interrupted.get() };
+        (!slot.is_empty()).then(|| core::mem::replace(slot, Context::EMPTY))
+    }
+
+    /// The fault that sent this vcore into vcore context, if any; taking it clears it.
+    ///
+    /// # Safety
+    /// In vcore context on this vcore.
+    #[inline]
+    pub unsafe fn take_fault(&self) -> Option<FaultInfo> {
+        // SAFETY: only this vcore touches the slot: its fault handler writes it before
+        // entering vcore context.
+        unsafe { (*self.fault.get()).take() }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Handlers.
+
+struct Previous([libc::sigaction; 4]);
+// SAFETY: plain data, written once before any handler runs.
+unsafe impl Sync for Previous {}
+unsafe impl Send for Previous {}
+static PREVIOUS: OnceLock<Previous> = OnceLock::new();
+
+/// Installs the notification and fault handlers and finds the unsafe text ranges.
+/// Called once by `lib_init`.
+pub(crate) fn install() -> Result<(), Error> {
+    find_unsafe_ranges();
+    // SAFETY: sigaction with fully initialised structures; previous handlers are kept.
+    unsafe {
+        let mut sa: libc::sigaction = core::mem::zeroed();
+        sa.sa_sigaction = on_notify as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        if libc::sigaction(NOTIF_SIGNAL, &sa, core::ptr::null_mut()) != 0 {
+            return Err(Error::last_os("sigaction (SIGUSR1)"));
+        }
+        let mut prev: [libc::sigaction; 4] = core::mem::zeroed();
+        let mut fa: libc::sigaction = core::mem::zeroed();
+        fa.sa_sigaction = on_fault as *const () as usize;
+        // SA_NODEFER with an empty mask: the handler may leave by jumping into vcore
+        // context, and then no signal must stay blocked.
+        fa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
+        libc::sigemptyset(&mut fa.sa_mask);
+        for (i, &sig) in FAULT_SIGNALS.iter().enumerate() {
+            if libc::sigaction(sig, &fa, &mut prev[i]) != 0 {
+                return Err(Error::last_os("sigaction (fault signals)"));
+            }
+        }
+        let _ = PREVIOUS.set(Previous(prev));
+    }
+    Ok(())
+}
+
+/// Per-task set-up, on the vcore task: its alternate signal stack and its retry timer.
+pub(crate) fn init_task(vc: &Vcore) {
+    let alt = vc.altstack.bottom();
+    // SAFETY: the alternate stack is this vcore's own mapping, used by nobody else.
+    unsafe {
+        let ss = libc::stack_t { ss_sp: alt as *mut libc::c_void, ss_flags: 0, ss_size: vc.altstack.size() };
+        libc::sigaltstack(&ss, core::ptr::null_mut());
+        let mut sev: libc::sigevent = core::mem::zeroed();
+        sev.sigev_notify = libc::SIGEV_THREAD_ID;
+        sev.sigev_signo = NOTIF_SIGNAL;
+        sev.sigev_notify_thread_id = vc.tid();
+        let mut id: libc::c_int = -1;
+        let r = arch::syscall6(
+            libc::SYS_timer_create as usize,
+            libc::CLOCK_MONOTONIC as usize,
+            &mut sev as *mut libc::sigevent as usize,
+            &mut id as *mut libc::c_int as usize,
+            0,
+            0,
+            0,
+        );
+        if r == 0 {
+            vc.retry_timer.store(id, Ordering::Relaxed);
+        }
+    }
+}
+
+fn arm_retry(vc: &Vcore) {
+    let id = vc.retry_timer.load(Ordering::Relaxed);
+    if id < 0 || vc.retry_armed.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let its = libc::itimerspec {
+        it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+        it_value: libc::timespec { tv_sec: 0, tv_nsec: RETRY_NS },
+    };
+    // SAFETY: raw timer_settime on our own timer with a valid itimerspec.
+    unsafe {
+        arch::syscall6(
+            libc::SYS_timer_settime as usize,
+            id as usize,
+            0,
+            &its as *const libc::itimerspec as usize,
+            0,
+            0,
+            0,
+        )
+    };
+}
+
+/// The `SIGUSR1` handler (module docs, "Interrupting a running uthread"). Runs on the
+/// vcore's alternate stack and on whatever TLS was running: it touches no TLS.
+extern "C" fn on_notify(_sig: libc::c_int, _info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
+    let Some(vc) = this() else { return };
+    vc.retry_armed.store(false, Ordering::Relaxed);
+    if !vc.notif_pending.load(Ordering::SeqCst) || vc.in_vcore_context() {
+        return;
+    }
+    // SAFETY: the kernel passes the interrupted context of this task.
+    let uc = unsafe { &mut *(uctx as *mut libc::ucontext_t) };
+    let g = &mut uc.uc_mcontext.gregs;
+    let sp = g[libc::REG_RSP as usize] as usize;
+    let pc = g[libc::REG_RIP as usize] as usize;
+    if vc.stack.contains(sp) || vc.stack.guard_range().contains(&sp) {
+        arm_retry(vc); // on the way out of vcore context
+        return;
+    }
+    if vc.notif_depth.load(Ordering::Relaxed) > 0 {
+        return; // enable_notifs delivers it
+    }
+    if in_unsafe_text(pc) || at_restart_syscall(g) {
+        arm_retry(vc);
+        return;
+    }
+    let new_sp = sp - arch::RED_ZONE - 8;
+    // SAFETY: the interrupted stack is the running uthread's; below its red zone lies
+    // free stack (a fault here is reported as that uthread's stack overflow).
+    unsafe { *(new_sp as *mut u64) = pc as u64 };
+    g[libc::REG_RSP as usize] = new_sp as i64;
+    g[libc::REG_RIP as usize] = arch::interrupt_trampoline as *const () as usize as i64;
+    // SAFETY: from sigreturn on, this vcore runs the trampoline into vcore context.
+    unsafe { vc.set_vcore_context(true) };
+}
+
+fn at_restart_syscall(g: &[libc::greg_t; 23]) -> bool {
+    let pc = g[libc::REG_RIP as usize] as usize;
+    // SAFETY: the interrupted PC points at mapped, readable code; we read two bytes.
+    g[libc::REG_RAX as usize] as usize == libc::SYS_restart_syscall as usize
+        && unsafe { (pc as *const [u8; 2]).read_unaligned() } == [0x0f, 0x05]
+}
+
+/// Called by the interrupt trampoline on the interrupted stack, 64-aligned, with every
+/// register saved: saves a resumable context into the vcore's record and enters vcore
+/// context. Returns into the trampoline when that context is loaded.
+///
+/// # Safety
+/// Only the trampoline calls it, on a vcore, with `vcore_ctx` already set.
+pub(crate) unsafe extern "C" fn enter_from_interrupt() {
+    // SAFETY: only vcore tasks are ever redirected into the trampoline.
+    let vc = unsafe { this_unchecked() };
+    // SAFETY: the vcore stack is free (a uthread was running); the slot is ours.
+    unsafe { arch::save_and_call(vc.interrupted.get(), vc.stack_top(), interrupt_entry, 0, 0) };
+}
+
+unsafe extern "C" fn interrupt_entry(_: usize, _: usize) -> ! {
+    // SAFETY: we run on a vcore task, now on its vcore stack.
+    let vc = unsafe { this_unchecked() };
+    // SAFETY: vcore context runs on the vcore task's own TLS; nothing before this line
+    // touched TLS.
+    unsafe { arch::set_fs_base(vc.tls()) };
+    enter(vc)
+}
+
+/// Handler of SIGSEGV, SIGBUS, SIGFPE and SIGILL (module docs, "Faults").
+extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
+    // SAFETY: the kernel passes valid siginfo and ucontext for this signal.
+    let (info_ref, uc) = unsafe { (&*info, &*(uctx as *const libc::ucontext_t)) };
+    let g = &uc.uc_mcontext.gregs;
+    let fault = FaultInfo {
+        signal: sig,
+        code: info_ref.si_code,
+        // SAFETY: si_addr is valid for the four fault signals.
+        addr: unsafe { info_ref.si_addr() } as usize,
+        pc: g[libc::REG_RIP as usize] as usize,
+        sp: g[libc::REG_RSP as usize] as usize,
+    };
+    let Some(vc) = this() else {
+        // SAFETY: forwarding the same arguments to the handler that was there before.
+        unsafe { chain(sig, info, uctx) };
+        return;
+    };
+    if vc.in_vcore_context() || vc.stack.contains(fault.sp) {
+        report_and_abort(vc, &fault);
+    }
+    // SAFETY: only this task writes its fault slot, and it is about to enter vcore
+    // context, which reads it. Then vcore context starts afresh on the vcore's stack and
+    // TLS; the faulting context and this handler's frame on the alternate stack are
+    // abandoned (SA_NODEFER and an empty mask mean no signal stays blocked).
+    unsafe {
+        *vc.fault.get() = Some(fault);
+        vc.set_vcore_context(true);
+        arch::set_fs_base(vc.tls());
+        arch::call_on_stack(vc.stack_top(), fault_entry, 0, 0)
+    }
+}
+
+unsafe extern "C" fn fault_entry(_: usize, _: usize) -> ! {
+    // SAFETY: we run on a vcore task, on its vcore stack.
+    enter(unsafe { this_unchecked() })
+}
+
+/// A fault in vcore context is a scheduler bug: say where, then abort. Formats into a
+/// stack buffer and writes with a raw system call: nothing here allocates or locks.
+fn report_and_abort(vc: &Vcore, f: &FaultInfo) -> ! {
+    use core::fmt::Write;
+    let mut buf = FixedBuf { b: [0; 256], n: 0 };
+    let _ = write!(
+        buf,
+        "parlib: fault in vcore context on vcore {}: signal {} (code {}) at address {:#x}, pc {:#x}\n",
+        vc.id(),
+        f.signal,
+        f.code,
+        f.addr,
+        f.pc
+    );
+    // SAFETY: write(2) of an initialised buffer to stderr, then abort.
+    unsafe {
+        arch::syscall6(libc::SYS_write as usize, 2, buf.b.as_ptr() as usize, buf.n, 0, 0, 0);
+        libc::abort()
+    }
+}
+
+struct FixedBuf {
+    b: [u8; 256],
+    n: usize,
+}
+
+impl core::fmt::Write for FixedBuf {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let k = s.len().min(self.b.len() - self.n);
+        self.b[self.n..self.n + k].copy_from_slice(&s.as_bytes()[..k]);
+        self.n += k;
+        Ok(())
+    }
+}
+
+/// Passes a fault on a task that is not a vcore to the handler installed before ours.
+///
+/// # Safety
+/// The arguments must be those the kernel passed to our handler.
+unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
+    let i = FAULT_SIGNALS.iter().position(|&s| s == sig).unwrap_or(0);
+    let prev = PREVIOUS.get().map(|p| p.0[i]);
+    match prev {
+        Some(p) if p.sa_sigaction != libc::SIG_DFL && p.sa_sigaction != libc::SIG_IGN => {
+            if p.sa_flags & libc::SA_SIGINFO != 0 {
+                // SAFETY: the previous handler was installed with SA_SIGINFO.
+                let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+                    unsafe { core::mem::transmute(p.sa_sigaction) };
+                f(sig, info, uctx);
+            } else {
+                // SAFETY: the previous handler was installed without SA_SIGINFO.
+                let f: extern "C" fn(libc::c_int) = unsafe { core::mem::transmute(p.sa_sigaction) };
+                f(sig);
+            }
+        }
+        _ => {
+            // Restore the default action; returning re-executes the faulting instruction.
+            // SAFETY: sigaction with a zeroed (SIG_DFL) action.
+            unsafe {
+                let mut dfl: libc::sigaction = core::mem::zeroed();
+                dfl.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(sig, &dfl, core::ptr::null_mut());
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Unsafe text: code that must never be interrupted.
+
+const MAX_RANGES: usize = 64;
+static RANGES: [(AtomicUsize, AtomicUsize); MAX_RANGES] =
+    [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; MAX_RANGES];
+static NR_RANGES: AtomicUsize = AtomicUsize::new(0);
+static RANGES_FOUND: AtomicBool = AtomicBool::new(false);
+
+/// Names of the objects whose code is not reentrant. Matched against the file name.
+const UNSAFE_OBJECTS: [&str; 6] =
+    ["libc.so", "ld-linux", "libm.so", "libgcc_s.so", "libstdc++.so", "libpthread.so"];
+
+fn in_unsafe_text(pc: usize) -> bool {
+    let n = NR_RANGES.load(Ordering::Acquire);
+    RANGES[..n].iter().any(|(lo, hi)| (lo.load(Ordering::Relaxed)..hi.load(Ordering::Relaxed)).contains(&pc))
+}
+
+fn find_unsafe_ranges() {
+    if RANGES_FOUND.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    unsafe extern "C" fn each(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        _data: *mut libc::c_void,
+    ) -> i32 {
+        // SAFETY: the loader passes a valid dl_phdr_info for each loaded object.
+        let info = unsafe { &*info };
+        if info.dlpi_name.is_null() {
+            return 0;
+        }
+        // SAFETY: dlpi_name is a NUL-terminated string owned by the loader.
+        let name = unsafe { core::ffi::CStr::from_ptr(info.dlpi_name) }.to_bytes();
+        let base = name.rsplit(|&c| c == b'/').next().unwrap_or(name);
+        if !UNSAFE_OBJECTS.iter().any(|o| base.starts_with(o.as_bytes())) {
+            return 0;
+        }
+        for i in 0..info.dlpi_phnum as usize {
+            // SAFETY: dlpi_phdr has dlpi_phnum entries.
+            let ph = unsafe { &*info.dlpi_phdr.add(i) };
+            if ph.p_type == libc::PT_LOAD && ph.p_flags & libc::PF_X != 0 {
+                let lo = info.dlpi_addr as usize + ph.p_vaddr as usize;
+                let n = NR_RANGES.load(Ordering::Relaxed);
+                if n < MAX_RANGES {
+                    RANGES[n].0.store(lo, Ordering::Relaxed);
+                    RANGES[n].1.store(lo + ph.p_memsz as usize, Ordering::Relaxed);
+                    NR_RANGES.store(n + 1, Ordering::Release);
+                }
+            }
+        }
+        0
+    }
+    // SAFETY: dl_iterate_phdr with a callback that only reads what it is given.
+    unsafe { libc::dl_iterate_phdr(Some(each), core::ptr::null_mut()) };
+}
+
+/// The text ranges interruption avoids (for diagnostics and tests).
+pub fn unsafe_text_ranges() -> Vec<(usize, usize)> {
+    let n = NR_RANGES.load(Ordering::Acquire);
+    RANGES[..n].iter().map(|(a, b)| (a.load(Ordering::Relaxed), b.load(Ordering::Relaxed))).collect()
+}
