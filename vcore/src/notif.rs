@@ -447,9 +447,9 @@ unsafe extern "C" fn fault_entry(_: usize, _: usize) -> ! {
 fn report_and_abort(vc: &Vcore, f: &FaultInfo) -> ! {
     use core::fmt::Write;
     let mut buf = FixedBuf { b: [0; 256], n: 0 };
-    let _ = write!(
+    let _ = writeln!(
         buf,
-        "parlib: fault in vcore context on vcore {}: signal {} (code {}) at address {:#x}, pc {:#x}\n",
+        "parlib: fault in vcore context on vcore {}: signal {} (code {}) at address {:#x}, pc {:#x}",
         vc.id(),
         f.signal,
         f.code,

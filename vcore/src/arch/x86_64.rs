@@ -511,6 +511,10 @@ pub fn xsave_kind() -> &'static str {
 /// Where an interrupted context continues after `sigreturn` (see the diagram above).
 /// `enter` is called with `rsp` 64-aligned; it must save a [`Context`] and switch away,
 /// and it returns here when that context is loaded.
+///
+/// # Safety
+/// Never called directly: only a signal handler of a vcore task may redirect an
+/// interrupted context here, with the interrupted `rip` pushed below the red zone.
 #[unsafe(naked)]
 pub unsafe extern "C" fn interrupt_trampoline() -> ! {
     naked_asm!(
