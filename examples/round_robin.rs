@@ -1,13 +1,18 @@
 //! A complete round-robin scheduler written against the `Scheduler` trait.
 //!
 //! One global FIFO run queue shared by every vcore. Copy it as the starting point for a
-//! scheduler of your own. Run: `cargo run --release --example round_robin`.
+//! scheduler of your own.
+//!
+//! * `cargo run --release --example round_robin`: cooperative; 1000 uthreads yield.
+//! * `cargo run --release --example round_robin -- --preempt`: preemptive; uthreads
+//!   spin without ever yielding, and a ticking `EV_USER_IPI` source interrupts them.
 
 use std::collections::VecDeque;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use parlib::events::{self, EventMsg, EventType, EV_USER_IPI};
 use parlib::uthread::{self, Scheduler, TlsMode, Uthread};
 use parlib::vcore::{self, spin::SpinLock, Stack};
 
@@ -102,6 +107,55 @@ fn yield_now() {
 const THREADS: usize = 1000;
 const YIELDS: usize = 100;
 
+/// Preemption: every `TICK`, a plain thread sends `EV_USER_IPI` to every vcore. The
+/// event interrupts the running uthread at its next safe point; our handler, in vcore
+/// context, hands it back to the queue, and the scheduler runs the next. 1 ms: signals
+/// cost 10-20 µs of a vcore's time here, so ticks much below 100 µs would eat the CPU.
+const TICK: Duration = Duration::from_millis(1);
+static PREEMPTIONS: AtomicUsize = AtomicUsize::new(0);
+
+fn on_tick(_: &EventMsg, _: EventType) {
+    if let Some(uth) = uthread::interrupted() {
+        PREEMPTIONS.fetch_add(1, Ordering::Relaxed);
+        uthread::paused(uth); // back to the tail of the queue
+    }
+}
+
+/// Spinning uthreads that never yield, run to completion under preemption.
+fn preemptive_demo() {
+    events::register_handler(EV_USER_IPI, on_tick).expect("register the tick handler");
+    std::thread::spawn(|| loop {
+        std::thread::sleep(TICK); // a plain thread: sleeping here blocks no vcore
+                                  // Only running vcores: an event would wake a parked one for nothing.
+        for v in (0..vcore::max_vcores()).filter(|&v| vcore::get(v).is_ok_and(|vc| !vc.is_parked())) {
+            let _ = events::send_event(&EventMsg::default(), EV_USER_IPI, v);
+        }
+    });
+    const SPINNERS: usize = 8;
+    static FINISHED: AtomicUsize = AtomicUsize::new(0);
+    let start = Instant::now();
+    for i in 0..SPINNERS {
+        spawn(move || {
+            let mut x = i as u64; // a pure compute loop: no yield, no system call
+            for _ in 0..100_000_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+            FINISHED.fetch_add(1, Ordering::Release);
+        });
+    }
+    // `main` is a uthread too, and gets the vcore back only because the spinners are
+    // preempted.
+    while FINISHED.load(Ordering::Acquire) < SPINNERS {
+        yield_now();
+    }
+    let n = PREEMPTIONS.load(Ordering::Relaxed);
+    println!(
+        "{SPINNERS} spinning uthreads finished in {:.0} ms after {n} preemptions",
+        start.elapsed().as_secs_f64() * 1e3
+    );
+    assert!(n > 0, "the spinners can only have shared the vcores through preemption");
+}
+
 fn main() {
     // `main` gets a Thread record too, so every NonNull<Uthread> is a Thread.
     let main = Box::leak(Box::new(Thread { uth: Uthread::new(), body: None }));
@@ -110,6 +164,9 @@ fn main() {
     // We are now a uthread on vcore 0. Wake the others.
     let more = vcore::request(vcore::max_vcores() - 1).expect("request vcores");
     SCHED.awake.fetch_add(more, Ordering::AcqRel);
+    if std::env::args().any(|a| a == "--preempt") {
+        return preemptive_demo();
+    }
 
     static GO: AtomicUsize = AtomicUsize::new(0);
     static DONE: AtomicUsize = AtomicUsize::new(0);
