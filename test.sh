@@ -12,5 +12,6 @@ cargo test --workspace
 echo "== release: unit and integration tests (the switch paths are compiled differently)"
 cargo test --workspace --release --tests
 
-echo "== the round-robin example: 1000 uthreads yielding on every vcore"
+echo "== the round-robin example: 1000 uthreads yielding on every vcore, then preempted spinners"
 timeout 120 cargo run --release --example round_robin
+timeout 120 cargo run --release --example round_robin -- --preempt

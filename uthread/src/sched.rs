@@ -115,13 +115,36 @@ pub fn default_fault_policy(uth: NonNull<Uthread>, fault: &Fault) -> ! {
     // SAFETY: the uthread layer passes a live uthread.
     let id = unsafe { uth.as_ref() }.id();
     let what = if fault.stack_overflow {
-        "stack overflow".to_string()
+        "stack overflow (hit its stack guard page)".to_string()
     } else {
-        format!("signal {} (code {})", fault.signal, fault.code)
+        format!("{} ({})", signal_name(fault.signal), code_name(fault.signal, fault.code))
     };
-    eprintln!(
-        "parlib: uthread {id} faulted: {what} at address {:#x}, pc {:#x}; aborting",
-        fault.addr, fault.pc
-    );
+    eprintln!("parlib: uthread {id} faulted: {what} at address {:#x}, pc {:#x}; aborting", fault.addr, fault.pc);
     std::process::abort()
+}
+
+fn signal_name(sig: i32) -> String {
+    match sig {
+        libc::SIGSEGV => "SIGSEGV".into(),
+        libc::SIGBUS => "SIGBUS".into(),
+        libc::SIGFPE => "SIGFPE".into(),
+        libc::SIGILL => "SIGILL".into(),
+        s => format!("signal {s}"),
+    }
+}
+
+/// `si_code` names from `siginfo.h` for the codes a uthread is likely to raise.
+fn code_name(sig: i32, code: i32) -> String {
+    let name = match (sig, code) {
+        (libc::SIGSEGV, 1) => "SEGV_MAPERR: address not mapped",
+        (libc::SIGSEGV, 2) => "SEGV_ACCERR: no permission",
+        (libc::SIGBUS, 1) => "BUS_ADRALN: misaligned address",
+        (libc::SIGBUS, 2) => "BUS_ADRERR: no such physical address",
+        (libc::SIGFPE, 1) => "FPE_INTDIV: integer divide by zero",
+        (libc::SIGFPE, 2) => "FPE_INTOVF: integer overflow",
+        (libc::SIGILL, 1) => "ILL_ILLOPC: illegal opcode",
+        (_, 0x80) => "SI_KERNEL",
+        _ => return format!("code {code}"),
+    };
+    name.into()
 }
