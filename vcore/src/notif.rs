@@ -47,8 +47,8 @@
 //! `SIGSEGV`, `SIGBUS`, `SIGFPE` and `SIGILL` raised by a uthread are recorded in the
 //! vcore's record ([`Vcore::take_fault`]) and the vcore enters vcore context straight from
 //! the handler (on the alternate stack, so a stack overflow can be reported). The
-//! faulting context is abandoned. A fault in vcore context is reported and aborts the
-//! process. A fault on a task that is not a vcore goes to the handler that was installed
+//! faulting context is abandoned. A fault on the vcore stack (in vcore context) is
+//! reported and aborts the process. A fault on a task that is not a vcore goes to the handler that was installed
 //! before ours (Rust's own stack-overflow handler, or the default action).
 
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -422,7 +422,10 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut 
         unsafe { chain(sig, info, uctx) };
         return;
     };
-    if vc.in_vcore_context() || vc.stack.contains(fault.sp) {
+    // Vcore context runs on the vcore stack. A fault elsewhere with the vcore-context flag
+    // set is the interrupt trampoline saving state on a full uthread stack, or this
+    // vcore's notification handler writing to one: the uthread's fault.
+    if vc.stack.contains(fault.sp) || vc.stack.guard_range().contains(&fault.sp) {
         report_and_abort(vc, &fault);
     }
     // SAFETY: only this task writes its fault slot, and it is about to enter vcore
