@@ -119,7 +119,10 @@ pub fn default_fault_policy(uth: NonNull<Uthread>, fault: &Fault) -> ! {
     } else {
         format!("{} ({})", signal_name(fault.signal), code_name(fault.signal, fault.code))
     };
-    eprintln!("parlib: uthread {id} faulted: {what} at address {:#x}, pc {:#x}; aborting", fault.addr, fault.pc);
+    eprintln!(
+        "parlib: uthread {id} faulted: {what} at address {:#x}, pc {:#x}; aborting",
+        fault.addr, fault.pc
+    );
     std::process::abort()
 }
 
