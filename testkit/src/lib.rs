@@ -109,12 +109,17 @@ pub fn isolated_by_name(name: &str, timeout: Duration, env: &[(&str, &str)], bod
 /// spawns the child and waits for it, at most `timeout`.
 pub fn outcome_by_name(name: &str, timeout: Duration, env: &[(&str, &str)], body: impl FnOnce()) -> Outcome {
     if in_child(name) {
-        body();
         use std::io::Write;
-        println!("{OK_MARKER} {name}");
+        // Exit here either way: the runtime may have moved this test's thread onto a
+        // vcore, where libtest would wait forever for it to finish after a panic.
+        let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_ok();
+        if !ok {
+            let _ = std::io::stderr().flush();
+            std::process::exit(101);
+        }
+        // On a line of its own: libtest has printed "test NAME ... " without a newline.
+        println!("\n{OK_MARKER} {name}");
         let _ = std::io::stdout().flush();
-        // Exit here: the runtime moved this test's thread onto a vcore, and the harness
-        // has nothing left to do.
         std::process::exit(0);
     }
     let exe = std::env::current_exe().expect("current_exe");
