@@ -36,6 +36,19 @@
 //! it across vcores. [`TlsMode::None`] uthreads run on the vcore's TLS: cheaper, for
 //! code that keeps per-thread state elsewhere. See [`tls`](crate::tls) for the pool.
 //!
+//! ## Preemption and locks
+//!
+//! A scheduler may preempt: a notification (`parlib-events`) interrupts a running
+//! uthread at its next *safe point* (never inside libc, the loader, libgcc_s or
+//! libstdc++, never with notifications disabled) and `vcore_entry` can hand it back to
+//! the scheduler with [`paused`]. Scheduler callbacks never run preemptibly: in vcore
+//! context notifications are off, and [`runnable`] called from a uthread disables them
+//! around the callback. A lock that a uthread shares with vcore context must disable
+//! notifications while a uthread holds it (`parlib_vcore::spin::PdrSpinLock`), or an
+//! interruption while holding it deadlocks the vcore. `std::sync` locks, including the
+//! one behind `println!`, are not protected: under preemption, hold them inside a
+//! [`NotifGuard`].
+//!
 //! ## Do not block the vcore
 //!
 //! A uthread shares its vcore with every other uthread on it. `std::sync` locks,

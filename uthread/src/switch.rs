@@ -352,7 +352,13 @@ pub fn runnable(uth: NonNull<Uthread>) {
         &[State::Created, State::Yielding, State::Blocked],
         State::Runnable,
     );
+    // Callbacks run as if in vcore context: when a uthread makes another runnable, the
+    // scheduler's locks must not be held across an interruption (see PdrSpinLock).
+    let disabled = vcore::notif::disable_if_uthread();
     sched().thread_runnable(uth);
+    if disabled {
+        parlib_events::enable_notifs();
+    }
 }
 
 /// `cleanup` refuses a uthread that is not `Done`; this tells a scheduler whether a

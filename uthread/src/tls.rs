@@ -24,7 +24,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-use parlib_vcore::spin::SpinLock;
+use parlib_vcore::spin::PdrSpinLock;
 use parlib_vcore::{arch, futex};
 
 use crate::error::Error;
@@ -63,7 +63,8 @@ struct Pool {
 // owned by nobody until `take` hands one out.
 unsafe impl Send for Pool {}
 
-static POOL: SpinLock<Pool> = SpinLock::new(Pool { ready: Vec::new() });
+/// PDR: uthreads take backing threads (spawning) while preemption may be on.
+static POOL: PdrSpinLock<Pool> = PdrSpinLock::new(Pool { ready: Vec::new() });
 static POOL_SIZE: OnceLock<usize> = OnceLock::new();
 /// Bumped whenever the pool wants refilling; the refiller sleeps on it.
 static REFILL: AtomicU32 = AtomicU32::new(0);

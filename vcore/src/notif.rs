@@ -155,6 +155,20 @@ pub unsafe fn disable_notifs() {
     unsafe { arch::gs_inc_u32::<DEPTH_OFF>() };
 }
 
+/// Disables notifications if the caller is a uthread (not vcore context, not a plain
+/// thread); returns whether it did, so the caller knows to re-enable them.
+#[inline]
+pub fn disable_if_uthread() -> bool {
+    match this() {
+        Some(vc) if !vc.in_vcore_context() => {
+            // SAFETY: we run on a vcore, outside vcore context: a uthread.
+            unsafe { disable_notifs() };
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Re-enables notifications on the calling vcore (depth - 1); at 0, delivers a pending
 /// notification at once.
 ///

@@ -75,3 +75,61 @@ impl<T: ?Sized> Drop for SpinGuard<'_, T> {
         self.lock.locked.store(false, Ordering::Release);
     }
 }
+
+/// A spinlock that is safe to take from a uthread under preemption: while a uthread
+/// holds it, notifications are disabled on its vcore (the "PDR" behaviour of DESIGN §8;
+/// on Linux vcores are never preempted, so only the uthread's interruption matters).
+///
+/// Without this, a uthread interrupted while holding a lock that vcore context also
+/// takes would deadlock its vcore: vcore context would spin on a lock whose holder can
+/// only run again once vcore context leaves. In vcore context and on plain threads it
+/// is a plain spinlock.
+pub struct PdrSpinLock<T: ?Sized> {
+    inner: SpinLock<T>,
+}
+
+impl<T> PdrSpinLock<T> {
+    /// A new, unlocked lock.
+    pub const fn new(value: T) -> Self {
+        PdrSpinLock { inner: SpinLock::new(value) }
+    }
+}
+
+impl<T: ?Sized> PdrSpinLock<T> {
+    /// Disables notifications if called from a uthread, then spins until the lock is ours.
+    #[inline]
+    pub fn lock(&self) -> PdrGuard<'_, T> {
+        let disabled = crate::notif::disable_if_uthread();
+        PdrGuard { guard: Some(self.inner.lock()), disabled }
+    }
+}
+
+/// Holds a [`PdrSpinLock`]; releases it, then re-enables notifications, when dropped.
+pub struct PdrGuard<'a, T: ?Sized> {
+    guard: Option<SpinGuard<'a, T>>,
+    disabled: bool,
+}
+
+impl<T: ?Sized> Deref for PdrGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.guard.as_ref().expect("a PdrGuard holds its lock until dropped")
+    }
+}
+
+impl<T: ?Sized> DerefMut for PdrGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        self.guard.as_mut().expect("a PdrGuard holds its lock until dropped")
+    }
+}
+
+impl<T: ?Sized> Drop for PdrGuard<'_, T> {
+    fn drop(&mut self) {
+        drop(self.guard.take()); // release first: a pending notification may switch us out
+        if self.disabled {
+            // SAFETY: we disabled notifications on this uthread in `lock`, and with them
+            // off it cannot have migrated.
+            unsafe { crate::notif::enable_notifs() };
+        }
+    }
+}

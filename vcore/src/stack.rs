@@ -11,7 +11,7 @@
 //! stack is already mapped and warm.
 
 use crate::error::Error;
-use crate::spin::SpinLock;
+use crate::spin::PdrSpinLock;
 
 /// Default usable size of a uthread or vcore stack. Pages are committed only when
 /// touched, so a larger reservation costs address space, not memory; 256 KiB leaves room
@@ -33,7 +33,8 @@ fn page_size() -> usize {
 /// the churn of short-lived uthreads on every vcore without pinning much memory.
 const POOL_MAX: usize = 64;
 
-static POOL: SpinLock<Vec<(usize, usize)>> = SpinLock::new(Vec::new());
+/// PDR: uthreads allocate stacks (spawning) while vcore context frees them (cleanup).
+static POOL: PdrSpinLock<Vec<(usize, usize)>> = PdrSpinLock::new(Vec::new());
 
 /// A stack: owned (mapped by us, returned to the pool on drop) or borrowed (memory a
 /// caller provided, which we never free).
