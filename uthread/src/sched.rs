@@ -65,9 +65,13 @@ pub struct Fault {
     pub stack_overflow: bool,
 }
 
-/// A two-level scheduler (parlib's `sched_ops`). Every callback runs in vcore context:
-/// on the vcore's stack and TLS, with notifications off. Callbacks must not block or
-/// yield; protect shared state with spinlocks (`parlib_vcore::spin`).
+/// A two-level scheduler (parlib's `sched_ops`). Every callback runs with notifications
+/// off, and all but one in vcore context, on the vcore's stack and TLS. The exception is
+/// [`thread_runnable`](Scheduler::thread_runnable) when [`runnable`](crate::runnable) is
+/// called outside vcore context: then it runs on the caller's stack and TLS (a uthread
+/// waking another, with notifications disabled for the call, or a plain Linux thread).
+/// Callbacks must not block or yield; protect shared state with spinlocks
+/// (`parlib_vcore::spin`).
 ///
 /// | callback | when |
 /// |---|---|

@@ -33,6 +33,11 @@
 //! 5. not at a `restart_syscall`, whose state lives in the task and would not follow
 //!    a uthread that migrates: retry.
 //!
+//! DESIGN §5 also names "this library" as unsafe text. parlib-rs is linked into the
+//! application's own binary, so its text cannot be told apart from the application's;
+//! instead, every parlib critical section that vcore context also enters runs with
+//! notifications disabled (`spin::PdrSpinLock`, and the uthread layer's callbacks).
+//!
 //! "Retry" arms the vcore's one-shot retry timer, which sends `SIGUSR1` again after
 //! [`RETRY_NS`]. At a safe point the handler rewrites the `ucontext` so that after
 //! `sigreturn` the uthread calls [`arch::interrupt_trampoline`], marks the vcore as in
