@@ -9,6 +9,7 @@
 //! | [`vcore`] | `parlib-vcore` | emulated vcores: pinned tasks, context switch, FS base, stacks |
 //! | [`events`] | `parlib-events` | per-vcore event queues, handlers, notifications |
 //! | [`uthread`] | `parlib-uthread` | uthreads, the `Scheduler` trait, `vcore_entry`, TLS |
+//! | [`sync`] | `parlib-sync` | spin, MCS, PDR locks; mutexes, condvars, rwlocks, barriers, semaphores, futexes, once |
 //!
 //! The benchmarks in `benches/` measure them against Linux threads; the examples in
 //! `examples/` include a complete round-robin scheduler.
@@ -16,5 +17,6 @@
 #![warn(missing_docs)]
 
 pub use parlib_events as events;
+pub use parlib_sync as sync;
 pub use parlib_uthread as uthread;
 pub use parlib_vcore as vcore;

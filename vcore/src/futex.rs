@@ -35,3 +35,12 @@ pub fn wake(word: &AtomicU32, n: u32) -> usize {
     };
     r.max(0) as usize
 }
+
+/// Wakes up to `n` tasks blocked in [`wait`] on the 32-bit word at `addr`. The word may
+/// be gone by now (a waiter that returned): the kernel only uses the address as a key,
+/// so a stale address at worst wakes a spurious waiter, which futex users tolerate.
+pub fn wake_addr(addr: usize, n: u32) -> usize {
+    // SAFETY: FUTEX_WAKE never dereferences the address.
+    let r = unsafe { syscall6(libc::SYS_futex as usize, addr, FUTEX_WAKE_PRIVATE, n as usize, 0, 0, 0) };
+    r.max(0) as usize
+}

@@ -1,0 +1,144 @@
+//! Condition variables, in `pthread_cond_t`'s 48 bytes.
+//!
+//! A waiter queues itself under the condvar's queue lock *before* releasing the mutex,
+//! then blocks; a signal unlinks the first waiter under the same lock. So a signal sent
+//! after the waiter released the mutex always finds it queued: no lost wake-up. Woken
+//! waiters re-acquire the mutex and, Mesa-style, re-check their predicate.
+
+use core::sync::atomic::{AtomicU32, AtomicU64};
+
+use parlib_uthread::BlockReason;
+
+use crate::errno::Errno;
+use crate::mutex::{MutexGuard, RawMutex};
+use crate::waitq::{block, QLock, WaitQueue, Waiter};
+
+/// A pthread-shaped condition variable that blocks only the calling uthread.
+#[repr(C)]
+pub struct RawCondvar {
+    qlock: QLock,
+    _reserved: AtomicU32,
+    waiters: WaitQueue,
+    _pad: [AtomicU64; 3],
+}
+
+const _: () = assert!(core::mem::size_of::<RawCondvar>() == 48 && core::mem::align_of::<RawCondvar>() == 8);
+const _: () = assert!(core::mem::size_of::<RawCondvar>() == core::mem::size_of::<libc::pthread_cond_t>());
+
+impl Default for RawCondvar {
+    fn default() -> Self {
+        RawCondvar::new()
+    }
+}
+
+impl RawCondvar {
+    /// A condvar with no waiters (the same as all-zero bytes).
+    pub const fn new() -> RawCondvar {
+        RawCondvar {
+            qlock: QLock(AtomicU32::new(0)),
+            _reserved: AtomicU32::new(0),
+            waiters: WaitQueue::new(),
+            _pad: [const { AtomicU64::new(0) }; 3],
+        }
+    }
+
+    /// Atomically releases `mutex` and waits for a signal, then re-acquires `mutex`.
+    /// Spurious wake-ups are possible: re-check the predicate.
+    ///
+    /// # Errors
+    /// `EPERM` if the caller does not hold `mutex` (recursive and error-checking
+    /// mutexes know their owner; for normal mutexes, if it is not locked at all).
+    pub fn wait(&self, mutex: &RawMutex) -> Result<(), Errno> {
+        let g = self.qlock.lock();
+        let mut node = Waiter::for_caller("Condvar::wait");
+        // SAFETY: under the queue lock; `node` stays alive until a signal unlinks it.
+        unsafe { self.waiters.push_back(&mut node) };
+        if let Err(e) = mutex.unlock() {
+            // SAFETY: still under the queue lock, and `node` is linked here.
+            unsafe { self.waiters.unlink(&mut node) };
+            return Err(e);
+        }
+        block(g, &node, BlockReason::Condvar);
+        mutex.lock()
+    }
+
+    /// Wakes one waiter, if any.
+    pub fn signal(&self) {
+        let g = self.qlock.lock();
+        // SAFETY: under the queue lock.
+        let w = unsafe { self.waiters.pop_front() };
+        drop(g);
+        if let Some(w) = w {
+            // SAFETY: unlinked under the lock just now; woken once.
+            unsafe { Waiter::wake(w) };
+        }
+    }
+
+    /// Wakes every waiter.
+    pub fn broadcast(&self) {
+        let _g = self.qlock.lock();
+        // SAFETY: under the queue lock; each node is unlinked before it is woken, and
+        // waking under the lock is fine: a woken waiter never needs this lock to leave.
+        while let Some(w) = unsafe { self.waiters.pop_front() } {
+            // SAFETY: unlinked just now; woken once.
+            unsafe { Waiter::wake(w) };
+        }
+    }
+
+    /// Checks that the condvar may be destroyed.
+    ///
+    /// # Errors
+    /// `EBUSY` if uthreads or threads wait on it.
+    pub fn destroy(&self) -> Result<(), Errno> {
+        let _g = self.qlock.lock();
+        // SAFETY: under the queue lock.
+        if unsafe { self.waiters.is_empty() } {
+            Ok(())
+        } else {
+            Err(Errno::BUSY)
+        }
+    }
+}
+
+/// A condition variable for [`Mutex`](crate::Mutex) guards.
+#[derive(Default)]
+pub struct Condvar {
+    raw: RawCondvar,
+}
+
+impl Condvar {
+    /// A condvar with no waiters.
+    pub const fn new() -> Condvar {
+        Condvar { raw: RawCondvar::new() }
+    }
+
+    /// Releases the guard's mutex, waits for a notification, and re-locks.
+    pub fn wait<'a, T: ?Sized>(&self, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+        let m = guard.mutex();
+        core::mem::forget(guard); // `wait` unlocks and re-locks the mutex itself
+        self.raw.wait(m.raw()).expect("the guard proves the mutex is held");
+        MutexGuard::relock(m)
+    }
+
+    /// Waits until `condition` is false, re-checking after every wake-up.
+    pub fn wait_while<'a, T: ?Sized>(
+        &self,
+        mut guard: MutexGuard<'a, T>,
+        mut condition: impl FnMut(&mut T) -> bool,
+    ) -> MutexGuard<'a, T> {
+        while condition(&mut guard) {
+            guard = self.wait(guard);
+        }
+        guard
+    }
+
+    /// Wakes one waiter.
+    pub fn notify_one(&self) {
+        self.raw.signal();
+    }
+
+    /// Wakes every waiter.
+    pub fn notify_all(&self) {
+        self.raw.broadcast();
+    }
+}

@@ -1,0 +1,319 @@
+//! Mutexes: normal, recursive and error-checking, in `pthread_mutex_t`'s 40 bytes.
+//!
+//! # The state word
+//!
+//! | `state` | meaning |
+//! |---|---|
+//! | 0 | unlocked (all-zero storage is an unlocked normal mutex) |
+//! | 1 | locked, no waiters |
+//! | 2 | locked, maybe waiters: unlock must look at the queue |
+//!
+//! Locking is one compare-and-swap 0→1 when uncontended. A contender takes the queue
+//! lock and swaps in 2: if it got 0 the mutex is its own, else it queues and blocks
+//! (see `waitq`). Unlocking swaps in 0; if it took out 2 it wakes the first waiter,
+//! which retries (Mesa semantics). Because a contender sets 2 under the queue lock and
+//! queues before releasing it, an unlocker that saw 2 always finds it queued.
+
+use core::cell::UnsafeCell;
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+use parlib_uthread::BlockReason;
+
+use crate::errno::{caller_id, Errno};
+use crate::waitq::{block, QLock, WaitQueue, Waiter};
+
+/// glibc's `PTHREAD_MUTEX_NORMAL` (and default): relocking deadlocks, no checks.
+pub const MUTEX_NORMAL: u32 = 0;
+/// glibc's `PTHREAD_MUTEX_RECURSIVE`: the owner may relock; unlocks count down.
+pub const MUTEX_RECURSIVE: u32 = 1;
+/// glibc's `PTHREAD_MUTEX_ERRORCHECK`: relock gives `EDEADLK`, foreign unlock `EPERM`.
+pub const MUTEX_ERRORCHECK: u32 = 2;
+
+/// A pthread-shaped mutex that blocks only the calling uthread (or plain thread).
+#[repr(C)]
+pub struct RawMutex {
+    state: AtomicU32,
+    qlock: QLock,
+    kind: AtomicU32,
+    /// Recursion depth (recursive and error-checking kinds).
+    count: AtomicU32,
+    /// `caller_id` of the holder (recursive and error-checking kinds), 0 if none.
+    owner: AtomicUsize,
+    waiters: WaitQueue,
+}
+
+const _: () = assert!(core::mem::size_of::<RawMutex>() == 40 && core::mem::align_of::<RawMutex>() == 8);
+const _: () = assert!(core::mem::size_of::<RawMutex>() == core::mem::size_of::<libc::pthread_mutex_t>());
+
+impl Default for RawMutex {
+    fn default() -> Self {
+        RawMutex::new()
+    }
+}
+
+impl RawMutex {
+    /// An unlocked normal mutex (the same as all-zero bytes).
+    pub const fn new() -> RawMutex {
+        RawMutex::with_kind(MUTEX_NORMAL)
+    }
+
+    /// An unlocked mutex of `kind` (`MUTEX_*`).
+    pub const fn with_kind(kind: u32) -> RawMutex {
+        RawMutex {
+            state: AtomicU32::new(0),
+            qlock: QLock(AtomicU32::new(0)),
+            kind: AtomicU32::new(kind),
+            count: AtomicU32::new(0),
+            owner: AtomicUsize::new(0),
+            waiters: WaitQueue::new(),
+        }
+    }
+
+    /// (Re)initialises as an unlocked mutex of `kind`.
+    ///
+    /// # Errors
+    /// `EINVAL` for an unknown kind; `EBUSY` if it is locked.
+    pub fn init(&self, kind: u32) -> Result<(), Errno> {
+        if kind > MUTEX_ERRORCHECK {
+            return Err(Errno::INVAL);
+        }
+        if self.state.load(Ordering::Relaxed) != 0 {
+            return Err(Errno::BUSY);
+        }
+        self.kind.store(kind, Ordering::Relaxed);
+        self.count.store(0, Ordering::Relaxed);
+        self.owner.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The kind (`MUTEX_*`).
+    pub fn kind(&self) -> u32 {
+        self.kind.load(Ordering::Relaxed)
+    }
+
+    /// Locks, blocking the calling uthread (or thread) while another holds it.
+    ///
+    /// # Errors
+    /// `EDEADLK` if an error-checking mutex is already the caller's; `EAGAIN` if a
+    /// recursive mutex's count would overflow.
+    #[inline]
+    pub fn lock(&self) -> Result<(), Errno> {
+        let kind = self.kind.load(Ordering::Relaxed);
+        if kind != MUTEX_NORMAL {
+            if let Some(r) = self.relock(kind) {
+                return r;
+            }
+        }
+        if self.state.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            self.lock_contended();
+        }
+        self.acquired(kind);
+        Ok(())
+    }
+
+    /// Locks if free.
+    ///
+    /// # Errors
+    /// `EBUSY` if another holds it (or, error-checking, the caller does); `EAGAIN` on a
+    /// recursive count overflow.
+    pub fn try_lock(&self) -> Result<(), Errno> {
+        let kind = self.kind.load(Ordering::Relaxed);
+        if kind == MUTEX_RECURSIVE {
+            if let Some(r) = self.relock(kind) {
+                return r;
+            }
+        }
+        if self.state.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            return Err(Errno::BUSY);
+        }
+        self.acquired(kind);
+        Ok(())
+    }
+
+    /// The caller already owns it: `Some(result)`; else `None`.
+    fn relock(&self, kind: u32) -> Option<Result<(), Errno>> {
+        if self.owner.load(Ordering::Relaxed) != caller_id() {
+            return None;
+        }
+        Some(match kind {
+            MUTEX_RECURSIVE => {
+                let c = self.count.load(Ordering::Relaxed);
+                if c == u32::MAX {
+                    Err(Errno::AGAIN)
+                } else {
+                    self.count.store(c + 1, Ordering::Relaxed);
+                    Ok(())
+                }
+            }
+            _ => Err(Errno::DEADLK),
+        })
+    }
+
+    #[inline]
+    fn acquired(&self, kind: u32) {
+        if kind != MUTEX_NORMAL {
+            self.owner.store(caller_id(), Ordering::Relaxed);
+            self.count.store(1, Ordering::Relaxed);
+        }
+    }
+
+    #[cold]
+    fn lock_contended(&self) {
+        loop {
+            let g = self.qlock.lock();
+            if self.state.swap(2, Ordering::Acquire) == 0 {
+                return;
+            }
+            let mut node = Waiter::for_caller("Mutex::lock");
+            // SAFETY: under the queue lock; `node` outlives its time in the queue (we
+            // return from `block` only after a waker unlinked it).
+            unsafe { self.waiters.push_back(&mut node) };
+            block(g, &node, BlockReason::Mutex);
+        }
+    }
+
+    /// Unlocks.
+    ///
+    /// # Errors
+    /// `EPERM` if the mutex is not locked, or (recursive, error-checking) not the
+    /// caller's.
+    #[inline]
+    pub fn unlock(&self) -> Result<(), Errno> {
+        let kind = self.kind.load(Ordering::Relaxed);
+        if kind != MUTEX_NORMAL {
+            if self.owner.load(Ordering::Relaxed) != caller_id() {
+                return Err(Errno::PERM);
+            }
+            let c = self.count.load(Ordering::Relaxed);
+            if c > 1 {
+                self.count.store(c - 1, Ordering::Relaxed);
+                return Ok(());
+            }
+            self.count.store(0, Ordering::Relaxed);
+            self.owner.store(0, Ordering::Relaxed);
+        }
+        match self.state.swap(0, Ordering::Release) {
+            0 => Err(Errno::PERM),
+            1 => Ok(()),
+            _ => {
+                self.wake_one();
+                Ok(())
+            }
+        }
+    }
+
+    #[cold]
+    fn wake_one(&self) {
+        let g = self.qlock.lock();
+        // SAFETY: under the queue lock.
+        let w = unsafe { self.waiters.pop_front() };
+        drop(g);
+        if let Some(w) = w {
+            // SAFETY: unlinked under the lock just now; woken once.
+            unsafe { Waiter::wake(w) };
+        }
+    }
+
+    /// Whether it is locked (a snapshot).
+    pub fn is_locked(&self) -> bool {
+        self.state.load(Ordering::Relaxed) != 0
+    }
+
+    /// Checks that the mutex may be destroyed.
+    ///
+    /// # Errors
+    /// `EBUSY` if it is locked.
+    pub fn destroy(&self) -> Result<(), Errno> {
+        if self.is_locked() {
+            Err(Errno::BUSY)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A mutual-exclusion lock protecting a `T`; blocks only the calling uthread.
+pub struct Mutex<T: ?Sized> {
+    raw: RawMutex,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: the mutex hands out access to one holder at a time.
+unsafe impl<T: ?Sized + Send> Sync for Mutex<T> {}
+// SAFETY: moving the mutex moves the `T`.
+unsafe impl<T: ?Sized + Send> Send for Mutex<T> {}
+
+impl<T> Mutex<T> {
+    /// A new, unlocked mutex.
+    pub const fn new(value: T) -> Mutex<T> {
+        Mutex { raw: RawMutex::new(), data: UnsafeCell::new(value) }
+    }
+
+    /// Consumes the mutex, returning its value.
+    pub fn into_inner(self) -> T {
+        self.data.into_inner()
+    }
+}
+
+impl<T: ?Sized> Mutex<T> {
+    /// Locks, blocking the calling uthread while another holds it.
+    pub fn lock(&self) -> MutexGuard<'_, T> {
+        self.raw.lock().expect("a normal mutex's lock cannot fail");
+        MutexGuard { mutex: self, _not_send: core::marker::PhantomData }
+    }
+
+    /// Locks if free.
+    pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+        self.raw.try_lock().ok().map(|()| MutexGuard { mutex: self, _not_send: core::marker::PhantomData })
+    }
+
+    /// The raw mutex (for `Condvar`).
+    pub fn raw(&self) -> &RawMutex {
+        &self.raw
+    }
+
+    /// Mutable access without locking: `&mut self` proves nobody else holds it.
+    pub fn get_mut(&mut self) -> &mut T {
+        self.data.get_mut()
+    }
+}
+
+/// Holds a [`Mutex`]; unlocks when dropped.
+#[must_use = "the mutex unlocks when the guard is dropped"]
+pub struct MutexGuard<'a, T: ?Sized> {
+    mutex: &'a Mutex<T>,
+    /// Not `Send`: the holder unlocks.
+    _not_send: core::marker::PhantomData<*const ()>,
+}
+
+impl<'a, T: ?Sized> MutexGuard<'a, T> {
+    pub(crate) fn mutex(&self) -> &'a Mutex<T> {
+        self.mutex
+    }
+
+    pub(crate) fn relock(mutex: &'a Mutex<T>) -> MutexGuard<'a, T> {
+        MutexGuard { mutex, _not_send: core::marker::PhantomData }
+    }
+}
+
+impl<T: ?Sized> Deref for MutexGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard exists only while its holder owns the mutex.
+        unsafe { &*self.mutex.data.get() }
+    }
+}
+
+impl<T: ?Sized> DerefMut for MutexGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard exists only while its holder owns the mutex.
+        unsafe { &mut *self.mutex.data.get() }
+    }
+}
+
+impl<T: ?Sized> Drop for MutexGuard<'_, T> {
+    fn drop(&mut self) {
+        let _ = self.mutex.raw.unlock();
+    }
+}

@@ -1,0 +1,154 @@
+//! Counting semaphores, in `sem_t`'s 32 bytes.
+//!
+//! A post with waiters queued hands the unit directly to the first waiter instead of
+//! incrementing the count, so a woken waiter never has to compete for it again.
+
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use parlib_uthread::BlockReason;
+
+use crate::errno::Errno;
+use crate::waitq::{block, QLock, WaitQueue, Waiter};
+
+/// Largest semaphore value, glibc's `SEM_VALUE_MAX`.
+pub const SEM_VALUE_MAX: u32 = i32::MAX as u32;
+
+/// A `sem_t`-shaped counting semaphore that blocks only the calling uthread.
+#[repr(C)]
+pub struct RawSemaphore {
+    qlock: QLock,
+    value: AtomicU32,
+    _reserved: AtomicU64,
+    waiters: WaitQueue,
+}
+
+const _: () =
+    assert!(core::mem::size_of::<RawSemaphore>() == 32 && core::mem::align_of::<RawSemaphore>() == 8);
+const _: () = assert!(core::mem::size_of::<RawSemaphore>() == core::mem::size_of::<libc::sem_t>());
+
+impl RawSemaphore {
+    /// A semaphore holding `value` units.
+    pub const fn new(value: u32) -> RawSemaphore {
+        RawSemaphore {
+            qlock: QLock(AtomicU32::new(0)),
+            value: AtomicU32::new(value),
+            _reserved: AtomicU64::new(0),
+            waiters: WaitQueue::new(),
+        }
+    }
+
+    /// (Re)initialises with `value` units.
+    ///
+    /// # Errors
+    /// `EINVAL` if `value` exceeds [`SEM_VALUE_MAX`].
+    pub fn init(&self, value: u32) -> Result<(), Errno> {
+        if value > SEM_VALUE_MAX {
+            return Err(Errno::INVAL);
+        }
+        self.value.store(value, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Takes a unit, blocking the calling uthread while there is none.
+    pub fn wait(&self) {
+        let g = self.qlock.lock();
+        let v = self.value.load(Ordering::Relaxed);
+        if v > 0 {
+            self.value.store(v - 1, Ordering::Relaxed);
+            return;
+        }
+        let mut node = Waiter::for_caller("Semaphore::wait");
+        // SAFETY: under the queue lock; `node` stays alive until a post unlinks it.
+        unsafe { self.waiters.push_back(&mut node) };
+        block(g, &node, BlockReason::Semaphore); // the poster handed us its unit
+    }
+
+    /// Takes a unit if there is one.
+    ///
+    /// # Errors
+    /// `EAGAIN` if there is none.
+    pub fn try_wait(&self) -> Result<(), Errno> {
+        let _g = self.qlock.lock();
+        let v = self.value.load(Ordering::Relaxed);
+        if v == 0 {
+            return Err(Errno::AGAIN);
+        }
+        self.value.store(v - 1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Adds a unit, handing it to the first waiter if there is one.
+    ///
+    /// # Errors
+    /// `EOVERFLOW` if the value would exceed [`SEM_VALUE_MAX`].
+    pub fn post(&self) -> Result<(), Errno> {
+        let g = self.qlock.lock();
+        // SAFETY: under the queue lock.
+        if let Some(w) = unsafe { self.waiters.pop_front() } {
+            drop(g);
+            // SAFETY: unlinked under the lock just now; woken once.
+            unsafe { Waiter::wake(w) };
+            return Ok(());
+        }
+        let v = self.value.load(Ordering::Relaxed);
+        if v == SEM_VALUE_MAX {
+            return Err(Errno::OVERFLOW);
+        }
+        self.value.store(v + 1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The number of units now (0 while callers wait, as glibc reports).
+    pub fn value(&self) -> u32 {
+        self.value.load(Ordering::Relaxed)
+    }
+
+    /// Checks that it may be destroyed.
+    ///
+    /// # Errors
+    /// `EBUSY` if callers wait on it.
+    pub fn destroy(&self) -> Result<(), Errno> {
+        let _g = self.qlock.lock();
+        // SAFETY: under the queue lock.
+        if unsafe { self.waiters.is_empty() } {
+            Ok(())
+        } else {
+            Err(Errno::BUSY)
+        }
+    }
+}
+
+/// A counting semaphore.
+pub struct Semaphore {
+    raw: RawSemaphore,
+}
+
+impl Semaphore {
+    /// A semaphore holding `value` units.
+    pub const fn new(value: u32) -> Semaphore {
+        Semaphore { raw: RawSemaphore::new(value) }
+    }
+
+    /// Takes a unit, blocking the calling uthread while there is none.
+    pub fn acquire(&self) {
+        self.raw.wait();
+    }
+
+    /// Takes a unit if there is one.
+    pub fn try_acquire(&self) -> bool {
+        self.raw.try_wait().is_ok()
+    }
+
+    /// Adds a unit.
+    ///
+    /// # Panics
+    /// If the value would exceed [`SEM_VALUE_MAX`].
+    pub fn release(&self) {
+        self.raw.post().expect("semaphore value overflow");
+    }
+
+    /// The number of units now.
+    pub fn value(&self) -> u32 {
+        self.raw.value()
+    }
+}

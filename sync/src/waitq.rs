@@ -1,0 +1,235 @@
+//! The blocking pattern every primitive shares: a queue lock, waiter nodes, block, wake.
+//!
+//! # Blocking, step by step (parlib's pattern)
+//!
+//! 1. Take the primitive's queue lock ([`QLock`]). From a uthread it is a PDR lock:
+//!    notifications stay disabled while it is held, so the uthread cannot be
+//!    interrupted holding a lock vcore context may need.
+//! 2. Test the condition; if the caller must wait, link a [`Waiter`] (on the caller's
+//!    own stack, which lives as long as it waits) into the primitive's [`WaitQueue`].
+//! 3. Block ([`block`]):
+//!    * a uthread yields; the yield callback, in vcore context, calls `has_blocked` and
+//!      *then* releases the queue lock, so no waker can see the uthread before it is
+//!      `Blocked`. On resumption the uthread re-enables the notifications it disabled in
+//!      step 1: the lock was released for it in vcore context, and without this its
+//!      disable depth would leak one level per block (as the C parlib's does);
+//!    * a plain Linux thread releases the lock and sleeps on the node's futex word.
+//! 4. A waker takes the queue lock, unlinks a waiter, releases the lock, and wakes it
+//!    ([`Waiter::wake`]): `runnable` for a uthread, a futex wake for a thread.
+//! 5. Mesa semantics: the woken waiter re-checks its condition and may wait again.
+
+use core::cell::UnsafeCell;
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use parlib_uthread::{self as uthread, BlockReason, Uthread};
+use parlib_vcore as vcore;
+
+/// A 4-byte spinlock guarding a primitive's wait queue; 0 is unlocked, so all-zero
+/// storage is a valid lock. PDR when taken from a uthread (see the module docs).
+#[repr(transparent)]
+pub(crate) struct QLock(pub(crate) AtomicU32);
+
+impl QLock {
+    pub(crate) fn lock(&self) -> QGuard<'_> {
+        let pdr = vcore::notif::disable_if_uthread();
+        while self.0.swap(1, Ordering::Acquire) != 0 {
+            while self.0.load(Ordering::Relaxed) != 0 {
+                core::hint::spin_loop();
+            }
+        }
+        QGuard { lock: self, pdr }
+    }
+
+    /// Releases without the PDR bookkeeping (the yield callback's half of step 3).
+    fn unlock_raw(&self) {
+        self.0.store(0, Ordering::Release);
+    }
+}
+
+/// Holds a [`QLock`].
+pub(crate) struct QGuard<'a> {
+    lock: &'a QLock,
+    /// Whether `lock` disabled notifications (taken on a uthread).
+    pdr: bool,
+}
+
+impl Drop for QGuard<'_> {
+    fn drop(&mut self) {
+        self.lock.unlock_raw();
+        if self.pdr {
+            parlib_events::enable_notifs();
+        }
+    }
+}
+
+/// Who waits in a [`Waiter`].
+#[derive(Clone, Copy)]
+enum Who {
+    Uthread(NonNull<Uthread>),
+    Thread,
+}
+
+/// A waiting uthread or thread, linked into a [`WaitQueue`]. Lives on the waiter's stack.
+pub(crate) struct Waiter {
+    next: *mut Waiter,
+    prev: *mut Waiter,
+    who: Who,
+    /// For plain threads: 0 while waiting, 1 once woken (the futex word).
+    woken: AtomicU32,
+    /// Primitive-specific tag (a reader or a writer, a futex address, ...).
+    pub(crate) tag: usize,
+}
+
+impl Waiter {
+    /// A node for the caller.
+    ///
+    /// # Panics
+    /// In vcore context, which must never block.
+    pub(crate) fn for_caller(what: &str) -> Waiter {
+        let who = match uthread::current() {
+            Some(u) => Who::Uthread(u),
+            None if vcore::in_vcore_context() => {
+                panic!("{what} would block in vcore context, which must never block")
+            }
+            None => Who::Thread,
+        };
+        Waiter { next: ptr::null_mut(), prev: ptr::null_mut(), who, woken: AtomicU32::new(0), tag: 0 }
+    }
+
+    /// The node after this one in its queue.
+    ///
+    /// # Safety
+    /// Under the queue lock, with the node linked.
+    pub(crate) unsafe fn next_in_queue(&self) -> Option<*mut Waiter> {
+        (!self.next.is_null()).then_some(self.next)
+    }
+
+    /// Wakes the waiter of a node already unlinked from its queue (step 4).
+    ///
+    /// # Safety
+    /// `w` must have been unlinked under the queue lock by the caller, and not woken yet.
+    pub(crate) unsafe fn wake(w: *mut Waiter) {
+        // SAFETY: the node is alive until its owner sees the wake-up; we read it first.
+        match unsafe { (*w).who } {
+            Who::Uthread(u) => uthread::runnable(u),
+            Who::Thread => {
+                // SAFETY: as above. After the store the owner may return and its stack
+                // frame vanish; a futex wake on a stale address is harmless.
+                let word = unsafe { &(*w).woken } as *const AtomicU32;
+                // SAFETY: `word` is still valid until the store below is seen.
+                unsafe { (*word).store(1, Ordering::Release) };
+                vcore::futex::wake_addr(word as usize, 1);
+            }
+        }
+    }
+}
+
+/// Blocks the caller on `node`, which it has linked into a queue under `guard` (step 3).
+/// Returns once woken.
+pub(crate) fn block(guard: QGuard<'_>, node: &Waiter, reason: BlockReason) {
+    match node.who {
+        Who::Uthread(_) => {
+            let lock = guard.lock as *const QLock as usize;
+            let pdr = guard.pdr;
+            core::mem::forget(guard);
+            uthread::yield_with(true, move |uth| {
+                uthread::has_blocked(uth, reason);
+                // SAFETY: the lock lives in the primitive, which outlives its waiters.
+                unsafe { (*(lock as *const QLock)).unlock_raw() };
+            });
+            if pdr {
+                parlib_events::enable_notifs(); // the depth the lock raised in step 1
+            }
+        }
+        Who::Thread => {
+            drop(guard);
+            while node.woken.load(Ordering::Acquire) == 0 {
+                vcore::futex::wait(&node.woken, 0);
+            }
+        }
+    }
+}
+
+/// An intrusive FIFO of [`Waiter`]s: two pointers, null when empty, so all-zero storage
+/// is an empty queue. Only touched under the owning primitive's [`QLock`].
+#[repr(C)]
+pub(crate) struct WaitQueue {
+    head: UnsafeCell<*mut Waiter>,
+    tail: UnsafeCell<*mut Waiter>,
+}
+
+// SAFETY: only accessed under the primitive's queue lock.
+unsafe impl Sync for WaitQueue {}
+// SAFETY: as above.
+unsafe impl Send for WaitQueue {}
+
+impl WaitQueue {
+    pub(crate) const fn new() -> WaitQueue {
+        WaitQueue { head: UnsafeCell::new(ptr::null_mut()), tail: UnsafeCell::new(ptr::null_mut()) }
+    }
+
+    /// # Safety
+    /// Under the queue lock, with `w` alive until it is unlinked.
+    pub(crate) unsafe fn push_back(&self, w: *mut Waiter) {
+        // SAFETY: the caller holds the queue lock; nodes are alive while linked.
+        unsafe {
+            (*w).next = ptr::null_mut();
+            (*w).prev = *self.tail.get();
+            match (*self.tail.get()).as_mut() {
+                Some(t) => t.next = w,
+                None => *self.head.get() = w,
+            }
+            *self.tail.get() = w;
+        }
+    }
+
+    /// # Safety
+    /// Under the queue lock.
+    pub(crate) unsafe fn pop_front(&self) -> Option<*mut Waiter> {
+        // SAFETY: the caller holds the queue lock.
+        let h = unsafe { *self.head.get() };
+        if h.is_null() {
+            return None;
+        }
+        // SAFETY: `h` is linked, so alive.
+        unsafe { self.unlink(h) };
+        Some(h)
+    }
+
+    /// # Safety
+    /// Under the queue lock, with `w` linked in this queue.
+    pub(crate) unsafe fn unlink(&self, w: *mut Waiter) {
+        // SAFETY: the caller holds the queue lock and `w` is linked here.
+        unsafe {
+            let (p, n) = ((*w).prev, (*w).next);
+            match p.as_mut() {
+                Some(p) => p.next = n,
+                None => *self.head.get() = n,
+            }
+            match n.as_mut() {
+                Some(n) => n.prev = p,
+                None => *self.tail.get() = p,
+            }
+            (*w).next = ptr::null_mut();
+            (*w).prev = ptr::null_mut();
+        }
+    }
+
+    /// # Safety
+    /// Under the queue lock.
+    pub(crate) unsafe fn is_empty(&self) -> bool {
+        // SAFETY: the caller holds the queue lock.
+        unsafe { (*self.head.get()).is_null() }
+    }
+
+    /// The first waiter, without unlinking it.
+    ///
+    /// # Safety
+    /// Under the queue lock.
+    pub(crate) unsafe fn front(&self) -> Option<*mut Waiter> {
+        // SAFETY: the caller holds the queue lock.
+        let h = unsafe { *self.head.get() };
+        (!h.is_null()).then_some(h)
+    }
+}
