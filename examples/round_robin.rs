@@ -49,6 +49,11 @@ impl Scheduler for RoundRobin {
                 if let Some(Entry(uth)) = next {
                     uthread::run_uthread(uth); // never returns
                 }
+                // An idle vcore stays in vcore context, so it must look for events
+                // itself (alarms, wake-ups); they may make uthreads runnable.
+                if events::events_pending() {
+                    events::handle_events();
+                }
                 std::hint::spin_loop();
             }
             // Idle: yield the vcore unless we are the last one awake.

@@ -9,6 +9,7 @@
 //! | [`vcore`] | `parlib-vcore` | emulated vcores: pinned tasks, context switch, FS base, stacks |
 //! | [`events`] | `parlib-events` | per-vcore event queues, handlers, notifications |
 //! | [`uthread`] | `parlib-uthread` | uthreads, the `Scheduler` trait, `vcore_entry`, TLS |
+//! | [`alarms`] | `parlib-alarms` | per-vcore timers, uthread sleep, timeouts for timed waits |
 //! | [`sync`] | `parlib-sync` | spin, MCS, PDR locks; mutexes, condvars, rwlocks, barriers, semaphores, futexes, once |
 //!
 //! The benchmarks in `benches/` measure them against Linux threads; the examples in
@@ -16,6 +17,7 @@
 
 #![warn(missing_docs)]
 
+pub use parlib_alarms as alarms;
 pub use parlib_events as events;
 pub use parlib_sync as sync;
 pub use parlib_uthread as uthread;

@@ -11,7 +11,8 @@ use parlib_uthread::BlockReason;
 
 use crate::errno::Errno;
 use crate::mutex::{MutexGuard, RawMutex};
-use crate::waitq::{block, QLock, WaitQueue, Waiter};
+use crate::timeout::Deadline;
+use crate::waitq::{block, block_until, QLock, WaitQueue, Waiter};
 
 /// A pthread-shaped condition variable that blocks only the calling uthread.
 #[repr(C)]
@@ -60,6 +61,30 @@ impl RawCondvar {
         }
         block(g, &node, BlockReason::Condvar);
         mutex.lock()
+    }
+
+    /// Like [`wait`](RawCondvar::wait), but gives up at `deadline`. The mutex is held again
+    /// on return either way.
+    ///
+    /// # Errors
+    /// `ETIMEDOUT` at the deadline; `EPERM` as for `wait`; `EINVAL` on a uthread without
+    /// a timeout service (`parlib_alarms::init`), with the mutex still held.
+    pub fn timed_wait(&self, mutex: &RawMutex, deadline: Deadline) -> Result<(), Errno> {
+        let g = self.qlock.lock();
+        let mut node = Waiter::for_caller("Condvar::timed_wait");
+        // SAFETY: under the queue lock; `node` stays alive until it is unlinked.
+        unsafe { self.waiters.push_back(&mut node) };
+        if let Err(e) = mutex.unlock() {
+            // SAFETY: still under the queue lock, and `node` is linked here.
+            unsafe { self.waiters.unlink(&mut node) };
+            return Err(e);
+        }
+        let timed_out = block_until(g, &node, &self.waiters, BlockReason::Condvar, deadline);
+        mutex.lock()?;
+        match timed_out? {
+            true => Err(Errno::TIMEDOUT),
+            false => Ok(()),
+        }
     }
 
     /// Wakes one waiter, if any.
@@ -130,6 +155,27 @@ impl Condvar {
             guard = self.wait(guard);
         }
         guard
+    }
+
+    /// Like [`wait`](Condvar::wait), but gives up after `timeout`; the flag says whether
+    /// it timed out.
+    ///
+    /// # Panics
+    /// On a uthread, if no timeout service is installed (`parlib_alarms::init`).
+    pub fn wait_timeout<'a, T: ?Sized>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        timeout: core::time::Duration,
+    ) -> (MutexGuard<'a, T>, bool) {
+        let m = guard.mutex();
+        core::mem::forget(guard); // `timed_wait` unlocks and re-locks the mutex itself
+        let r = self.raw.timed_wait(m.raw(), Deadline::after(timeout));
+        let g = MutexGuard::relock(m);
+        match r {
+            Ok(()) => (g, false),
+            Err(Errno::TIMEDOUT) => (g, true),
+            Err(e) => panic!("Condvar::wait_timeout: {e} (is parlib_alarms initialised?)"),
+        }
     }
 
     /// Wakes one waiter.

@@ -19,6 +19,8 @@ impl Errno {
     pub const AGAIN: Errno = Errno(libc::EAGAIN);
     /// A semaphore would exceed its maximum value.
     pub const OVERFLOW: Errno = Errno(libc::EOVERFLOW);
+    /// A timed wait reached its deadline.
+    pub const TIMEDOUT: Errno = Errno(libc::ETIMEDOUT);
 }
 
 impl fmt::Display for Errno {

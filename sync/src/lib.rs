@@ -66,6 +66,7 @@ mod mutex;
 mod once;
 mod rwlock;
 mod semaphore;
+mod timeout;
 mod waitq;
 
 pub use barrier::{Barrier, RawBarrier};
@@ -78,3 +79,4 @@ pub use once::{Once, RawOnce};
 pub use parlib_vcore::spin::{PdrGuard, PdrSpinLock, SpinGuard, SpinLock};
 pub use rwlock::{RawRwLock, ReadGuard, RwLock, WriteGuard};
 pub use semaphore::{RawSemaphore, Semaphore, SEM_VALUE_MAX};
+pub use timeout::{now_ns, set_timeout_service, Deadline, TimeoutService, TimeoutSlot};

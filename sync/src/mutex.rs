@@ -21,7 +21,8 @@ use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use parlib_uthread::BlockReason;
 
 use crate::errno::{caller_id, Errno};
-use crate::waitq::{block, QLock, WaitQueue, Waiter};
+use crate::timeout::Deadline;
+use crate::waitq::{block, block_until, QLock, WaitQueue, Waiter};
 
 /// glibc's `PTHREAD_MUTEX_NORMAL` (and default): relocking deadlocks, no checks.
 pub const MUTEX_NORMAL: u32 = 0;
@@ -107,6 +108,39 @@ impl RawMutex {
         }
         if self.state.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
             self.lock_contended();
+        }
+        self.acquired(kind);
+        Ok(())
+    }
+
+    /// Locks, waiting at most until `deadline`.
+    ///
+    /// # Errors
+    /// `ETIMEDOUT` if it did not come free in time; `EDEADLK`/`EAGAIN` as for `lock`;
+    /// `EINVAL` on a uthread without a timeout service (`parlib_alarms::init`).
+    pub fn timed_lock(&self, deadline: Deadline) -> Result<(), Errno> {
+        let kind = self.kind.load(Ordering::Relaxed);
+        if kind != MUTEX_NORMAL {
+            if let Some(r) = self.relock(kind) {
+                return r;
+            }
+        }
+        if self.state.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            loop {
+                let g = self.qlock.lock();
+                if self.state.swap(2, Ordering::Acquire) == 0 {
+                    break;
+                }
+                if deadline.has_passed() {
+                    return Err(Errno::TIMEDOUT);
+                }
+                let mut node = Waiter::for_caller("Mutex::timed_lock");
+                // SAFETY: under the queue lock; `node` stays alive until it is unlinked.
+                unsafe { self.waiters.push_back(&mut node) };
+                if block_until(g, &node, &self.waiters, BlockReason::Mutex, deadline)? {
+                    return Err(Errno::TIMEDOUT);
+                }
+            }
         }
         self.acquired(kind);
         Ok(())

@@ -8,7 +8,8 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use parlib_uthread::BlockReason;
 
 use crate::errno::Errno;
-use crate::waitq::{block, QLock, WaitQueue, Waiter};
+use crate::timeout::Deadline;
+use crate::waitq::{block, block_until, QLock, WaitQueue, Waiter};
 
 /// Largest semaphore value, glibc's `SEM_VALUE_MAX`.
 pub const SEM_VALUE_MAX: u32 = i32::MAX as u32;
@@ -61,6 +62,30 @@ impl RawSemaphore {
         // SAFETY: under the queue lock; `node` stays alive until a post unlinks it.
         unsafe { self.waiters.push_back(&mut node) };
         block(g, &node, BlockReason::Semaphore); // the poster handed us its unit
+    }
+
+    /// Takes a unit, waiting at most until `deadline`.
+    ///
+    /// # Errors
+    /// `ETIMEDOUT` if none came in time; `EINVAL` on a uthread without a timeout
+    /// service (`parlib_alarms::init`).
+    pub fn timed_wait(&self, deadline: Deadline) -> Result<(), Errno> {
+        let g = self.qlock.lock();
+        let v = self.value.load(Ordering::Relaxed);
+        if v > 0 {
+            self.value.store(v - 1, Ordering::Relaxed);
+            return Ok(());
+        }
+        if deadline.has_passed() {
+            return Err(Errno::TIMEDOUT);
+        }
+        let mut node = Waiter::for_caller("Semaphore::timed_wait");
+        // SAFETY: under the queue lock; `node` stays alive until it is unlinked.
+        unsafe { self.waiters.push_back(&mut node) };
+        match block_until(g, &node, &self.waiters, BlockReason::Semaphore, deadline)? {
+            true => Err(Errno::TIMEDOUT),
+            false => Ok(()), // a post handed us its unit
+        }
     }
 
     /// Takes a unit if there is one.
@@ -132,6 +157,18 @@ impl Semaphore {
     /// Takes a unit, blocking the calling uthread while there is none.
     pub fn acquire(&self) {
         self.raw.wait();
+    }
+
+    /// Takes a unit, waiting at most `timeout`; false if none came in time.
+    ///
+    /// # Panics
+    /// On a uthread, if no timeout service is installed (`parlib_alarms::init`).
+    pub fn acquire_timeout(&self, timeout: core::time::Duration) -> bool {
+        match self.raw.timed_wait(Deadline::after(timeout)) {
+            Ok(()) => true,
+            Err(Errno::TIMEDOUT) => false,
+            Err(e) => panic!("Semaphore::acquire_timeout: {e} (is parlib_alarms initialised?)"),
+        }
     }
 
     /// Takes a unit if there is one.

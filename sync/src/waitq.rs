@@ -18,11 +18,14 @@
 //!    ([`Waiter::wake`]): `runnable` for a uthread, a futex wake for a thread.
 //! 5. Mesa semantics: the woken waiter re-checks its condition and may wait again.
 
-use core::cell::UnsafeCell;
+use core::cell::{Cell, UnsafeCell};
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use parlib_uthread::{self as uthread, BlockReason, Uthread};
+
+use crate::errno::Errno;
+use crate::timeout::{self, Deadline, TimeoutSlot};
 use parlib_vcore as vcore;
 
 /// A 4-byte spinlock guarding a primitive's wait queue; 0 is unlocked, so all-zero
@@ -79,6 +82,15 @@ pub(crate) struct Waiter {
     woken: AtomicU32,
     /// Primitive-specific tag (a reader or a writer, a futex address, ...).
     pub(crate) tag: usize,
+    /// Whether the node is in a queue (under the queue lock).
+    linked: Cell<bool>,
+    /// For timed waits: the lock and queue the timeout callback must take and unlink from.
+    qlock: Cell<*const QLock>,
+    queue: Cell<*const WaitQueue>,
+    /// Set by the timeout callback when it unlinked and woke the node.
+    timed_out: AtomicU32,
+    /// Set by the timeout callback when it no longer touches the node.
+    timeout_done: AtomicU32,
 }
 
 impl Waiter {
@@ -94,7 +106,18 @@ impl Waiter {
             }
             None => Who::Thread,
         };
-        Waiter { next: ptr::null_mut(), prev: ptr::null_mut(), who, woken: AtomicU32::new(0), tag: 0 }
+        Waiter {
+            next: ptr::null_mut(),
+            prev: ptr::null_mut(),
+            who,
+            woken: AtomicU32::new(0),
+            tag: 0,
+            linked: Cell::new(false),
+            qlock: Cell::new(ptr::null()),
+            queue: Cell::new(ptr::null()),
+            timed_out: AtomicU32::new(0),
+            timeout_done: AtomicU32::new(0),
+        }
     }
 
     /// The node after this one in its queue.
@@ -151,6 +174,91 @@ pub(crate) fn block(guard: QGuard<'_>, node: &Waiter, reason: BlockReason) {
     }
 }
 
+/// Like [`block`], but gives up at `deadline`; returns whether it timed out. `node` must
+/// be linked in `queue`, guarded by `guard`'s lock.
+///
+/// A uthread arms a timeout (see `timeout`) whose callback unlinks and wakes the node if
+/// it is still queued. Whoever unlinks first decides; afterwards the waiter makes sure the
+/// callback no longer touches its node before it returns (the node is on its stack).
+///
+/// # Errors
+/// `EINVAL` for a uthread when no timeout service is installed (`parlib_alarms::init`);
+/// the node is unlinked again.
+pub(crate) fn block_until(
+    guard: QGuard<'_>,
+    node: &Waiter,
+    queue: &WaitQueue,
+    reason: BlockReason,
+    deadline: Deadline,
+) -> Result<bool, Errno> {
+    match node.who {
+        Who::Uthread(_) => {
+            let Some(svc) = timeout::service() else {
+                // SAFETY: under the queue lock, `node` is linked in `queue`.
+                unsafe { queue.unlink(node as *const Waiter as *mut Waiter) };
+                return Err(Errno::INVAL);
+            };
+            node.qlock.set(guard.lock);
+            node.queue.set(queue);
+            let mut slot = TimeoutSlot::new();
+            // SAFETY: `slot` lives in this frame until the callback is done with it or
+            // cancelled (we wait for either below).
+            unsafe { svc.arm(&mut slot, deadline, on_timeout, node as *const Waiter as usize) };
+            block(guard, node, reason);
+            let timed_out = node.timed_out.load(Ordering::Acquire) != 0;
+            // SAFETY: armed above.
+            if timed_out || !unsafe { svc.cancel(&mut slot) } {
+                while node.timeout_done.load(Ordering::Acquire) == 0 {
+                    uthread::yield_with(true, uthread::paused); // the callback is finishing
+                }
+            }
+            Ok(timed_out)
+        }
+        Who::Thread => {
+            let qlock = guard.lock;
+            drop(guard);
+            loop {
+                if node.woken.load(Ordering::Acquire) != 0 {
+                    return Ok(false);
+                }
+                if vcore::futex::wait_until(&node.woken, 0, deadline.ns()) || deadline.has_passed() {
+                    let g = qlock.lock();
+                    if node.linked.get() {
+                        // SAFETY: under the queue lock, `node` is linked in `queue`.
+                        unsafe { queue.unlink(node as *const Waiter as *mut Waiter) };
+                        drop(g);
+                        return Ok(true);
+                    }
+                    drop(g); // a waker unlinked us first: its wake-up is on its way
+                    while node.woken.load(Ordering::Acquire) == 0 {
+                        vcore::futex::wait(&node.woken, 0);
+                    }
+                    return Ok(false);
+                }
+            }
+        }
+    }
+}
+
+/// The timeout callback, in vcore context (see [`block_until`]).
+fn on_timeout(arg: usize) {
+    let node = arg as *const Waiter;
+    // SAFETY: the waiter keeps its node alive until `timeout_done` is set below, and set
+    // `qlock` and `queue` before arming.
+    unsafe {
+        let g = (*(*node).qlock.get()).lock();
+        if (*node).linked.get() {
+            (*(*node).queue.get()).unlink(node as *mut Waiter);
+            (*node).timed_out.store(1, Ordering::Release);
+            drop(g);
+            Waiter::wake(node as *mut Waiter);
+        } else {
+            drop(g);
+        }
+        (*node).timeout_done.store(1, Ordering::Release);
+    }
+}
+
 /// An intrusive FIFO of [`Waiter`]s: two pointers, null when empty, so all-zero storage
 /// is an empty queue. Only touched under the owning primitive's [`QLock`].
 #[repr(C)]
@@ -181,6 +289,7 @@ impl WaitQueue {
                 None => *self.head.get() = w,
             }
             *self.tail.get() = w;
+            (*w).linked.set(true);
         }
     }
 
@@ -213,6 +322,7 @@ impl WaitQueue {
             }
             (*w).next = ptr::null_mut();
             (*w).prev = ptr::null_mut();
+            (*w).linked.set(false);
         }
     }
 

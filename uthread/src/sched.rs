@@ -86,6 +86,11 @@ pub struct Fault {
 pub trait Scheduler: Sync {
     /// Picks what the vcore does next: [`run_uthread`](crate::run_uthread), or
     /// [`yield_vcore`](parlib_vcore::yield_vcore), or spin and look again. Never returns.
+    ///
+    /// A vcore that spins here waiting for work must also poll for events
+    /// (`parlib_events::events_pending()`, then `handle_events()`): it never leaves vcore
+    /// context, so events sent to it (alarm expiries, I/O completions, wake-ups) would
+    /// otherwise wait. A vcore parked with `yield_vcore` is woken by them instead.
     fn sched_entry(&self) -> !;
 
     /// `uth` may run: keep it until `sched_entry` runs it.

@@ -44,3 +44,36 @@ pub fn wake_addr(addr: usize, n: u32) -> usize {
     let r = unsafe { syscall6(libc::SYS_futex as usize, addr, FUTEX_WAKE_PRIVATE, n as usize, 0, 0, 0) };
     r.max(0) as usize
 }
+
+/// Like [`wait`], but gives up at `deadline_ns` on `CLOCK_MONOTONIC` (absolute). Returns
+/// whether the deadline has passed.
+pub fn wait_until(word: &AtomicU32, expected: u32, deadline_ns: u64) -> bool {
+    let ts = libc::timespec {
+        tv_sec: (deadline_ns / 1_000_000_000) as i64,
+        tv_nsec: (deadline_ns % 1_000_000_000) as i64,
+    };
+    // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC timeout (plain FUTEX_WAIT's is
+    // relative); a full bitset matches every waker.
+    const OP: usize = (libc::FUTEX_WAIT_BITSET | libc::FUTEX_PRIVATE_FLAG) as usize;
+    // SAFETY: `word` is a live aligned atomic; `ts` is a valid timespec; bitset all ones.
+    let r = unsafe {
+        syscall6(
+            libc::SYS_futex as usize,
+            word.as_ptr() as usize,
+            OP,
+            expected as usize,
+            &ts as *const libc::timespec as usize,
+            0,
+            u32::MAX as usize,
+        )
+    };
+    r == -(libc::ETIMEDOUT as isize)
+}
+
+/// `CLOCK_MONOTONIC` now, in nanoseconds.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid clock id and timespec; through the vDSO, no errno on success.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

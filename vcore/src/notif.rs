@@ -360,10 +360,53 @@ fn arm_retry(vc: &Vcore) {
     };
 }
 
+// ---------------------------------------------------------------------------------------
+// Timers of the layers above.
+
+/// `sigev_value` that marks a POSIX timer created with [`timer_sigevent`]: its expiry
+/// calls the hook set with [`set_timer_hook`] on the vcore it is delivered to.
+const TIMER_HOOK_TAG: usize = 0x7061_726c_6962; // "parlib"
+static TIMER_HOOK: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets the function a hooked timer's expiry calls, in the notification handler of the
+/// vcore it expired on, with that vcore's id. It runs in a signal handler: it may only
+/// do what is async-signal-safe (`parlib_events::send_event` is). The alarms layer uses
+/// it to turn timer expiry into an `EV_ALARM` event.
+pub fn set_timer_hook(hook: fn(usize)) {
+    TIMER_HOOK.store(hook as usize, Ordering::Release);
+}
+
+/// A `sigevent` for `timer_create` that delivers the notification signal to vcore `id`'s
+/// task and runs the timer hook there.
+pub fn timer_sigevent(id: usize) -> Result<libc::sigevent, Error> {
+    let vc = get(id)?;
+    // SAFETY: an all-zero sigevent is valid; we fill the fields the kernel reads.
+    let mut sev: libc::sigevent = unsafe { core::mem::zeroed() };
+    sev.sigev_notify = libc::SIGEV_THREAD_ID;
+    sev.sigev_signo = NOTIF_SIGNAL;
+    sev.sigev_notify_thread_id = vc.tid();
+    sev.sigev_value = libc::sigval { sival_ptr: TIMER_HOOK_TAG as *mut libc::c_void };
+    Ok(sev)
+}
+
+fn run_timer_hook(vc: &Vcore, info: *const libc::siginfo_t) {
+    // SAFETY: the kernel passes a valid siginfo; for SI_TIMER the value is the timer's.
+    let tagged = unsafe {
+        (*info).si_code == libc::SI_TIMER && (*info).si_value().sival_ptr as usize == TIMER_HOOK_TAG
+    };
+    let hook = TIMER_HOOK.load(Ordering::Acquire);
+    if tagged && hook != 0 {
+        // SAFETY: TIMER_HOOK only ever holds a `fn(usize)` stored by set_timer_hook.
+        let f: fn(usize) = unsafe { core::mem::transmute::<usize, fn(usize)>(hook) };
+        f(vc.id());
+    }
+}
+
 /// The `SIGUSR1` handler (module docs, "Interrupting a running uthread"). Runs on the
 /// vcore's alternate stack and on whatever TLS was running: it touches no TLS.
-extern "C" fn on_notify(_sig: libc::c_int, _info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
+extern "C" fn on_notify(_sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
     let Some(vc) = this() else { return };
+    run_timer_hook(vc, info);
     vc.retry_armed.store(false, Ordering::Relaxed);
     if !vc.notif_pending.load(Ordering::SeqCst) || vc.in_vcore_context() {
         return;

@@ -1,0 +1,215 @@
+//! Per-vcore alarms (after Akaros' pvc-alarms): each vcore keeps its started waiters in
+//! deadline order and arms one POSIX timer that signals its own task.
+//!
+//! # Arming, and why it is rare
+//!
+//! Arming or disarming a timer costs 4-15 µs in a VM, so the timer is armed only when
+//! the earliest deadline moves *earlier* than the time it is armed for (`armed_at`), and
+//! after it fires. Stopping the earliest alarm leaves the timer armed: the spurious
+//! expiry costs one handler pass, which then arms for the new earliest, cheaper than a
+//! disarm plus a re-arm.
+//!
+//! # Expiry, step by step
+//!
+//! 1. The timer signals the vcore's task (`SIGEV_THREAD_ID`); the notification handler
+//!    runs the timer hook, which queues an `EV_ALARM` event for this vcore and notifies it.
+//! 2. The vcore handles events in vcore context: [`on_alarm_event`] takes every waiter
+//!    whose deadline has passed out of the set (`ARMED` → `FIRING`, under the lock) and
+//!    runs its callback with the lock released, then marks it `DONE`.
+//! 3. It arms the timer for the new earliest deadline, if any.
+//!
+//! Alarms started on a plain thread go to vcore 0; if vcore 0 is parked, the expiry wakes
+//! it to run them.
+
+use alloc::collections::BTreeMap;
+use core::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use parlib_events::{EventMsg, EventType, EV_ALARM};
+use parlib_sync::{Deadline, PdrSpinLock};
+use parlib_vcore as vcore;
+
+use crate::waiter::{AlarmWaiter, ARMED, DONE, FIRING, IDLE};
+
+extern crate alloc;
+
+/// A started waiter, keyed by (deadline, seq).
+struct Entry(*const AlarmWaiter);
+// SAFETY: waiters are Sync and stay alive (pinned) while in a set.
+unsafe impl Send for Entry {}
+
+struct Set {
+    waiters: BTreeMap<(u64, u64), Entry>,
+    /// Absolute time the timer is armed for; `u64::MAX` when disarmed.
+    armed_at: u64,
+}
+
+struct PerVcore {
+    set: PdrSpinLock<Set>,
+    timer: AtomicI32,
+}
+
+static VCORES: OnceLock<Box<[PerVcore]>> = OnceLock::new();
+static SEQ: AtomicU64 = AtomicU64::new(1);
+static ARMS: AtomicU64 = AtomicU64::new(0);
+
+/// How many times any vcore's timer has been armed (`timer_settime` calls).
+pub fn arm_count() -> u64 {
+    ARMS.load(Ordering::Relaxed)
+}
+
+pub(crate) fn init() -> Result<(), crate::Error> {
+    let n = vcore::max_vcores();
+    if n == 0 {
+        return Err(crate::Error::NotInitialized);
+    }
+    if VCORES.get().is_some() {
+        return Ok(());
+    }
+    let mut v = Vec::with_capacity(n);
+    for id in 0..n {
+        let mut sev = vcore::notif::timer_sigevent(id).map_err(|_| crate::Error::NotInitialized)?;
+        let mut timer: libc::c_int = -1;
+        // SAFETY: raw timer_create with a valid sigevent and out-pointer.
+        let r = unsafe {
+            vcore::arch::syscall6(
+                libc::SYS_timer_create as usize,
+                libc::CLOCK_MONOTONIC as usize,
+                &mut sev as *mut libc::sigevent as usize,
+                &mut timer as *mut libc::c_int as usize,
+                0,
+                0,
+                0,
+            )
+        };
+        if r != 0 {
+            return Err(crate::Error::Timer { errno: -r as i32 });
+        }
+        v.push(PerVcore {
+            set: PdrSpinLock::new(Set { waiters: BTreeMap::new(), armed_at: u64::MAX }),
+            timer: AtomicI32::new(timer),
+        });
+    }
+    let _ = VCORES.set(v.into_boxed_slice());
+    parlib_events::register_handler(EV_ALARM, on_alarm_event).map_err(|_| crate::Error::NotInitialized)?;
+    vcore::notif::set_timer_hook(on_timer);
+    Ok(())
+}
+
+fn vcores() -> &'static [PerVcore] {
+    VCORES.get().map(|v| &v[..]).expect("parlib_alarms::init has not been called")
+}
+
+/// Step 1: runs in the notification signal handler of vcore `id`.
+fn on_timer(id: usize) {
+    let _ = parlib_events::send_event(&EventMsg::default(), EV_ALARM, id);
+}
+
+fn arm(pv: &PerVcore, set: &mut Set, at: u64) {
+    set.armed_at = at;
+    let its = libc::itimerspec {
+        it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+        it_value: libc::timespec {
+            tv_sec: (at / 1_000_000_000) as i64,
+            tv_nsec: (at % 1_000_000_000) as i64,
+        },
+    };
+    ARMS.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: raw timer_settime on our own timer, absolute time, valid itimerspec.
+    unsafe {
+        vcore::arch::syscall6(
+            libc::SYS_timer_settime as usize,
+            pv.timer.load(Ordering::Relaxed) as usize,
+            libc::TIMER_ABSTIME as usize,
+            &its as *const libc::itimerspec as usize,
+            0,
+            0,
+            0,
+        )
+    };
+}
+
+/// Puts `w` into `set` and arms the timer if it became the earliest.
+fn insert(pv: &PerVcore, set: &mut Set, w: &AlarmWaiter) {
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    w.seq.set(seq);
+    let at = w.deadline.get();
+    set.waiters.insert((at, seq), Entry(w));
+    w.state.store(ARMED, Ordering::Release);
+    if at < set.armed_at {
+        arm(pv, set, at);
+    }
+}
+
+pub(crate) fn start(w: &AlarmWaiter) {
+    let id = vcore::try_id().unwrap_or(0);
+    let pv = &vcores()[id];
+    let mut set = pv.set.lock();
+    let s = w.state.load(Ordering::Acquire);
+    assert!(s == IDLE || s == DONE, "AlarmWaiter::start: the alarm is already started");
+    w.vcore.store(id, Ordering::Relaxed);
+    insert(pv, &mut set, w);
+}
+
+pub(crate) fn stop(w: &AlarmWaiter) -> bool {
+    if w.state.load(Ordering::Acquire) != ARMED {
+        return false; // never started, or already firing / fired
+    }
+    let pv = &vcores()[w.vcore.load(Ordering::Relaxed)];
+    let mut set = pv.set.lock();
+    if w.state.load(Ordering::Acquire) != ARMED {
+        return false; // expiry took it while we waited for the lock
+    }
+    set.waiters.remove(&(w.deadline.get(), w.seq.get()));
+    w.state.store(IDLE, Ordering::Release);
+    true
+}
+
+pub(crate) fn reset_abs(w: &AlarmWaiter, t: Deadline) -> bool {
+    if w.state.load(Ordering::Acquire) != ARMED {
+        return false;
+    }
+    let pv = &vcores()[w.vcore.load(Ordering::Relaxed)];
+    let mut set = pv.set.lock();
+    if w.state.load(Ordering::Acquire) != ARMED {
+        return false;
+    }
+    set.waiters.remove(&(w.deadline.get(), w.seq.get()));
+    w.deadline.set(t.ns());
+    insert(pv, &mut set, w);
+    true
+}
+
+/// Steps 2 and 3, in vcore context.
+fn on_alarm_event(_: &EventMsg, _: EventType) {
+    let id = vcore::id();
+    let pv = &vcores()[id];
+    loop {
+        let now = parlib_sync::now_ns();
+        let mut set = pv.set.lock();
+        if set.armed_at <= now {
+            set.armed_at = u64::MAX; // the timer fired: it is disarmed now
+        }
+        let first = set.waiters.first_key_value().map(|(&k, e)| (k, e.0));
+        match first {
+            Some(((at, _), w)) if at <= now => {
+                set.waiters.pop_first();
+                // SAFETY: a waiter in the set is pinned and alive until it leaves FIRING.
+                let w = unsafe { &*w };
+                w.state.store(FIRING, Ordering::Release);
+                drop(set);
+                if let Some(f) = w.func.get() {
+                    f(w);
+                }
+                w.state.store(DONE, Ordering::Release);
+            }
+            Some(((at, _), _)) => {
+                if at < set.armed_at {
+                    arm(pv, &mut set, at);
+                }
+                return;
+            }
+            None => return,
+        }
+    }
+}
