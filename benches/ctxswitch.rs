@@ -25,74 +25,58 @@
 //! one `RESULT ctxswitch case=...` line per configuration (see `BENCHMARKS.md`).
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use parlib::uthread::TlsMode;
 use parlib::vcore;
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/harness.rs"]
+mod harness;
+#[path = "common/machine.rs"]
+mod machine;
+#[path = "common/report.rs"]
+mod report;
 
 use common::{Completion, Gate};
+use harness::{Mode, STALL_WARNING};
+use machine::Machine;
+use report::{Report, Stat};
 
 /// How long one run goes on, and how often.
 struct Settings {
-    name: &'static str,
     /// Measured repetitions per configuration and side; odd, so the median is a sample.
     reps: usize,
     /// Length of one measured window.
     window: Duration,
     /// Length of the untimed warm-up window per configuration and side.
     warmup: Duration,
-    /// Whether to write the table, CSV and plot.
-    write_files: bool,
 }
 
 /// `--quick`: 5 repetitions of 100 ms (4 configurations x 2 sides x (5 x 100 + 30) ms is
 /// about 4.3 s of windows): a 2-core VM's run-to-run noise is a few percent at 100 ms,
 /// and 5 is the smallest odd count whose median ignores two outliers.
-const QUICK: Settings = Settings {
-    name: "quick",
-    reps: 5,
-    window: Duration::from_millis(100),
-    warmup: Duration::from_millis(30),
-    write_files: false,
-};
+const QUICK: Settings =
+    Settings { reps: 5, window: Duration::from_millis(100), warmup: Duration::from_millis(30) };
 
 /// Full run: 11 repetitions of 400 ms (about 36 s of windows), well under the 3-minute
 /// budget, with a median robust to five outliers.
-const FULL: Settings = Settings {
-    name: "full",
-    reps: 11,
-    window: Duration::from_millis(400),
-    warmup: Duration::from_millis(100),
-    write_files: true,
-};
+const FULL: Settings =
+    Settings { reps: 11, window: Duration::from_millis(400), warmup: Duration::from_millis(100) };
 
 /// Without `--bench` (`cargo test --benches`, or the binary run by hand): one short
 /// window per side and configuration, to check that everything runs, like criterion's
 /// test mode. Prints no RESULT lines and writes no files.
-const SMOKE: Settings = Settings {
-    name: "smoke test (no --bench flag)",
-    reps: 1,
-    window: Duration::from_millis(10),
-    warmup: Duration::from_millis(5),
-    write_files: false,
-};
+const SMOKE: Settings =
+    Settings { reps: 1, window: Duration::from_millis(10), warmup: Duration::from_millis(5) };
 
 /// Threads per core measured: 1 (a switch back to the same thread: the bare cost of the
 /// call) and 8 (the issue's and the reference figures' operating point).
 const THREADS_PER_CORE: [usize; 2] = [1, 8];
-
-/// How often the timekeeper looks for arrivals and parked vcores before a window. Short
-/// against the window, long enough not to steal noticeable time from the workers.
-const POLL: Duration = Duration::from_micros(50);
-/// After this long waiting for a window to be ready, say so on stderr (something hangs).
-const STALL_WARNING: Duration = Duration::from_secs(5);
 
 // ---------------------------------------------------------------------------------------
 // One measurement window, shared by the driver (`main` uthread), the timekeeper and the
@@ -173,23 +157,19 @@ fn timekeeper(jobs: mpsc::Receiver<Job>) {
 /// Waits until `workers` have arrived and vcores `idle_from..` are parked, then raises
 /// `go`, sleeps `window`, and raises `stop`.
 fn time_window(workers: usize, idle_from: usize, window: Duration) {
-    let ready = || {
-        WINDOW.arrived.load(Ordering::Acquire) == workers
-            && (idle_from..vcore::max_vcores()).all(|v| vcore::get(v).is_ok_and(|vc| vc.is_parked()))
-    };
-    let waiting = Instant::now();
-    let mut warned = false;
-    while !ready() {
-        std::thread::sleep(POLL);
-        if !warned && waiting.elapsed() > STALL_WARNING {
+    harness::wait_until(
+        || {
+            WINDOW.arrived.load(Ordering::Acquire) == workers
+                && (idle_from..vcore::max_vcores()).all(harness::is_parked)
+        },
+        || {
             eprintln!(
                 "ctxswitch: window not ready after {STALL_WARNING:?}: {}/{workers} workers, vcores parked: {:?}",
                 WINDOW.arrived.load(Ordering::Relaxed),
-                (0..vcore::max_vcores()).map(|v| vcore::get(v).is_ok_and(|vc| vc.is_parked())).collect::<Vec<_>>()
-            );
-            warned = true;
-        }
-    }
+                (0..vcore::max_vcores()).map(harness::is_parked).collect::<Vec<_>>()
+            )
+        },
+    );
     let start = Instant::now();
     WINDOW.go.store(true, Ordering::Release);
     std::thread::sleep(window);
@@ -199,7 +179,7 @@ fn time_window(workers: usize, idle_from: usize, window: Duration) {
 
 /// A Linux-thread worker: pinned to `cpu`, yields with `sched_yield` until `stop`.
 fn linux_worker(cpu: usize) {
-    pin_to(cpu);
+    harness::pin_to(cpu);
     WINDOW.arrived.fetch_add(1, Ordering::Release);
     while !WINDOW.go.load(Ordering::Acquire) {
         // SAFETY: sched_yield has no preconditions.
@@ -212,17 +192,6 @@ fn linux_worker(cpu: usize) {
         n += 1;
     }
     WINDOW.switches.fetch_add(n, Ordering::Relaxed); // published by the join
-}
-
-fn pin_to(cpu: usize) {
-    // SAFETY: an all-zero cpu_set_t is the empty set; we add one CPU and pin the calling
-    // thread (pid 0) to it with a set of the size we pass.
-    let r = unsafe {
-        let mut set: libc::cpu_set_t = core::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &set)
-    };
-    assert_eq!(r, 0, "cannot pin a Linux worker to CPU {cpu}: {}", std::io::Error::last_os_error());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -321,21 +290,6 @@ impl Sample {
     }
 }
 
-/// Median, min and max of one side of one configuration.
-#[derive(Clone, Copy)]
-struct Stat {
-    median: f64,
-    min: f64,
-    max: f64,
-}
-
-impl Stat {
-    fn of(mut v: Vec<f64>) -> Stat {
-        v.sort_by(f64::total_cmp);
-        Stat { median: v[v.len() / 2], min: v[0], max: v[v.len() - 1] }
-    }
-}
-
 struct CaseResult {
     case: String,
     cores: usize,
@@ -369,141 +323,21 @@ fn run_case(jobs: &mpsc::Sender<Job>, s: &Settings, cores: usize, per_core: usiz
     // Warm-up, untimed: first runs of fresh stacks, the TLS pool refilling, caches.
     team.measure(jobs, s.warmup);
     measure_linux(jobs, cores, per_core, s.warmup);
-    let (mut uthread, mut linux) = (Vec::new(), Vec::new());
-    for rep in 0..s.reps {
-        // Alternate which side goes first, so a slow drift of the machine hits both.
-        if rep % 2 == 0 {
-            uthread.push(team.measure(jobs, s.window));
-            linux.push(measure_linux(jobs, cores, per_core, s.window));
-        } else {
-            linux.push(measure_linux(jobs, cores, per_core, s.window));
-            uthread.push(team.measure(jobs, s.window));
-        }
-    }
+    // The two sides take turns going first, so a slow drift of the machine hits both.
+    let mut sides = harness::alternate(
+        s.reps,
+        &mut [&mut |_| team.measure(jobs, s.window), &mut |_| measure_linux(jobs, cores, per_core, s.window)],
+    );
+    let (linux, uthread) = (sides.pop().unwrap(), sides.pop().unwrap());
     team.finish();
     CaseResult { case, cores, per_core, uthread, linux }
 }
 
 // ---------------------------------------------------------------------------------------
-// Machine and run description.
+// Output.
 
-struct Machine {
-    cpu_model: String,
-    cpus_online: usize,
-    kernel: String,
-    commit: String,
-    rustc: String,
-    date: String,
-}
-
-impl Machine {
-    /// Gathered before `lib_init`: it runs `git` and `rustc`, which is no work for a vcore.
-    fn probe() -> Machine {
-        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("model name"))
-                    .and_then(|l| l.split_once(':'))
-                    .map(|(_, m)| m.trim().to_string())
-            })
-            .unwrap_or_else(|| "unknown".into());
-        let cpus_online = std::thread::available_parallelism().map_or(0, |n| n.get());
-        Machine {
-            cpu_model,
-            cpus_online,
-            kernel: kernel_release(),
-            commit: commit(),
-            rustc: rustc(),
-            date: utc_now(),
-        }
-    }
-}
-
-fn kernel_release() -> String {
-    // SAFETY: uname fills the zeroed struct we pass; `release` is NUL-terminated.
-    unsafe {
-        let mut u: libc::utsname = core::mem::zeroed();
-        if libc::uname(&mut u) != 0 {
-            return "unknown".into();
-        }
-        std::ffi::CStr::from_ptr(u.release.as_ptr()).to_string_lossy().into_owned()
-    }
-}
-
-fn command_output(cmd: &str, args: &[&str]) -> Option<String> {
-    let out = std::process::Command::new(cmd)
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// `git rev-parse --short HEAD`, plus "-dirty" if tracked files differ from it. Read-only:
-/// `--no-optional-locks` keeps `git status` from refreshing the index.
-fn commit() -> String {
-    let Some(head) = command_output("git", &["rev-parse", "--short", "HEAD"]) else {
-        return "unknown".into();
-    };
-    let dirty =
-        command_output("git", &["--no-optional-locks", "status", "--porcelain", "--untracked-files=no"])
-            .is_some_and(|s| !s.is_empty());
-    if dirty {
-        format!("{head}-dirty")
-    } else {
-        head
-    }
-}
-
-fn rustc() -> String {
-    command_output("rustc", &["-V"]).unwrap_or_else(|| "unknown".into())
-}
-
-/// The current UTC date and time, `YYYY-MM-DD HH:MM UTC`.
-fn utc_now() -> String {
-    let secs = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Days since 1970-01-01 to a civil date: H. Hinnant, "chrono-Compatible Low-Level
-    // Date Algorithms", civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", rem / 3600, rem % 3600 / 60)
-}
-
-fn header(m: &Machine, s: &Settings) -> String {
-    let mut h = String::new();
-    let _ = writeln!(
-        h,
-        "machine: {}, {} CPUs online, {} vcores",
-        m.cpu_model,
-        m.cpus_online,
-        vcore::max_vcores()
-    );
-    let _ = writeln!(
-        h,
-        "kernel:  {}, FSGSBASE: {}",
-        m.kernel,
-        if vcore::arch::uses_fsgsbase() { "yes (wrfsbase)" } else { "no (arch_prctl)" }
-    );
-    let _ = writeln!(h, "build:   commit {}, {}", m.commit, m.rustc);
-    let _ = writeln!(
-        h,
-        "run:     {} ({} reps x {} ms windows, medians), {}",
-        s.name,
-        s.reps,
-        s.window.as_millis(),
-        m.date
-    );
-    h
+fn header(m: &Machine, mode: Mode, s: &Settings) -> String {
+    m.header(mode.name(), &format!("{} reps x {} ms windows, medians", s.reps, s.window.as_millis()))
 }
 
 fn table(results: &[CaseResult]) -> String {
@@ -551,23 +385,8 @@ fn result_line(r: &CaseResult) -> String {
     )
 }
 
-fn output_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
-    target.join("parlib-bench").join("ctxswitch")
-}
-
-fn write_files(dir: &std::path::Path, head: &str, results: &[CaseResult]) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let mut md = String::from("# ctxswitch: uthreads vs Linux threads, yield to yield\n\n```text\n");
-    md.push_str(head);
-    md.push_str(
-        "```\n\nns per switch per core = elapsed x cores / switches; medians of the repetitions.\n\n",
-    );
-    md.push_str(&table(results));
-    std::fs::write(dir.join("results.md"), md)?;
-
+/// Every window: one line per configuration, side and repetition.
+fn csv(results: &[CaseResult]) -> String {
     let mut csv =
         String::from("case,cores,threads_per_core,side,rep,elapsed_ns,switches,ns_per_switch_per_core\n");
     for r in results {
@@ -586,8 +405,7 @@ fn write_files(dir: &std::path::Path, head: &str, results: &[CaseResult]) -> std
             }
         }
     }
-    std::fs::write(dir.join("results.csv"), csv)?;
-    plot(&dir.join("ctxswitch.svg"), head, results).map_err(|e| std::io::Error::other(e.to_string()))
+    csv
 }
 
 /// Grouped bars, log scale: median ns per switch per core, uthread vs Linux, per case,
@@ -604,88 +422,56 @@ fn plot(
     let stats: Vec<(Stat, Stat)> = results.iter().map(|r| (r.uthread_ns(), r.linux_ns())).collect();
     let lo = stats.iter().map(|(u, l)| u.min.min(l.min)).fold(f64::INFINITY, f64::min) / 2.0;
     let hi = stats.iter().map(|(u, l)| u.max.max(l.max)).fold(0.0, f64::max) * 3.0;
-    let n = results.len() as f64;
-
-    let root = SVGBackend::new(path, (960, 560)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let (title, body) = root.split_vertically(70);
-    title.draw(&Text::new(
-        "ctxswitch: ns per switch per core (median, min-max), lower is better",
-        (12, 8),
-        ("sans-serif", 20),
-    ))?;
-    for (i, line) in head.lines().enumerate() {
-        title.draw(&Text::new(line.to_string(), (12, 34 + 12 * i as i32), ("sans-serif", 11)))?;
-    }
-    let mut chart = ChartBuilder::on(&body)
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(64)
-        .build_cartesian_2d(-0.5f64..n - 0.5, (lo..hi).log_scale())?;
     let names: Vec<String> = results
         .iter()
         .map(|r| format!("{}: {}x{}, ratio {:.1}", r.case, r.cores, r.per_core, r.ratio()))
         .collect();
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(results.len())
-        .x_label_formatter(&|x| {
-            let i = x.round();
-            if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
-                names[i as usize].clone()
-            } else {
-                String::new()
-            }
-        })
-        .y_desc("ns per switch per core (log)")
-        .y_label_formatter(&|y| format!("{y:.0}"))
-        .draw()?;
-
-    for (side, color, offset) in [(0usize, uthread_color, -0.2f64), (1, linux_color, 0.2)] {
-        let pick = |(u, l): &(Stat, Stat)| if side == 0 { *u } else { *l };
-        chart
-            .draw_series(stats.iter().enumerate().map(|(i, st)| {
+    let frame = report::Frame {
+        title: "ctxswitch: ns per switch per core (median, min-max), lower is better",
+        title_size: 20,
+        band: 70,
+        head,
+        names: &names,
+        y_desc: "ns per switch per core (log)",
+        y: (lo, hi),
+        legend: SeriesLabelPosition::UpperLeft,
+    };
+    report::bar_chart(path, &frame, |chart| {
+        for (side, color, offset) in [(0usize, uthread_color, -0.2f64), (1, linux_color, 0.2)] {
+            let pick = |(u, l): &(Stat, Stat)| if side == 0 { *u } else { *l };
+            chart
+                .draw_series(stats.iter().enumerate().map(|(i, st)| {
+                    let s = pick(st);
+                    let x = i as f64 + offset;
+                    Rectangle::new([(x - 0.17, lo), (x + 0.17, s.median)], color.filled())
+                }))?
+                .label(if side == 0 {
+                    "uthreads (parlib-rs, TLS-backed)"
+                } else {
+                    "Linux threads (sched_yield)"
+                })
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+            chart.draw_series(stats.iter().enumerate().map(|(i, st)| {
                 let s = pick(st);
                 let x = i as f64 + offset;
-                Rectangle::new([(x - 0.17, lo), (x + 0.17, s.median)], color.filled())
-            }))?
-            .label(if side == 0 { "uthreads (parlib-rs, TLS-backed)" } else { "Linux threads (sched_yield)" })
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
-        chart.draw_series(stats.iter().enumerate().map(|(i, st)| {
-            let s = pick(st);
-            let x = i as f64 + offset;
-            PathElement::new(vec![(x, s.min), (x, s.max)], BLACK.stroke_width(1))
-        }))?;
-        chart.draw_series(stats.iter().enumerate().map(|(i, st)| {
-            let s = pick(st);
-            let x = i as f64 + offset - 0.12;
-            Text::new(format!("{:.0}", s.median), (x, s.max * 1.15), ("sans-serif", 12))
-        }))?;
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()?;
-    root.present()?;
-    Ok(())
+                PathElement::new(vec![(x, s.min), (x, s.max)], BLACK.stroke_width(1))
+            }))?;
+            chart.draw_series(stats.iter().enumerate().map(|(i, st)| {
+                let s = pick(st);
+                let x = i as f64 + offset - 0.12;
+                Text::new(format!("{:.0}", s.median), (x, s.max * 1.15), ("sans-serif", 12))
+            }))?;
+        }
+        Ok(())
+    })
 }
 
 // ---------------------------------------------------------------------------------------
 
 fn main() {
-    // `cargo bench` passes `--bench` (and may pass filters and criterion's flags); only
-    // `--quick` and the presence of `--bench` mean anything here.
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let settings = if !args.iter().any(|a| a == "--bench") {
-        &SMOKE
-    } else if args.iter().any(|a| a == "--quick") {
-        &QUICK
-    } else {
-        &FULL
-    };
+    let mode = Mode::from_args(&args);
+    let settings = mode.pick(&SMOKE, &QUICK, &FULL);
     let machine = Machine::probe();
 
     let (jobs, rx) = mpsc::channel();
@@ -696,7 +482,7 @@ fn main() {
 
     common::start(); // from here on, `main` is a uthread on vcore 0
     let all = common::usable_vcores();
-    let head = header(&machine, settings);
+    let head = header(&machine, mode, settings);
     println!("ctxswitch: yield-to-yield switch cost, uthreads (parlib-rs) vs Linux threads (sched_yield)");
     print!("{head}");
     println!();
@@ -727,22 +513,15 @@ fn main() {
         }
     }
 
-    println!();
-    print!("{}", table(&results));
-    println!();
-    if settings.write_files {
-        let dir = output_dir();
-        match write_files(&dir, &head, &results) {
-            Ok(()) => println!("wrote {0}/results.md, {0}/results.csv, {0}/ctxswitch.svg", dir.display()),
-            Err(e) => eprintln!("ctxswitch: could not write results to {}: {e}", dir.display()),
-        }
-        println!();
-    }
-    if std::ptr::eq(settings, &SMOKE) {
-        println!("smoke test only: run `cargo bench --bench ctxswitch` for figures");
-        return;
-    }
-    for r in &results {
-        println!("{}", result_line(r));
-    }
+    let report = Report {
+        bench: "ctxswitch",
+        title: "uthreads vs Linux threads, yield to yield",
+        head: &head,
+        note: "ns per switch per core = elapsed x cores / switches; medians of the repetitions.",
+        table: table(&results),
+        csv: csv(&results),
+        result_lines: results.iter().map(result_line).collect(),
+        result_lines_in_md: false,
+    };
+    report::finish(mode, &report, |path| plot(path, &head, &results));
 }

@@ -63,59 +63,44 @@ use parlib::vcore;
 
 #[path = "common/mod.rs"]
 mod common;
+#[path = "common/harness.rs"]
+mod harness;
 #[path = "common/machine.rs"]
 mod machine;
+#[path = "common/report.rs"]
+mod report;
 
 use common::Completion;
-use machine::{Machine, Stat};
+use harness::{pin_to, Mode, STALL_WARNING};
+use machine::Machine;
+use report::{Report, Stat};
 
 // ---------------------------------------------------------------------------------------
 // Settings.
 
 /// How long one run goes on, and how often.
 struct Settings {
-    name: &'static str,
     /// Measured windows per case and side; odd, so the median is a sample.
     reps: usize,
     /// Length of one `roundtrip` or `interrupt` window (the warm-up window is half).
     window: Duration,
     /// Latency samples per `spinning` window (at most [`MAX_SAMPLES`]).
     spin_samples: usize,
-    /// Whether to write the table, CSV and plot.
-    write_files: bool,
 }
 
 /// `--quick`: 5 windows of 100 ms per side (2 cases x 2 sides x (5 x 100 + 50) ms, plus
 /// 2 x 6 spinning windows of 5000 samples at ~2 µs: about 3 s of windows); 5 is the
 /// smallest odd count whose median ignores two outliers.
-const QUICK: Settings = Settings {
-    name: "quick",
-    reps: 5,
-    window: Duration::from_millis(100),
-    spin_samples: 5_000,
-    write_files: false,
-};
+const QUICK: Settings = Settings { reps: 5, window: Duration::from_millis(100), spin_samples: 5_000 };
 
 /// Full run: 11 windows of 400 ms (2 cases x 2 sides x (11 x 400 + 200) ms, about 18 s,
 /// plus about 1 s for `spinning`), a median robust to five outliers, well under the
 /// 2-minute budget.
-const FULL: Settings = Settings {
-    name: "full",
-    reps: 11,
-    window: Duration::from_millis(400),
-    spin_samples: 20_000,
-    write_files: true,
-};
+const FULL: Settings = Settings { reps: 11, window: Duration::from_millis(400), spin_samples: 20_000 };
 
 /// Without `--bench` (`cargo test --benches`, or the binary run by hand): one short
 /// window per side and case, to check that everything runs. No RESULT lines, no files.
-const SMOKE: Settings = Settings {
-    name: "smoke test (no --bench flag)",
-    reps: 1,
-    window: Duration::from_millis(2),
-    spin_samples: 100,
-    write_files: false,
-};
+const SMOKE: Settings = Settings { reps: 1, window: Duration::from_millis(2), spin_samples: 100 };
 
 /// Vcore A: where `main` runs, the round trip starts and ends, and the stamped messages
 /// of `spinning` are sent from.
@@ -135,12 +120,6 @@ const MAX_SAMPLES: usize = 20_000;
 /// comes; random so that sends land uniformly over the phase of that loop; short, so
 /// that 20 000 samples take well under a second.
 const GAP_NS: core::ops::Range<u64> = 500..2_500;
-
-/// How often the driver looks whether the vcores are where a window needs them. Short
-/// against a window, long enough not to steal time from the vcores.
-const POLL: Duration = Duration::from_micros(50);
-/// After this long waiting for a window to be ready, say so on stderr (something hangs).
-const STALL_WARNING: Duration = Duration::from_secs(5);
 
 /// The baseline's signal. `SIGUSR1` belongs to parlib (`vcore::notif::NOTIF_SIGNAL`).
 const BASELINE_SIGNAL: i32 = libc::SIGUSR2;
@@ -351,31 +330,13 @@ fn stop_after(window: Duration) {
 }
 
 fn all_parked() -> bool {
-    (0..vcore::max_vcores()).all(|v| vcore::get(v).is_ok_and(|vc| vc.is_parked()))
+    (0..vcore::max_vcores()).all(harness::is_parked)
 }
 
-/// Polls `ready` every [`POLL`] (sleeping: the driver is not a vcore).
+/// Waits (sleeping: the driver is not a vcore) until `ready`; names `what` on stderr if
+/// that takes long.
 fn wait_until(what: &str, ready: impl Fn() -> bool) {
-    let start = Instant::now();
-    let mut warned = false;
-    while !ready() {
-        std::thread::sleep(POLL);
-        if !warned && start.elapsed() > STALL_WARNING {
-            eprintln!("events: still waiting after {STALL_WARNING:?}: {what}");
-            warned = true;
-        }
-    }
-}
-
-fn pin_to(cpu: usize) {
-    // SAFETY: an all-zero cpu_set_t is the empty set; we add one CPU and pin the calling
-    // thread (pid 0) to it with a set of the size we pass.
-    let r = unsafe {
-        let mut set: libc::cpu_set_t = core::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &set)
-    };
-    assert_eq!(r, 0, "cannot pin a baseline thread to CPU {cpu}: {}", std::io::Error::last_os_error());
+    harness::wait_until(ready, || eprintln!("events: still waiting after {STALL_WARNING:?}: {what}"));
 }
 
 /// Counts the caller as ready and waits until `n` parties are: the threads of a
@@ -686,7 +647,7 @@ fn spin_until(what: &str, ready: impl Fn() -> bool) {
 fn parlib_interrupt(jobs: &mpsc::Sender<Job>, window: Duration) -> Timed {
     // The other vcores are idle, as on the baseline side.
     spin_until("the other vcores to park", || {
-        (0..vcore::max_vcores()).filter(|&v| v != A).all(|v| vcore::get(v).is_ok_and(|vc| vc.is_parked()))
+        (0..vcore::max_vcores()).filter(|&v| v != A).all(harness::is_parked)
     });
     let me = vcore::id();
     assert_eq!(me, A, "main runs on vcore A");
@@ -834,26 +795,12 @@ fn p99_stat(w: &[Window]) -> Option<Stat> {
     (!v.is_empty()).then(|| Stat::of(v))
 }
 
-/// Runs R windows of each side of one case, in turn; the order of the sides is reversed
-/// on every other repetition, so a slow drift of the machine hits all of them alike.
-fn alternate(reps: usize, sides: &mut [&mut dyn FnMut(usize) -> Window]) -> Vec<Vec<Window>> {
-    let mut out: Vec<Vec<Window>> = sides.iter().map(|_| Vec::new()).collect();
-    for rep in 0..reps {
-        let order: Vec<usize> =
-            if rep % 2 == 0 { (0..sides.len()).collect() } else { (0..sides.len()).rev().collect() };
-        for i in order {
-            out[i].push(sides[i](rep));
-        }
-    }
-    out
-}
-
 fn run_roundtrip(jobs: &mpsc::Sender<Job>, s: &Settings) -> CaseResult {
     // Warm-up: first touches of the rings, the handlers, the threads' stacks.
     parlib_roundtrip(jobs, s.window / 2);
     futex_roundtrip(jobs, s.window / 2);
     spin_roundtrip(jobs, s.window / 2);
-    let mut w = alternate(
+    let mut w = harness::alternate(
         s.reps,
         &mut [
             &mut |rep| Window::timed(rep, parlib_roundtrip(jobs, s.window)),
@@ -875,7 +822,7 @@ fn run_roundtrip(jobs: &mpsc::Sender<Job>, s: &Settings) -> CaseResult {
 fn run_interrupt(jobs: &mpsc::Sender<Job>, s: &Settings) -> CaseResult {
     parlib_interrupt(jobs, s.window / 2);
     signal_interrupt(jobs, s.window / 2);
-    let mut w = alternate(
+    let mut w = harness::alternate(
         s.reps,
         &mut [&mut |rep| Window::timed(rep, parlib_interrupt(jobs, s.window)), &mut |rep| {
             Window::timed(rep, signal_interrupt(jobs, s.window))
@@ -897,7 +844,7 @@ fn run_spinning(jobs: &mpsc::Sender<Job>, s: &Settings) -> CaseResult {
     let warmup = (samples / 10).max(MIN_WARMUP_SAMPLES);
     parlib_spinning(warmup);
     flag_spinning(jobs, warmup);
-    let mut w = alternate(
+    let mut w = harness::alternate(
         s.reps,
         &mut [&mut |rep| Window::latencies(rep, parlib_spinning(samples)), &mut |rep| {
             Window::latencies(rep, flag_spinning(jobs, samples))
@@ -917,18 +864,14 @@ fn run_spinning(jobs: &mpsc::Sender<Job>, s: &Settings) -> CaseResult {
 // ---------------------------------------------------------------------------------------
 // Output.
 
-fn header(m: &Machine, s: &Settings) -> String {
-    let mut h = m.header_lines();
-    let _ = writeln!(
-        h,
-        "run:     {} ({} reps; windows of ~{} ms or {} latency samples; medians), {}",
-        s.name,
+fn header(m: &Machine, mode: Mode, s: &Settings) -> String {
+    let how = format!(
+        "{} reps; windows of ~{} ms or {} latency samples; medians",
         s.reps,
         s.window.as_millis(),
-        s.spin_samples.min(MAX_SAMPLES),
-        m.date
+        s.spin_samples.min(MAX_SAMPLES)
     );
-    h
+    m.header(mode.name(), &how)
 }
 
 fn fmt_stat(st: Stat, p99: Option<Stat>) -> String {
@@ -989,18 +932,8 @@ fn result_line(r: &CaseResult) -> String {
     }
 }
 
-fn write_files(dir: &std::path::Path, head: &str, results: &[CaseResult]) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let mut md = String::from("# events: events and notifications vs Linux baselines\n\n```text\n");
-    md.push_str(head);
-    md.push_str("```\n\nMedians of the repetitions (min-max over them); ratio = baseline ÷ parlib-rs.\n\n");
-    md.push_str(&table(results));
-    md.push('\n');
-    for r in results {
-        md.push_str(&format!("    {}\n", result_line(r)));
-    }
-    std::fs::write(dir.join("results.md"), md)?;
-
+/// Every window: one line per case, side and repetition.
+fn csv(results: &[CaseResult]) -> String {
     let mut csv = String::from("case,side,rep,ops,elapsed_ns,value_ns,p99_ns,deferred\n");
     for r in results {
         for (side, windows) in [("parlib", &r.ours), ("baseline", &r.theirs), ("floor", &r.floor)] {
@@ -1014,8 +947,7 @@ fn write_files(dir: &std::path::Path, head: &str, results: &[CaseResult]) -> std
             }
         }
     }
-    std::fs::write(dir.join("results.csv"), csv)?;
-    plot(&dir.join("events.svg"), head, results).map_err(|e| std::io::Error::other(e.to_string()))
+    csv
 }
 
 /// Grouped bars, log scale: the median per case and side (parlib-rs, the baseline, and
@@ -1069,115 +1001,78 @@ fn plot(
         .chain(goals.iter().flatten().copied())
         .fold(0.0, f64::max)
         * 3.0;
-    let n = results.len() as f64;
-
-    let root = SVGBackend::new(path, (960, 560)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let (title, body) = root.split_vertically(82);
-    title.draw(&Text::new(
-        "events: parlib-rs vs Linux baselines, median ns (min-max over repetitions), lower is better",
-        (12, 8),
-        ("sans-serif", 18),
-    ))?;
-    for (i, line) in head.lines().enumerate() {
-        title.draw(&Text::new(line.to_string(), (12, 32 + 12 * i as i32), ("sans-serif", 11)))?;
-    }
-    let mut chart = ChartBuilder::on(&body)
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(64)
-        .build_cartesian_2d(-0.5f64..n - 0.5, (lo..hi).log_scale())?;
     let names: Vec<String> = results.iter().map(|r| format!("{}: ratio {:.2}", r.case, r.ratio())).collect();
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(results.len())
-        .x_label_formatter(&|x| {
-            let i = x.round();
-            if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
-                names[i as usize].clone()
-            } else {
-                String::new()
-            }
-        })
-        .y_desc("ns (log)")
-        .y_label_formatter(&|y| format!("{y:.0}"))
-        .draw()?;
-
-    for side in 0..LABELS.len() {
-        // Every bar of this side: (centre, half width, statistics, p99).
-        let of_side: Vec<(f64, f64, Stat, Option<Stat>)> = bars
-            .iter()
-            .enumerate()
-            .flat_map(|(case, b)| {
-                b.iter().enumerate().filter(|(_, (s, _, _))| *s == side).map(move |(k, (_, st, p))| {
-                    let (x, w) = place(case, k);
-                    (x, w, *st, *p)
+    let frame = report::Frame {
+        title: "events: parlib-rs vs Linux baselines, median ns (min-max over repetitions), lower is better",
+        title_size: 18,
+        band: 82,
+        head,
+        names: &names,
+        y_desc: "ns (log)",
+        y: (lo, hi),
+        legend: SeriesLabelPosition::UpperRight,
+    };
+    report::bar_chart(path, &frame, |chart| {
+        for side in 0..LABELS.len() {
+            // Every bar of this side: (centre, half width, statistics, p99).
+            let of_side: Vec<(f64, f64, Stat, Option<Stat>)> = bars
+                .iter()
+                .enumerate()
+                .flat_map(|(case, b)| {
+                    b.iter().enumerate().filter(|(_, (s, _, _))| *s == side).map(move |(k, (_, st, p))| {
+                        let (x, w) = place(case, k);
+                        (x, w, *st, *p)
+                    })
                 })
-            })
-            .collect();
-        if of_side.is_empty() {
-            continue;
+                .collect();
+            if of_side.is_empty() {
+                continue;
+            }
+            let color = colors[side];
+            chart
+                .draw_series(
+                    of_side
+                        .iter()
+                        .map(|(x, w, s, _)| Rectangle::new([(x - w, lo), (x + w, s.median)], color.filled())),
+                )?
+                .label(LABELS[side])
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+            chart.draw_series(of_side.iter().map(|(x, _, s, _)| {
+                PathElement::new(vec![(*x, s.min), (*x, s.max)], BLACK.stroke_width(1))
+            }))?;
+            chart.draw_series(of_side.iter().map(|(x, w, s, _)| {
+                Text::new(format!("{:.0}", s.median), (x - w * 0.7, s.max * 1.15), ("sans-serif", 12))
+            }))?;
+            let crosses =
+                chart.draw_series(of_side.iter().filter_map(|(x, _, _, p)| {
+                    Some(Cross::new((*x, (*p)?.median), 5, BLACK.stroke_width(2)))
+                }))?;
+            if side == 0 {
+                crosses
+                    .label("p99 (spinning)")
+                    .legend(|(x, y)| Cross::new((x + 6, y), 5, BLACK.stroke_width(2)));
+            }
         }
-        let color = colors[side];
         chart
-            .draw_series(
-                of_side
-                    .iter()
-                    .map(|(x, w, s, _)| Rectangle::new([(x - w, lo), (x + w, s.median)], color.filled())),
-            )?
-            .label(LABELS[side])
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
-        chart.draw_series(
-            of_side
-                .iter()
-                .map(|(x, _, s, _)| PathElement::new(vec![(*x, s.min), (*x, s.max)], BLACK.stroke_width(1))),
-        )?;
-        chart.draw_series(of_side.iter().map(|(x, w, s, _)| {
-            Text::new(format!("{:.0}", s.median), (x - w * 0.7, s.max * 1.15), ("sans-serif", 12))
-        }))?;
-        let crosses = chart.draw_series(
-            of_side
-                .iter()
-                .filter_map(|(x, _, _, p)| Some(Cross::new((*x, (*p)?.median), 5, BLACK.stroke_width(2)))),
-        )?;
-        if side == 0 {
-            crosses.label("p99 (spinning)").legend(|(x, y)| Cross::new((x + 6, y), 5, BLACK.stroke_width(2)));
-        }
-    }
-    chart
-        .draw_series(goals.iter().enumerate().filter_map(|(case, g)| {
-            let (x, w) = place(case, 0);
-            Some(PathElement::new(
-                vec![(x - w - 0.05, (*g)?), (x + w + 0.05, (*g)?)],
-                goal_color.stroke_width(3),
-            ))
-        }))?
-        .label("goal: upper bound for parlib-rs")
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 12, y)], goal_color.stroke_width(3)));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()?;
-    root.present()?;
-    Ok(())
+            .draw_series(goals.iter().enumerate().filter_map(|(case, g)| {
+                let (x, w) = place(case, 0);
+                Some(PathElement::new(
+                    vec![(x - w - 0.05, (*g)?), (x + w + 0.05, (*g)?)],
+                    goal_color.stroke_width(3),
+                ))
+            }))?
+            .label("goal: upper bound for parlib-rs")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 12, y)], goal_color.stroke_width(3)));
+        Ok(())
+    })
 }
 
 // ---------------------------------------------------------------------------------------
 
 fn main() {
-    // `cargo bench` passes `--bench` (and may pass filters and criterion's flags); only
-    // `--quick` and the presence of `--bench` mean anything here.
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let settings = if !args.iter().any(|a| a == "--bench") {
-        &SMOKE
-    } else if args.iter().any(|a| a == "--quick") {
-        &QUICK
-    } else {
-        &FULL
-    };
+    let mode = Mode::from_args(&args);
+    let settings = mode.pick(&SMOKE, &QUICK, &FULL);
     // Other arguments that are not flags pick cases by name, like criterion's filters.
     let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
     let wanted = |case: &str| filters.is_empty() || filters.iter().any(|f| case.contains(f.as_str()));
@@ -1200,7 +1095,7 @@ fn main() {
         .expect("start the driver");
 
     common::start(); // from here on, `main` is a uthread on vcore A
-    let head = header(&machine, settings);
+    let head = header(&machine, mode, settings);
     println!("events: event round trip, uthread interruption and spinning-vcore latency, parlib-rs vs Linux");
     print!("{head}");
     println!();
@@ -1231,22 +1126,15 @@ fn main() {
     }
     println!("  ({:.1} s of measurements)", started.elapsed().as_secs_f64());
 
-    println!();
-    print!("{}", table(&results));
-    println!();
-    if settings.write_files {
-        let dir = machine::output_dir("events");
-        match write_files(&dir, &head, &results) {
-            Ok(()) => println!("wrote {0}/results.md, {0}/results.csv, {0}/events.svg", dir.display()),
-            Err(e) => eprintln!("events: could not write results to {}: {e}", dir.display()),
-        }
-        println!();
-    }
-    if std::ptr::eq(settings, &SMOKE) {
-        println!("smoke test only: run `cargo bench --bench events` for figures");
-        return;
-    }
-    for r in &results {
-        println!("{}", result_line(r));
-    }
+    let report = Report {
+        bench: "events",
+        title: "events and notifications vs Linux baselines",
+        head: &head,
+        note: "Medians of the repetitions (min-max over them); ratio = baseline ÷ parlib-rs.",
+        table: table(&results),
+        csv: csv(&results),
+        result_lines: results.iter().map(result_line).collect(),
+        result_lines_in_md: true,
+    };
+    report::finish(mode, &report, |path| plot(path, &head, &results));
 }

@@ -1,12 +1,11 @@
 //! What a comparison benchmark records about the run (`STYLE.md` §6): the machine, the
-//! kernel, the build and the date, plus small helpers every comparison bench needs (the
-//! output folder, medians). Included by path (`#[path = "common/machine.rs"] mod
-//! machine;`), separately from the scheduler in `mod.rs`, by the benches that use it.
+//! kernel, the build and the date, as the header a bench prints and writes above its
+//! results. Included by path (`#[path = "common/machine.rs"] mod machine;`), separately
+//! from the scheduler in `mod.rs`, by the benches that use it.
 
 #![allow(dead_code)] // each bench uses a different subset
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::time::SystemTime;
 
 use parlib::vcore;
@@ -57,9 +56,11 @@ impl Machine {
         }
     }
 
-    /// The `machine:`, `kernel:` and `build:` lines of a header. Call after `lib_init`
-    /// (it counts vcores and asks how the FS base is written).
-    pub fn header_lines(&self) -> String {
+    /// The header of a run: the `machine:`, `kernel:` and `build:` lines, then
+    /// `run:     <run> (<how>), <date>`, where `run` names the run (`quick`, `full`, ...)
+    /// and `how` says how long and how often it measures. Call after `lib_init` (it counts
+    /// vcores and asks how the FS base is written).
+    pub fn header(&self, run: &str, how: &str) -> String {
         let mut h = String::new();
         let _ = writeln!(
             h,
@@ -76,6 +77,7 @@ impl Machine {
             if vcore::arch::uses_fsgsbase() { "yes (wrfsbase)" } else { "no (arch_prctl)" }
         );
         let _ = writeln!(h, "build:   commit {}, {}", self.commit, self.rustc);
+        let _ = writeln!(h, "run:     {run} ({how}), {}", self.date);
         h
     }
 }
@@ -133,33 +135,4 @@ fn utc_now() -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", rem / 3600, rem % 3600 / 60)
-}
-
-/// `<target>/parlib-bench/<bench>`: `<target>` is `$CARGO_TARGET_DIR`, or `target/` in
-/// the workspace.
-pub fn output_dir(bench: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
-    target.join("parlib-bench").join(bench)
-}
-
-/// Median, min and max of a set of repetitions.
-#[derive(Clone, Copy, Debug)]
-pub struct Stat {
-    /// The middle value (the repetition counts are odd, so it is a sample).
-    pub median: f64,
-    /// The smallest value.
-    pub min: f64,
-    /// The largest value.
-    pub max: f64,
-}
-
-impl Stat {
-    /// The statistics of `v`, which must not be empty.
-    pub fn of(mut v: Vec<f64>) -> Stat {
-        assert!(!v.is_empty(), "Stat::of: no values");
-        v.sort_by(f64::total_cmp);
-        Stat { median: v[v.len() / 2], min: v[0], max: v[v.len() - 1] }
-    }
 }

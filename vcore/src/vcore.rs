@@ -23,6 +23,8 @@
 //!
 //! A request that lands between the yield's store and its futex wait is not lost: the
 //! wait returns at once because the word is no longer `PARKED`, and the loop re-checks.
+//! A layer above may replace the futex sleep with its own ([`ParkHook`]); its `wake`
+//! runs after every request, so the same argument holds.
 //!
 //! # Moving `main` onto vcore 0
 //!
@@ -189,8 +191,38 @@ impl Vcore {
             return false;
         }
         futex::wake(&self.state, 1);
+        if let Some(h) = park_hook() {
+            (h.wake)(self);
+        }
         true
     }
+}
+
+/// How a parked vcore sleeps, when a layer above wants it to sleep in something other
+/// than its futex (the syscall layer parks vcores in `epoll_wait`, so I/O readiness wakes
+/// them without a thread hop).
+#[derive(Clone, Copy)]
+pub struct ParkHook {
+    /// Sleeps until woken by `wake` or by something of the hook's own. Returns true if
+    /// the hook's own source (for example I/O readiness) woke it: the vcore then
+    /// requests itself and enters vcore context to deal with it. Spurious returns are
+    /// fine. Runs in vcore context on the parked vcore.
+    pub wait: fn(&Vcore) -> bool,
+    /// Interrupts a `wait` in progress (or makes the next one return at once). Called
+    /// after a request took the vcore to `RUNNING`; may run on any task.
+    pub wake: fn(&Vcore),
+}
+
+static PARK_HOOK: OnceLock<ParkHook> = OnceLock::new();
+
+/// Installs the park hook. The first one stays; later calls return false.
+pub fn set_park_hook(hook: ParkHook) -> bool {
+    PARK_HOOK.set(hook).is_ok()
+}
+
+#[inline]
+fn park_hook() -> Option<&'static ParkHook> {
+    PARK_HOOK.get()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -516,7 +548,15 @@ unsafe extern "C" fn park_then_enter(_: usize, _: usize) -> ! {
     // SAFETY: only vcore tasks run on a vcore stack.
     let vc = unsafe { this_unchecked() };
     while vc.state.load(Ordering::Acquire) != RUNNING {
-        futex::wait(&vc.state, PARKED);
+        match park_hook() {
+            Some(h) => {
+                if (h.wait)(vc) {
+                    // Woken by the hook's own source: request ourselves.
+                    let _ = vc.state.compare_exchange(PARKED, RUNNING, Ordering::AcqRel, Ordering::Relaxed);
+                }
+            }
+            None => futex::wait(&vc.state, PARKED),
+        }
     }
     enter(vc)
 }

@@ -1,0 +1,186 @@
+//! What a comparison benchmark reports, and where (`STYLE.md` §6): figures as medians of
+//! the repetitions ([`Stat`]); at the end of a run ([`finish`]) the table on stdout, then
+//! in a full run `results.md`, `results.csv` and a plot under [`output_dir`], then one
+//! RESULT line per case. The plot is a bench's own bars in a frame every bench shares
+//! ([`bar_chart`]). Included by path (`#[path = "common/report.rs"] mod report;`) next to
+//! `harness.rs`, whose [`Mode`] decides what is written.
+
+#![allow(dead_code)] // each bench uses a different subset
+
+use std::error::Error;
+use std::path::{Path, PathBuf};
+
+use plotters::coord::types::RangedCoordf64;
+use plotters::prelude::*;
+
+use crate::harness::Mode;
+
+/// Median, min and max of a set of repetitions.
+#[derive(Clone, Copy, Debug)]
+pub struct Stat {
+    /// The middle value (the repetition counts are odd, so it is a sample).
+    pub median: f64,
+    /// The smallest value.
+    pub min: f64,
+    /// The largest value.
+    pub max: f64,
+}
+
+impl Stat {
+    /// The statistics of `v`, which must not be empty.
+    pub fn of(mut v: Vec<f64>) -> Stat {
+        assert!(!v.is_empty(), "Stat::of: no values");
+        v.sort_by(f64::total_cmp);
+        Stat { median: v[v.len() / 2], min: v[0], max: v[v.len() - 1] }
+    }
+}
+
+/// `<target>/parlib-bench/<bench>`: `<target>` is `$CARGO_TARGET_DIR`, or `target/` in
+/// the workspace.
+pub fn output_dir(bench: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target.join("parlib-bench").join(bench)
+}
+
+/// What a bench prints and writes once it has measured.
+pub struct Report<'a> {
+    /// The bench's name, as in `cargo bench --bench <bench>`: also the name of its
+    /// folder under [`output_dir`] and of its plot, `<bench>.svg`.
+    pub bench: &'static str,
+    /// The title of `results.md`, after `<bench>: `.
+    pub title: &'a str,
+    /// The run's header ([`Machine::header`](crate::machine::Machine::header)).
+    pub head: &'a str,
+    /// The paragraph of `results.md` between the header and the table.
+    pub note: &'a str,
+    /// The Markdown table, one row per case.
+    pub table: String,
+    /// `results.csv`: a line of column names, then one line per window.
+    pub csv: String,
+    /// One `RESULT <bench> case=...` line per case.
+    pub result_lines: Vec<String>,
+    /// Whether `results.md` ends with the RESULT lines too, as an indented block.
+    pub result_lines_in_md: bool,
+}
+
+/// Ends a bench's output. Prints the table. In a full run, writes `results.md`,
+/// `results.csv` and `<bench>.svg` (drawn by `plot`, given the file's path) to
+/// [`output_dir`], and says where, or on stderr why not. Then, unless this is a smoke
+/// test, prints the RESULT lines, which end the output.
+pub fn finish(mode: Mode, report: &Report, plot: impl FnOnce(&Path) -> Result<(), Box<dyn Error>>) {
+    let bench = report.bench;
+    println!();
+    print!("{}", report.table);
+    println!();
+    if mode.writes_files() {
+        let dir = output_dir(bench);
+        match write_files(&dir, report, plot) {
+            Ok(()) => println!("wrote {0}/results.md, {0}/results.csv, {0}/{bench}.svg", dir.display()),
+            Err(e) => eprintln!("{bench}: could not write results to {}: {e}", dir.display()),
+        }
+        println!();
+    }
+    if mode == Mode::Smoke {
+        println!("smoke test only: run `cargo bench --bench {bench}` for figures");
+        return;
+    }
+    for line in &report.result_lines {
+        println!("{line}");
+    }
+}
+
+fn write_files(
+    dir: &Path,
+    r: &Report,
+    plot: impl FnOnce(&Path) -> Result<(), Box<dyn Error>>,
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut md = format!("# {}: {}\n\n```text\n{}```\n\n{}\n\n{}", r.bench, r.title, r.head, r.note, r.table);
+    if r.result_lines_in_md {
+        md.push('\n');
+        for line in &r.result_lines {
+            md.push_str(&format!("    {line}\n"));
+        }
+    }
+    std::fs::write(dir.join("results.md"), md)?;
+    std::fs::write(dir.join("results.csv"), &r.csv)?;
+    plot(&dir.join(format!("{}.svg", r.bench))).map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+/// The chart [`bar_chart`] hands to a bench's drawing: one case per whole x from 0,
+/// a logarithmic y axis of ns.
+pub type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, LogCoord<f64>>>;
+
+/// What frames a bench's plot.
+pub struct Frame<'a> {
+    /// The plot's title line.
+    pub title: &'a str,
+    /// Its font size, px.
+    pub title_size: u32,
+    /// Height of the band above the chart that holds the title and the run's header, px.
+    pub band: u32,
+    /// The run's header, one small line each under the title.
+    pub head: &'a str,
+    /// One name per case, under its bars.
+    pub names: &'a [String],
+    /// The y axis's description.
+    pub y_desc: &'a str,
+    /// The y axis's range, ns (log scale).
+    pub y: (f64, f64),
+    /// Where the legend goes.
+    pub legend: SeriesLabelPosition,
+}
+
+/// Draws an SVG of 960 x 560 px to `path`: a white page, the title and the header in a
+/// band at the top, and under it a chart with `frame.names.len()` cases on its x axis and
+/// a log-scale y axis. `bars` draws the series into the chart, with their legend labels;
+/// then the legend is drawn.
+pub fn bar_chart(
+    path: &Path,
+    frame: &Frame,
+    bars: impl FnOnce(&mut Chart<'_, '_>) -> Result<(), Box<dyn Error>>,
+) -> Result<(), Box<dyn Error>> {
+    let root = SVGBackend::new(path, (960, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (title, body) = root.split_vertically(frame.band);
+    title.draw(&Text::new(frame.title, (12, 8), ("sans-serif", frame.title_size)))?;
+    // The header's lines, 12 px apart, start 6 px below the title.
+    let head_top = 8 + 6 + frame.title_size as i32;
+    for (i, line) in frame.head.lines().enumerate() {
+        title.draw(&Text::new(line.to_string(), (12, head_top + 12 * i as i32), ("sans-serif", 11)))?;
+    }
+    let n = frame.names.len() as f64;
+    let (lo, hi) = frame.y;
+    let mut chart = ChartBuilder::on(&body)
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        .build_cartesian_2d(-0.5f64..n - 0.5, (lo..hi).log_scale())?;
+    let names = frame.names;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(names.len())
+        .x_label_formatter(&|x| {
+            let i = x.round();
+            if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < names.len() {
+                names[i as usize].clone()
+            } else {
+                String::new()
+            }
+        })
+        .y_desc(frame.y_desc)
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .draw()?;
+    bars(&mut chart)?;
+    chart
+        .configure_series_labels()
+        .position(frame.legend.clone())
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
