@@ -10,6 +10,7 @@
 //! | [`events`] | `parlib-events` | per-vcore event queues, handlers, notifications |
 //! | [`uthread`] | `parlib-uthread` | uthreads, the `Scheduler` trait, `vcore_entry`, TLS |
 //! | [`alarms`] | `parlib-alarms` | per-vcore timers, uthread sleep, timeouts for timed waits |
+//! | [`syscalls`] | `parlib-syscalls` | system calls that block only the calling uthread |
 //! | [`sync`] | `parlib-sync` | spin, MCS, PDR locks; mutexes, condvars, rwlocks, barriers, semaphores, futexes, once |
 //!
 //! The benchmarks in `benches/` measure them against Linux threads; the examples in
@@ -20,5 +21,6 @@
 pub use parlib_alarms as alarms;
 pub use parlib_events as events;
 pub use parlib_sync as sync;
+pub use parlib_syscalls as syscalls;
 pub use parlib_uthread as uthread;
 pub use parlib_vcore as vcore;

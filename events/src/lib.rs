@@ -265,7 +265,7 @@ pub fn handle_events() -> usize {
     let Ok(qs) = queues() else { return 0 };
     let q = &qs[vc.id()];
     vc.clear_notif_pending();
-    let mut handled = 0;
+    let mut handled = POLLER.get().map_or(0, |p| (p.poll)(vc.id()));
     loop {
         q.popping.store(true, Ordering::Relaxed);
         compiler_fence(Ordering::SeqCst); // a signal handler on this task sees the flag
@@ -289,7 +289,28 @@ pub fn handle_events() -> usize {
 pub fn events_pending() -> bool {
     let Some(vc) = vcore::this() else { return false };
     let Some(q) = QUEUES.get().and_then(|q| q.get(vc.id())) else { return false };
-    vc.notif_pending() || q.main.has_ready() || q.overflow.has_ready()
+    vc.notif_pending()
+        || q.main.has_ready()
+        || q.overflow.has_ready()
+        || POLLER.get().is_some_and(|p| (p.pending)(vc.id()))
+}
+
+/// A source of work that vcore context polls besides its event queue: the syscall
+/// layer's I/O readiness. `handle_events` calls `poll` first; `events_pending` asks
+/// `pending`. Both get the calling vcore's id; `poll` returns how much work it did.
+#[derive(Clone, Copy)]
+pub struct Poller {
+    /// Polls without blocking, in vcore context.
+    pub poll: fn(usize) -> usize,
+    /// Whether polling would be worth it now (cheap).
+    pub pending: fn(usize) -> bool,
+}
+
+static POLLER: OnceLock<Poller> = OnceLock::new();
+
+/// Installs the poller. The first one stays; later calls return false.
+pub fn set_poller(p: Poller) -> bool {
+    POLLER.set(p).is_ok()
 }
 
 /// Disables notifications for the running uthread (depth + 1). Does nothing in vcore

@@ -78,4 +78,5 @@ pub use switch::{
     cleanup, current, exit_with, has_blocked, has_exited, init, interrupted, paused, run_current_uthread,
     run_uthread, runnable, yield_with,
 };
+pub use tls::run_on_backing;
 pub use uthread::{State, TlsMode, Uthread};

@@ -28,6 +28,7 @@ use parlib_vcore::spin::PdrSpinLock;
 use parlib_vcore::{arch, futex};
 
 use crate::error::Error;
+use crate::uthread::Uthread;
 
 /// Parked backing threads the refiller keeps ready. Uthread creation in bursts drains
 /// the pool; 16 covers a burst per vcore on small machines while costing 16 idle threads.
@@ -40,6 +41,7 @@ const BACKING_STACK_SIZE: usize = 256 * 1024;
 
 const CMD_IDLE: u32 = 0;
 const CMD_EXIT: u32 = 1;
+const CMD_RUN: u32 = 2;
 
 /// A backing thread, as the uthread layer sees it.
 pub(crate) struct Backing {
@@ -48,6 +50,18 @@ pub(crate) struct Backing {
     ready: AtomicU32,
     /// `CMD_*`; futex word the parked thread sleeps on.
     cmd: AtomicU32,
+    /// The job to run when `cmd` is `CMD_RUN` (a `*const Job`).
+    job: AtomicUsize,
+}
+
+/// A job for a backing thread (see [`run_on_backing`]). Lives on the blocked uthread's
+/// stack.
+struct Job<'a> {
+    run: &'a mut dyn FnMut(),
+    uth: NonNull<Uthread>,
+    /// The vcore the uthread blocked on.
+    vcore: usize,
+    complete: fn(NonNull<Uthread>, usize),
 }
 
 impl Backing {
@@ -127,6 +141,7 @@ fn create() -> Result<NonNull<Backing>, Error> {
         fs_base: AtomicUsize::new(0),
         ready: AtomicU32::new(0),
         cmd: AtomicU32::new(CMD_IDLE),
+        job: AtomicUsize::new(0),
     }));
     // SAFETY: standard detached pthread creation; the record outlives the thread's use
     // of it (the thread frees it on exit).
@@ -177,10 +192,56 @@ extern "C" fn backing_main(arg: *mut libc::c_void) -> *mut libc::c_void {
     b.fs_base.store(arch::fs_base(), Ordering::Relaxed);
     b.ready.store(1, Ordering::Release);
     futex::wake(&b.ready, 1);
-    while b.cmd.load(Ordering::Acquire) != CMD_EXIT {
-        futex::wait(&b.cmd, CMD_IDLE);
+    loop {
+        match b.cmd.load(Ordering::Acquire) {
+            CMD_EXIT => break,
+            CMD_RUN => {
+                // SAFETY: the uthread that posted the job is blocked until `complete`
+                // runs, so the job (on its stack) and its TLS (ours) are ours meanwhile.
+                let job = unsafe { &mut *(b.job.load(Ordering::Acquire) as *mut Job<'_>) };
+                (job.run)();
+                let (uth, vcore, complete) = (job.uth, job.vcore, job.complete);
+                b.cmd.store(CMD_IDLE, Ordering::Release); // before `complete`: the uthread may post again
+                complete(uth, vcore);
+            }
+            _ => futex::wait(&b.cmd, CMD_IDLE),
+        }
     }
     // SAFETY: CMD_EXIT means nobody else refers to the record any more.
     drop(unsafe { Box::from_raw(arg as *mut Backing) });
     core::ptr::null_mut()
+}
+
+/// Runs `job` on the calling uthread's backing thread, on the uthread's own TLS, while
+/// only the uthread blocks: for system calls that cannot be made non-blocking (regular
+/// files, `open`, `stat`, name resolution). When `job` has run, the backing thread calls
+/// `complete(uth, vcore)` with the vcore the uthread blocked on; it must make the uthread
+/// runnable again (the syscall layer sends an `EV_SYSCALL` event to that vcore).
+///
+/// Returns false, without running `job`, if the caller is not a uthread with a backing
+/// thread (TLS-less uthreads, `main`, plain threads): run the job inline instead.
+#[must_use = "false means the job did not run"]
+pub fn run_on_backing(
+    job: &mut dyn FnMut(),
+    reason: crate::BlockReason,
+    complete: fn(NonNull<Uthread>, usize),
+) -> bool {
+    let Some(uth) = crate::current() else { return false };
+    // SAFETY: the running uthread's record; `backing` only changes in init / cleanup.
+    let Some(backing) = (unsafe { *uth.as_ref().backing.get() }) else { return false };
+    let mut j = Job { run: job, uth, vcore: 0, complete };
+    let jp = &mut j as *mut Job<'_> as usize;
+    crate::yield_with(true, move |uth| {
+        crate::has_blocked(uth, reason);
+        // SAFETY: the job is on the blocked uthread's stack; the backing thread has not
+        // seen it yet.
+        unsafe { (*(jp as *mut Job<'_>)).vcore = parlib_vcore::id() };
+        // SAFETY: the backing record lives while its uthread does; the job lives on the
+        // uthread's stack, which stays put while it is blocked.
+        let b = unsafe { backing.as_ref() };
+        b.job.store(jp, Ordering::Release);
+        b.cmd.store(CMD_RUN, Ordering::Release);
+        futex::wake(&b.cmd, 1);
+    });
+    true
 }

@@ -1,0 +1,406 @@
+//! The wrappers. Each returns `Ok(value)` or `Err(errno)`, never touching `errno`
+//! (the C face in `cabi` sets it). Outside a uthread each is the plain call, with one
+//! exception: on a descriptor we made non-blocking, a plain thread's call still blocks
+//! (we wait with `poll`), so its semantics do not change under it.
+
+use core::ptr::NonNull;
+
+use parlib_events::{EventMsg, EventType, EV_SYSCALL};
+use parlib_uthread::{self as uthread, BlockReason, Uthread};
+use parlib_vcore::arch::syscall6;
+
+use crate::fdkind::{self, Kind};
+use crate::poll::{wait_io, wake_closed};
+
+/// A raw system call: `Ok(result)` or `Err(errno)`.
+#[inline]
+pub(crate) fn sys(nr: libc::c_long, a: [usize; 6]) -> Result<usize, i32> {
+    // SAFETY: the wrappers pass arguments as the kernel expects them; the kernel checks
+    // user pointers and reports EFAULT.
+    let r = unsafe { syscall6(nr as usize, a[0], a[1], a[2], a[3], a[4], a[5]) };
+    if r < 0 {
+        Err(-r as i32)
+    } else {
+        Ok(r as usize)
+    }
+}
+
+const IN: u32 = libc::EPOLLIN as u32;
+const OUT: u32 = libc::EPOLLOUT as u32;
+
+fn on_uthread() -> bool {
+    uthread::current().is_some()
+}
+
+/// Retries `attempt` until it does not report `EAGAIN` (waiting for `events` on `fd`
+/// between tries) unless the `EAGAIN` is the user's. `EINTR` restarts, as `SA_RESTART`
+/// would.
+fn io_loop(
+    fd: i32,
+    k: Kind,
+    events: u32,
+    mut attempt: impl FnMut() -> Result<usize, i32>,
+) -> Result<usize, i32> {
+    loop {
+        match attempt() {
+            Err(libc::EINTR) => continue,
+            Err(libc::EAGAIN) if !fdkind::user_wants_eagain(fd, k) => {
+                if on_uthread() {
+                    wait_io(fd, events)?;
+                } else {
+                    thread_wait(fd, events)?;
+                }
+            }
+            r => return r,
+        }
+    }
+}
+
+/// A plain thread waits for readiness with `poll`.
+fn thread_wait(fd: i32, events: u32) -> Result<(), i32> {
+    let mut p = libc::pollfd { fd, events: events as i16, revents: 0 };
+    loop {
+        match sys(libc::SYS_poll, [&mut p as *mut libc::pollfd as usize, 1, usize::MAX, 0, 0, 0]) {
+            Err(libc::EINTR) => continue,
+            r => return r.map(drop),
+        }
+    }
+}
+
+/// Runs `f` where it may block: on the uthread's backing thread (on its own TLS) when the
+/// caller is a uthread with one, else right here.
+pub(crate) fn offload<R>(f: impl FnOnce() -> R) -> R {
+    if !on_uthread() {
+        return f();
+    }
+    let mut f = Some(f);
+    let mut out = None;
+    let mut job = || out = Some((f.take().expect("the job runs once"))());
+    if !uthread::run_on_backing(&mut job, BlockReason::Syscall, complete) {
+        job(); // TLS-less uthreads and `main` have no backing thread: block the vcore
+    }
+    out.expect("the job ran")
+}
+
+/// On the backing thread: the job is done; the issuing vcore makes the uthread runnable.
+fn complete(uth: NonNull<Uthread>, vcore: usize) {
+    let msg = EventMsg { arg0: uth.as_ptr() as u64, ..Default::default() };
+    if parlib_events::send_event(&msg, EV_SYSCALL, vcore).is_err() {
+        uthread::runnable(uth); // no events layer: wake it from here
+    }
+}
+
+/// The `EV_SYSCALL` handler, in the issuing vcore's vcore context.
+pub(crate) fn on_syscall_event(msg: &EventMsg, _: EventType) {
+    // SAFETY: `complete` sends the blocked uthread's record.
+    uthread::runnable(unsafe { NonNull::new_unchecked(msg.arg0 as *mut Uthread) });
+}
+
+/// Runs `f` for `fd` by kind: offloaded for regular files, else in the retry loop.
+fn by_kind(
+    fd: i32,
+    events: u32,
+    plain: impl Fn() -> Result<usize, i32>,
+    sock: impl Fn() -> Result<usize, i32>,
+) -> Result<usize, i32> {
+    loop {
+        let k = fdkind::kind(fd)?;
+        let r = match k {
+            Kind::Regular => return if on_uthread() { offload(plain) } else { plain() },
+            Kind::Socket => io_loop(fd, k, events, &sock),
+            _ => io_loop(fd, k, events, &plain),
+        };
+        if r == Err(libc::ENOTSOCK) && k == Kind::Socket {
+            fdkind::forget(fd); // the descriptor was reused behind our back
+            continue;
+        }
+        return r;
+    }
+}
+
+/// `read(2)`.
+pub fn read(fd: i32, buf: *mut u8, n: usize) -> Result<usize, i32> {
+    by_kind(
+        fd,
+        IN,
+        || sys(libc::SYS_read, [fd as usize, buf as usize, n, 0, 0, 0]),
+        || sys(libc::SYS_recvfrom, [fd as usize, buf as usize, n, libc::MSG_DONTWAIT as usize, 0, 0]),
+    )
+}
+
+/// `write(2)`.
+pub fn write(fd: i32, buf: *const u8, n: usize) -> Result<usize, i32> {
+    by_kind(
+        fd,
+        OUT,
+        || sys(libc::SYS_write, [fd as usize, buf as usize, n, 0, 0, 0]),
+        || sys(libc::SYS_sendto, [fd as usize, buf as usize, n, libc::MSG_DONTWAIT as usize, 0, 0]),
+    )
+}
+
+fn msghdr(iov: *const libc::iovec, cnt: i32) -> libc::msghdr {
+    // SAFETY: an all-zero msghdr is valid (no name, no control data).
+    let mut m: libc::msghdr = unsafe { core::mem::zeroed() };
+    m.msg_iov = iov as *mut libc::iovec;
+    m.msg_iovlen = cnt.max(0) as usize;
+    m
+}
+
+/// `readv(2)`.
+pub fn readv(fd: i32, iov: *const libc::iovec, cnt: i32) -> Result<usize, i32> {
+    by_kind(
+        fd,
+        IN,
+        || sys(libc::SYS_readv, [fd as usize, iov as usize, cnt as usize, 0, 0, 0]),
+        || {
+            let mut m = msghdr(iov, cnt);
+            sys(
+                libc::SYS_recvmsg,
+                [fd as usize, &mut m as *mut libc::msghdr as usize, libc::MSG_DONTWAIT as usize, 0, 0, 0],
+            )
+        },
+    )
+}
+
+/// `writev(2)`.
+pub fn writev(fd: i32, iov: *const libc::iovec, cnt: i32) -> Result<usize, i32> {
+    by_kind(
+        fd,
+        OUT,
+        || sys(libc::SYS_writev, [fd as usize, iov as usize, cnt as usize, 0, 0, 0]),
+        || {
+            let m = msghdr(iov, cnt);
+            sys(
+                libc::SYS_sendmsg,
+                [fd as usize, &m as *const libc::msghdr as usize, libc::MSG_DONTWAIT as usize, 0, 0, 0],
+            )
+        },
+    )
+}
+
+/// `pread(2)`: positioned I/O is for files, which go to the backing thread.
+pub fn pread(fd: i32, buf: *mut u8, n: usize, off: i64) -> Result<usize, i32> {
+    offload(|| sys(libc::SYS_pread64, [fd as usize, buf as usize, n, off as usize, 0, 0]))
+}
+
+/// `pwrite(2)`.
+pub fn pwrite(fd: i32, buf: *const u8, n: usize, off: i64) -> Result<usize, i32> {
+    offload(|| sys(libc::SYS_pwrite64, [fd as usize, buf as usize, n, off as usize, 0, 0]))
+}
+
+/// Socket calls with per-call flags: the user's `MSG_DONTWAIT` keeps its meaning.
+fn sock_call(
+    fd: i32,
+    flags: i32,
+    events: u32,
+    call: impl Fn(i32) -> Result<usize, i32>,
+) -> Result<usize, i32> {
+    if flags & libc::MSG_DONTWAIT != 0 {
+        return call(flags);
+    }
+    let k = fdkind::kind(fd)?;
+    io_loop(fd, k, events, || call(flags | libc::MSG_DONTWAIT))
+}
+
+/// `recv(2)`.
+pub fn recv(fd: i32, buf: *mut u8, n: usize, flags: i32) -> Result<usize, i32> {
+    recvfrom(fd, buf, n, flags, core::ptr::null_mut(), core::ptr::null_mut())
+}
+
+/// `recvfrom(2)`.
+pub fn recvfrom(
+    fd: i32,
+    buf: *mut u8,
+    n: usize,
+    flags: i32,
+    addr: *mut libc::sockaddr,
+    len: *mut libc::socklen_t,
+) -> Result<usize, i32> {
+    sock_call(fd, flags, IN, |f| {
+        sys(libc::SYS_recvfrom, [fd as usize, buf as usize, n, f as usize, addr as usize, len as usize])
+    })
+}
+
+/// `recvmsg(2)`.
+pub fn recvmsg(fd: i32, msg: *mut libc::msghdr, flags: i32) -> Result<usize, i32> {
+    sock_call(fd, flags, IN, |f| sys(libc::SYS_recvmsg, [fd as usize, msg as usize, f as usize, 0, 0, 0]))
+}
+
+/// `send(2)`.
+pub fn send(fd: i32, buf: *const u8, n: usize, flags: i32) -> Result<usize, i32> {
+    sendto(fd, buf, n, flags, core::ptr::null(), 0)
+}
+
+/// `sendto(2)`.
+pub fn sendto(
+    fd: i32,
+    buf: *const u8,
+    n: usize,
+    flags: i32,
+    addr: *const libc::sockaddr,
+    len: libc::socklen_t,
+) -> Result<usize, i32> {
+    sock_call(fd, flags, OUT, |f| {
+        sys(libc::SYS_sendto, [fd as usize, buf as usize, n, f as usize, addr as usize, len as usize])
+    })
+}
+
+/// `sendmsg(2)`.
+pub fn sendmsg(fd: i32, msg: *const libc::msghdr, flags: i32) -> Result<usize, i32> {
+    sock_call(fd, flags, OUT, |f| sys(libc::SYS_sendmsg, [fd as usize, msg as usize, f as usize, 0, 0, 0]))
+}
+
+/// `accept(2)`.
+pub fn accept(fd: i32, addr: *mut libc::sockaddr, len: *mut libc::socklen_t) -> Result<i32, i32> {
+    accept4(fd, addr, len, 0)
+}
+
+/// `accept4(2)`. The listening socket is made non-blocking (remembered as ours, so the
+/// user's view of blocking is kept); accepted sockets are blocking unless asked otherwise.
+pub fn accept4(
+    fd: i32,
+    addr: *mut libc::sockaddr,
+    len: *mut libc::socklen_t,
+    flags: i32,
+) -> Result<i32, i32> {
+    let call = || sys(libc::SYS_accept4, [fd as usize, addr as usize, len as usize, flags as usize, 0, 0]);
+    let r = if on_uthread() {
+        match fdkind::kind(fd)? {
+            Kind::Socket => {}
+            _ => return call().map(|v| v as i32), // not a socket: the kernel's ENOTSOCK
+        }
+        if fdkind::make_socket_nonblocking(fd)? {
+            io_loop(fd, Kind::OursNonblock, IN, call)
+        } else {
+            call() // the user's own non-blocking listener
+        }
+    } else {
+        loop {
+            match call() {
+                Err(libc::EINTR) => continue,
+                Err(libc::EAGAIN)
+                    if fdkind::kind(fd) == Ok(Kind::Socket)
+                        && !fdkind::user_wants_eagain(fd, Kind::Socket) =>
+                {
+                    thread_wait(fd, IN)?
+                }
+                r => break r,
+            }
+        }
+    };
+    let nfd = r? as i32;
+    fdkind::note_socket(nfd);
+    Ok(nfd)
+}
+
+/// `connect(2)`.
+pub fn connect(fd: i32, addr: *const libc::sockaddr, len: libc::socklen_t) -> Result<(), i32> {
+    let call = || sys(libc::SYS_connect, [fd as usize, addr as usize, len as usize, 0, 0, 0]).map(drop);
+    if !on_uthread() || !fdkind::make_socket_nonblocking(fd)? {
+        return call();
+    }
+    match call() {
+        Err(libc::EINPROGRESS) | Err(libc::EINTR) => {
+            wait_io(fd, OUT)?;
+            let mut err: i32 = 0;
+            let mut l = core::mem::size_of::<i32>() as libc::socklen_t;
+            sys(
+                libc::SYS_getsockopt,
+                [
+                    fd as usize,
+                    libc::SOL_SOCKET as usize,
+                    libc::SO_ERROR as usize,
+                    &mut err as *mut i32 as usize,
+                    &mut l as *mut _ as usize,
+                    0,
+                ],
+            )?;
+            if err == 0 {
+                Ok(())
+            } else {
+                Err(err)
+            }
+        }
+        r => r,
+    }
+}
+
+/// `socket(2)`.
+pub fn socket(domain: i32, ty: i32, proto: i32) -> Result<i32, i32> {
+    let fd = sys(libc::SYS_socket, [domain as usize, ty as usize, proto as usize, 0, 0, 0])? as i32;
+    fdkind::note_socket(fd);
+    Ok(fd)
+}
+
+/// `pipe2(2)` (`pipe` is `pipe2` with no flags).
+pub fn pipe2(fds: &mut [i32; 2], flags: i32) -> Result<(), i32> {
+    sys(libc::SYS_pipe2, [fds.as_mut_ptr() as usize, flags as usize, 0, 0, 0, 0])?;
+    fdkind::forget(fds[0]);
+    fdkind::forget(fds[1]);
+    Ok(())
+}
+
+/// `open(2)`: on the backing thread (it may block on the file system).
+pub fn open(path: *const libc::c_char, flags: i32, mode: libc::mode_t) -> Result<i32, i32> {
+    openat(libc::AT_FDCWD, path, flags, mode)
+}
+
+/// `openat(2)`.
+pub fn openat(dirfd: i32, path: *const libc::c_char, flags: i32, mode: libc::mode_t) -> Result<i32, i32> {
+    let fd = offload(|| {
+        sys(libc::SYS_openat, [dirfd as usize, path as usize, flags as usize, mode as usize, 0, 0])
+    })? as i32;
+    fdkind::forget(fd);
+    Ok(fd)
+}
+
+/// `close(2)`: wakes any uthread waiting on `fd` first (it retries and gets `EBADF`).
+pub fn close(fd: i32) -> Result<(), i32> {
+    wake_closed(fd);
+    fdkind::forget(fd);
+    sys(libc::SYS_close, [fd as usize, 0, 0, 0, 0, 0]).map(drop)
+}
+
+/// `poll(2)`. With a zero timeout it is the plain call; otherwise a uthread waits on its
+/// backing thread.
+pub fn poll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout_ms: i32) -> Result<usize, i32> {
+    let call = || sys(libc::SYS_poll, [fds as usize, n as usize, timeout_ms as isize as usize, 0, 0, 0]);
+    if timeout_ms == 0 {
+        call()
+    } else {
+        offload(call)
+    }
+}
+
+/// `nanosleep(2)`: a uthread sleeps with an alarm; the remainder is always 0 (a uthread's
+/// sleep is never interrupted).
+///
+/// # Errors
+/// `EINVAL` for a negative time or `tv_nsec` outside `0..1e9`.
+pub fn nanosleep(req: &libc::timespec, rem: Option<&mut libc::timespec>) -> Result<(), i32> {
+    if req.tv_sec < 0 || !(0..1_000_000_000).contains(&req.tv_nsec) {
+        return Err(libc::EINVAL);
+    }
+    if !on_uthread() {
+        let remp = rem.map_or(core::ptr::null_mut(), |r| r as *mut libc::timespec);
+        return sys(libc::SYS_nanosleep, [req as *const _ as usize, remp as usize, 0, 0, 0, 0]).map(drop);
+    }
+    parlib_alarms::sleep(core::time::Duration::new(req.tv_sec as u64, req.tv_nsec as u32));
+    if let Some(r) = rem {
+        *r = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    }
+    Ok(())
+}
+
+/// `usleep(3)`.
+pub fn usleep(us: u64) -> Result<(), i32> {
+    let req = libc::timespec { tv_sec: (us / 1_000_000) as i64, tv_nsec: ((us % 1_000_000) * 1000) as i64 };
+    nanosleep(&req, None)
+}
+
+/// `sleep(3)`: returns 0 (the seconds left unslept: a uthread's sleep is not interrupted).
+pub fn sleep(secs: u32) -> u32 {
+    let req = libc::timespec { tv_sec: secs as i64, tv_nsec: 0 };
+    let _ = nanosleep(&req, None);
+    0
+}
