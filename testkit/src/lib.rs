@@ -132,6 +132,16 @@ pub fn outcome_by_name(name: &str, timeout: Duration, env: &[(&str, &str)], body
     for (k, v) in env {
         cmd.env(k, v);
     }
+    // Children that abort on purpose (misuse, faults) must not leave core files behind.
+    // SAFETY: setrlimit is async-signal-safe, as pre_exec requires.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            let none = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+            libc::setrlimit(libc::RLIMIT_CORE, &none);
+            Ok(())
+        });
+    }
     let mut child = cmd.spawn().expect("spawn test child");
     let mut so = child.stdout.take().unwrap();
     let mut se = child.stderr.take().unwrap();
