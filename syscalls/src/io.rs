@@ -289,6 +289,7 @@ pub fn accept4(
         }
     };
     let nfd = r? as i32;
+    wake_closed(nfd); // a stale registration of this number, if a close bypassed us
     fdkind::note_socket(nfd);
     Ok(nfd)
 }
@@ -328,6 +329,7 @@ pub fn connect(fd: i32, addr: *const libc::sockaddr, len: libc::socklen_t) -> Re
 /// `socket(2)`.
 pub fn socket(domain: i32, ty: i32, proto: i32) -> Result<i32, i32> {
     let fd = sys(libc::SYS_socket, [domain as usize, ty as usize, proto as usize, 0, 0, 0])? as i32;
+    wake_closed(fd);
     fdkind::note_socket(fd);
     Ok(fd)
 }
@@ -335,8 +337,10 @@ pub fn socket(domain: i32, ty: i32, proto: i32) -> Result<i32, i32> {
 /// `pipe2(2)` (`pipe` is `pipe2` with no flags).
 pub fn pipe2(fds: &mut [i32; 2], flags: i32) -> Result<(), i32> {
     sys(libc::SYS_pipe2, [fds.as_mut_ptr() as usize, flags as usize, 0, 0, 0, 0])?;
-    fdkind::forget(fds[0]);
-    fdkind::forget(fds[1]);
+    for &fd in fds.iter() {
+        wake_closed(fd);
+        fdkind::forget(fd);
+    }
     Ok(())
 }
 

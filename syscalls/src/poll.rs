@@ -1,19 +1,32 @@
 //! I/O readiness: one epoll instance per vcore, integrated with scheduling.
 //!
-//! A uthread whose call would block registers its descriptor in the epoll instance of
-//! the vcore it runs on, then blocks (`wait_io`). Readiness is therefore reported on that
-//! vcore, which makes the uthread runnable itself: no thread hop, no cross-vcore traffic.
+//! A uthread whose call would block waits on its descriptor (`wait_io`) in the epoll
+//! instance of the vcore it runs on, so readiness is reported on that vcore, which makes
+//! the uthread runnable itself: no thread hop, no cross-vcore traffic.
 //!
 //! | vcore is ... | how readiness is noticed |
 //! |---|---|
 //! | parked | it sleeps in `epoll_wait` (the vcore park hook); readiness wakes it, and so does an eventfd write, which replaces the futex wake for ordinary requests and events |
-//! | busy or spinning in `sched_entry` | `handle_events` polls with a zero timeout while it has waiters: on every entry while polls keep finding readiness, else at most once per [`POLL_INTERVAL_NS`] |
+//! | spinning in `sched_entry` | its idle loop asks `events_pending`, which is true while it has waiters; the `handle_events` that follows polls with a zero timeout |
+//! | busy | `handle_events` polls on entries into vcore context while polls keep reporting, else at most once per [`POLL_INTERVAL_NS`] |
 //!
-//! Each descriptor is registered `EPOLLONESHOT` with the union of its waiters' interests,
-//! and re-armed for the waiters that remain after each report.
+//! # Registration
+//!
+//! A descriptor is registered once, edge-triggered, for both directions, on the vcore
+//! where a uthread first waits on it, and stays registered until the close wrapper
+//! removes it: steady-state waits cost no `epoll_ctl`. If a uthread waits on it from
+//! another vcore, the registration moves there (under `REG_LOCK`, with its waiters).
+//! Edge-triggered reports come once per transition, so readiness that arrives while
+//! nobody waits for it is remembered in the descriptor's `ready` bits, and the next
+//! waiter for it returns at once and retries its call.
+//!
+//! # Locks
+//!
+//! `REG_LOCK` (registration changes: first wait, move, close), then at most one vcore's
+//! `waiting` lock at a time. Reports take only their vcore's lock. Both are PDR.
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
@@ -21,14 +34,21 @@ use parlib_sync::PdrSpinLock;
 use parlib_uthread::{self as uthread, BlockReason, Uthread};
 use parlib_vcore::{self as vcore, arch::syscall6, ParkHook, Vcore};
 
-/// How often a busy vcore with waiters polls its epoll instance: a zero-timeout
-/// `epoll_wait` costs about half a microsecond here, so polling on every entry into vcore
-/// context (every switch) would dominate; 20 µs bounds the added latency well below a
-/// network round trip.
+use crate::fdkind::MAX_CACHED_FD;
+
+/// How often a busy vcore with waiters polls its epoll instance when the last poll found
+/// nothing: a zero-timeout `epoll_wait` costs about half a microsecond here, so polling on
+/// every entry into vcore context (every switch) would dominate; 20 µs bounds the added
+/// latency well below a network round trip.
 pub const POLL_INTERVAL_NS: u64 = 20_000;
 
 /// `epoll_event.data` of each vcore's eventfd (descriptors are never negative).
 const WAKE_TAG: u64 = u64::MAX;
+
+/// What a registration asks for: both directions, hang-ups, edge-triggered.
+const INTEREST: u32 = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
+/// Conditions that concern every waiter and stay true.
+const STICKY: u32 = (libc::EPOLLERR | libc::EPOLLHUP | libc::EPOLLRDHUP) as u32;
 
 /// A uthread waiting for readiness; on its stack while it waits.
 pub(crate) struct IoWaiter {
@@ -44,8 +64,15 @@ struct Ptr(*const IoWaiter);
 // SAFETY: waiters are only touched under their vcore's lock while they wait.
 unsafe impl Send for Ptr {}
 
+#[derive(Default)]
+struct FdState {
+    waiters: Vec<Ptr>,
+    /// Readiness reported while nobody waited for it (edge-triggered: not reported again).
+    ready: u32,
+}
+
 struct Waiting {
-    by_fd: HashMap<i32, Vec<Ptr>>,
+    by_fd: HashMap<i32, FdState>,
 }
 
 struct VcorePoll {
@@ -55,10 +82,41 @@ struct VcorePoll {
     count: AtomicUsize,
     last_poll: AtomicU64,
     /// Whether the last poll found readiness: then the next one need not wait.
-    hot: core::sync::atomic::AtomicBool,
+    hot: AtomicBool,
+    /// Set when an idle scheduler asks `events_pending`: its next poll is not throttled.
+    idle_asked: AtomicBool,
 }
 
 static POLL: OnceLock<Box<[VcorePoll]>> = OnceLock::new();
+
+/// Serialises registration changes (see the module docs).
+static REG_LOCK: PdrSpinLock<()> = PdrSpinLock::new(());
+/// Where each descriptor is registered: vcore id + 1, or 0. Larger descriptors use
+/// `REG_LARGE`.
+static REG_SMALL: [AtomicU32; MAX_CACHED_FD] = [const { AtomicU32::new(0) }; MAX_CACHED_FD];
+static REG_LARGE: PdrSpinLock<Option<HashMap<i32, u32>>> = PdrSpinLock::new(None);
+
+fn reg_get(fd: i32) -> u32 {
+    match usize::try_from(fd).ok().and_then(|i| REG_SMALL.get(i)) {
+        Some(r) => r.load(Ordering::Acquire),
+        None => REG_LARGE.lock().as_ref().and_then(|m| m.get(&fd).copied()).unwrap_or(0),
+    }
+}
+
+fn reg_set(fd: i32, v: u32) {
+    match usize::try_from(fd).ok().and_then(|i| REG_SMALL.get(i)) {
+        Some(r) => r.store(v, Ordering::Release),
+        None => {
+            let mut m = REG_LARGE.lock();
+            let m = m.get_or_insert_with(HashMap::new);
+            if v == 0 {
+                m.remove(&fd);
+            } else {
+                m.insert(fd, v);
+            }
+        }
+    }
+}
 
 pub(crate) fn init() -> std::io::Result<()> {
     if POLL.get().is_some() {
@@ -87,7 +145,8 @@ pub(crate) fn init() -> std::io::Result<()> {
             waiting: PdrSpinLock::new(Waiting { by_fd: HashMap::new() }),
             count: AtomicUsize::new(0),
             last_poll: AtomicU64::new(0),
-            hot: core::sync::atomic::AtomicBool::new(false),
+            hot: AtomicBool::new(false),
+            idle_asked: AtomicBool::new(false),
         });
     }
     let _ = POLL.set(v.into_boxed_slice());
@@ -108,37 +167,16 @@ fn polls() -> &'static [VcorePoll] {
 /// `EBADF`), or `EBADF` if it was closed while waiting.
 pub(crate) fn wait_io(fd: i32, events: u32) -> Result<(), i32> {
     let uth = uthread::current().expect("wait_io on a uthread");
-    let w = IoWaiter {
-        uth,
-        events,
-        closed: core::sync::atomic::AtomicBool::new(false),
-        error: AtomicI32::new(0),
-    };
-    let wp = Ptr(&w);
+    let w = IoWaiter { uth, events, closed: AtomicBool::new(false), error: AtomicI32::new(0) };
     let waddr = &w as *const IoWaiter as usize;
     uthread::yield_with(true, move |uth| {
         uthread::has_blocked(uth, BlockReason::Syscall);
-        let id = vcore::id();
-        let pv = &polls()[id];
-        let mut waiting = pv.waiting.lock();
-        let list = waiting.by_fd.entry(fd).or_default();
-        let first = list.is_empty();
-        list.push(wp);
-        // SAFETY: every pointer in the list is a live waiter (they leave it before waking).
-        let interest = list.iter().fold(0, |acc, p| acc | unsafe { (*p.0).events });
-        if let Err(e) = arm(pv.epfd, fd, interest, first) {
-            let list = waiting.by_fd.get_mut(&fd).expect("just inserted");
-            list.pop();
-            if list.is_empty() {
-                waiting.by_fd.remove(&fd);
-            }
-            drop(waiting);
-            // SAFETY: the waiter lives on the blocked uthread's stack.
-            unsafe { (*(waddr as *const IoWaiter)).error.store(e, Ordering::Relaxed) };
+        // SAFETY: the waiter lives on the blocked uthread's stack until it is woken.
+        let w = unsafe { &*(waddr as *const IoWaiter) };
+        if let Err(e) = enqueue(vcore::id(), fd, w) {
+            w.error.store(e, Ordering::Relaxed);
             uthread::runnable(uth);
-            return;
         }
-        pv.count.fetch_add(1, Ordering::Relaxed);
     });
     if w.closed.load(Ordering::Acquire) {
         return Err(libc::EBADF);
@@ -149,11 +187,76 @@ pub(crate) fn wait_io(fd: i32, events: u32) -> Result<(), i32> {
     }
 }
 
-fn arm(epfd: i32, fd: i32, interest: u32, first: bool) -> Result<(), i32> {
-    let mut ev = libc::epoll_event { events: interest | libc::EPOLLONESHOT as u32, u64: fd as u64 };
-    let op = if first { libc::EPOLL_CTL_ADD } else { libc::EPOLL_CTL_MOD };
+/// In vcore context on vcore `id`: makes sure `fd` is registered here, then either
+/// returns at once (readiness already remembered: the uthread is woken to retry) or
+/// queues the waiter.
+fn enqueue(id: usize, fd: i32, w: &IoWaiter) -> Result<(), i32> {
+    let pv = &polls()[id];
+    loop {
+        if reg_get(fd) != id as u32 + 1 {
+            register_here(id, fd)?;
+        }
+        let mut waiting = pv.waiting.lock();
+        if reg_get(fd) != id as u32 + 1 {
+            continue; // moved away or closed meanwhile: register again
+        }
+        let st = waiting.by_fd.entry(fd).or_default();
+        if st.ready & (w.events | STICKY) != 0 {
+            st.ready &= !w.events | STICKY;
+            drop(waiting);
+            uthread::runnable(w.uth);
+            return Ok(());
+        }
+        st.waiters.push(Ptr(w));
+        pv.count.fetch_add(1, Ordering::Relaxed);
+        return Ok(());
+    }
+}
+
+/// Registers `fd` on vcore `id`'s epoll instance, moving it (with its waiters and
+/// remembered readiness) from wherever it was.
+fn register_here(id: usize, fd: i32) -> Result<(), i32> {
+    let _g = REG_LOCK.lock();
+    let here = id as u32 + 1;
+    let was = reg_get(fd);
+    if was == here {
+        return Ok(());
+    }
+    let mut moved = FdState::default();
+    if was != 0 {
+        let old = &polls()[was as usize - 1];
+        let mut waiting = old.waiting.lock();
+        if let Some(st) = waiting.by_fd.remove(&fd) {
+            old.count.fetch_sub(st.waiters.len(), Ordering::Relaxed);
+            moved = st;
+        }
+        epoll_ctl(old.epfd, libc::EPOLL_CTL_DEL, fd, 0).ok();
+        reg_set(fd, 0);
+    }
+    let pv = &polls()[id];
+    let mut waiting = pv.waiting.lock();
+    let r = match epoll_ctl(pv.epfd, libc::EPOLL_CTL_ADD, fd, INTEREST) {
+        Err(libc::EEXIST) => epoll_ctl(pv.epfd, libc::EPOLL_CTL_MOD, fd, INTEREST),
+        r => r,
+    };
+    if let Err(e) = r {
+        drop(waiting);
+        for p in moved.waiters {
+            // SAFETY: moved waiters are alive until woken; they retry and meet the error.
+            uthread::runnable(unsafe { (*p.0).uth });
+        }
+        return Err(e);
+    }
+    pv.count.fetch_add(moved.waiters.len(), Ordering::Relaxed);
+    waiting.by_fd.insert(fd, moved);
+    reg_set(fd, here);
+    Ok(())
+}
+
+fn epoll_ctl(epfd: i32, op: i32, fd: i32, events: u32) -> Result<(), i32> {
+    let mut ev = libc::epoll_event { events, u64: fd as u64 };
     // SAFETY: raw epoll_ctl (no errno) with a valid event.
-    let mut r = unsafe {
+    let r = unsafe {
         syscall6(
             libc::SYS_epoll_ctl as usize,
             epfd as usize,
@@ -164,21 +267,6 @@ fn arm(epfd: i32, fd: i32, interest: u32, first: bool) -> Result<(), i32> {
             0,
         )
     };
-    if r == -(libc::EEXIST as isize) || r == -(libc::ENOENT as isize) {
-        let op = if r == -(libc::EEXIST as isize) { libc::EPOLL_CTL_MOD } else { libc::EPOLL_CTL_ADD };
-        // SAFETY: as above.
-        r = unsafe {
-            syscall6(
-                libc::SYS_epoll_ctl as usize,
-                epfd as usize,
-                op as usize,
-                fd as usize,
-                &mut ev as *mut _ as usize,
-                0,
-                0,
-            )
-        };
-    }
     if r < 0 {
         Err(-r as i32)
     } else {
@@ -218,45 +306,30 @@ fn poll(id: usize, timeout_ms: i32) -> (usize, bool) {
         }
         woken += report(pv, data as i32, revents);
     }
-    pv.hot.store(woken > 0, Ordering::Relaxed);
+    pv.hot.store(n > 0, Ordering::Relaxed);
     (woken, wake)
 }
 
 /// Wakes the waiters of `fd` whose interest `revents` satisfies (all of them on an error
-/// or hang-up) and re-arms the descriptor for the rest.
+/// or hang-up) and remembers what nobody waited for.
 fn report(pv: &VcorePoll, fd: i32, revents: u32) -> usize {
-    let all = revents & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0;
+    let sticky = revents & STICKY;
     let mut ready = Vec::new();
     {
         let mut waiting = pv.waiting.lock();
-        let Some(list) = waiting.by_fd.get_mut(&fd) else { return 0 };
+        let Some(st) = waiting.by_fd.get_mut(&fd) else { return 0 };
+        let mut wanted = 0;
         // SAFETY: every pointer in the list is a live waiter.
-        list.retain(|p| {
-            let hit = all || unsafe { (*p.0).events } & revents != 0;
+        st.waiters.retain(|p| {
+            let ev = unsafe { (*p.0).events };
+            let hit = sticky != 0 || ev & revents != 0;
             if hit {
+                wanted |= ev;
                 ready.push(unsafe { (*p.0).uth });
             }
             !hit
         });
-        if list.is_empty() {
-            waiting.by_fd.remove(&fd);
-            // SAFETY: raw epoll_ctl DEL; a stale descriptor is fine (ENOENT/EBADF).
-            unsafe {
-                syscall6(
-                    libc::SYS_epoll_ctl as usize,
-                    pv.epfd as usize,
-                    libc::EPOLL_CTL_DEL as usize,
-                    fd as usize,
-                    0,
-                    0,
-                    0,
-                )
-            };
-        } else {
-            // SAFETY: as above.
-            let interest = list.iter().fold(0, |acc, p| acc | unsafe { (*p.0).events });
-            let _ = arm(pv.epfd, fd, interest, false);
-        }
+        st.ready |= (revents & !wanted) | sticky;
     }
     pv.count.fetch_sub(ready.len(), Ordering::Relaxed);
     let n = ready.len();
@@ -266,19 +339,30 @@ fn report(pv: &VcorePoll, fd: i32, revents: u32) -> usize {
     n
 }
 
-/// The busy poll, called by `handle_events` on every entry into vcore context.
+/// The poll `handle_events` makes on every entry into vcore context. Throttled (see
+/// [`POLL_INTERVAL_NS`]) unless the last poll found readiness or an idle scheduler asked.
 fn poll_busy(id: usize) -> usize {
-    if !poll_pending(id) {
+    let Some(pv) = polls().get(id) else { return 0 };
+    if pv.count.load(Ordering::Relaxed) == 0 {
+        return 0;
+    }
+    let due = pv.idle_asked.swap(false, Ordering::Relaxed)
+        || pv.hot.load(Ordering::Relaxed)
+        || parlib_sync::now_ns().saturating_sub(pv.last_poll.load(Ordering::Relaxed)) >= POLL_INTERVAL_NS;
+    if !due {
         return 0;
     }
     poll(id, 0).0
 }
 
+/// `events_pending` for an idle scheduler: any waiter makes a poll worth it.
 fn poll_pending(id: usize) -> bool {
     let Some(pv) = polls().get(id) else { return false };
-    pv.count.load(Ordering::Relaxed) > 0
-        && (pv.hot.load(Ordering::Relaxed)
-            || parlib_sync::now_ns().saturating_sub(pv.last_poll.load(Ordering::Relaxed)) >= POLL_INTERVAL_NS)
+    let waiting = pv.count.load(Ordering::Relaxed) > 0;
+    if waiting {
+        pv.idle_asked.store(true, Ordering::Relaxed);
+    }
+    waiting
 }
 
 /// The park hook's sleep: `epoll_wait` with no timeout. Readiness wakes the uthreads here.
@@ -298,39 +382,34 @@ fn park_wake(vc: &Vcore) {
     }
 }
 
-/// Wakes every uthread waiting on `fd`, on every vcore, with "closed" (the close wrapper
-/// calls this before closing, so no waiter hangs on a descriptor that is gone).
+/// Forgets `fd`'s registration and wakes every uthread waiting on it with "closed" (the
+/// close wrapper calls this before closing, so no waiter hangs on a descriptor that is
+/// gone; descriptor-creating wrappers call it for the new number, in case an old
+/// registration of that number outlived a close that bypassed us).
 pub(crate) fn wake_closed(fd: i32) {
-    for pv in polls() {
-        let taken = {
-            let mut waiting = pv.waiting.lock();
-            match waiting.by_fd.remove(&fd) {
-                Some(list) => {
-                    // SAFETY: raw epoll_ctl DEL on a descriptor that is still open.
-                    unsafe {
-                        syscall6(
-                            libc::SYS_epoll_ctl as usize,
-                            pv.epfd as usize,
-                            libc::EPOLL_CTL_DEL as usize,
-                            fd as usize,
-                            0,
-                            0,
-                            0,
-                        )
-                    };
-                    list
-                }
-                None => continue,
-            }
+    if polls().is_empty() {
+        return;
+    }
+    let _g = REG_LOCK.lock();
+    let r = reg_get(fd);
+    if r == 0 {
+        return;
+    }
+    let pv = &polls()[r as usize - 1];
+    let taken = {
+        let mut waiting = pv.waiting.lock();
+        let st = waiting.by_fd.remove(&fd).unwrap_or_default();
+        epoll_ctl(pv.epfd, libc::EPOLL_CTL_DEL, fd, 0).ok();
+        reg_set(fd, 0);
+        st.waiters
+    };
+    pv.count.fetch_sub(taken.len(), Ordering::Relaxed);
+    for p in taken {
+        // SAFETY: the waiter is alive until it is woken.
+        let uth = unsafe {
+            (*p.0).closed.store(true, Ordering::Release);
+            (*p.0).uth
         };
-        pv.count.fetch_sub(taken.len(), Ordering::Relaxed);
-        for p in taken {
-            // SAFETY: the waiter is alive until it is woken.
-            let uth = unsafe {
-                (*p.0).closed.store(true, Ordering::Release);
-                (*p.0).uth
-            };
-            uthread::runnable(uth);
-        }
+        uthread::runnable(uth);
     }
 }
