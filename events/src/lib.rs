@@ -317,12 +317,7 @@ pub fn set_poller(p: Poller) -> bool {
 /// context (always disabled there) or on a plain thread.
 #[inline]
 pub fn disable_notifs() {
-    if let Some(vc) = vcore::this() {
-        if !vc.in_vcore_context() {
-            // SAFETY: we run on a vcore, outside vcore context.
-            unsafe { vcore::notif::disable_notifs() };
-        }
-    }
+    let _ = vcore::notif::disable_if_uthread();
 }
 
 /// Re-enables notifications for the running uthread (depth - 1); at depth 0 a pending
@@ -332,10 +327,10 @@ pub fn disable_notifs() {
 /// Without a matching [`disable_notifs`].
 #[inline]
 pub fn enable_notifs() {
-    if let Some(vc) = vcore::this() {
-        if !vc.in_vcore_context() {
-            // SAFETY: we run on a vcore, outside vcore context.
-            unsafe { vcore::notif::enable_notifs() };
-        }
+    // With notifications disabled the uthread cannot have moved, so the vcore it runs on
+    // is the one whose depth it raised.
+    if vcore::this().is_some() && !vcore::in_vcore_context() {
+        // SAFETY: we run on a vcore, outside vcore context.
+        unsafe { vcore::notif::enable_notifs() };
     }
 }

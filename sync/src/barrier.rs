@@ -1,8 +1,8 @@
 //! Barriers, in `pthread_barrier_t`'s 32 bytes.
 //!
-//! The last of `count` arrivals starts a new generation and wakes everyone queued; it
-//! is the "serial" one (`PTHREAD_BARRIER_SERIAL_THREAD`). Waiters wait for the
-//! generation to change, re-checking after every wake-up.
+//! The last of `count` arrivals starts a new phase and wakes everyone queued; it
+//! is the "serial" one (`PTHREAD_BARRIER_SERIAL_THREAD`). Only that arrival wakes
+//! waiters, so a woken waiter is released and returns without touching the barrier.
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -18,7 +18,8 @@ pub struct RawBarrier {
     /// Arrivals per phase; 0 until initialised.
     count: AtomicU32,
     arrived: AtomicU32,
-    generation: AtomicU32,
+    /// Keeps glibc's 32 bytes.
+    _reserved: AtomicU32,
     waiters: WaitQueue,
 }
 
@@ -32,7 +33,7 @@ impl RawBarrier {
             qlock: QLock(AtomicU32::new(0)),
             count: AtomicU32::new(count),
             arrived: AtomicU32::new(0),
-            generation: AtomicU32::new(0),
+            _reserved: AtomicU32::new(0),
             waiters: WaitQueue::new(),
         }
     }
@@ -58,7 +59,7 @@ impl RawBarrier {
     /// # Errors
     /// `EINVAL` if the barrier was never initialised (count 0).
     pub fn wait(&self) -> Result<bool, Errno> {
-        let mut g = self.qlock.lock();
+        let g = self.qlock.lock();
         let count = self.count.load(Ordering::Relaxed);
         if count == 0 {
             return Err(Errno::INVAL);
@@ -66,7 +67,6 @@ impl RawBarrier {
         let arrived = self.arrived.load(Ordering::Relaxed) + 1;
         if arrived == count {
             self.arrived.store(0, Ordering::Relaxed);
-            self.generation.store(self.generation.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
             // SAFETY: under the queue lock; each node is unlinked before it is woken.
             while let Some(w) = unsafe { self.waiters.pop_front() } {
                 // SAFETY: unlinked just now; woken once.
@@ -75,14 +75,13 @@ impl RawBarrier {
             return Ok(true);
         }
         self.arrived.store(arrived, Ordering::Relaxed);
-        let gen = self.generation.load(Ordering::Relaxed);
-        while self.generation.load(Ordering::Relaxed) == gen {
-            let mut node = Waiter::for_caller("Barrier::wait");
-            // SAFETY: under the queue lock; `node` stays alive until a waker unlinks it.
-            unsafe { self.waiters.push_back(&mut node) };
-            block(g, &node, BlockReason::Barrier);
-            g = self.qlock.lock();
-        }
+        let mut node = Waiter::for_caller("Barrier::wait");
+        // SAFETY: under the queue lock; `node` stays alive until a waker unlinks it.
+        unsafe { self.waiters.push_back(&mut node) };
+        block(g, &node, BlockReason::Barrier);
+        // Only the last arrival of a phase wakes waiters, so being woken means released.
+        // Return without touching the barrier again: the serial caller may destroy and
+        // reuse it at once (POSIX allows it; glibc's destroy waits for us instead).
         Ok(false)
     }
 

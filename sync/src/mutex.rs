@@ -10,8 +10,9 @@
 //!
 //! Locking is one compare-and-swap 0→1 when uncontended. A contender takes the queue
 //! lock and swaps in 2: if it got 0 the mutex is its own, else it queues and blocks
-//! (see `waitq`). Unlocking swaps in 0; if it took out 2 it wakes the first waiter,
-//! which retries (Mesa semantics). Because a contender sets 2 under the queue lock and
+//! (see `waitq`). Unlocking swaps 1 for 0; if it finds 2 it takes the queue lock,
+//! unlinks the first waiter, stores 0, releases the lock and wakes the waiter, which
+//! retries (Mesa semantics). Because a contender sets 2 under the queue lock and
 //! queues before releasing it, an unlocker that saw 2 always finds it queued.
 
 use core::cell::UnsafeCell;
@@ -227,24 +228,30 @@ impl RawMutex {
             self.count.store(0, Ordering::Relaxed);
             self.owner.store(0, Ordering::Relaxed);
         }
-        match self.state.swap(0, Ordering::Release) {
-            0 => Err(Errno::PERM),
-            1 => Ok(()),
-            _ => {
-                self.wake_one();
-                Ok(())
-            }
+        if self.state.compare_exchange(1, 0, Ordering::Release, Ordering::Relaxed).is_ok() {
+            return Ok(());
         }
+        if self.state.load(Ordering::Relaxed) == 0 {
+            return Err(Errno::PERM);
+        }
+        self.unlock_contended();
+        Ok(())
     }
 
+    /// Unlocks with waiters (state 2). The state goes to 0 while the queue lock is held,
+    /// and releasing that lock is the last touch of the mutex: POSIX lets another thread
+    /// lock, unlock and destroy it the moment it is unlocked, and `destroy` takes the
+    /// queue lock, so it cannot finish before we are done (glibc bug 13690 was this).
     #[cold]
-    fn wake_one(&self) {
+    fn unlock_contended(&self) {
         let g = self.qlock.lock();
         // SAFETY: under the queue lock.
         let w = unsafe { self.waiters.pop_front() };
+        self.state.store(0, Ordering::Release);
         drop(g);
         if let Some(w) = w {
-            // SAFETY: unlinked under the lock just now; woken once.
+            // SAFETY: unlinked under the lock just now; woken once. Only the waiter's
+            // node is touched, not the mutex.
             unsafe { Waiter::wake(w) };
         }
     }
@@ -259,7 +266,10 @@ impl RawMutex {
     /// # Errors
     /// `EBUSY` if it is locked.
     pub fn destroy(&self) -> Result<(), Errno> {
-        if self.is_locked() {
+        // Taking the queue lock waits for an unlocker still inside `unlock_contended`.
+        let _g = self.qlock.lock();
+        // SAFETY: under the queue lock.
+        if self.is_locked() || unsafe { !self.waiters.is_empty() } {
             Err(Errno::BUSY)
         } else {
             Ok(())

@@ -18,10 +18,10 @@ pub use parlib_events::{disable_notifs, enable_notifs};
 
 /// The running uthread's disable depth (0 in vcore context and outside uthreads).
 pub fn notif_disable_depth() -> u32 {
-    match parlib_vcore::this() {
-        Some(vc) if !vc.in_vcore_context() => vc.notif_depth(),
-        _ => 0,
+    if parlib_vcore::in_vcore_context() {
+        return 0;
     }
+    parlib_vcore::notif::running_depth()
 }
 
 /// Keeps notifications disabled while it lives.

@@ -2,9 +2,10 @@
 //!
 //! # A yield, step by step
 //!
-//! `yield_with(true, f)` on uthread U, vcore V:
-//! 1. U's state becomes `Yielding`; V is marked as in vcore context, so from here on
-//!    nothing may interrupt it;
+//! `yield_with(true, f)` on uthread U:
+//! 1. U's state becomes `Yielding`; U disables notifications (a `%gs`-relative
+//!    increment), which pins it to the vcore V it runs on, then looks V up and marks it
+//!    as in vcore context; U's saved depth excludes the pin;
 //! 2. the FS base becomes V's own TLS (skipped for TLS-less uthreads, which already run
 //!    on it);
 //! 3. `arch::save_and_call` pushes U's callee-saved registers on U's stack, stores the
@@ -129,11 +130,12 @@ pub unsafe fn cleanup(uth: NonNull<Uthread>) {
 /// The uthread running this code, or `None` in vcore context and on plain threads.
 #[inline]
 pub fn current() -> Option<NonNull<Uthread>> {
-    let vc = vcore::this()?;
-    if vc.in_vcore_context() {
+    // Two %gs-relative loads: each reads the vcore the caller runs on at that instant,
+    // and on whichever vcore a running uthread runs, it is that vcore's current one.
+    if vcore::in_vcore_context() {
         return None;
     }
-    NonNull::new(vc.current().cast())
+    NonNull::new(vcore::current_raw().cast())
 }
 
 /// In vcore context: the uthread this vcore was running when a notification interrupted
@@ -147,17 +149,21 @@ pub fn interrupted() -> Option<NonNull<Uthread>> {
     NonNull::new(vc.current().cast())
 }
 
-/// The vcore and uthread running this code, or a panic naming `what`.
+/// Pins the running uthread `u` to its vcore (notifications disabled, so no preemption
+/// can move it) and returns that vcore. The caller must go on into vcore context, where
+/// the pin ends.
 #[inline]
-fn running_uthread(what: &str) -> (&'static Vcore, &'static Uthread) {
-    if let Some(vc) = vcore::this() {
-        let cur = vc.current();
-        if !vc.in_vcore_context() && !cur.is_null() {
-            // SAFETY: `current` is the live uthread running this code.
-            return (vc, unsafe { &*(cur as *const Uthread) });
-        }
-    }
-    not_on_uthread(what)
+fn pin(u: &Uthread) -> &'static Vcore {
+    // SAFETY: `u` runs, so we are on a vcore; the increment is %gs-relative. From here no
+    // notification can interrupt us, so the record below stays ours.
+    unsafe { vcore::notif::disable_notifs() };
+    // SAFETY: as above.
+    let vc = unsafe { vcore::this_unchecked() };
+    assert!(
+        core::ptr::eq(vc.current() as *const Uthread, u),
+        "uthread layer: a pinned uthread is its vcore's current"
+    );
+    vc
 }
 
 #[cold]
@@ -192,13 +198,16 @@ fn not_in_vcore_context(what: &str) -> ! {
 /// Outside a uthread.
 #[inline]
 pub fn yield_with<F: FnOnce(NonNull<Uthread>)>(save_state: bool, f: F) {
-    let (vc, u) = running_uthread("uthread::yield_with");
+    let Some(uth) = current() else { not_on_uthread("uthread::yield_with") };
+    // SAFETY: the running uthread's own record.
+    let u: &Uthread = unsafe { uth.as_ref() };
     u.transition(
         "uthread::yield_with",
         &[State::Running],
         if save_state { State::Yielding } else { State::Done },
     );
-    u.notif_depth.store(vc.notif_depth(), Ordering::Relaxed);
+    let vc = pin(u);
+    u.notif_depth.store(vc.notif_depth() - 1, Ordering::Relaxed); // its own, without the pin
     let mut f = ManuallyDrop::new(f);
     let fp = &mut f as *mut ManuallyDrop<F> as usize;
     let up = u as *const Uthread as usize;

@@ -164,14 +164,23 @@ pub unsafe fn disable_notifs() {
 /// thread); returns whether it did, so the caller knows to re-enable them.
 #[inline]
 pub fn disable_if_uthread() -> bool {
-    match this() {
-        Some(vc) if !vc.in_vcore_context() => {
-            // SAFETY: we run on a vcore, outside vcore context: a uthread.
-            unsafe { disable_notifs() };
-            true
-        }
-        _ => false,
+    if this().is_none() || crate::vcore::in_vcore_context() {
+        return false;
     }
+    // SAFETY: we run on a vcore, outside vcore context: a uthread. The increment is
+    // %gs-relative, so it lands on whichever vcore we run on by then.
+    unsafe { disable_notifs() };
+    true
+}
+
+/// The disable depth of the running uthread (a `%gs`-relative load; 0 outside vcores).
+#[inline]
+pub fn running_depth() -> u32 {
+    if this().is_none() {
+        return 0;
+    }
+    // SAFETY: on a vcore, %gs:DEPTH_OFF is the depth word.
+    unsafe { crate::arch::gs_load_u32::<DEPTH_OFF>() }
 }
 
 /// Re-enables notifications on the calling vcore (depth - 1); at 0, delivers a pending

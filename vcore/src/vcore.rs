@@ -289,25 +289,56 @@ pub fn get(id: usize) -> Result<&'static Vcore, Error> {
 
 /// The vcore the caller runs on, or `None` outside vcores (plain threads, backing
 /// threads, tasks that inherited a vcore's GS base).
+///
+/// On a uthread that can be preempted the answer may be stale by the time it is used:
+/// the uthread may have moved to another vcore. Use the record only for what does not
+/// depend on that (or pin the uthread first with `notif::disable_notifs`), and read the
+/// running context's own state with [`current_raw`] and [`in_vcore_context`], which are
+/// single `%gs`-relative loads and always see the vcore the code runs on.
 #[inline]
 pub fn this() -> Option<&'static Vcore> {
-    let gs = arch::gs_base();
-    if gs == 0 {
-        return None;
+    // A preemption between reading GS and checking FS against that vcore's fields could
+    // move us: then GS changes, and we look again. A task that only inherited a GS base
+    // fails the check every time; a uthread would have to be moved away and back between
+    // two reads, three times over, to be refused.
+    for _ in 0..3 {
+        let gs = arch::gs_base();
+        if gs == 0 {
+            return None;
+        }
+        let base = VCORES.load(Ordering::Relaxed) as usize;
+        let size = core::mem::size_of::<Vcore>();
+        let off = gs.wrapping_sub(base);
+        if off >= NR_VCORES.load(Ordering::Relaxed) * size || !off.is_multiple_of(size) {
+            return None; // GS belongs to something else
+        }
+        // SAFETY: `gs` points at one of our records, which live forever.
+        let vc = unsafe { &*(gs as *const Vcore) };
+        let fs = arch::fs_base();
+        let ok = fs == vc.tls() || fs == vc.current_tls();
+        if arch::gs_base() == gs {
+            if ok {
+                return Some(vc);
+            }
+            continue; // a consistent "no" is tried again before it is believed
+        }
     }
-    let base = VCORES.load(Ordering::Relaxed) as usize;
-    let size = core::mem::size_of::<Vcore>();
-    let off = gs.wrapping_sub(base);
-    if off >= NR_VCORES.load(Ordering::Relaxed) * size || !off.is_multiple_of(size) {
-        return None; // GS belongs to something else
+    None
+}
+
+const VCTX_OFF: usize = core::mem::offset_of!(Vcore, vcore_ctx);
+const CURRENT_OFF: usize = core::mem::offset_of!(Vcore, current);
+
+/// The opaque current-uthread pointer of the vcore the caller runs on, read with one
+/// `%gs`-relative load (so it is right even if the caller migrates around it), or null
+/// outside vcores.
+#[inline]
+pub fn current_raw() -> *mut () {
+    if this().is_none() {
+        return core::ptr::null_mut();
     }
-    // SAFETY: `gs` points at one of our records, which live forever.
-    let vc = unsafe { &*(gs as *const Vcore) };
-    let fs = arch::fs_base();
-    if fs != vc.tls() && fs != vc.current_tls() {
-        return None; // a task that inherited the GS base of vcore `vc`
-    }
-    Some(vc)
+    // SAFETY: on a vcore task, %gs:CURRENT_OFF is the `current` field of its record.
+    unsafe { arch::gs_load_usize::<CURRENT_OFF>() as *mut () }
 }
 
 /// The vcore the caller runs on, without checks.
@@ -355,10 +386,12 @@ pub fn try_id() -> Option<usize> {
     this().map(|v| v.id)
 }
 
-/// Whether the caller is in vcore context.
+/// Whether the caller is in vcore context (a `%gs`-relative load: right even for a
+/// uthread that migrates around the call).
 #[inline]
 pub fn in_vcore_context() -> bool {
-    this().is_some_and(Vcore::in_vcore_context)
+    // SAFETY: on a vcore task, %gs:VCTX_OFF is the `vcore_ctx` flag of its record.
+    this().is_some() && unsafe { arch::gs_load_u8::<VCTX_OFF>() } != 0
 }
 
 /// The CPU vcore `id` is pinned to.

@@ -570,6 +570,49 @@ pub unsafe extern "C" fn interrupt_trampoline() -> ! {
     )
 }
 
+/// Loads the word at `%gs:OFF` in one instruction: the field of whichever vcore the code
+/// runs on at that instant.
+///
+/// # Safety
+/// The running task must be a vcore and `OFF` the offset of a `usize` in its record.
+#[inline(always)]
+pub unsafe fn gs_load_usize<const OFF: usize>() -> usize {
+    let v: usize;
+    // SAFETY: the caller guarantees %gs:OFF is a usize of this vcore's record.
+    unsafe {
+        asm!("mov {}, qword ptr gs:[{off}]", out(reg) v, off = const OFF, options(nostack, readonly, preserves_flags))
+    };
+    v
+}
+
+/// Loads the `u32` at `%gs:OFF` in one instruction (see [`gs_load_usize`]).
+///
+/// # Safety
+/// The running task must be a vcore and `OFF` the offset of a `u32` in its record.
+#[inline(always)]
+pub unsafe fn gs_load_u32<const OFF: usize>() -> u32 {
+    let v: u32;
+    // SAFETY: the caller guarantees %gs:OFF is a u32 of this vcore's record.
+    unsafe {
+        asm!("mov {:e}, dword ptr gs:[{off}]", out(reg) v, off = const OFF, options(nostack, readonly, preserves_flags))
+    };
+    v
+}
+
+/// Loads the byte at `%gs:OFF` in one instruction (see [`gs_load_usize`]).
+///
+/// # Safety
+/// The running task must be a vcore and `OFF` the offset of a `u8`/`bool` in its record.
+#[inline(always)]
+pub unsafe fn gs_load_u8<const OFF: usize>() -> u8 {
+    let v: u8;
+    // SAFETY: the caller guarantees %gs:OFF is a byte of this vcore's record.
+    unsafe {
+        asm!("mov {}, byte ptr gs:[{off}]", out(reg_byte) v, off = const OFF, options(nostack, readonly, preserves_flags))
+    };
+    v
+}
+
 /// Adds 1 to the `u32` at `%gs:OFF`: one instruction, so a preemption cannot split the
 /// read from the write and land the update on another vcore's record.
 ///
