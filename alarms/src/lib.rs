@@ -123,6 +123,19 @@ impl parlib_sync::TimeoutService for Timeouts {
         let rec = slot as *mut TimeoutRecord;
         // SAFETY: armed by `arm`; the record is never dropped (the slot is raw storage),
         // so its waiter's Drop does not run.
-        unsafe { (*rec).waiter.stop() }
+        let w = unsafe { &(*rec).waiter };
+        if w.stop() {
+            return true;
+        }
+        // Fired or firing: the expiry code touches the slot until it marks it DONE, and
+        // the slot is in the caller's frame, so wait for that.
+        while w.state.load(core::sync::atomic::Ordering::Acquire) == waiter::FIRING {
+            if parlib_uthread::current().is_some() {
+                parlib_uthread::yield_with(true, parlib_uthread::paused);
+            } else {
+                core::hint::spin_loop();
+            }
+        }
+        false
     }
 }

@@ -106,6 +106,8 @@ fn on_timer(id: usize) {
 }
 
 fn arm(pv: &PerVcore, set: &mut Set, at: u64) {
+    // An all-zero it_value disarms a POSIX timer; time 0 is long past anyway.
+    let at = at.max(1);
     set.armed_at = at;
     let its = libc::itimerspec {
         it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
@@ -146,17 +148,30 @@ pub(crate) fn start(w: &AlarmWaiter) {
     let pv = &vcores()[id];
     let mut set = pv.set.lock();
     let s = w.state.load(Ordering::Acquire);
-    assert!(s == IDLE || s == DONE, "AlarmWaiter::start: the alarm is already started");
+    // FIRING: a periodic alarm restarting itself from its own callback.
+    assert!(s != ARMED, "AlarmWaiter::start: the alarm is already started");
     w.vcore.store(id, Ordering::Relaxed);
     insert(pv, &mut set, w);
+}
+
+/// Locks the set of the vcore `w` is on. `w.vcore` can change while we wait for the lock
+/// (stopped by someone else and started again elsewhere), so it is checked again under it.
+fn lock_own_set(w: &AlarmWaiter) -> (&'static PerVcore, parlib_sync::PdrGuard<'static, Set>) {
+    loop {
+        let id = w.vcore.load(Ordering::Acquire);
+        let pv = &vcores()[id];
+        let set = pv.set.lock();
+        if w.vcore.load(Ordering::Acquire) == id {
+            return (pv, set);
+        }
+    }
 }
 
 pub(crate) fn stop(w: &AlarmWaiter) -> bool {
     if w.state.load(Ordering::Acquire) != ARMED {
         return false; // never started, or already firing / fired
     }
-    let pv = &vcores()[w.vcore.load(Ordering::Relaxed)];
-    let mut set = pv.set.lock();
+    let (_, mut set) = lock_own_set(w);
     if w.state.load(Ordering::Acquire) != ARMED {
         return false; // expiry took it while we waited for the lock
     }
@@ -169,8 +184,7 @@ pub(crate) fn reset_abs(w: &AlarmWaiter, t: Deadline) -> bool {
     if w.state.load(Ordering::Acquire) != ARMED {
         return false;
     }
-    let pv = &vcores()[w.vcore.load(Ordering::Relaxed)];
-    let mut set = pv.set.lock();
+    let (pv, mut set) = lock_own_set(w);
     if w.state.load(Ordering::Acquire) != ARMED {
         return false;
     }
@@ -178,6 +192,11 @@ pub(crate) fn reset_abs(w: &AlarmWaiter, t: Deadline) -> bool {
     w.deadline.set(t.ns());
     insert(pv, &mut set, w);
     true
+}
+
+/// Whether `init` has run.
+pub(crate) fn initialized() -> bool {
+    VCORES.get().is_some()
 }
 
 /// Steps 2 and 3, in vcore context.
@@ -201,7 +220,8 @@ fn on_alarm_event(_: &EventMsg, _: EventType) {
                 if let Some(f) = w.func.get() {
                     f(w);
                 }
-                w.state.store(DONE, Ordering::Release);
+                // Unless the callback restarted it (a periodic alarm): then it is ARMED.
+                let _ = w.state.compare_exchange(FIRING, DONE, Ordering::AcqRel, Ordering::Relaxed);
             }
             Some(((at, _), _)) => {
                 if at < set.armed_at {

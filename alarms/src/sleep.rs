@@ -20,6 +20,7 @@ pub fn sleep_until(t: Deadline) {
     if uthread::current().is_none() {
         return thread_sleep_until(t);
     }
+    assert!(crate::pvc::initialized(), "parlib_alarms::sleep on a uthread needs parlib_alarms::init first");
     let w = pin!(AlarmWaiter::new());
     w.init_waiter(wake);
     w.set_abs(t);

@@ -70,6 +70,9 @@ impl RawCondvar {
     /// `ETIMEDOUT` at the deadline; `EPERM` as for `wait`; `EINVAL` on a uthread without
     /// a timeout service (`parlib_alarms::init`), with the mutex still held.
     pub fn timed_wait(&self, mutex: &RawMutex, deadline: Deadline) -> Result<(), Errno> {
+        if deadline.has_passed() {
+            return Err(Errno::TIMEDOUT); // released and re-acquired, as far as anyone can tell
+        }
         let g = self.qlock.lock();
         let mut node = Waiter::for_caller("Condvar::timed_wait");
         // SAFETY: under the queue lock; `node` stays alive until it is unlinked.

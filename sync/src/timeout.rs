@@ -111,7 +111,8 @@ pub trait TimeoutService: Sync {
     unsafe fn arm(&self, slot: *mut TimeoutSlot, deadline: Deadline, f: fn(usize), arg: usize);
 
     /// Cancels an armed timeout: `true` if `f` will never be called; `false` if it has
-    /// been called, is running, or is about to be.
+    /// been called. Either way the service no longer touches `slot` when this returns
+    /// (it waits for a call in progress to finish).
     ///
     /// # Safety
     /// `slot` must have been armed.

@@ -89,8 +89,6 @@ pub(crate) struct Waiter {
     queue: Cell<*const WaitQueue>,
     /// Set by the timeout callback when it unlinked and woke the node.
     timed_out: AtomicU32,
-    /// Set by the timeout callback when it no longer touches the node.
-    timeout_done: AtomicU32,
 }
 
 impl Waiter {
@@ -116,7 +114,6 @@ impl Waiter {
             qlock: Cell::new(ptr::null()),
             queue: Cell::new(ptr::null()),
             timed_out: AtomicU32::new(0),
-            timeout_done: AtomicU32::new(0),
         }
     }
 
@@ -178,8 +175,9 @@ pub(crate) fn block(guard: QGuard<'_>, node: &Waiter, reason: BlockReason) {
 /// be linked in `queue`, guarded by `guard`'s lock.
 ///
 /// A uthread arms a timeout (see `timeout`) whose callback unlinks and wakes the node if
-/// it is still queued. Whoever unlinks first decides; afterwards the waiter makes sure the
-/// callback no longer touches its node before it returns (the node is on its stack).
+/// it is still queued. Whoever unlinks first decides; afterwards the waiter cancels the
+/// timeout, which returns only once the callback no longer touches its node or its slot
+/// (both are on its stack).
 ///
 /// # Errors
 /// `EINVAL` for a uthread when no timeout service is installed (`parlib_alarms::init`);
@@ -205,14 +203,11 @@ pub(crate) fn block_until(
             // cancelled (we wait for either below).
             unsafe { svc.arm(&mut slot, deadline, on_timeout, node as *const Waiter as usize) };
             block(guard, node, reason);
-            let timed_out = node.timed_out.load(Ordering::Acquire) != 0;
+            // Whether or not the timeout fired, cancel it: cancel returns only once the
+            // service is done with `slot` and the callback done with `node`.
             // SAFETY: armed above.
-            if timed_out || !unsafe { svc.cancel(&mut slot) } {
-                while node.timeout_done.load(Ordering::Acquire) == 0 {
-                    uthread::yield_with(true, uthread::paused); // the callback is finishing
-                }
-            }
-            Ok(timed_out)
+            unsafe { svc.cancel(&mut slot) };
+            Ok(node.timed_out.load(Ordering::Acquire) != 0)
         }
         Who::Thread => {
             let qlock = guard.lock;
@@ -255,7 +250,8 @@ fn on_timeout(arg: usize) {
         } else {
             drop(g);
         }
-        (*node).timeout_done.store(1, Ordering::Release);
+        // The waiter's `cancel` waits until this callback has returned, so the node is
+        // still alive here.
     }
 }
 

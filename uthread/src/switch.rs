@@ -201,12 +201,11 @@ pub fn yield_with<F: FnOnce(NonNull<Uthread>)>(save_state: bool, f: F) {
     let Some(uth) = current() else { not_on_uthread("uthread::yield_with") };
     // SAFETY: the running uthread's own record.
     let u: &Uthread = unsafe { uth.as_ref() };
-    u.transition(
-        "uthread::yield_with",
-        &[State::Running],
-        if save_state { State::Yielding } else { State::Done },
-    );
+    // Check (a misuse panics with nothing pinned), pin, and only then change the state: a
+    // notification must never find a Yielding uthread still running.
+    u.transition("uthread::yield_with", &[State::Running], State::Running);
     let vc = pin(u);
+    u.set_state(if save_state { State::Yielding } else { State::Done });
     u.notif_depth.store(vc.notif_depth() - 1, Ordering::Relaxed); // its own, without the pin
     let mut f = ManuallyDrop::new(f);
     let fp = &mut f as *mut ManuallyDrop<F> as usize;

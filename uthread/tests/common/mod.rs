@@ -12,6 +12,20 @@
 //! [`wait_all`] waits, by yielding, until every spawned uthread has exited and been
 //! cleaned up.
 //!
+//! For the events and notification tests: an idle vcore handles the events sent to it
+//! while it polls; [`on_fault`] lets a test see faults instead of the default policy's
+//! abort; [`Ticker`] is a plain thread that sends `EV_USER_IPI` to vcores at a fixed
+//! period, and [`preempt_on_tick`] the handler that turns each tick into a preemption.
+//!
+//! # Counting the vcores awake
+//!
+//! A vcore can be started by anyone: a `request` from this scheduler, or an event sent
+//! to it while it was parked (a notification wakes a parked vcore). So each vcore counts
+//! *itself* into `awake` when it enters `sched_entry` and out when it parks, and parks
+//! only if the count stays at least 1 without it (a compare-and-swap, never a blind
+//! decrement that could wrap). The count never exceeds the vcores really awake, so the
+//! last vcore awake never parks and global work is never stranded.
+//!
 //! # Waking the vcore of a pinned uthread
 //!
 //! Work in the global queue is never stranded: the last vcore awake does not park. Work
@@ -38,7 +52,12 @@ use std::ptr::NonNull;
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
-use parlib_uthread::{self as uthread, Scheduler, TlsMode, Uthread};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parlib_events::{self as events, EventMsg, EventType, EV_USER_IPI};
+use parlib_uthread::{self as uthread, Fault, Scheduler, TlsMode, Uthread};
 use parlib_vcore::{self as vcore, spin::SpinLock, Stack};
 
 /// The test scheduler's thread record. `Uthread` comes first, so every
@@ -60,13 +79,16 @@ unsafe impl Send for Entry {}
 struct Local {
     queue: SpinLock<VecDeque<Entry>>,
     parking: AtomicBool,
+    /// Whether this vcore has counted itself into `awake` (see the module docs).
+    counted: AtomicBool,
 }
 
 /// The scheduler: the global queue and the count of vcores awake (per-vcore queues are
 /// in `LOCALS`, sized at `init`).
 pub struct TestSched {
     global: SpinLock<VecDeque<Entry>>,
-    /// Vcores not yielded. At least one stays awake, so global work is never stranded.
+    /// Vcores in the scheduler that have not yielded (each counts itself; module docs).
+    /// At least one stays awake, so global work is never stranded.
     awake: AtomicUsize,
 }
 
@@ -82,6 +104,8 @@ static LIVE: AtomicUsize = AtomicUsize::new(0);
 static SCHED_ENTRY_HOOK: OnceLock<fn()> = OnceLock::new();
 /// Called in vcore context by each spawned uthread's exit callback.
 static EXIT_HOOK: OnceLock<fn()> = OnceLock::new();
+/// Called in vcore context when a uthread faults; without it, the default policy aborts.
+static FAULT_HOOK: OnceLock<fn(NonNull<Uthread>, &Fault)> = OnceLock::new();
 
 fn locals() -> &'static [Local] {
     LOCALS.get().expect("common::init sets up the per-vcore queues")
@@ -99,13 +123,28 @@ impl TestSched {
 
     /// Step 2 of the handshake (module docs), after pinned work was queued for `id`.
     fn wake_pinned(&self, id: usize) {
+        // Woken from its park by an event, a vcore handles events before its sched_entry
+        // clears `parking`: it is already awake, and will find the work.
+        if vcore::try_id() == Some(id) {
+            return;
+        }
         fence(Ordering::SeqCst);
         while locals()[id].parking.load(Ordering::Relaxed) {
             if vcore::request_specific(id) == Ok(true) {
-                self.awake.fetch_add(1, Ordering::AcqRel);
                 return;
             }
             std::hint::spin_loop();
+        }
+    }
+
+    /// Parks the calling vcore unless it is the last one counted awake; returns if it
+    /// stays up.
+    fn park_unless_last(&self, me: &Local) {
+        let others_awake =
+            self.awake.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n > 1).then(|| n - 1)).is_ok();
+        if others_awake {
+            me.counted.store(false, Ordering::Relaxed);
+            vcore::yield_vcore(); // a later request or event restarts us in vcore_entry
         }
     }
 }
@@ -115,6 +154,9 @@ impl Scheduler for TestSched {
         let id = vcore::id();
         let me = &locals()[id];
         me.parking.store(false, Ordering::Relaxed);
+        if !me.counted.swap(true, Ordering::AcqRel) {
+            self.awake.fetch_add(1, Ordering::AcqRel);
+        }
         if let Some(hook) = SCHED_ENTRY_HOOK.get() {
             hook();
         }
@@ -122,6 +164,11 @@ impl Scheduler for TestSched {
             for _ in 0..IDLE_SPINS {
                 if let Some(uth) = self.pop(id) {
                     uthread::run_uthread(uth); // never returns
+                }
+                // Events sent to a polling vcore are handled here, not when it next
+                // leaves vcore context (which an idle vcore may never do).
+                if parlib_events::events_pending() {
+                    parlib_events::handle_events();
                 }
                 std::hint::spin_loop();
             }
@@ -132,11 +179,8 @@ impl Scheduler for TestSched {
                 me.parking.store(false, Ordering::Relaxed);
                 continue;
             }
-            if self.awake.fetch_sub(1, Ordering::AcqRel) > 1 {
-                vcore::yield_vcore(); // a later request restarts us in vcore_entry
-            }
+            self.park_unless_last(me);
             // The last vcore awake keeps polling.
-            self.awake.fetch_add(1, Ordering::AcqRel);
             me.parking.store(false, Ordering::Relaxed);
         }
     }
@@ -153,10 +197,24 @@ impl Scheduler for TestSched {
             None => {
                 self.global.lock().push_back(Entry(uth));
                 if self.awake.load(Ordering::Relaxed) < vcore::max_vcores() {
-                    self.awake.fetch_add(vcore::request(1).unwrap_or(0), Ordering::AcqRel);
+                    let _ = vcore::request(1); // the woken vcore counts itself
                 }
             }
         }
+    }
+
+    fn thread_refl_fault(&self, uth: NonNull<Uthread>, fault: &Fault) {
+        let Some(hook) = FAULT_HOOK.get() else { uthread::default_fault_policy(uth, fault) };
+        hook(uth, fault);
+        // The faulting context was abandoned and the uthread is Done: reap it as its
+        // exit callback would have.
+        // SAFETY: `uth` is the first field of a Box<Thread> made by spawn, and nothing
+        // will run it again.
+        unsafe {
+            uthread::cleanup(uth);
+            drop(Box::from_raw(uth.as_ptr().cast::<Thread>()));
+        }
+        LIVE.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -174,11 +232,15 @@ pub fn try_init() -> Result<(), uthread::Error> {
     // Only vcore 0 runs (it runs us), so no vcore is in sched_entry yet.
     let n = vcore::max_vcores();
     assert!(n <= 64, "these tests keep sets of vcores in u64 masks; run them with VCORE_LIMIT=64");
-    let locals =
-        (0..n).map(|_| Local { queue: SpinLock::new(VecDeque::new()), parking: AtomicBool::new(false) });
+    // Vcore 0 runs main without having entered the scheduler: it starts counted (the
+    // static count starts at 1 for it).
+    let locals = (0..n).map(|id| Local {
+        queue: SpinLock::new(VecDeque::new()),
+        parking: AtomicBool::new(false),
+        counted: AtomicBool::new(id == 0),
+    });
     let _ = LOCALS.set(locals.collect());
-    let more = vcore::request(n - 1).expect("request the other vcores");
-    SCHED.awake.fetch_add(more, Ordering::AcqRel);
+    vcore::request(n - 1).expect("request the other vcores");
     Ok(())
 }
 
@@ -191,6 +253,13 @@ pub fn on_sched_entry(hook: fn()) {
 /// Runs `hook` in vcore context in the exit callback of every spawned uthread.
 pub fn on_exit(hook: fn()) {
     EXIT_HOOK.set(hook).expect("one hook per process");
+}
+
+/// Runs `hook` in vcore context (from `thread_refl_fault`) when a spawned uthread
+/// faults, instead of the default policy's report-and-abort; afterwards the scheduler
+/// reaps the uthread as if it had exited. Set it before [`init`].
+pub fn on_fault(hook: fn(NonNull<Uthread>, &Fault)) {
+    FAULT_HOOK.set(hook).expect("one hook per process");
 }
 
 fn spawn_inner(pin: Option<usize>, tls: TlsMode, body: Box<dyn FnOnce() + Send>) -> NonNull<Uthread> {
@@ -266,4 +335,169 @@ pub fn wait_all() {
 /// most 64).
 pub fn all_vcores_mask() -> u64 {
     u64::MAX >> (64 - vcore::max_vcores())
+}
+
+// ---------------------------------------------------------------------------------------
+// Preemption: a tick source and the handler that preempts on each tick.
+
+/// Uthreads the tick handler [`preempt_on_tick`] has paused.
+pub static PREEMPTIONS: AtomicUsize = AtomicUsize::new(0);
+
+/// An `EV_USER_IPI` handler that preempts: in vcore context, the uthread the
+/// notification interrupted goes back to the scheduler ([`uthread::paused`]) and the
+/// scheduler picks the next one. Counts into [`PREEMPTIONS`].
+pub fn preempt_on_tick(_: &EventMsg, _: EventType) {
+    if let Some(uth) = uthread::interrupted() {
+        if preempt(uth) {
+            PREEMPTIONS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// For tick handlers: hands the interrupted uthread `uth` back to the scheduler if it is
+/// `Running`, and says whether it did. Work-around for a library bug shown by
+/// `preemption.rs`'s ignored test: a notification that lands inside `yield_with`, after
+/// the uthread's state changed to `Yielding` or `Done` but before the vcore entered vcore
+/// context, makes `interrupted()` return that uthread, and `paused` then panics (in
+/// vcore context: an abort). Left alone, it resumes and finishes its yield.
+pub fn preempt(uth: NonNull<Uthread>) -> bool {
+    // SAFETY: `interrupted()` returned it, so it is this vcore's live current uthread.
+    if unsafe { uth.as_ref() }.state() != uthread::State::Running {
+        return false;
+    }
+    uthread::paused(uth);
+    true
+}
+
+/// A plain Linux thread that sends `EV_USER_IPI` to a set of vcores every `period`
+/// (each message carries the tick number in `arg0`). Sleeping on a plain thread blocks
+/// no vcore. Vcores that are parked are skipped: a tick would only wake them for nothing.
+pub struct Ticker {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicUsize>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Ticker {
+    /// Starts ticking to `vcores` (an `EV_USER_IPI` handler must be registered).
+    pub fn start(period: Duration, vcores: &[usize]) -> Ticker {
+        let (stop, sent) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+        let (stop2, sent2, targets) = (stop.clone(), sent.clone(), vcores.to_vec());
+        let thread = std::thread::Builder::new()
+            .name("ticker".into())
+            .spawn(move || {
+                let mut tick = 0u64;
+                while !stop2.load(Ordering::Relaxed) {
+                    std::thread::sleep(period);
+                    for &v in &targets {
+                        if vcore::get(v).is_ok_and(|vc| !vc.is_parked()) {
+                            tick += 1;
+                            let msg = EventMsg { arg0: tick, ..Default::default() };
+                            events::send_event(&msg, EV_USER_IPI, v).expect("send a tick");
+                        }
+                    }
+                    sent2.store(tick as usize, Ordering::Relaxed);
+                }
+            })
+            .expect("spawn the ticker thread");
+        Ticker { stop, sent, thread: Some(thread) }
+    }
+
+    /// Ticks sent so far.
+    pub fn sent(&self) -> usize {
+        self.sent.load(Ordering::Relaxed)
+    }
+
+    /// Stops ticking and waits, by yielding (so call it from a uthread), until the
+    /// thread has finished; returns the ticks sent.
+    pub fn stop(mut self) -> usize {
+        self.stop.store(true, Ordering::Relaxed);
+        let t = self.thread.take().expect("stopped once");
+        wait_until(|| t.is_finished());
+        t.join().expect("the ticker thread panicked");
+        self.sent()
+    }
+}
+
+/// Registers [`preempt_on_tick`] for `EV_USER_IPI` and starts a [`Ticker`] to `vcores`.
+pub fn start_preempting(period: Duration, vcores: &[usize]) -> Ticker {
+    events::register_handler(EV_USER_IPI, preempt_on_tick).expect("register the tick handler");
+    Ticker::start(period, vcores)
+}
+
+/// Every vcore id, `0..max_vcores()`.
+pub fn all_vcores() -> Vec<usize> {
+    (0..vcore::max_vcores()).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests of known library bugs.
+
+/// Like `parlib_testkit::isolated!`, for a test marked `#[ignore]` because it shows a
+/// known library bug: run with `--ignored` (or `--include-ignored`), it runs its body in
+/// a child process under a watchdog and fails if the child fails or hangs. (The testkit
+/// re-runs a test by name without `--include-ignored`, so an ignored test's child would
+/// skip it.)
+#[macro_export]
+macro_rules! isolated_ignored {
+    ($timeout:expr, env = $env:expr, $body:block) => {
+        common::isolated_ignored_by_name(parlib_testkit::test_name!(), $timeout, $env, || $body)
+    };
+    ($timeout:expr, $body:block) => {
+        common::isolated_ignored_by_name(parlib_testkit::test_name!(), $timeout, &[], || $body)
+    };
+}
+
+/// Body of [`isolated_ignored!`].
+pub fn isolated_ignored_by_name(name: &str, timeout: Duration, env: &[(&str, &str)], body: impl FnOnce()) {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    if std::env::var(parlib_testkit::CHILD_ENV).is_ok_and(|v| v == name) {
+        // The child: the testkit runs the body and exits.
+        parlib_testkit::outcome_by_name(name, timeout, env, body);
+        unreachable!("the testkit exits the child");
+    }
+    let mut cmd = Command::new(std::env::current_exe().expect("current_exe"));
+    cmd.args([name, "--exact", "--nocapture", "--test-threads=1", "--include-ignored"])
+        .env(parlib_testkit::CHILD_ENV, name)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn test child");
+    let (mut so, mut se) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = so.read_to_string(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = se.read_to_string(&mut s);
+        s
+    });
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for test child") {
+            break Some(s);
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let (stdout, stderr) = (t_out.join().unwrap_or_default(), t_err.join().unwrap_or_default());
+    let output = format!("--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}");
+    let finished = stdout.lines().any(|l| l.trim() == format!("PARLIB_TESTKIT_OK {name}"));
+    match status {
+        None => panic!("watchdog: test `{name}` did not finish within {timeout:?} (deadlock?)\n{output}"),
+        Some(s) if !s.success() || !finished => {
+            panic!("test `{name}` failed in its child process ({s})\n{output}")
+        }
+        Some(_) => {}
+    }
 }

@@ -521,6 +521,7 @@ pub unsafe extern "C" fn interrupt_trampoline() -> ! {
         "pushfq",
         "push rax", "push rcx", "push rdx", "push rbx", "push rbp", "push rsi", "push rdi",
         "push r8", "push r9", "push r10", "push r11", "push r12", "push r13", "push r14", "push r15",
+        "cld",                               // the ABI wants DF clear at calls; popfq restores it
         "mov rbp, rsp",                      // base of the register area, callee-saved
         "sub rsp, qword ptr [rip + {area}]", // room for the extended state ...
         "and rsp, -64",                      // ... 64-aligned, as XSAVE requires
