@@ -56,6 +56,18 @@ pub(crate) fn note_socket(fd: i32) {
     }
 }
 
+/// The kind of `fd` if it is already known, without classifying it (plain threads must
+/// not change a descriptor's flags by asking).
+pub(crate) fn cached(fd: i32) -> Option<Kind> {
+    match slot(fd).map_or(UNKNOWN, |s| s.load(Ordering::Relaxed)) & !SOCKET_NB_OURS {
+        SOCKET => Some(Kind::Socket),
+        OURS => Some(Kind::OursNonblock),
+        USER => Some(Kind::UserNonblock),
+        REGULAR => Some(Kind::Regular),
+        _ => None,
+    }
+}
+
 /// The kind of `fd`, classifying it on first use. `Err(errno)` for a bad descriptor.
 pub(crate) fn kind(fd: i32) -> Result<Kind, i32> {
     let cached = slot(fd).map_or(UNKNOWN, |s| s.load(Ordering::Relaxed));

@@ -104,7 +104,16 @@ fn by_kind(
     sock: impl Fn() -> Result<usize, i32>,
 ) -> Result<usize, i32> {
     loop {
-        let k = fdkind::kind(fd)?;
+        let k = if on_uthread() {
+            fdkind::kind(fd)?
+        } else {
+            // A plain thread never classifies (that could set O_NONBLOCK under others'
+            // feet); it only keeps blocking semantics on descriptors we already changed.
+            match fdkind::cached(fd) {
+                Some(k) => k,
+                None => return plain(),
+            }
+        };
         let r = match k {
             Kind::Regular => return if on_uthread() { offload(plain) } else { plain() },
             Kind::Socket => io_loop(fd, k, events, &sock),
@@ -130,12 +139,44 @@ pub fn read(fd: i32, buf: *mut u8, n: usize) -> Result<usize, i32> {
 
 /// `write(2)`.
 pub fn write(fd: i32, buf: *const u8, n: usize) -> Result<usize, i32> {
-    by_kind(
-        fd,
-        OUT,
-        || sys(libc::SYS_write, [fd as usize, buf as usize, n, 0, 0, 0]),
-        || sys(libc::SYS_sendto, [fd as usize, buf as usize, n, libc::MSG_DONTWAIT as usize, 0, 0]),
-    )
+    write_all_if_blocking(fd, n, |done| {
+        // `done <= n`: still inside the caller's buffer; only the kernel dereferences it.
+        let (b, left) = (buf.wrapping_add(done), n - done);
+        by_kind(
+            fd,
+            OUT,
+            || sys(libc::SYS_write, [fd as usize, b as usize, left, 0, 0, 0]),
+            || sys(libc::SYS_sendto, [fd as usize, b as usize, left, libc::MSG_DONTWAIT as usize, 0, 0]),
+        )
+    })
+}
+
+/// A blocking `write` or `send` on a pipe or stream socket writes everything (POSIX);
+/// our non-blocking attempts may write part, so go on, waiting for room, until all of it
+/// is written, an error stops us (after some progress: the count so far, as the kernel
+/// would report it), or the descriptor is one whose short writes are the user's to see.
+fn write_all_if_blocking(
+    fd: i32,
+    n: usize,
+    mut step: impl FnMut(usize) -> Result<usize, i32>,
+) -> Result<usize, i32> {
+    let mut done = 0;
+    loop {
+        match step(done) {
+            Ok(k) => {
+                done += k;
+                let blocking = match fdkind::cached(fd) {
+                    Some(Kind::OursNonblock) => true,
+                    Some(Kind::Socket) => !fdkind::user_wants_eagain(fd, Kind::Socket),
+                    _ => false,
+                };
+                if done >= n || k == 0 || !blocking {
+                    return Ok(done);
+                }
+            }
+            Err(e) => return if done > 0 { Ok(done) } else { Err(e) },
+        }
+    }
 }
 
 fn msghdr(iov: *const libc::iovec, cnt: i32) -> libc::msghdr {
@@ -146,8 +187,19 @@ fn msghdr(iov: *const libc::iovec, cnt: i32) -> libc::msghdr {
     m
 }
 
+/// libc's `EINVAL` for a vector count outside `0..=IOV_MAX` (the socket path would
+/// otherwise see `Ok(0)` or `EMSGSIZE`).
+fn check_iov_count(cnt: i32) -> Result<(), i32> {
+    if (0..=libc::UIO_MAXIOV).contains(&cnt) {
+        Ok(())
+    } else {
+        Err(libc::EINVAL)
+    }
+}
+
 /// `readv(2)`.
 pub fn readv(fd: i32, iov: *const libc::iovec, cnt: i32) -> Result<usize, i32> {
+    check_iov_count(cnt)?;
     by_kind(
         fd,
         IN,
@@ -162,8 +214,9 @@ pub fn readv(fd: i32, iov: *const libc::iovec, cnt: i32) -> Result<usize, i32> {
     )
 }
 
-/// `writev(2)`.
+/// `writev(2)`. (Unlike `write`, a partial write of a vector is returned as it is.)
 pub fn writev(fd: i32, iov: *const libc::iovec, cnt: i32) -> Result<usize, i32> {
+    check_iov_count(cnt)?;
     by_kind(
         fd,
         OUT,
@@ -240,8 +293,21 @@ pub fn sendto(
     addr: *const libc::sockaddr,
     len: libc::socklen_t,
 ) -> Result<usize, i32> {
-    sock_call(fd, flags, OUT, |f| {
-        sys(libc::SYS_sendto, [fd as usize, buf as usize, n, f as usize, addr as usize, len as usize])
+    if flags & libc::MSG_DONTWAIT != 0 {
+        return sys(
+            libc::SYS_sendto,
+            [fd as usize, buf as usize, n, flags as usize, addr as usize, len as usize],
+        );
+    }
+    write_all_if_blocking(fd, n, |done| {
+        // `done <= n`: still inside the caller's buffer; only the kernel dereferences it.
+        let b = buf.wrapping_add(done);
+        sock_call(fd, flags, OUT, |f| {
+            sys(
+                libc::SYS_sendto,
+                [fd as usize, b as usize, n - done, f as usize, addr as usize, len as usize],
+            )
+        })
     })
 }
 
@@ -297,8 +363,8 @@ pub fn accept4(
 /// `connect(2)`.
 pub fn connect(fd: i32, addr: *const libc::sockaddr, len: libc::socklen_t) -> Result<(), i32> {
     let call = || sys(libc::SYS_connect, [fd as usize, addr as usize, len as usize, 0, 0, 0]).map(drop);
-    if !on_uthread() || !fdkind::make_socket_nonblocking(fd)? {
-        return call();
+    if !on_uthread() || fdkind::kind(fd)? != Kind::Socket || !fdkind::make_socket_nonblocking(fd)? {
+        return call(); // plain threads, non-sockets (the kernel's ENOTSOCK), the user's own non-blocking sockets
     }
     match call() {
         Err(libc::EINPROGRESS) | Err(libc::EINTR) => {

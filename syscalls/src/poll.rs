@@ -47,8 +47,9 @@ const WAKE_TAG: u64 = u64::MAX;
 
 /// What a registration asks for: both directions, hang-ups, edge-triggered.
 const INTEREST: u32 = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
-/// Conditions that concern every waiter and stay true.
-const STICKY: u32 = (libc::EPOLLERR | libc::EPOLLHUP | libc::EPOLLRDHUP) as u32;
+/// Conditions that concern every waiter and stay true. (`EPOLLRDHUP`, the peer's
+/// shutdown of its writing side, concerns readers only, and comes with `EPOLLIN`.)
+const STICKY: u32 = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
 
 /// A uthread waiting for readiness; on its stack while it waits.
 pub(crate) struct IoWaiter {

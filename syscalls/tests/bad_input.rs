@@ -648,11 +648,8 @@ const BAD_VECTOR_COUNTS: &[Case] = &[
 ];
 
 #[test]
-#[ignore = "library bug: readv/writev on sockets map a negative count to 0 (Ok(0)) and more than \
-            IOV_MAX vectors to EMSGSIZE instead of EINVAL (syscalls/src/io.rs, msghdr / readv / writev); \
-            run with --ignored"]
 fn readv_and_writev_on_sockets_refuse_bad_vector_counts_as_libc_does() {
-    isolated_ignored!(TIMEOUT, {
+    parlib_testkit::isolated!(TIMEOUT, {
         compare_cases(BAD_VECTOR_COUNTS, &[Via::Rust, Via::C]);
     });
 }
@@ -664,12 +661,9 @@ fn readv_and_writev_on_sockets_refuse_bad_vector_counts_as_libc_does() {
 /// finds `O_NONBLOCK` set and takes it for the user's: from then on reads of the empty
 /// pipe return EAGAIN to uthreads and plain threads instead of blocking.
 #[test]
-#[ignore = "library bug: io::connect on a non-socket sets O_NONBLOCK and caches it as a socket, so later \
-            reads of the pipe give EAGAIN instead of blocking (syscalls/src/io.rs connect, \
-            fdkind.rs make_socket_nonblocking); run with --ignored"]
 fn connect_on_a_pipe_fails_with_enotsock_and_leaves_the_pipe_blocking() {
     static READ: AtomicI32 = AtomicI32::new(0);
-    isolated_ignored!(TIMEOUT, env = support::ONE_VCORE, {
+    parlib_testkit::isolated!(TIMEOUT, env = support::ONE_VCORE, {
         support::init_runtime();
         let [r, w] = support::pipe();
         support::spawn(TlsMode::None, move || {

@@ -95,11 +95,8 @@ fn a_writer_blocked_on_a_full_socket_waits_without_spinning() {
 }
 
 #[test]
-#[ignore = "library bug: remembered EPOLLRDHUP is sticky for every waiter, so a writer on a \
-            half-closed socket busy-loops instead of waiting (syscalls/src/poll.rs, STICKY / enqueue); \
-            run with --ignored"]
 fn a_writer_blocked_on_a_half_closed_socket_waits_without_spinning() {
-    isolated_ignored!(TIMEOUT, env = ONE_VCORE, {
+    parlib_testkit::isolated!(TIMEOUT, env = ONE_VCORE, {
         let entries = entries_while_a_writer_waits(true);
         assert!(
             entries <= MAX_ENTRIES,

@@ -378,8 +378,6 @@ fn connect_on_a_user_non_blocking_socket_gives_einprogress_like_libc() {
 /// plain thread and on a uthread alike, so code that relies on full writes to blocking
 /// pipes loses data.
 #[test]
-#[ignore = "library bug: io::write on a pipe the layer made O_NONBLOCK returns a short count where a \
-            blocking write(2) writes everything (syscalls/src/io.rs, io_loop / write); run with --ignored"]
 fn one_write_to_a_blocking_pipe_writes_everything_as_libc_does() {
     const TOTAL: usize = 256 * 1024; // four times a pipe's default capacity
     static RESULTS: [AtomicUsize; 3] = [const { AtomicUsize::new(0) }; 3];
@@ -420,7 +418,7 @@ fn one_write_to_a_blocking_pipe_writes_everything_as_libc_does() {
         assert_eq!(reader.join().unwrap(), n, "the reader got a different count than was written");
         support::close(r);
     }
-    isolated_ignored!(TIMEOUT, {
+    parlib_testkit::isolated!(TIMEOUT, {
         support::init_runtime();
         one_write(0);
         assert_eq!(RESULTS[0].load(Ordering::Relaxed), TOTAL, "plain libc's blocking write");
@@ -441,10 +439,8 @@ fn one_write_to_a_blocking_pipe_writes_everything_as_libc_does() {
 /// calls in this process, other processes sharing an inherited pipe or terminal) sees:
 /// their reads of the empty pipe now fail with EAGAIN instead of blocking.
 #[test]
-#[ignore = "library bug: a plain thread's wrapper call sets O_NONBLOCK on a descriptor no uthread \
-            used (syscalls/src/fdkind.rs, classify via io.rs by_kind); run with --ignored"]
 fn a_plain_threads_wrapper_call_leaves_the_descriptors_flags_alone() {
-    isolated_ignored!(TIMEOUT, {
+    parlib_testkit::isolated!(TIMEOUT, {
         support::init_runtime();
         let (before, after, libc_read) = support::on_plain_thread(|| {
             let mut fds = [-1; 2];
