@@ -322,10 +322,12 @@ fn report(pv: &VcorePoll, fd: i32, revents: u32) -> usize {
         let mut wanted = 0;
         // SAFETY: every pointer in the list is a live waiter.
         st.waiters.retain(|p| {
+            // SAFETY: a waiter stays alive while it is in the list.
             let ev = unsafe { (*p.0).events };
             let hit = sticky != 0 || ev & revents != 0;
             if hit {
                 wanted |= ev;
+                // SAFETY: as above.
                 ready.push(unsafe { (*p.0).uth });
             }
             !hit

@@ -296,11 +296,11 @@ pub(crate) unsafe fn resume(vc: &Vcore, u: &Uthread) -> ! {
     // SAFETY: `u` is ours (caller's contract), so its fields are stable.
     let own = unsafe { *u.tls.get() };
     let tls = if own != 0 { own } else { vc.tls() };
-    // SAFETY: `u` is ours (caller's contract). In vcore context the FS base is the
-    // vcore's own; the uthread's TLS is used by nobody else (its backing thread is
-    // parked). The context was saved by a yield, an interruption, the move of `main`, or
-    // built by init. A signal between leaving vcore context and the stack switch finds
-    // `rsp` on the vcore stack and is retried (see parlib_vcore::notif).
+    // In vcore context the FS base is the vcore's own; the uthread's TLS is used by nobody
+    // else (its backing thread is parked). The context was saved by a yield, an
+    // interruption, the move of `main`, or built by init. A signal between leaving vcore
+    // context and the stack switch finds `rsp` on the vcore stack and is retried.
+    // SAFETY: `u` is ours (the caller's contract), and the points above hold.
     unsafe {
         vc.set_current(u as *const Uthread as *mut (), tls);
         vc.set_notif_depth(u.notif_depth.load(Ordering::Relaxed));

@@ -499,10 +499,10 @@ extern "C" fn on_fault(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut 
     if vc.stack.contains(fault.sp) || vc.stack.guard_range().contains(&fault.sp) {
         report_and_abort(vc, &fault);
     }
-    // SAFETY: only this task writes its fault slot, and it is about to enter vcore
-    // context, which reads it. Then vcore context starts afresh on the vcore's stack and
-    // TLS; the faulting context and this handler's frame on the alternate stack are
-    // abandoned (SA_NODEFER and an empty mask mean no signal stays blocked).
+    // Vcore context starts afresh on the vcore's stack and TLS; the faulting context and
+    // this handler's frame on the alternate stack are abandoned (SA_NODEFER and an empty
+    // mask mean no signal stays blocked).
+    // SAFETY: only this task writes its fault slot, and the vcore context it enters reads it.
     unsafe {
         *vc.fault.get() = Some(fault);
         vc.set_vcore_context(true);

@@ -633,10 +633,10 @@ pub unsafe fn gs_inc_u32<const OFF: usize>() {
 #[inline(always)]
 pub unsafe fn gs_dec_u32<const OFF: usize>() -> u32 {
     let v: u32;
-    // SAFETY: the caller guarantees %gs:OFF is a u32 of this vcore's record. The read
-    // after the decrement may run on another vcore if we were preempted in between,
-    // which is why callers only compare it with 0 and u32::MAX: once the value was 0,
-    // no preemption can happen before the read.
+    // The read after the decrement may run on another vcore if we were preempted in
+    // between, which is why callers only compare it with 0 and u32::MAX: once the value
+    // was 0, no preemption can happen before the read.
+    // SAFETY: the caller guarantees %gs:OFF is a u32 of this vcore's record.
     unsafe {
         asm!(
             "dec dword ptr gs:[{off}]",
