@@ -218,8 +218,15 @@ pub fn send_event(msg: &EventMsg, ty: EventType, vcoreid: usize) -> Result<(), E
     if handler(ty).is_none() {
         return Err(Error::NoHandler(ty));
     }
+    // A uthread interrupted between claiming a slot and publishing it would leave the
+    // consumer waiting behind that slot (parlib is linked into the binary, so the
+    // safe-point text check does not cover this code): keep notifications off meanwhile.
+    let pinned = vcore::notif::disable_if_uthread();
     if !q.main.push(ty, msg) {
         send_to_full(q, ty, msg, vcoreid);
+    }
+    if pinned {
+        enable_notifs();
     }
     vcore::notify(vcoreid).map_err(|_| Error::NoSuchVcore(vcoreid))
 }
