@@ -213,7 +213,8 @@ mod tests {
     #[test]
     fn many_producers_and_one_consumer_deliver_every_message_once_in_per_producer_order() {
         const PRODUCERS: usize = 6;
-        const EACH: u64 = 100_000;
+        // Fewer in debug builds, where each spin through a full ring is slow.
+        const EACH: u64 = if cfg!(debug_assertions) { 25_000 } else { 100_000 };
         // A small ring, so producers keep finding it full and retrying.
         let r = Arc::new(Ring::new(64));
         let go = Arc::new(AtomicBool::new(false));

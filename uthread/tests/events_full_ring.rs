@@ -5,6 +5,13 @@
 //! * a uthread that sends to its own vcore with notifications disabled (so nothing can
 //!   drain) spills into the overflow ring, and past both rings panics naming the vcore;
 //! * senders that wait must not wait for each other forever.
+//!
+//! Four tests are `#[ignore]`d: each shows a library bug, deterministically, and passes
+//! once it is fixed (run them with `--ignored`): vcore contexts waiting on each other's
+//! full rings; a signal handler waiting behind the send it interrupted; a uthread
+//! interrupted inside `send_event` whose own vcore context then waits behind it; and
+//! handlers sending to their own full ring nesting `handle_events` until the vcore stack
+//! overflows.
 
 mod common;
 

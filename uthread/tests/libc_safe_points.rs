@@ -176,7 +176,7 @@ fn a_notification_during_a_long_libc_call_waits_until_the_call_returns() {
         if let Some(u) = uthread::interrupted() {
             if u.as_ptr() == SPINNER.load(Ordering::Acquire) {
                 INTERRUPTS.fetch_add(1, Ordering::Relaxed);
-                common::preempt(u);
+                uthread::paused(u);
             }
         }
     }

@@ -369,7 +369,7 @@ fn on_tick(_: &EventMsg, _: EventType) {
             }
         }
     }
-    common::preempt(u);
+    uthread::paused(u);
 }
 
 /// Runs `spinners` spinning uthreads of `kind` under a ticker to `tick_vcores`; returns
@@ -618,10 +618,12 @@ fn vcore_context_runs_with_the_direction_flag_clear_when_the_interrupted_uthread
             DF_IN_VCORE_CONTEXT.fetch_add(1, Ordering::Relaxed);
         }
         let Some(u) = uthread::interrupted() else { return };
-        if IN_ASM.load(Ordering::Acquire) && INTERRUPTS.fetch_add(1, Ordering::Relaxed) + 1 >= 200 {
+        let spinner = Some(u) != uthread::main_uthread();
+        if spinner && IN_ASM.load(Ordering::Acquire) && INTERRUPTS.fetch_add(1, Ordering::Relaxed) + 1 >= 200
+        {
             STOP.store(1, Ordering::Relaxed);
         }
-        common::preempt(u);
+        uthread::paused(u);
     }
     parlib_testkit::isolated!(TIMEOUT, env = &[(vcore::VCORE_LIMIT_ENV, "1")], {
         common::init();

@@ -57,7 +57,7 @@ fn on_tick_counting(pause: bool) {
     {
         INTERRUPTED_IN_READ.fetch_add(1, Ordering::Relaxed);
         if pause {
-            common::preempt(u);
+            uthread::paused(u);
         }
     }
 }

@@ -348,25 +348,9 @@ pub static PREEMPTIONS: AtomicUsize = AtomicUsize::new(0);
 /// scheduler picks the next one. Counts into [`PREEMPTIONS`].
 pub fn preempt_on_tick(_: &EventMsg, _: EventType) {
     if let Some(uth) = uthread::interrupted() {
-        if preempt(uth) {
-            PREEMPTIONS.fetch_add(1, Ordering::Relaxed);
-        }
+        PREEMPTIONS.fetch_add(1, Ordering::Relaxed);
+        uthread::paused(uth);
     }
-}
-
-/// For tick handlers: hands the interrupted uthread `uth` back to the scheduler if it is
-/// `Running`, and says whether it did. Work-around for a library bug shown by
-/// `preemption.rs`'s ignored test: a notification that lands inside `yield_with`, after
-/// the uthread's state changed to `Yielding` or `Done` but before the vcore entered vcore
-/// context, makes `interrupted()` return that uthread, and `paused` then panics (in
-/// vcore context: an abort). Left alone, it resumes and finishes its yield.
-pub fn preempt(uth: NonNull<Uthread>) -> bool {
-    // SAFETY: `interrupted()` returned it, so it is this vcore's live current uthread.
-    if unsafe { uth.as_ref() }.state() != uthread::State::Running {
-        return false;
-    }
-    uthread::paused(uth);
-    true
 }
 
 /// A plain Linux thread that sends `EV_USER_IPI` to a set of vcores every `period`
