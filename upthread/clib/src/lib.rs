@@ -1,0 +1,1 @@
+//! `libupthread.so` / `libupthread.a` (in progress).

@@ -1,0 +1,1 @@
+//! The pthread-shaped C functions over `parlib-sync` (in progress).
