@@ -19,19 +19,28 @@
 //! ## Sending never allocates, and never loses a message
 //!
 //! Queues are lock-free rings allocated once by [`init`]. `send_event` works from any
-//! thread, vcore or not, and from signal handlers. When the target's ring is full:
-//! * a sender on another task notifies the target and waits for room: the target
-//!   drains its ring in vcore context, so the wait ends (its length is the target's
-//!   handling time);
-//! * a sender in the target's own vcore context drains the ring itself, then retries;
-//! * a sender on the target's own task that cannot drain (a uthread of that vcore, or a
-//!   signal handler that interrupted the draining) puts the message in the vcore's
-//!   overflow ring instead, which `handle_events` drains too. Only if that is full as
-//!   well, with more than [`QUEUE_CAPACITY`] + [`OVERFLOW_CAPACITY`] messages sent to a
-//!   vcore by itself and not yet handled, does `send_event` panic, naming the vcore.
+//! thread, vcore or not, and from signal handlers. When the target's ring is full, the
+//! sender waits for room only if the target can drain while it waits; otherwise the
+//! message goes to the target's small overflow ring, which `handle_events` drains too:
+//! * a sender on another task notifies the target and waits (its wait is the target's
+//!   handling time); a uthread of the target with notifications on does the same, and
+//!   the notification interrupts it so that its vcore drains;
+//! * a vcore context that waits for another vcore's ring drains its own queue
+//!   meanwhile (nested, a few levels at most), so vcores that flood each other do not
+//!   wait on each other;
+//! * the target's own vcore context uses the overflow ring, and past it runs the
+//!   handler at once, in place;
+//! * a signal handler never waits behind a push it interrupted;
+//! * a sender that nothing can drain for (a uthread of the target with notifications
+//!   disabled, or a signal handler on the target's task) uses the overflow ring, and
+//!   only past it, with more than [`QUEUE_CAPACITY`] + [`OVERFLOW_CAPACITY`] messages
+//!   outstanding, panics naming the vcore.
+//!
+//! `send_to_full`'s table in the source gives every case.
 //!
 //! Messages from one sender are handled in the order sent, except that overflowed
-//! messages may be handled before earlier ones still in the main ring.
+//! messages may be handled before earlier ones still in the main ring, and a handler
+//! run in place runs before the messages queued ahead of it.
 //!
 //! ## Example
 //!
@@ -69,7 +78,7 @@
 mod queue;
 
 use core::fmt;
-use core::sync::atomic::{compiler_fence, AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{compiler_fence, AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use parlib_vcore as vcore;
@@ -96,8 +105,8 @@ pub const MAX_EVENT_TYPES: u32 = 256;
 /// Capacity of each vcore's ring. 4096 messages of 32 bytes: 128 KiB per vcore, room
 /// for thousands of outstanding system calls or alarms between two handling passes.
 pub const QUEUE_CAPACITY: usize = 4096;
-/// Capacity of each vcore's overflow ring, used only by senders on the target's own task
-/// that cannot drain it (see the crate docs).
+/// Capacity of each vcore's overflow ring, used by senders that must not wait for room
+/// in the main ring (see the crate docs).
 pub const OVERFLOW_CAPACITY: usize = 1024;
 
 /// The inline payload of an event. Its meaning belongs to the event type.
@@ -159,6 +168,9 @@ struct VcoreQueues {
     /// Set while the owner pops, so a signal handler on the same task that finds the
     /// ring full knows it must not drain it (see the crate docs).
     popping: AtomicBool,
+    /// How deep this vcore's context nests `handle_events` while it waits to send
+    /// (only that vcore context touches it).
+    nested_drains: AtomicU32,
 }
 
 static QUEUES: OnceLock<Box<[VcoreQueues]>> = OnceLock::new();
@@ -178,6 +190,7 @@ pub fn init() -> Result<(), Error> {
                 main: Ring::new(QUEUE_CAPACITY),
                 overflow: Ring::new(OVERFLOW_CAPACITY),
                 popping: AtomicBool::new(false),
+                nested_drains: AtomicU32::new(0),
             })
             .collect()
     });
@@ -218,43 +231,103 @@ pub fn send_event(msg: &EventMsg, ty: EventType, vcoreid: usize) -> Result<(), E
     if handler(ty).is_none() {
         return Err(Error::NoHandler(ty));
     }
-    // A uthread interrupted between claiming a slot and publishing it would leave the
-    // consumer waiting behind that slot (parlib is linked into the binary, so the
-    // safe-point text check does not cover this code): keep notifications off meanwhile.
-    let pinned = vcore::notif::disable_if_uthread();
-    if !q.main.push(ty, msg) {
-        send_to_full(q, ty, msg, vcoreid);
-    }
-    if pinned {
-        enable_notifs();
+    if !push(&q.main, ty, msg) {
+        send_to_full(qs, q, ty, msg, vcoreid);
     }
     vcore::notify(vcoreid).map_err(|_| Error::NoSuchVcore(vcoreid))
 }
 
-/// The slow path of `send_event` when the target's ring is full (crate docs).
+std::thread_local! {
+    /// The ring this execution context (task, or uthread with its own TLS) is pushing
+    /// into, between claiming a slot and publishing it; 0 otherwise. A signal handler
+    /// that finds it set has interrupted that push, so it must not wait for room in that
+    /// ring: its consumer stops at the claimed slot until the push completes.
+    static IN_PUSH: core::cell::Cell<usize> = const { core::cell::Cell::new(0) };
+}
+
+/// One push, marked in [`IN_PUSH`] and, on a uthread, with notifications off: a uthread
+/// switched out between claim and publication would leave the consumer waiting behind
+/// its slot (parlib is linked into the binary, so the safe-point text check does not
+/// cover this code).
+#[inline]
+fn push(ring: &Ring, ty: EventType, msg: &EventMsg) -> bool {
+    let pinned = vcore::notif::disable_if_uthread();
+    let outer = IN_PUSH.replace(ring as *const Ring as usize);
+    let ok = ring.push(ty, msg);
+    IN_PUSH.set(outer);
+    if pinned {
+        enable_notifs();
+    }
+    ok
+}
+
+/// How deep a vcore context waiting for room elsewhere nests `handle_events` on its own
+/// queue. Each level is one handler frame plus `handle_events`, a few hundred bytes of
+/// the vcore stack; four levels let chains of handlers that flood each other progress.
+const MAX_NESTED_DRAINS: u32 = 4;
+
+/// The slow path of `send_event` when the target's main ring is full. Who may wait for
+/// room depends on whether the target can drain meanwhile:
+///
+/// | sender | what it does |
+/// |---|---|
+/// | the target's own vcore context | the target's overflow ring; if that is full too, runs the handler at once, in place |
+/// | a signal handler on the target's task, or a uthread of the target with notifications disabled | the overflow ring; if that is full too, panics naming the vcore (nothing can drain before the sender returns) |
+/// | any other sender: another task, or a uthread of the target with notifications on | notifies the target and waits for room; a uthread of the target is interrupted by that notification, so its vcore drains |
+/// | ... in the vcore context of another vcore | also tries the target's overflow ring, and while waiting drains its own queue, nested at most [`MAX_NESTED_DRAINS`] deep, so two vcores that flood each other do not wait on each other |
+/// | ... in a signal handler that interrupted a push into the target's ring | waits only on the target's other ring: the interrupted push holds a slot that stops the drain of its ring |
 #[cold]
-fn send_to_full(q: &VcoreQueues, ty: EventType, msg: &EventMsg, vcoreid: usize) {
+fn send_to_full(qs: &[VcoreQueues], q: &VcoreQueues, ty: EventType, msg: &EventMsg, vcoreid: usize) {
     let here = vcore::this();
-    if here.map(|v| v.id()) != Some(vcoreid) {
-        // Another task: have the target drain, and wait for room.
-        while !q.main.push(ty, msg) {
-            let _ = vcore::notify(vcoreid);
-            core::hint::spin_loop();
+    let interrupted_push = IN_PUSH.get();
+    let in_handler = interrupted_push != 0 || here.is_some_and(|v| v.on_signal_stack());
+    // Vcore context proper: not a signal handler that interrupted it.
+    let own_ctx =
+        here.filter(|v| v.in_vcore_context() && !in_handler && !qs[v.id()].popping.load(Ordering::Relaxed));
+    if here.is_some_and(|v| v.id() == vcoreid) {
+        let can_wait = !in_handler && !vcore::in_vcore_context() && vcore::notif::running_depth() == 0;
+        if !can_wait {
+            if push(&q.overflow, ty, msg) {
+                return;
+            }
+            if own_ctx.is_some() {
+                // Vcore context is where handlers run: run this one now rather than nest
+                // the whole queue, whose handlers could send again (unbounded nesting).
+                if let Some(h) = handler(ty) {
+                    h(msg, ty);
+                }
+                return;
+            }
+            panic!(
+                "parlib-events: vcore {vcoreid} sent itself more than {} events without handling them \
+                 (from a uthread with notifications disabled, or a signal handler)",
+                QUEUE_CAPACITY + OVERFLOW_CAPACITY
+            );
         }
-        return;
     }
-    if vcore::in_vcore_context() && !q.popping.load(Ordering::Relaxed) {
-        while !q.main.push(ty, msg) {
-            handle_events();
+    // Rings we may wait on: not one whose push we interrupted. Vcore contexts and such
+    // handlers use the overflow ring too; other senders leave it to them.
+    let usable = |r: &Ring| r as *const Ring as usize != interrupted_push;
+    let use_overflow = own_ctx.is_some() || interrupted_push != 0;
+    loop {
+        if usable(&q.main) && push(&q.main, ty, msg) {
+            return;
         }
-        return;
-    }
-    if !q.overflow.push(ty, msg) {
-        panic!(
-            "parlib-events: vcore {vcoreid} sent itself more than {} events without handling them \
-             (from a uthread with notifications disabled, or a signal handler)",
-            QUEUE_CAPACITY + OVERFLOW_CAPACITY
-        );
+        if use_overflow && usable(&q.overflow) && push(&q.overflow, ty, msg) {
+            return;
+        }
+        let _ = vcore::notify(vcoreid);
+        if let Some(v) = own_ctx {
+            let mine = &qs[v.id()];
+            let nest = mine.nested_drains.load(Ordering::Relaxed);
+            if nest < MAX_NESTED_DRAINS && (mine.main.has_ready() || mine.overflow.has_ready()) {
+                mine.nested_drains.store(nest + 1, Ordering::Relaxed);
+                handle_events();
+                mine.nested_drains.store(nest, Ordering::Relaxed);
+                continue;
+            }
+        }
+        core::hint::spin_loop();
     }
 }
 

@@ -5,13 +5,9 @@
 //! * a uthread that sends to its own vcore with notifications disabled (so nothing can
 //!   drain) spills into the overflow ring, and past both rings panics naming the vcore;
 //! * senders that wait must not wait for each other forever.
-//!
-//! Four tests are `#[ignore]`d: each shows a library bug, deterministically, and passes
-//! once it is fixed (run them with `--ignored`): vcore contexts waiting on each other's
-//! full rings; a signal handler waiting behind the send it interrupted; a uthread
-//! interrupted inside `send_event` whose own vcore context then waits behind it; and
-//! handlers sending to their own full ring nesting `handle_events` until the vcore stack
-//! overflows.
+//! * vcore contexts sending to each other's full rings, a signal handler interrupting a
+//!   send, a uthread interrupted inside a send, and handlers that flood their own ring
+//!   all make progress (each was a deadlock or a stack overflow once).
 
 mod common;
 
@@ -133,8 +129,6 @@ fn count(_: &EventMsg, _: EventType) {
 }
 
 #[test]
-#[ignore = "library bug: two vcores sending from vcore context to each other's full rings wait for each other \
-            forever (events/src/lib.rs, send_to_full); run with --ignored once fixed"]
 fn vcores_sending_to_each_others_full_rings_from_vcore_context_do_not_deadlock() {
     // An event handler (vcore context) on each of two vcores sends twice a ring's worth
     // to the other. Both handlers start together (a rendezvous), so both rings fill
@@ -151,7 +145,7 @@ fn vcores_sending_to_each_others_full_rings_from_vcore_context_do_not_deadlock()
             events::send_event(&seq(i), EV_COUNT, other).unwrap();
         }
     }
-    isolated_ignored!(Duration::from_secs(20), {
+    isolated!(Duration::from_secs(20), {
         common::init();
         assert!(vcore::max_vcores() >= 2, "this test needs two vcores");
         events::register_handler(EV_COUNT, count).unwrap();
@@ -250,9 +244,6 @@ mod uffd {
 }
 
 #[test]
-#[ignore = "library bug: a signal handler that interrupted send_event on its own thread can wait forever for \
-            room that only the interrupted send can make (events/src/lib.rs, send_to_full); run with --ignored \
-            once fixed"]
 fn a_signal_handler_sending_to_a_full_ring_does_not_deadlock_with_the_send_it_interrupted() {
     // Deterministically: thread A's send claims the first free slot of vcore 0's empty
     // ring, then, copying the message, faults on a page that userfaultfd holds back. The
@@ -269,7 +260,7 @@ fn a_signal_handler_sending_to_a_full_ring_does_not_deadlock_with_the_send_it_in
             HANDLER_SENT.store(true, Ordering::SeqCst);
         }
     }
-    isolated_ignored!(TIMEOUT, env = ONE_VCORE, {
+    isolated!(TIMEOUT, env = ONE_VCORE, {
         common::init();
         events::register_handler(EV_COUNT, count).unwrap();
         // SAFETY: installs a plain handler for SIGUSR2, which nothing else uses.
@@ -332,10 +323,6 @@ fn a_signal_handler_sending_to_a_full_ring_does_not_deadlock_with_the_send_it_in
 }
 
 #[test]
-#[ignore = "library bug: a notification can interrupt a uthread between send_event's claim of a slot and its \
-            publication (parlib's own code is not excluded from safe points), and a handler on that vcore \
-            then waits for room behind the claim forever (events/src/lib.rs send_event, \
-            vcore/src/notif.rs on_notify); run with --ignored once fixed"]
 fn a_uthread_interrupted_inside_send_event_does_not_leave_its_vcore_waiting_behind_it() {
     // Deterministically, on two vcores: uthread U on vcore 0 sends to vcore 1's empty
     // ring: it claims the first slot, then faults on its message's page, which
@@ -354,7 +341,7 @@ fn a_uthread_interrupted_inside_send_event_does_not_leave_its_vcore_waiting_behi
         events::send_event(&EventMsg::default(), EV_COUNT, 1).unwrap();
         FORWARD_SENT.store(true, Ordering::SeqCst);
     }
-    isolated_ignored!(TIMEOUT, {
+    isolated!(TIMEOUT, {
         common::init();
         assert!(vcore::max_vcores() >= 2, "this test needs two vcores");
         events::register_handler(EV_COUNT, count).unwrap();
@@ -406,9 +393,6 @@ fn a_uthread_interrupted_inside_send_event_does_not_leave_its_vcore_waiting_behi
 }
 
 #[test]
-#[ignore = "library bug: from vcore context, a send to the vcore's own full ring runs handle_events nested \
-            inside the handler that sends, once per message, until the vcore stack overflows \
-            (events/src/lib.rs, send_to_full); run with --ignored once fixed"]
 fn handlers_that_send_to_their_own_full_ring_do_not_overflow_the_vcore_stack() {
     // The ring is full of EV_FANOUT messages (sent while main had notifications
     // disabled); each one's handler, in vcore context, sends two counted messages to
@@ -423,7 +407,7 @@ fn handlers_that_send_to_their_own_full_ring_do_not_overflow_the_vcore_stack() {
             events::send_event(&EventMsg::default(), EV_COUNT, vcore::id()).unwrap();
         }
     }
-    isolated_ignored!(TIMEOUT, env = ONE_VCORE, {
+    isolated!(TIMEOUT, env = ONE_VCORE, {
         common::init();
         events::register_handler(EV_COUNT, count).unwrap();
         events::register_handler(EV_FANOUT, fanout).unwrap();

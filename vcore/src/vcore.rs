@@ -146,6 +146,14 @@ impl Vcore {
     pub fn in_vcore_context(&self) -> bool {
         self.vcore_ctx.load(Ordering::Relaxed)
     }
+    /// Whether the caller runs on this vcore's alternate signal stack: inside a signal
+    /// handler installed with `SA_ONSTACK` (parlib's own are) that interrupted this vcore.
+    /// Such a handler must not wait for work that the code it interrupted has to finish.
+    #[inline]
+    pub fn on_signal_stack(&self) -> bool {
+        let probe = 0u8;
+        self.altstack.contains(core::hint::black_box(&probe) as *const u8 as usize)
+    }
     /// Marks entry into or exit from vcore context. For the uthread layer, on every
     /// switch between vcore context and a uthread.
     ///
