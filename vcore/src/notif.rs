@@ -99,10 +99,14 @@ pub struct FaultInfo {
 pub fn notify(id: usize) -> Result<(), Error> {
     let vc = get(id)?;
     vc.notif_pending.store(true, Ordering::SeqCst);
-    if vc.is_parked() && vc.wake() {
+    // From the vcore's own notification handler (its timer hook), the handler itself
+    // delivers the notification once the hook returns: no signal, no futex wake.
+    let own_handler =
+        vc.in_timer_hook.load(Ordering::Relaxed) && this().is_some_and(|v| core::ptr::eq(v, vc));
+    if vc.is_parked() && vc.wake_inner(!own_handler) {
         return Ok(());
     }
-    if vc.vcore_ctx.load(Ordering::SeqCst) || vc.notif_depth.load(Ordering::SeqCst) > 0 {
+    if own_handler || vc.vcore_ctx.load(Ordering::SeqCst) || vc.notif_depth.load(Ordering::SeqCst) > 0 {
         return Ok(());
     }
     // SAFETY: tgkill to a vcore task of this process.
@@ -203,7 +207,8 @@ pub unsafe fn enable_notifs() {
     if depth == 0 {
         // SAFETY: the caller runs on a vcore.
         let vc = unsafe { this_unchecked() };
-        if vc.notif_pending.load(Ordering::SeqCst) {
+        // Inside the timer hook, the notification handler delivers it next.
+        if vc.notif_pending.load(Ordering::SeqCst) && !vc.in_timer_hook.load(Ordering::Relaxed) {
             // SAFETY: tgkill to our own task.
             unsafe { send_signal(vc) };
         }
@@ -407,7 +412,9 @@ fn run_timer_hook(vc: &Vcore, info: *const libc::siginfo_t) {
     if tagged && hook != 0 {
         // SAFETY: TIMER_HOOK only ever holds a `fn(usize)` stored by set_timer_hook.
         let f: fn(usize) = unsafe { core::mem::transmute::<usize, fn(usize)>(hook) };
+        vc.in_timer_hook.store(true, Ordering::Relaxed);
         f(vc.id());
+        vc.in_timer_hook.store(false, Ordering::Relaxed);
     }
 }
 

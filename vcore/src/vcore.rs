@@ -99,6 +99,10 @@ pub struct Vcore {
     /// Kernel id of the one-shot timer that retries a deferred notification (-1: none).
     pub(crate) retry_timer: AtomicI32,
     pub(crate) retry_armed: AtomicBool,
+    /// Set by the vcore's own task while its notification handler runs the timer hook:
+    /// a notification the hook sends to this vcore needs no signal or futex wake, since
+    /// the handler delivers it next.
+    pub(crate) in_timer_hook: AtomicBool,
     /// Alternate signal stack: handlers run here, so a full uthread stack can be reported.
     pub(crate) altstack: Stack,
 }
@@ -195,10 +199,18 @@ impl Vcore {
     /// Takes a parked vcore to `RUNNING` and wakes its task. False if it was running.
     #[inline]
     pub(crate) fn wake(&self) -> bool {
+        self.wake_inner(true)
+    }
+
+    /// `wake`, optionally without the futex wake: for the vcore's own task, whose parked
+    /// `FUTEX_WAIT` (restarted, or not yet made) sees the new state and returns at once.
+    pub(crate) fn wake_inner(&self, futex_wake: bool) -> bool {
         if self.state.compare_exchange(PARKED, RUNNING, Ordering::AcqRel, Ordering::Relaxed).is_err() {
             return false;
         }
-        futex::wake(&self.state, 1);
+        if futex_wake {
+            futex::wake(&self.state, 1);
+        }
         if let Some(h) = park_hook() {
             (h.wake)(self);
         }
@@ -505,6 +517,7 @@ fn init_inner() -> Result<(), Error> {
             fault: UnsafeCell::new(None),
             retry_timer: AtomicI32::new(-1),
             retry_armed: AtomicBool::new(false),
+            in_timer_hook: AtomicBool::new(false),
             altstack: Stack::new(ALTSTACK_SIZE)?,
         });
     }
