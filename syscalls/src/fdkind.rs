@@ -7,15 +7,20 @@
 //! | the user set `O_NONBLOCK` | nothing to do | `EAGAIN` goes back to the user |
 //! | regular file, block device, directory | never blocks on readiness: run on the uthread's backing thread | - |
 //!
-//! Kinds are cached per descriptor number (below [`MAX_CACHED_FD`]) and forgotten by the
-//! close wrapper; a socket call that finds `ENOTSOCK` reclassifies (a descriptor closed
-//! and reused behind our back).
+//! Kinds are cached per descriptor number and forgotten by the close wrapper; a socket
+//! call that finds `ENOTSOCK` reclassifies (a descriptor closed and reused behind our
+//! back). Descriptors below [`MAX_CACHED_FD`] have a slot in a flat table (one atomic
+//! byte each); larger ones (a raised `RLIMIT_NOFILE`, `dup2` to a high number) live in a
+//! map under a lock: slower, but remembered the same way, which matters because the
+//! flag `O_NONBLOCK` alone cannot tell our non-blocking descriptors from the user's.
 
 use core::sync::atomic::{AtomicU8, Ordering};
+use std::collections::HashMap;
 
+use parlib_sync::PdrSpinLock;
 use parlib_vcore::arch::syscall6;
 
-/// Descriptors below this have their kind cached.
+/// Descriptors below this have their kind in a flat table; larger ones in a map.
 pub const MAX_CACHED_FD: usize = 65536;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,29 +42,36 @@ const REGULAR: u8 = 4;
 const SOCKET_NB_OURS: u8 = 0x80;
 
 static KINDS: [AtomicU8; MAX_CACHED_FD] = [const { AtomicU8::new(UNKNOWN) }; MAX_CACHED_FD];
+/// Descriptors from `MAX_CACHED_FD` up; absent means `UNKNOWN`. PDR: uthreads use it.
+static LARGE: PdrSpinLock<Option<HashMap<i32, u8>>> = PdrSpinLock::new(None);
 
-fn slot(fd: i32) -> Option<&'static AtomicU8> {
-    usize::try_from(fd).ok().and_then(|i| KINDS.get(i))
-}
-
-/// Forgets what `fd` was (it is being closed, or turned out to be something else).
-pub(crate) fn forget(fd: i32) {
-    if let Some(s) = slot(fd) {
-        s.store(UNKNOWN, Ordering::Relaxed);
+fn load(fd: i32) -> u8 {
+    match usize::try_from(fd) {
+        Ok(i) if i < MAX_CACHED_FD => KINDS[i].load(Ordering::Relaxed),
+        Ok(_) => LARGE.lock().as_ref().and_then(|m| m.get(&fd).copied()).unwrap_or(UNKNOWN),
+        Err(_) => UNKNOWN,
     }
 }
 
-/// Records that `fd` is a socket (we just created or accepted it).
-pub(crate) fn note_socket(fd: i32) {
-    if let Some(s) = slot(fd) {
-        s.store(SOCKET, Ordering::Relaxed);
+fn store(fd: i32, v: u8) {
+    match usize::try_from(fd) {
+        Ok(i) if i < MAX_CACHED_FD => KINDS[i].store(v, Ordering::Relaxed),
+        Ok(_) => {
+            let mut m = LARGE.lock();
+            if v == UNKNOWN {
+                if let Some(m) = m.as_mut() {
+                    m.remove(&fd);
+                }
+            } else {
+                m.get_or_insert_with(HashMap::new).insert(fd, v);
+            }
+        }
+        Err(_) => {}
     }
 }
 
-/// The kind of `fd` if it is already known, without classifying it (plain threads must
-/// not change a descriptor's flags by asking).
-pub(crate) fn cached(fd: i32) -> Option<Kind> {
-    match slot(fd).map_or(UNKNOWN, |s| s.load(Ordering::Relaxed)) & !SOCKET_NB_OURS {
+fn decode(v: u8) -> Option<Kind> {
+    match v & !SOCKET_NB_OURS {
         SOCKET => Some(Kind::Socket),
         OURS => Some(Kind::OursNonblock),
         USER => Some(Kind::UserNonblock),
@@ -68,28 +80,44 @@ pub(crate) fn cached(fd: i32) -> Option<Kind> {
     }
 }
 
+/// Forgets what `fd` was (it is being closed, or turned out to be something else).
+pub(crate) fn forget(fd: i32) {
+    store(fd, UNKNOWN);
+}
+
+/// Records that `fd` is a socket (we just created or accepted it).
+pub(crate) fn note_socket(fd: i32) {
+    store(fd, SOCKET);
+}
+
+/// The kind of `fd` if it is already known, without classifying it (plain threads must
+/// not change a descriptor's flags by asking).
+pub(crate) fn cached(fd: i32) -> Option<Kind> {
+    decode(load(fd))
+}
+
+/// Whether `O_NONBLOCK` on `fd` is ours (set by this layer, so its callers still expect
+/// blocking behaviour), as far as the cache knows. Never classifies.
+pub(crate) fn nonblock_is_ours(fd: i32) -> bool {
+    let v = load(fd);
+    v == OURS || v & SOCKET_NB_OURS != 0
+}
+
 /// The kind of `fd`, classifying it on first use. `Err(errno)` for a bad descriptor.
 pub(crate) fn kind(fd: i32) -> Result<Kind, i32> {
-    let cached = slot(fd).map_or(UNKNOWN, |s| s.load(Ordering::Relaxed));
-    match cached & !SOCKET_NB_OURS {
-        SOCKET => return Ok(Kind::Socket),
-        OURS => return Ok(Kind::OursNonblock),
-        USER => return Ok(Kind::UserNonblock),
-        REGULAR => return Ok(Kind::Regular),
-        _ => {}
+    if let Some(k) = cached(fd) {
+        return Ok(k);
     }
     let k = classify(fd)?;
-    if let Some(s) = slot(fd) {
-        s.store(
-            match k {
-                Kind::Socket => SOCKET,
-                Kind::OursNonblock => OURS,
-                Kind::UserNonblock => USER,
-                Kind::Regular => REGULAR,
-            },
-            Ordering::Relaxed,
-        );
-    }
+    store(
+        fd,
+        match k {
+            Kind::Socket => SOCKET,
+            Kind::OursNonblock => OURS,
+            Kind::UserNonblock => USER,
+            Kind::Regular => REGULAR,
+        },
+    );
     Ok(k)
 }
 
@@ -133,7 +161,7 @@ pub(crate) fn user_wants_eagain(fd: i32, k: Kind) -> bool {
         Kind::UserNonblock => true,
         Kind::OursNonblock | Kind::Regular => false,
         Kind::Socket => {
-            if slot(fd).is_some_and(|s| s.load(Ordering::Relaxed) & SOCKET_NB_OURS != 0) {
+            if load(fd) & SOCKET_NB_OURS != 0 {
                 return false;
             }
             fcntl(fd, libc::F_GETFL, 0).is_ok_and(|fl| fl & libc::O_NONBLOCK != 0)
@@ -145,7 +173,7 @@ pub(crate) fn user_wants_eagain(fd: i32, k: Kind) -> bool {
 /// `connect`), remembering that the flag is ours. Returns false if the user had already
 /// set it (their `EAGAIN`s are theirs).
 pub(crate) fn make_socket_nonblocking(fd: i32) -> Result<bool, i32> {
-    if slot(fd).is_some_and(|s| s.load(Ordering::Relaxed) & SOCKET_NB_OURS != 0) {
+    if load(fd) & SOCKET_NB_OURS != 0 {
         return Ok(true);
     }
     let fl = fcntl(fd, libc::F_GETFL, 0)?;
@@ -153,8 +181,40 @@ pub(crate) fn make_socket_nonblocking(fd: i32) -> Result<bool, i32> {
         return Ok(false);
     }
     fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK)?;
-    if let Some(s) = slot(fd) {
-        s.store(SOCKET | SOCKET_NB_OURS, Ordering::Relaxed);
-    }
+    store(fd, SOCKET | SOCKET_NB_OURS);
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the cache remembers for a number is the same on both sides of the table's
+    /// edge (the map side is what descriptors >= 65536 use), and forgetting clears it.
+    #[test]
+    fn kinds_above_the_flat_table_are_remembered_like_those_below() {
+        for fd in [MAX_CACHED_FD as i32 - 1, MAX_CACHED_FD as i32, 70_000, i32::MAX] {
+            assert_eq!(cached(fd), None, "fd {fd} starts unknown");
+            store(fd, OURS);
+            assert_eq!(cached(fd), Some(Kind::OursNonblock), "fd {fd}");
+            assert!(nonblock_is_ours(fd), "fd {fd}");
+            store(fd, SOCKET | SOCKET_NB_OURS);
+            assert_eq!(cached(fd), Some(Kind::Socket), "fd {fd}");
+            assert!(nonblock_is_ours(fd) && !user_wants_eagain(fd, Kind::Socket), "fd {fd}");
+            note_socket(fd);
+            assert!(!nonblock_is_ours(fd), "fd {fd}: a fresh socket's flags are the user's");
+            forget(fd);
+            assert_eq!(cached(fd), None, "fd {fd} forgotten");
+        }
+        assert_eq!(cached(-1), None);
+        store(-1, OURS);
+        assert_eq!(cached(-1), None, "negative numbers are never cached");
+    }
+
+    /// A bad descriptor above the table is the kernel's `EBADF`, and nothing is cached.
+    #[test]
+    fn classifying_a_closed_high_descriptor_is_ebadf() {
+        assert_eq!(kind(90_000), Err(libc::EBADF));
+        assert_eq!(cached(90_000), None);
+    }
 }

@@ -3,13 +3,11 @@
 //! exception: on a descriptor we made non-blocking, a plain thread's call still blocks
 //! (we wait with `poll`), so its semantics do not change under it.
 
-use core::ptr::NonNull;
-
-use parlib_events::{EventMsg, EventType, EV_SYSCALL};
-use parlib_uthread::{self as uthread, BlockReason, Uthread};
+use parlib_uthread as uthread;
 use parlib_vcore::arch::syscall6;
 
 use crate::fdkind::{self, Kind};
+use crate::offload::{offload_sys, record};
 use crate::poll::{wait_io, wake_closed};
 
 /// A raw system call: `Ok(result)` or `Err(errno)`.
@@ -34,11 +32,13 @@ fn on_uthread() -> bool {
 
 /// Retries `attempt` until it does not report `EAGAIN` (waiting for `events` on `fd`
 /// between tries) unless the `EAGAIN` is the user's. `EINTR` restarts, as `SA_RESTART`
-/// would.
+/// would. `(nr, args)` is the call the user made, shown to the scheduler while the
+/// uthread waits (`thread_blockon_sysc`).
 fn io_loop(
     fd: i32,
     k: Kind,
     events: u32,
+    (nr, args): (libc::c_long, [usize; 6]),
     mut attempt: impl FnMut() -> Result<usize, i32>,
 ) -> Result<usize, i32> {
     loop {
@@ -46,7 +46,9 @@ fn io_loop(
             Err(libc::EINTR) => continue,
             Err(libc::EAGAIN) if !fdkind::user_wants_eagain(fd, k) => {
                 if on_uthread() {
-                    wait_io(fd, events)?;
+                    let mut rec = record(nr, args);
+                    rec.err = libc::EAGAIN;
+                    wait_io(fd, events, &mut rec)?;
                 } else {
                     thread_wait(fd, events)?;
                 }
@@ -67,57 +69,31 @@ fn thread_wait(fd: i32, events: u32) -> Result<(), i32> {
     }
 }
 
-/// Runs `f` where it may block: on the uthread's backing thread (on its own TLS) when the
-/// caller is a uthread with one, else right here.
-pub(crate) fn offload<R>(f: impl FnOnce() -> R) -> R {
-    if !on_uthread() {
-        return f();
-    }
-    let mut f = Some(f);
-    let mut out = None;
-    let mut job = || out = Some((f.take().expect("the job runs once"))());
-    if !uthread::run_on_backing(&mut job, BlockReason::Syscall, complete) {
-        job(); // TLS-less uthreads and `main` have no backing thread: block the vcore
-    }
-    out.expect("the job ran")
-}
-
-/// On the backing thread: the job is done; the issuing vcore makes the uthread runnable.
-fn complete(uth: NonNull<Uthread>, vcore: usize) {
-    let msg = EventMsg { arg0: uth.as_ptr() as u64, ..Default::default() };
-    if parlib_events::send_event(&msg, EV_SYSCALL, vcore).is_err() {
-        uthread::runnable(uth); // no events layer: wake it from here
-    }
-}
-
-/// The `EV_SYSCALL` handler, in the issuing vcore's vcore context.
-pub(crate) fn on_syscall_event(msg: &EventMsg, _: EventType) {
-    // SAFETY: `complete` sends the blocked uthread's record.
-    uthread::runnable(unsafe { NonNull::new_unchecked(msg.arg0 as *mut Uthread) });
-}
-
-/// Runs `f` for `fd` by kind: offloaded for regular files, else in the retry loop.
+/// Runs the call `nr(args)` on `fd` by kind: offloaded for regular files, in the retry
+/// loop for the rest (`sock`, the same call as a non-blocking socket call, for sockets).
 fn by_kind(
     fd: i32,
     events: u32,
-    plain: impl Fn() -> Result<usize, i32>,
+    nr: libc::c_long,
+    args: [usize; 6],
     sock: impl Fn() -> Result<usize, i32>,
 ) -> Result<usize, i32> {
+    let plain = || sys(nr, args);
     loop {
-        let k = if on_uthread() {
-            fdkind::kind(fd)?
-        } else {
+        if !on_uthread() {
             // A plain thread never classifies (that could set O_NONBLOCK under others'
-            // feet); it only keeps blocking semantics on descriptors we already changed.
-            match fdkind::cached(fd) {
-                Some(k) => k,
-                None => return plain(),
+            // feet): the plain call, except that on a descriptor we made non-blocking it
+            // waits (with `poll`) to keep blocking semantics.
+            if fdkind::nonblock_is_ours(fd) {
+                return io_loop(fd, Kind::OursNonblock, events, (nr, args), plain);
             }
-        };
+            return plain();
+        }
+        let k = fdkind::kind(fd)?;
         let r = match k {
-            Kind::Regular => return if on_uthread() { offload(plain) } else { plain() },
-            Kind::Socket => io_loop(fd, k, events, &sock),
-            _ => io_loop(fd, k, events, &plain),
+            Kind::Regular => return offload_sys(nr, args),
+            Kind::Socket => io_loop(fd, k, events, (nr, args), &sock),
+            _ => io_loop(fd, k, events, (nr, args), plain),
         };
         if r == Err(libc::ENOTSOCK) && k == Kind::Socket {
             fdkind::forget(fd); // the descriptor was reused behind our back
@@ -129,12 +105,9 @@ fn by_kind(
 
 /// `read(2)`.
 pub fn read(fd: i32, buf: *mut u8, n: usize) -> Result<usize, i32> {
-    by_kind(
-        fd,
-        IN,
-        || sys(libc::SYS_read, [fd as usize, buf as usize, n, 0, 0, 0]),
-        || sys(libc::SYS_recvfrom, [fd as usize, buf as usize, n, libc::MSG_DONTWAIT as usize, 0, 0]),
-    )
+    by_kind(fd, IN, libc::SYS_read, [fd as usize, buf as usize, n, 0, 0, 0], || {
+        sys(libc::SYS_recvfrom, [fd as usize, buf as usize, n, libc::MSG_DONTWAIT as usize, 0, 0])
+    })
 }
 
 /// `write(2)`.
@@ -142,12 +115,9 @@ pub fn write(fd: i32, buf: *const u8, n: usize) -> Result<usize, i32> {
     write_all_if_blocking(fd, n, |done| {
         // `done <= n`: still inside the caller's buffer; only the kernel dereferences it.
         let (b, left) = (buf.wrapping_add(done), n - done);
-        by_kind(
-            fd,
-            OUT,
-            || sys(libc::SYS_write, [fd as usize, b as usize, left, 0, 0, 0]),
-            || sys(libc::SYS_sendto, [fd as usize, b as usize, left, libc::MSG_DONTWAIT as usize, 0, 0]),
-        )
+        by_kind(fd, OUT, libc::SYS_write, [fd as usize, b as usize, left, 0, 0, 0], || {
+            sys(libc::SYS_sendto, [fd as usize, b as usize, left, libc::MSG_DONTWAIT as usize, 0, 0])
+        })
     })
 }
 
@@ -200,59 +170,58 @@ fn check_iov_count(cnt: i32) -> Result<(), i32> {
 /// `readv(2)`.
 pub fn readv(fd: i32, iov: *const libc::iovec, cnt: i32) -> Result<usize, i32> {
     check_iov_count(cnt)?;
-    by_kind(
-        fd,
-        IN,
-        || sys(libc::SYS_readv, [fd as usize, iov as usize, cnt as usize, 0, 0, 0]),
-        || {
-            let mut m = msghdr(iov, cnt);
-            sys(
-                libc::SYS_recvmsg,
-                [fd as usize, &mut m as *mut libc::msghdr as usize, libc::MSG_DONTWAIT as usize, 0, 0, 0],
-            )
-        },
-    )
+    by_kind(fd, IN, libc::SYS_readv, [fd as usize, iov as usize, cnt as usize, 0, 0, 0], || {
+        let mut m = msghdr(iov, cnt);
+        sys(
+            libc::SYS_recvmsg,
+            [fd as usize, &mut m as *mut libc::msghdr as usize, libc::MSG_DONTWAIT as usize, 0, 0, 0],
+        )
+    })
 }
 
 /// `writev(2)`. (Unlike `write`, a partial write of a vector is returned as it is.)
 pub fn writev(fd: i32, iov: *const libc::iovec, cnt: i32) -> Result<usize, i32> {
     check_iov_count(cnt)?;
-    by_kind(
-        fd,
-        OUT,
-        || sys(libc::SYS_writev, [fd as usize, iov as usize, cnt as usize, 0, 0, 0]),
-        || {
-            let m = msghdr(iov, cnt);
-            sys(
-                libc::SYS_sendmsg,
-                [fd as usize, &m as *const libc::msghdr as usize, libc::MSG_DONTWAIT as usize, 0, 0, 0],
-            )
-        },
-    )
+    by_kind(fd, OUT, libc::SYS_writev, [fd as usize, iov as usize, cnt as usize, 0, 0, 0], || {
+        let m = msghdr(iov, cnt);
+        sys(
+            libc::SYS_sendmsg,
+            [fd as usize, &m as *const libc::msghdr as usize, libc::MSG_DONTWAIT as usize, 0, 0, 0],
+        )
+    })
 }
 
 /// `pread(2)`: positioned I/O is for files, which go to the backing thread.
 pub fn pread(fd: i32, buf: *mut u8, n: usize, off: i64) -> Result<usize, i32> {
-    offload(|| sys(libc::SYS_pread64, [fd as usize, buf as usize, n, off as usize, 0, 0]))
+    offload_sys(libc::SYS_pread64, [fd as usize, buf as usize, n, off as usize, 0, 0])
 }
 
 /// `pwrite(2)`.
 pub fn pwrite(fd: i32, buf: *const u8, n: usize, off: i64) -> Result<usize, i32> {
-    offload(|| sys(libc::SYS_pwrite64, [fd as usize, buf as usize, n, off as usize, 0, 0]))
+    offload_sys(libc::SYS_pwrite64, [fd as usize, buf as usize, n, off as usize, 0, 0])
 }
 
-/// Socket calls with per-call flags: the user's `MSG_DONTWAIT` keeps its meaning.
+/// Socket calls with per-call flags: `nr(args(flags))`. The user's `MSG_DONTWAIT` keeps
+/// its meaning; a plain thread makes the plain call.
 fn sock_call(
     fd: i32,
     flags: i32,
     events: u32,
-    call: impl Fn(i32) -> Result<usize, i32>,
+    nr: libc::c_long,
+    args: impl Fn(i32) -> [usize; 6],
 ) -> Result<usize, i32> {
+    let call = |f: i32| sys(nr, args(f));
     if flags & libc::MSG_DONTWAIT != 0 {
         return call(flags);
     }
+    if !on_uthread() {
+        if fdkind::nonblock_is_ours(fd) {
+            return io_loop(fd, Kind::OursNonblock, events, (nr, args(flags)), || call(flags));
+        }
+        return call(flags);
+    }
     let k = fdkind::kind(fd)?;
-    io_loop(fd, k, events, || call(flags | libc::MSG_DONTWAIT))
+    io_loop(fd, k, events, (nr, args(flags)), || call(flags | libc::MSG_DONTWAIT))
 }
 
 /// `recv(2)`.
@@ -269,17 +238,18 @@ pub fn recvfrom(
     addr: *mut libc::sockaddr,
     len: *mut libc::socklen_t,
 ) -> Result<usize, i32> {
-    sock_call(fd, flags, IN, |f| {
-        sys(libc::SYS_recvfrom, [fd as usize, buf as usize, n, f as usize, addr as usize, len as usize])
+    sock_call(fd, flags, IN, libc::SYS_recvfrom, |f| {
+        [fd as usize, buf as usize, n, f as usize, addr as usize, len as usize]
     })
 }
 
 /// `recvmsg(2)`.
 pub fn recvmsg(fd: i32, msg: *mut libc::msghdr, flags: i32) -> Result<usize, i32> {
-    sock_call(fd, flags, IN, |f| sys(libc::SYS_recvmsg, [fd as usize, msg as usize, f as usize, 0, 0, 0]))
+    sock_call(fd, flags, IN, libc::SYS_recvmsg, |f| [fd as usize, msg as usize, f as usize, 0, 0, 0])
 }
 
-/// `send(2)`.
+/// `send(2)`. Like libc's, it raises `SIGPIPE` on a connection the peer closed, unless
+/// `flags` has `MSG_NOSIGNAL`.
 pub fn send(fd: i32, buf: *const u8, n: usize, flags: i32) -> Result<usize, i32> {
     sendto(fd, buf, n, flags, core::ptr::null(), 0)
 }
@@ -302,18 +272,15 @@ pub fn sendto(
     write_all_if_blocking(fd, n, |done| {
         // `done <= n`: still inside the caller's buffer; only the kernel dereferences it.
         let b = buf.wrapping_add(done);
-        sock_call(fd, flags, OUT, |f| {
-            sys(
-                libc::SYS_sendto,
-                [fd as usize, b as usize, n - done, f as usize, addr as usize, len as usize],
-            )
+        sock_call(fd, flags, OUT, libc::SYS_sendto, |f| {
+            [fd as usize, b as usize, n - done, f as usize, addr as usize, len as usize]
         })
     })
 }
 
 /// `sendmsg(2)`.
 pub fn sendmsg(fd: i32, msg: *const libc::msghdr, flags: i32) -> Result<usize, i32> {
-    sock_call(fd, flags, OUT, |f| sys(libc::SYS_sendmsg, [fd as usize, msg as usize, f as usize, 0, 0, 0]))
+    sock_call(fd, flags, OUT, libc::SYS_sendmsg, |f| [fd as usize, msg as usize, f as usize, 0, 0, 0])
 }
 
 /// `accept(2)`.
@@ -329,30 +296,22 @@ pub fn accept4(
     len: *mut libc::socklen_t,
     flags: i32,
 ) -> Result<i32, i32> {
-    let call = || sys(libc::SYS_accept4, [fd as usize, addr as usize, len as usize, flags as usize, 0, 0]);
+    let args = [fd as usize, addr as usize, len as usize, flags as usize, 0, 0];
+    let call = || sys(libc::SYS_accept4, args);
     let r = if on_uthread() {
         match fdkind::kind(fd)? {
             Kind::Socket => {}
             _ => return call().map(|v| v as i32), // not a socket: the kernel's ENOTSOCK
         }
         if fdkind::make_socket_nonblocking(fd)? {
-            io_loop(fd, Kind::OursNonblock, IN, call)
+            io_loop(fd, Kind::OursNonblock, IN, (libc::SYS_accept4, args), call)
         } else {
             call() // the user's own non-blocking listener
         }
+    } else if fdkind::nonblock_is_ours(fd) {
+        io_loop(fd, Kind::OursNonblock, IN, (libc::SYS_accept4, args), call)
     } else {
-        loop {
-            match call() {
-                Err(libc::EINTR) => continue,
-                Err(libc::EAGAIN)
-                    if fdkind::kind(fd) == Ok(Kind::Socket)
-                        && !fdkind::user_wants_eagain(fd, Kind::Socket) =>
-                {
-                    thread_wait(fd, IN)?
-                }
-                r => break r,
-            }
-        }
+        call()
     };
     let nfd = r? as i32;
     wake_closed(nfd); // a stale registration of this number, if a close bypassed us
@@ -360,15 +319,25 @@ pub fn accept4(
     Ok(nfd)
 }
 
-/// `connect(2)`.
+/// `connect(2)`. On a uthread the socket is made non-blocking (remembered as ours) and:
+///
+/// * `EINPROGRESS` (TCP and most families): wait for writability, then read the outcome
+///   from `SO_ERROR`;
+/// * `EAGAIN` (a Unix stream socket whose listener's backlog is full: the kernel offers no
+///   readiness to wait for, the blocking call sleeps on the listener's queue): the call
+///   is made blocking (the flag is ours) and offloaded, so it waits in the kernel, off the
+///   vcore, exactly as libc's `connect` would; the flag is restored after.
 pub fn connect(fd: i32, addr: *const libc::sockaddr, len: libc::socklen_t) -> Result<(), i32> {
-    let call = || sys(libc::SYS_connect, [fd as usize, addr as usize, len as usize, 0, 0, 0]).map(drop);
+    let args = [fd as usize, addr as usize, len as usize, 0, 0, 0];
+    let call = || sys(libc::SYS_connect, args).map(drop);
     if !on_uthread() || fdkind::kind(fd)? != Kind::Socket || !fdkind::make_socket_nonblocking(fd)? {
         return call(); // plain threads, non-sockets (the kernel's ENOTSOCK), the user's own non-blocking sockets
     }
     match call() {
         Err(libc::EINPROGRESS) | Err(libc::EINTR) => {
-            wait_io(fd, OUT)?;
+            let mut rec = record(libc::SYS_connect, args);
+            rec.err = libc::EINPROGRESS;
+            wait_io(fd, OUT, &mut rec)?;
             let mut err: i32 = 0;
             let mut l = core::mem::size_of::<i32>() as libc::socklen_t;
             sys(
@@ -387,6 +356,13 @@ pub fn connect(fd: i32, addr: *const libc::sockaddr, len: libc::socklen_t) -> Re
             } else {
                 Err(err)
             }
+        }
+        Err(libc::EAGAIN) => {
+            let fl = fdkind::fcntl(fd, libc::F_GETFL, 0)?;
+            fdkind::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK)?;
+            let r = offload_sys(libc::SYS_connect, args).map(drop);
+            fdkind::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK)?;
+            r
         }
         r => r,
     }
@@ -417,9 +393,10 @@ pub fn open(path: *const libc::c_char, flags: i32, mode: libc::mode_t) -> Result
 
 /// `openat(2)`.
 pub fn openat(dirfd: i32, path: *const libc::c_char, flags: i32, mode: libc::mode_t) -> Result<i32, i32> {
-    let fd = offload(|| {
-        sys(libc::SYS_openat, [dirfd as usize, path as usize, flags as usize, mode as usize, 0, 0])
-    })? as i32;
+    let fd =
+        offload_sys(libc::SYS_openat, [dirfd as usize, path as usize, flags as usize, mode as usize, 0, 0])?
+            as i32;
+    wake_closed(fd);
     fdkind::forget(fd);
     Ok(fd)
 }
@@ -431,14 +408,14 @@ pub fn close(fd: i32) -> Result<(), i32> {
     sys(libc::SYS_close, [fd as usize, 0, 0, 0, 0, 0]).map(drop)
 }
 
-/// `poll(2)`. With a zero timeout it is the plain call; otherwise a uthread waits on its
-/// backing thread.
+/// `poll(2)`. With a zero timeout it is the plain call; otherwise a uthread waits off
+/// the vcore (its backing thread, or an offload worker).
 pub fn poll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout_ms: i32) -> Result<usize, i32> {
-    let call = || sys(libc::SYS_poll, [fds as usize, n as usize, timeout_ms as isize as usize, 0, 0, 0]);
+    let args = [fds as usize, n as usize, timeout_ms as isize as usize, 0, 0, 0];
     if timeout_ms == 0 {
-        call()
+        sys(libc::SYS_poll, args)
     } else {
-        offload(call)
+        offload_sys(libc::SYS_poll, args)
     }
 }
 
@@ -468,9 +445,13 @@ pub fn usleep(us: u64) -> Result<(), i32> {
     nanosleep(&req, None)
 }
 
-/// `sleep(3)`: returns 0 (the seconds left unslept: a uthread's sleep is not interrupted).
+/// `sleep(3)`: the whole seconds left unslept, as glibc counts them. A uthread's sleep
+/// is never interrupted (0); a plain thread's `nanosleep` may be, by a signal.
 pub fn sleep(secs: u32) -> u32 {
     let req = libc::timespec { tv_sec: secs as i64, tv_nsec: 0 };
-    let _ = nanosleep(&req, None);
-    0
+    let mut rem = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    match nanosleep(&req, Some(&mut rem)) {
+        Err(libc::EINTR) => rem.tv_sec as u32,
+        _ => 0,
+    }
 }

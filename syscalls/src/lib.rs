@@ -3,18 +3,47 @@
 //! The syscall service of parlib-rs (`DESIGN.md` §7). A uthread that makes a blocking
 //! system call through this crate blocks; its vcore keeps running other uthreads.
 //!
-//! * Descriptors that can be non-blocking (sockets, pipes, FIFOs, ttys, eventfds) are
-//!   tried without blocking; on `EAGAIN` the uthread blocks until the vcore's epoll
-//!   instance reports readiness, then retries ([`poll`](mod@poll) and `fdkind` explain the
-//!   mechanics: sockets keep their flags, other descriptors get `O_NONBLOCK` once).
-//! * Calls that cannot be made non-blocking (regular files, `open`, `openat`, `poll`
-//!   with a timeout) run on the uthread's own backing thread, on its own TLS, and
-//!   complete with an `EV_SYSCALL` event on the vcore that issued them.
-//! * `nanosleep`, `usleep`, `sleep` sleep with an alarm.
-//! * Outside a uthread every wrapper is the plain system call.
+//! ## Map
 //!
-//! `errno` is never touched by the Rust face ([`io`]: `Result<_, errno>`); the C face
-//! ([`cabi`], `parlib_read` ...) sets it on failure, on the caller's TLS, as libc does.
+//! | module | what it holds |
+//! |---|---|
+//! | [`io`] | the Rust face: one wrapper per call, `Result<_, errno>`, never touching `errno` |
+//! | [`cabi`] | the C face: `parlib_read` ... with libc's signatures; sets `errno` on failure |
+//! | `fdkind` | what each descriptor is (socket, pipe-like, regular file, the user's non-blocking) and so how its calls avoid blocking |
+//! | [`poll`](mod@poll) | readiness: one epoll instance per vcore, the park hook, the poll hook |
+//! | `offload` | how a uthread blocks in a call (its `Syscall` record) and the offload of calls that cannot be non-blocking |
+//!
+//! How each call avoids blocking the vcore:
+//!
+//! * Descriptors that can be non-blocking (sockets, pipes, FIFOs, ttys, eventfds) are
+//!   tried without blocking; on `EAGAIN` the uthread blocks until the epoll instance of
+//!   the vcore it runs on reports readiness, then retries (sockets keep their flags and
+//!   get `MSG_DONTWAIT`; other descriptors get `O_NONBLOCK` once, remembered as ours).
+//! * Calls that cannot be made non-blocking (regular files, `pread`/`pwrite`, `open`,
+//!   `openat`, `poll` with a timeout, a Unix `connect` on a full backlog) run off the
+//!   vcore: on the uthread's own backing thread, on its own TLS, or, for `main` and
+//!   TLS-less uthreads, on an offload worker; they complete with an `EV_SYSCALL` event on
+//!   the vcore that issued them.
+//! * `nanosleep`, `usleep`, `sleep` sleep with an alarm (`parlib-alarms`).
+//! * Outside a uthread every wrapper is the plain system call. The one exception keeps
+//!   semantics, not calls: on a descriptor this layer made non-blocking, a plain thread's
+//!   call waits with `poll` and retries, so it still blocks as the thread expects.
+//!
+//! Results and errors are libc's: EOF is `Ok(0)`; `EPIPE` comes with `SIGPIPE` (the
+//! socket path's `sendto` raises it as `write` does) unless `MSG_NOSIGNAL`; `ECONNRESET`,
+//! `EBADF`, `EFAULT` (the kernel checks the pointers; the C face checks the ones libc
+//! dereferences itself) are the kernel's. A uthread's call that a signal interrupts is
+//! restarted (as with `SA_RESTART`); a plain thread's plain call returns `EINTR` as
+//! libc's does, and its `sleep` returns the seconds left.
+//!
+//! ## Never call libc's wrappers of the interposed names
+//!
+//! `upthread` exports [`cabi`] under the libc names (`read`, `write`, `close`, `poll`,
+//! `open`, `nanosleep`, ...), so in a process that links `libupthread.so` a call to
+//! `libc::read` *is* a call to [`cabi::parlib_read`]. This crate, and everything it calls,
+//! must therefore never use libc's wrapper of any of those names: internally every such
+//! call is a raw system call (`io::sys`, `syscall6`), as are the epoll and eventfd calls.
+//! Otherwise the layer recurses into itself.
 //!
 //! ## Where it sits
 //!
@@ -28,15 +57,65 @@
 //! ```
 //!
 //! Call [`init`] after `parlib_uthread::lib_init` (and `parlib_alarms::init`).
+//!
+//! ```no_run
+//! // In a uthread, after parlib_syscalls::init():
+//! let mut fds = [0; 2];
+//! parlib_syscalls::io::pipe2(&mut fds, libc::O_CLOEXEC).unwrap();
+//! let mut buf = [0u8; 16];
+//! // Blocks only this uthread until another one writes to fds[1].
+//! let n = parlib_syscalls::io::read(fds[0], buf.as_mut_ptr(), buf.len()).unwrap();
+//! # let _ = n;
+//! ```
+//!
+//! ## Where it differs from DESIGN §7
+//!
+//! * **One epoll instance per vcore, not one for all.** Issue 6 asks that readiness land
+//!   on the vcore that blocked, so a ready socket costs no thread hop and no cross-vcore
+//!   traffic. The price: readiness for a uthread whose vcore is kept busy by a uthread
+//!   that never yields waits for that vcore's next entry into vcore context (any yield,
+//!   block, event or preemption tick), instead of being taken by an idle vcore. Under
+//!   cooperative scheduling everything else queued on that vcore waits the same way;
+//!   a scheduler that preempts bounds it by its period. The test
+//!   `readiness_for_a_waiter_on_a_busy_vcore_is_delivered_by_that_vcore_when_it_next_schedules`
+//!   pins this down.
+//! * **`main` and TLS-less uthreads offload to workers**, not to a backing thread (they
+//!   have none): see `offload`. The calls offloaded are raw system calls, so the thread
+//!   they run on does not matter.
+//!
+//! ## Changes of the issue-6 gap pass
+//!
+//! * No internal call reaches libc's wrappers (the epoll/eventfd set-up and the eventfd
+//!   read were libc calls).
+//! * Every syscall block fills a `Syscall` record (the user's call) on the uthread's
+//!   stack and hands the uthread over in one place (`offload::block_on_sysc`).
+//! * `main` and TLS-less uthreads no longer block their vcore in offloaded calls.
+//! * The park hook no longer calls scheduler callbacks from a parked vcore: readiness it
+//!   collects is stashed and reported by the vcore's next `handle_events`, in vcore
+//!   context, with the vcore running.
+//! * Descriptors >= [`MAX_CACHED_FD`] keep their kind (in a map), so non-blocking flags
+//!   the layer set stay recognised as its own.
+//! * A Unix `connect` that finds the listener's backlog full waits (offloaded blocking
+//!   call) instead of returning the layer's `EAGAIN`.
+//! * Plain threads' socket calls and `accept` are the plain call unless the layer made
+//!   the descriptor non-blocking; `sleep` returns the seconds left when interrupted;
+//!   `open`/`openat` clear stale readiness registrations of the new number.
+//!
+//! ## Open ends
+//!
+//! * A blocking socket with `SO_RCVTIMEO`/`SO_SNDTIMEO` waits without its timeout on a
+//!   uthread (readiness waits have none).
 
 #![warn(missing_docs)]
 
 pub mod cabi;
 mod fdkind;
 pub mod io;
+mod offload;
 pub mod poll;
 
 pub use fdkind::MAX_CACHED_FD;
+pub use offload::{MAX_WORKERS, SYSC_DONE};
 
 /// Creates each vcore's epoll instance and eventfd, installs the park hook and the poll
 /// hook, and registers the `EV_SYSCALL` handler. Later calls do nothing.
@@ -45,7 +124,7 @@ pub fn init() -> std::io::Result<()> {
         return Err(std::io::Error::other("parlib_syscalls::init before uthread::lib_init"));
     }
     poll::init()?;
-    parlib_events::register_handler(parlib_events::EV_SYSCALL, io::on_syscall_event)
+    parlib_events::register_handler(parlib_events::EV_SYSCALL, offload::on_syscall_event)
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     Ok(())
 }

@@ -6,7 +6,7 @@
 //!
 //! | vcore is ... | how readiness is noticed |
 //! |---|---|
-//! | parked | it sleeps in `epoll_wait` (the vcore park hook); readiness wakes it, and so does an eventfd write, which replaces the futex wake for ordinary requests and events |
+//! | parked | it sleeps in `epoll_wait` (the vcore park hook); readiness wakes it (the events are stashed, the vcore requests itself, and its `handle_events` reports them in vcore context), and so does an eventfd write, which replaces the futex wake for ordinary requests and events |
 //! | spinning in `sched_entry` | its idle loop asks `events_pending`, which is true while it has waiters; the `handle_events` that follows polls with a zero timeout |
 //! | busy | `handle_events` polls on entries into vcore context while polls keep reporting, else at most once per [`POLL_INTERVAL_NS`] |
 //!
@@ -31,10 +31,12 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use parlib_sync::PdrSpinLock;
-use parlib_uthread::{self as uthread, BlockReason, Uthread};
+use parlib_uthread::{self as uthread, Syscall, Uthread};
 use parlib_vcore::{self as vcore, arch::syscall6, ParkHook, Vcore};
 
 use crate::fdkind::MAX_CACHED_FD;
+use crate::io::sys;
+use crate::offload::block_on_sysc;
 
 /// How often a busy vcore with waiters polls its epoll instance when the last poll found
 /// nothing: a zero-timeout `epoll_wait` costs about half a microsecond here, so polling on
@@ -86,6 +88,23 @@ struct VcorePoll {
     hot: AtomicBool,
     /// Set when an idle scheduler asks `events_pending`: its next poll is not throttled.
     idle_asked: AtomicBool,
+    /// Readiness the vcore's park hook collected, reported on its next `handle_events`.
+    /// Only the vcore itself touches it (parked, then in vcore context).
+    stash: PdrSpinLock<Stash>,
+    /// Whether `stash` has anything.
+    stashed: AtomicBool,
+}
+
+/// Events collected by [`park_wait`].
+struct Stash {
+    evs: [libc::epoll_event; EVENTS_PER_POLL],
+    len: usize,
+}
+
+impl Default for Stash {
+    fn default() -> Stash {
+        Stash { evs: [EMPTY_EVENT; EVENTS_PER_POLL], len: 0 }
+    }
 }
 
 static POLL: OnceLock<Box<[VcorePoll]>> = OnceLock::new();
@@ -125,21 +144,19 @@ pub(crate) fn init() -> std::io::Result<()> {
     }
     let mut v = Vec::new();
     for _ in 0..vcore::max_vcores() {
-        // SAFETY: plain descriptor-creating calls, results checked.
-        let (epfd, wakefd) = unsafe {
-            (
-                libc::epoll_create1(libc::EPOLL_CLOEXEC),
-                libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK),
-            )
-        };
-        if epfd < 0 || wakefd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        // Raw calls (see the crate docs: nothing here may reach libc's wrappers).
+        let epfd = sys(libc::SYS_epoll_create1, [libc::EPOLL_CLOEXEC as usize, 0, 0, 0, 0, 0])
+            .map_err(std::io::Error::from_raw_os_error)? as i32;
+        let wakefd =
+            sys(libc::SYS_eventfd2, [0, (libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) as usize, 0, 0, 0, 0])
+                .map_err(std::io::Error::from_raw_os_error)? as i32;
+        // The eventfd's registration carries WAKE_TAG, not its number.
         let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: WAKE_TAG };
-        // SAFETY: valid descriptors and event.
-        if unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, wakefd, &mut ev) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        sys(
+            libc::SYS_epoll_ctl,
+            [epfd as usize, libc::EPOLL_CTL_ADD as usize, wakefd as usize, &mut ev as *mut _ as usize, 0, 0],
+        )
+        .map_err(std::io::Error::from_raw_os_error)?;
         v.push(VcorePoll {
             epfd,
             wakefd,
@@ -148,6 +165,8 @@ pub(crate) fn init() -> std::io::Result<()> {
             last_poll: AtomicU64::new(0),
             hot: AtomicBool::new(false),
             idle_asked: AtomicBool::new(false),
+            stash: PdrSpinLock::new(Stash::default()),
+            stashed: AtomicBool::new(false),
         });
     }
     let _ = POLL.set(v.into_boxed_slice());
@@ -166,12 +185,16 @@ fn polls() -> &'static [VcorePoll] {
 /// # Errors
 /// The errno of `epoll_ctl` if `fd` cannot be waited on (`EPERM` for regular files,
 /// `EBADF`), or `EBADF` if it was closed while waiting.
-pub(crate) fn wait_io(fd: i32, events: u32) -> Result<(), i32> {
+///
+/// `sysc` describes the call that would block; the scheduler sees it while the uthread
+/// waits (`thread_blockon_sysc`).
+pub(crate) fn wait_io(fd: i32, events: u32, sysc: &mut Syscall) -> Result<(), i32> {
     let uth = uthread::current().expect("wait_io on a uthread");
     let w = IoWaiter { uth, events, closed: AtomicBool::new(false), error: AtomicI32::new(0) };
     let waddr = &w as *const IoWaiter as usize;
+    let sysc = NonNull::from(sysc);
     uthread::yield_with(true, move |uth| {
-        uthread::has_blocked(uth, BlockReason::Syscall);
+        block_on_sysc(uth, sysc);
         // SAFETY: the waiter lives on the blocked uthread's stack until it is woken.
         let w = unsafe { &*(waddr as *const IoWaiter) };
         if let Err(e) = enqueue(vcore::id(), fd, w) {
@@ -275,40 +298,55 @@ fn epoll_ctl(epfd: i32, op: i32, fd: i32, events: u32) -> Result<(), i32> {
     }
 }
 
-/// Polls vcore `id`'s epoll instance with `timeout_ms` and wakes the waiters of every
-/// descriptor that reported. Returns how many uthreads it woke, and whether the eventfd
-/// fired. In vcore context on vcore `id`.
-fn poll(id: usize, timeout_ms: i32) -> (usize, bool) {
-    let Some(pv) = polls().get(id) else { return (0, false) };
-    let mut evs = [libc::epoll_event { events: 0, u64: 0 }; 64];
-    // SAFETY: raw epoll_wait into a local array of the size we pass.
-    let n = unsafe {
-        syscall6(
-            libc::SYS_epoll_wait as usize,
-            pv.epfd as usize,
-            evs.as_mut_ptr() as usize,
-            evs.len(),
-            timeout_ms as isize as usize,
-            0,
-            0,
-        )
-    };
+/// Polls vcore `id`'s epoll instance without waiting and wakes the waiters of every
+/// descriptor that reported (first those its park left in the stash). Returns how many
+/// uthreads it woke. In vcore context on vcore `id`, with the vcore running.
+fn poll(id: usize) -> usize {
+    let Some(pv) = polls().get(id) else { return 0 };
+    let mut woken = drain_stash(pv);
+    let mut evs = [EMPTY_EVENT; EVENTS_PER_POLL];
+    let n = epoll_wait(pv, &mut evs, 0);
     pv.last_poll.store(parlib_sync::now_ns(), Ordering::Relaxed);
-    let mut woken = 0;
-    let mut wake = false;
-    for ev in evs.iter().take(n.max(0) as usize) {
-        let (data, revents) = (ev.u64, ev.events);
-        if data == WAKE_TAG {
-            let mut buf = 0u64;
-            // SAFETY: reading 8 bytes from our own non-blocking eventfd.
-            unsafe { libc::read(pv.wakefd, &mut buf as *mut u64 as *mut libc::c_void, 8) };
-            wake = true;
-            continue;
+    for ev in &evs[..n] {
+        if ev.u64 == WAKE_TAG {
+            drain_wakefd(pv);
+        } else {
+            woken += report(pv, ev.u64 as i32, ev.events);
         }
-        woken += report(pv, data as i32, revents);
     }
     pv.hot.store(n > 0, Ordering::Relaxed);
-    (woken, wake)
+    woken
+}
+
+const EMPTY_EVENT: libc::epoll_event = libc::epoll_event { events: 0, u64: 0 };
+
+/// Events taken per `epoll_wait`: as many as fit comfortably on the vcore stack (12
+/// bytes each); more ready descriptors are simply reported by the next poll.
+const EVENTS_PER_POLL: usize = 64;
+
+/// Raw `epoll_wait` on `pv`'s instance into `evs`; the number of events (0 on error).
+fn epoll_wait(pv: &VcorePoll, evs: &mut [libc::epoll_event], timeout_ms: i32) -> usize {
+    let r = sys(
+        libc::SYS_epoll_wait,
+        [pv.epfd as usize, evs.as_mut_ptr() as usize, evs.len(), timeout_ms as isize as usize, 0, 0],
+    );
+    r.unwrap_or(0).min(evs.len())
+}
+
+/// Empties `pv`'s eventfd (it only says "wake up"; the count does not matter).
+fn drain_wakefd(pv: &VcorePoll) {
+    let mut buf = 0u64;
+    let _ = sys(libc::SYS_read, [pv.wakefd as usize, &mut buf as *mut u64 as usize, 8, 0, 0, 0]);
+}
+
+/// Reports what the vcore's last park collected (see [`park_wait`]).
+fn drain_stash(pv: &VcorePoll) -> usize {
+    let stash = core::mem::take(&mut *pv.stash.lock());
+    let mut woken = 0;
+    for ev in &stash.evs[..stash.len] {
+        woken += report(pv, ev.u64 as i32, ev.events);
+    }
+    woken
 }
 
 /// Wakes the waiters of `fd` whose interest `revents` satisfies (all of them on an error
@@ -343,35 +381,63 @@ fn report(pv: &VcorePoll, fd: i32, revents: u32) -> usize {
 }
 
 /// The poll `handle_events` makes on every entry into vcore context. Throttled (see
-/// [`POLL_INTERVAL_NS`]) unless the last poll found readiness or an idle scheduler asked.
+/// [`POLL_INTERVAL_NS`]) unless the last poll found readiness, an idle scheduler asked,
+/// or the vcore's park left readiness in the stash.
 fn poll_busy(id: usize) -> usize {
     let Some(pv) = polls().get(id) else { return 0 };
-    if pv.count.load(Ordering::Relaxed) == 0 {
+    let stashed = pv.stashed.load(Ordering::Relaxed);
+    if pv.count.load(Ordering::Relaxed) == 0 && !stashed {
         return 0;
     }
-    let due = pv.idle_asked.swap(false, Ordering::Relaxed)
+    let due = stashed
+        || pv.idle_asked.swap(false, Ordering::Relaxed)
         || pv.hot.load(Ordering::Relaxed)
         || parlib_sync::now_ns().saturating_sub(pv.last_poll.load(Ordering::Relaxed)) >= POLL_INTERVAL_NS;
     if !due {
         return 0;
     }
-    poll(id, 0).0
+    pv.stashed.store(false, Ordering::Relaxed);
+    poll(id)
 }
 
 /// `events_pending` for an idle scheduler: any waiter makes a poll worth it.
 fn poll_pending(id: usize) -> bool {
     let Some(pv) = polls().get(id) else { return false };
-    let waiting = pv.count.load(Ordering::Relaxed) > 0;
+    let waiting = pv.count.load(Ordering::Relaxed) > 0 || pv.stashed.load(Ordering::Relaxed);
     if waiting {
         pv.idle_asked.store(true, Ordering::Relaxed);
     }
     waiting
 }
 
-/// The park hook's sleep: `epoll_wait` with no timeout. Readiness wakes the uthreads here.
+/// The park hook's sleep: `epoll_wait` with no timeout, on the parked vcore.
+///
+/// It does not wake anyone itself: the vcore is parked (its scheduler counts it as
+/// such), so no scheduler callback may run here. Readiness is kept in the vcore's stash
+/// (edge-triggered reports are not repeated, so they must not be dropped) and the hook
+/// returns true: the vcore requests itself and enters `vcore_entry`, whose
+/// `handle_events` reports the stash through [`poll_busy`], in vcore context, with the
+/// vcore running, before its scheduler decides anything.
 fn park_wait(vc: &Vcore) -> bool {
-    let (woken, _) = poll(vc.id(), -1);
-    woken > 0
+    let Some(pv) = polls().get(vc.id()) else { return false };
+    let mut evs = [EMPTY_EVENT; EVENTS_PER_POLL];
+    let n = epoll_wait(pv, &mut evs, -1);
+    let mut stash = pv.stash.lock();
+    for ev in &evs[..n] {
+        if ev.u64 == WAKE_TAG {
+            drain_wakefd(pv);
+        } else if stash.len < EVENTS_PER_POLL {
+            let i = stash.len;
+            stash.evs[i] = *ev;
+            stash.len += 1;
+        }
+    }
+    let any = stash.len > 0;
+    drop(stash);
+    if any {
+        pv.stashed.store(true, Ordering::Relaxed);
+    }
+    any
 }
 
 /// The park hook's wake: a write to the parked vcore's eventfd.

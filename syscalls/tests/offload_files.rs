@@ -4,12 +4,14 @@
 //! the right errno:
 //!
 //! * `open` / `read` / `pread` / `write` / `pwrite` / `close` on uthreads with backing TLS
-//!   (offloaded), on TLS-less uthreads (run in place) and on `main`;
+//!   (offloaded to the backing thread), on TLS-less uthreads and on `main` (offloaded to
+//!   the layer's offload workers);
 //! * a failing offloaded `open` gives `ENOENT`, and through the C face that errno lands in
 //!   the calling uthread's own `errno`, leaving another uthread's untouched;
-//! * the offloaded call really runs on the backing thread that owns the uthread's TLS;
+//! * the offloaded call really runs on the backing thread that owns the uthread's TLS
+//!   (and, for `main` and TLS-less uthreads, off the vcore);
 //! * a uthread blocked in an offloaded call (`open` of a FIFO with no writer yet) does not
-//!   block its vcore.
+//!   block its vcore, whether it is backed, TLS-less or `main`.
 //!
 //! Files are made with `std::fs` on the plain test thread before the runtime starts.
 
@@ -238,7 +240,8 @@ fn gettid() -> i32 {
 
 /// `/proc/thread-self` names the task that opens it, so an offloaded open reveals where
 /// it ran: on a backed uthread, on the backing thread whose TLS the uthread runs on (not
-/// on the vcore), the same one every time; on a TLS-less uthread, in place on the vcore.
+/// on the vcore), the same one every time; on a TLS-less uthread and on `main`, on an
+/// offload worker (not on the vcore either).
 #[test]
 fn offloaded_calls_run_on_the_backing_thread_that_owns_the_uthreads_tls() {
     static TIDS: [AtomicI32; 2] = [const { AtomicI32::new(0) }; 2];
@@ -260,10 +263,15 @@ fn offloaded_calls_run_on_the_backing_thread_that_owns_the_uthreads_tls() {
         support::spawn(TlsMode::None, || {
             for _ in 0..5 {
                 let vcore_tid = gettid();
-                assert_eq!(opener_tid(), vcore_tid, "a TLS-less uthread's open did not run in place");
+                assert_ne!(opener_tid(), vcore_tid, "a TLS-less uthread's open ran on the vcore's own task");
                 common::yield_now();
             }
         });
+        for _ in 0..5 {
+            let vcore_tid = gettid();
+            assert_ne!(opener_tid(), vcore_tid, "main's open ran on the vcore's own task");
+            common::yield_now();
+        }
         common::wait_all();
         let (a, b) = (TIDS[0].load(Ordering::Relaxed), TIDS[1].load(Ordering::Relaxed));
         assert!(a > 0 && b > 0 && a != b, "two uthreads shared a backing thread ({a}, {b})");
@@ -315,5 +323,70 @@ fn a_uthread_blocked_in_an_offloaded_open_does_not_block_its_vcore() {
         common::wait_all();
         assert!(OPENED.load(Ordering::Relaxed));
         std::fs::remove_file(fifo).expect("remove the FIFO");
+    });
+}
+
+/// Item 2 of the gaps in issue 6: `main` and TLS-less uthreads have no backing thread, and
+/// their offloaded calls used to run in place, blocking the vcore. On one vcore: a
+/// TLS-less uthread's `open` of a FIFO blocks until `main` (which keeps yielding
+/// meanwhile) opens the write end; then `main`'s own `open` of a second FIFO blocks until
+/// a TLS-less uthread that keeps yielding opens that one's write end. With the old
+/// in-place call, either open would have hung the only vcore (the watchdog's failure).
+#[test]
+fn main_and_tls_less_uthreads_blocked_in_an_offloaded_open_do_not_block_their_vcore() {
+    const SPINS: u64 = 200;
+    static OPENED: AtomicBool = AtomicBool::new(false);
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    isolated!(TIMEOUT, env = ONE_VCORE, {
+        let fifos = ["fifo-a", "fifo-b"].map(|t| {
+            let p = temp_path(t);
+            let _ = std::fs::remove_file(&p);
+            let c: &'static CString = Box::leak(Box::new(CString::new(p.to_str().unwrap()).unwrap()));
+            // SAFETY: a valid NUL-terminated path.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+            (p, c)
+        });
+        let (a, b) = (fifos[0].1, fifos[1].1);
+        support::init_runtime();
+        assert_eq!(vcore::max_vcores(), 1);
+
+        // A TLS-less reader blocks in open; main keeps the vcore busy, then writes.
+        support::spawn(TlsMode::None, move || {
+            let fd = open(a, libc::O_RDONLY);
+            OPENED.store(true, Ordering::Release);
+            let mut buf = [0u8; 4];
+            support::read_exact(fd, &mut buf);
+            assert_eq!(&buf, b"ping");
+            support::close(fd);
+        });
+        for _ in 0..SPINS {
+            assert!(!OPENED.load(Ordering::Acquire), "a FIFO opened for reading without a writer");
+            common::yield_now();
+        }
+        let w = open(a, libc::O_WRONLY);
+        support::write_all(w, b"ping");
+        support::close(w);
+        common::wait_all();
+
+        // Main blocks in open; a TLS-less uthread runs meanwhile, then opens the write end.
+        support::spawn(TlsMode::None, move || {
+            while COUNTER.load(Ordering::Relaxed) < SPINS {
+                COUNTER.fetch_add(1, Ordering::Relaxed);
+                common::yield_now();
+            }
+            let w = open(b, libc::O_WRONLY);
+            support::write_all(w, b"pong");
+            support::close(w);
+        });
+        let r = open(b, libc::O_RDONLY);
+        assert!(COUNTER.load(Ordering::Relaxed) >= SPINS, "main's open returned before a writer came");
+        let mut buf = [0u8; 4];
+        support::read_exact(r, &mut buf);
+        assert_eq!(&buf, b"pong");
+        support::close(r);
+        common::wait_all();
+        for (p, _) in fifos {
+            std::fs::remove_file(p).expect("remove a FIFO");
+        }
     });
 }

@@ -325,6 +325,20 @@ pub fn has_blocked(uth: NonNull<Uthread>, reason: BlockReason) {
     sched().thread_has_blocked(uth, reason);
 }
 
+/// Records that `uth` blocked in the system call `sysc` and tells the scheduler
+/// ([`Scheduler::thread_blockon_sysc`](crate::Scheduler::thread_blockon_sysc); parlib's
+/// `uthread_blockon_sysc`). It replaces [`has_blocked`] for syscall blocks: call it from
+/// a yield callback *before* publishing the uthread to whoever completes the call, which
+/// then makes it [`runnable`]. `sysc` must stay valid until then.
+///
+/// # Panics
+/// If `uth` is not `Yielding`.
+pub fn blockon_sysc(uth: NonNull<Uthread>, sysc: NonNull<crate::Syscall>) {
+    // SAFETY: the caller holds the uthread it just switched out.
+    unsafe { uth.as_ref() }.transition("uthread::blockon_sysc", &[State::Yielding], State::Blocked);
+    sched().thread_blockon_sysc(uth, sysc);
+}
+
 /// Hands a paused uthread back to the scheduler: one that just yielded, or the vcore's
 /// current uthread after a notification interrupted it (preemption: called from an
 /// event handler, in vcore context). It stays runnable.

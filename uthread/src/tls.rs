@@ -226,13 +226,38 @@ pub fn run_on_backing(
     reason: crate::BlockReason,
     complete: fn(NonNull<Uthread>, usize),
 ) -> bool {
+    backing_job(job, Blocked::Reason(reason), complete)
+}
+
+/// [`run_on_backing`] for a system call: the uthread blocks through
+/// [`blockon_sysc`](crate::blockon_sysc) with `sysc` (which must stay valid until
+/// `complete` has run) instead of `has_blocked`.
+#[must_use = "false means the job did not run"]
+pub fn run_sysc_on_backing(
+    job: &mut dyn FnMut(),
+    sysc: NonNull<crate::Syscall>,
+    complete: fn(NonNull<Uthread>, usize),
+) -> bool {
+    backing_job(job, Blocked::Sysc(sysc), complete)
+}
+
+#[derive(Clone, Copy)]
+enum Blocked {
+    Reason(crate::BlockReason),
+    Sysc(NonNull<crate::Syscall>),
+}
+
+fn backing_job(job: &mut dyn FnMut(), blocked: Blocked, complete: fn(NonNull<Uthread>, usize)) -> bool {
     let Some(uth) = crate::current() else { return false };
     // SAFETY: the running uthread's record; `backing` only changes in init / cleanup.
     let Some(backing) = (unsafe { *uth.as_ref().backing.get() }) else { return false };
     let mut j = Job { run: job, uth, vcore: 0, complete };
     let jp = &mut j as *mut Job<'_> as usize;
     crate::yield_with(true, move |uth| {
-        crate::has_blocked(uth, reason);
+        match blocked {
+            Blocked::Reason(r) => crate::has_blocked(uth, r),
+            Blocked::Sysc(s) => crate::blockon_sysc(uth, s),
+        }
         // SAFETY: the job is on the blocked uthread's stack; the backing thread has not
         // seen it yet.
         unsafe { (*(jp as *mut Job<'_>)).vcore = parlib_vcore::id() };
