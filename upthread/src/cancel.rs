@@ -1,5 +1,280 @@
-//! Deferred cancellation (in progress).
+//! Cancellation: `upthread_cancel`, cancel state and type, cleanup handlers, and the
+//! cancellation points that act on a pending cancel.
+//!
+//! # Deferred cancellation
+//!
+//! `upthread_cancel(t)` marks `t` cancel-pending and returns. `t` acts on it at its next
+//! *cancellation point* while its cancel state is `PTHREAD_CANCEL_ENABLE`: it runs its
+//! cleanup handlers newest first, then its key destructors, and exits with
+//! [`PTHREAD_CANCELED`]. With the state `PTHREAD_CANCEL_DISABLE` the request stays
+//! pending until the state is enabled again and the thread reaches a cancellation point.
+//!
+//! Cancellation points: [`upthread_testcancel`], `upthread_join`, every blocking call of
+//! the C API (condition waits, semaphore waits, ...: `capi` calls
+//! `cancellation_point()` before blocking and after waking) and the system calls the C
+//! library exports under libc's names (they call [`testcancel`]).
+//!
+//! A thread blocked in a cancellation point is *not* woken by the cancel: it acts on it
+//! when it wakes for its own reason (glibc interrupts the wait with a signal; uthread
+//! wait queues cannot be interrupted from outside).
+//!
+//! # Asynchronous cancellation
+//!
+//! `PTHREAD_CANCEL_ASYNCHRONOUS` is accepted and reported back. A uthread cannot be
+//! stopped at an arbitrary instruction here (it may hold a vcore-context lock with
+//! notifications off), so it acts on a cancel at the cancellation points above, and also
+//! when it yields (`upthread_yield`), when it switches to the asynchronous type or
+//! enables cancellation with a cancel pending, and when the cancel comes from itself.
+//!
+//! # Cleanup handlers
+//!
+//! `pthread_cleanup_push` / `pop` are macros around a block. The C header wraps
+//! [`upthread_cleanup_push_impl`] / [`upthread_cleanup_pop_impl`] around a
+//! [`CleanupBuffer`] declared in that block, on the thread's stack:
+//!
+//! ```c
+//! #define pthread_cleanup_push(routine, arg) \
+//!     do { struct upthread_cleanup_buffer __upthread_cb; \
+//!          upthread_cleanup_push_impl(&__upthread_cb, (routine), (arg));
+//! #define pthread_cleanup_pop(execute) \
+//!          upthread_cleanup_pop_impl(&__upthread_cb, (execute)); } while (0)
+//! ```
+//!
+//! The buffers form a list, newest first, through the thread's record. Exit and
+//! cancellation run the handlers still pushed, newest first; upthread does not unwind
+//! the stack, so the buffers (and everything else on it) are still in place while they
+//! run.
 
-/// A cancellation point: blocking calls of the C API call this before they block and
-/// after they wake. (Filled in by the cancellation work; until then it does nothing.)
-pub(crate) fn cancellation_point() {}
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use libc::{c_int, c_void};
+
+use crate::record::{self, Thread};
+
+/// `PTHREAD_CANCELED`: the exit value of a cancelled thread, `(void *)-1`.
+pub const PTHREAD_CANCELED: *mut c_void = usize::MAX as *mut c_void;
+/// `PTHREAD_CANCEL_ENABLE`.
+pub const PTHREAD_CANCEL_ENABLE: c_int = 0;
+/// `PTHREAD_CANCEL_DISABLE`.
+pub const PTHREAD_CANCEL_DISABLE: c_int = 1;
+/// `PTHREAD_CANCEL_DEFERRED`.
+pub const PTHREAD_CANCEL_DEFERRED: c_int = 0;
+/// `PTHREAD_CANCEL_ASYNCHRONOUS`.
+pub const PTHREAD_CANCEL_ASYNCHRONOUS: c_int = 1;
+
+/// `struct upthread_cleanup_buffer`: storage for one pushed cleanup handler, owned by
+/// the C macros (module docs). 32 bytes, 8-aligned; its fields are upthread's:
+///
+/// ```c
+/// struct upthread_cleanup_buffer {
+///     void (*routine)(void *);
+///     void *arg;
+///     struct upthread_cleanup_buffer *prev;
+///     void *reserved;
+/// };
+/// ```
+#[repr(C)]
+pub struct CleanupBuffer {
+    routine: Option<extern "C" fn(*mut c_void)>,
+    arg: *mut c_void,
+    prev: *mut CleanupBuffer,
+    reserved: *mut c_void,
+}
+
+const _: () = assert!(core::mem::size_of::<CleanupBuffer>() == 32);
+
+/// A thread's cancellation state.
+pub(crate) struct CancelState {
+    pending: AtomicBool,
+    disabled: AtomicBool,
+    asynchronous: AtomicBool,
+    /// The newest pushed cleanup buffer; touched only by the thread itself.
+    cleanup_top: UnsafeCell<*mut CleanupBuffer>,
+}
+
+impl CancelState {
+    pub(crate) const fn new() -> CancelState {
+        CancelState {
+            pending: AtomicBool::new(false),
+            disabled: AtomicBool::new(false),
+            asynchronous: AtomicBool::new(false),
+            cleanup_top: UnsafeCell::new(core::ptr::null_mut()),
+        }
+    }
+
+    fn should_act(&self) -> bool {
+        self.pending.load(Ordering::Acquire) && !self.disabled.load(Ordering::Relaxed)
+    }
+}
+
+/// Acts on a pending cancel: exits with `PTHREAD_CANCELED`. The exit path runs the
+/// cleanup handlers and key destructors once; cancellation points inside them do nothing.
+fn act_if_pending(t: &Thread) {
+    if t.cancel.should_act() && !t.exiting.load(Ordering::Acquire) {
+        crate::thread::exit_current(t, PTHREAD_CANCELED);
+    }
+}
+
+/// A cancellation point for the C API's blocking calls: delivers pending uthread-directed
+/// signals, then acts on a pending cancel (module docs). Does nothing outside upthread
+/// threads.
+pub(crate) fn cancellation_point() {
+    testcancel();
+}
+
+/// The public face of a cancellation point, for the system calls the C library exports:
+/// call it before a call that may block and after it returns. Delivers pending
+/// uthread-directed signals, then, if the calling thread has a pending cancel and
+/// cancellation enabled, exits it with [`PTHREAD_CANCELED`] (never returning). Does
+/// nothing outside upthread threads.
+pub fn testcancel() {
+    if let Some(t) = Thread::current() {
+        crate::signal::deliver_pending(t);
+        act_if_pending(t);
+    }
+}
+
+/// Where an asynchronous-type thread also acts (module docs): after a yield.
+pub(crate) fn async_point(t: &Thread) {
+    if t.cancel.asynchronous.load(Ordering::Relaxed) {
+        act_if_pending(t);
+    }
+}
+
+/// Step 1 of exit: runs the pushed cleanup handlers, newest first, on the exiting thread.
+pub(crate) fn run_cleanup_handlers(t: &Thread) {
+    loop {
+        // SAFETY: the calling thread's own list; buffers live in its frames, which are
+        // all still in place (nothing unwinds).
+        let top = unsafe { *t.cancel.cleanup_top.get() };
+        if top.is_null() {
+            return;
+        }
+        // SAFETY: as above.
+        let b = unsafe { &*top };
+        // SAFETY: popped before the call, so a handler that exits again does not rerun it.
+        unsafe { *t.cancel.cleanup_top.get() = b.prev };
+        if let Some(f) = b.routine {
+            f(b.arg);
+        }
+    }
+}
+
+/// `pthread_cancel`: asks `thread` to cancel (module docs). Returns 0 or `ESRCH` (not a
+/// live thread). A thread cancelling itself with asynchronous type and cancellation
+/// enabled exits at once.
+#[no_mangle]
+pub extern "C" fn upthread_cancel(thread: crate::upthread_t) -> c_int {
+    if record::with_live(thread as usize, |t| t.cancel.pending.store(true, Ordering::Release)).is_none() {
+        return libc::ESRCH;
+    }
+    if let Some(me) = Thread::current() {
+        if me.handle() == thread as usize {
+            async_point(me);
+        }
+    }
+    0
+}
+
+/// `pthread_testcancel`: a cancellation point.
+#[no_mangle]
+pub extern "C" fn upthread_testcancel() {
+    testcancel();
+}
+
+/// `pthread_setcancelstate`: `PTHREAD_CANCEL_ENABLE` or `PTHREAD_CANCEL_DISABLE`; the
+/// previous state goes to `*old` if not null. Returns 0, `EINVAL` (another value) or
+/// `EPERM` (not called from an upthread thread).
+///
+/// # Safety
+/// `old` must be null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn upthread_setcancelstate(state: c_int, old: *mut c_int) -> c_int {
+    if state != PTHREAD_CANCEL_ENABLE && state != PTHREAD_CANCEL_DISABLE {
+        return libc::EINVAL;
+    }
+    let Some(t) = Thread::current() else { return libc::EPERM };
+    let was = t.cancel.disabled.swap(state == PTHREAD_CANCEL_DISABLE, Ordering::AcqRel);
+    if !old.is_null() {
+        // SAFETY: non-null, and writable by the caller's contract.
+        unsafe { *old = if was { PTHREAD_CANCEL_DISABLE } else { PTHREAD_CANCEL_ENABLE } };
+    }
+    async_point(t);
+    0
+}
+
+/// `pthread_setcanceltype`: `PTHREAD_CANCEL_DEFERRED` or `PTHREAD_CANCEL_ASYNCHRONOUS`
+/// (see the module docs for what asynchronous means here); the previous type goes to
+/// `*old` if not null. Returns 0, `EINVAL` (another value) or `EPERM` (not called from
+/// an upthread thread).
+///
+/// # Safety
+/// `old` must be null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn upthread_setcanceltype(kind: c_int, old: *mut c_int) -> c_int {
+    if kind != PTHREAD_CANCEL_DEFERRED && kind != PTHREAD_CANCEL_ASYNCHRONOUS {
+        return libc::EINVAL;
+    }
+    let Some(t) = Thread::current() else { return libc::EPERM };
+    let was = t.cancel.asynchronous.swap(kind == PTHREAD_CANCEL_ASYNCHRONOUS, Ordering::AcqRel);
+    if !old.is_null() {
+        // SAFETY: non-null, and writable by the caller's contract.
+        unsafe { *old = if was { PTHREAD_CANCEL_ASYNCHRONOUS } else { PTHREAD_CANCEL_DEFERRED } };
+    }
+    async_point(t);
+    0
+}
+
+/// Pushes a cleanup handler (the body of the `pthread_cleanup_push` macro). Does nothing
+/// for a null `buf` or outside upthread threads.
+///
+/// # Safety
+/// `buf` must be null or a buffer that stays in place, untouched, until the matching
+/// [`upthread_cleanup_pop_impl`].
+#[no_mangle]
+pub unsafe extern "C" fn upthread_cleanup_push_impl(
+    buf: *mut CleanupBuffer,
+    routine: Option<extern "C" fn(*mut c_void)>,
+    arg: *mut c_void,
+) {
+    let Some(t) = Thread::current() else { return };
+    if buf.is_null() {
+        return;
+    }
+    // SAFETY: the calling thread's own list, and a buffer the caller gives us.
+    unsafe {
+        let top = t.cancel.cleanup_top.get();
+        buf.write(CleanupBuffer { routine, arg, prev: *top, reserved: core::ptr::null_mut() });
+        *top = buf;
+    }
+}
+
+/// Pops the cleanup handler pushed with `buf` (the body of the `pthread_cleanup_pop`
+/// macro) and runs it if `execute` is non-zero. If `buf` is not the newest, the newer
+/// ones (left behind by a `return` or `goto` out of their block) are dropped unrun. Does
+/// nothing if `buf` is not pushed.
+///
+/// # Safety
+/// `buf` must be null or a buffer given to [`upthread_cleanup_push_impl`].
+#[no_mangle]
+pub unsafe extern "C" fn upthread_cleanup_pop_impl(buf: *mut CleanupBuffer, execute: c_int) {
+    let Some(t) = Thread::current() else { return };
+    // SAFETY: the calling thread's own list; pushed buffers are still in place.
+    unsafe {
+        let top = t.cancel.cleanup_top.get();
+        let mut p = *top;
+        while !p.is_null() && p != buf {
+            p = (*p).prev;
+        }
+        if p.is_null() {
+            return;
+        }
+        *top = (*buf).prev;
+        if execute != 0 {
+            if let Some(f) = (*buf).routine {
+                f((*buf).arg);
+            }
+        }
+    }
+}

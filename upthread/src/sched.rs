@@ -1,1 +1,416 @@
-//! (in progress)
+//! The upthread scheduler: per-vcore run queues, round robin, work stealing, idle
+//! vcores that park, and the knobs that tune it.
+//!
+//! # Where a runnable thread goes
+//!
+//! | how it became runnable | queue | end |
+//! |---|---|---|
+//! | created, stealing on | the creator's vcore (idle vcores steal to spread the work) | tail |
+//! | created, stealing off or from outside the vcores | vcore `n mod active` for a global counter `n` (round robin) | tail |
+//! | yielded, preempted, woken by a sync primitive | the vcore that last ran it (modulo the active count, if that shrank) | tail |
+//! | woken after blocking in a system call ([`BlockReason::Syscall`], `thread_blockon_sysc`) | the vcore that last ran it | head |
+//!
+//! # What an idle vcore does
+//!
+//! `sched_entry` pops the head of its own queue. When that is empty and stealing is on,
+//! it picks two queues at random and steals half (rounded up) of the longer; if both are
+//! empty it scans every queue once. Meanwhile it polls its events (`events_pending` /
+//! `handle_events`): an idle vcore never leaves vcore context, so alarms, I/O
+//! completions and wake-ups sent to it would otherwise wait. After [`IDLE_SPINS`] empty
+//! rounds it parks (`yield_vcore`), unless vcore requesting is off
+//! ([`can_vcore_request`]`(false)`), in which case it keeps polling.
+//!
+//! # Parking without losing a wake-up
+//!
+//! A thread queued on a parked vcore needs that vcore (or a thief) to run it. Parking and
+//! pushing follow a handshake, each side storing before it loads, with SeqCst fences:
+//!
+//! 1. a vcore about to park sets its `parking` flag, then looks at its queue (and, when
+//!    stealing, every queue) and its events once more; if it finds anything it clears
+//!    the flag and goes back to work;
+//! 2. a pusher queues the thread, then reads the flag; if it is set, it *notifies* the
+//!    vcore (`parlib_vcore::notify`).
+//!
+//! Either the vcore sees the work in step 1, or the pusher sees the flag in step 2. A
+//! notification cannot be lost between the vcore's last look and its park:
+//! `yield_vcore` re-checks `notif_pending` after marking itself parked and stays up if it
+//! is set, and a notification to a parked vcore wakes it. Notifying (rather than spinning
+//! in `request_specific` until the vcore has parked) also works when the pusher is the
+//! parking vcore itself, handling its events before its `sched_entry` clears the flag.
+//! The flag is only ever set while the vcore is in vcore context or parked, so the
+//! notification never interrupts a running thread.
+//!
+//! # Requesting vcores
+//!
+//! With [`can_vcore_request`] on (the default) vcores are not requested up front: a
+//! thread queued on a parked vcore wakes it (above), and when a queue holds more than one
+//! thread while some active vcore is parked, the pusher wakes one parked vcore so it can
+//! steal. Idle vcores park again after [`IDLE_SPINS`] rounds. With it off, every active
+//! vcore is requested and none ever parks.
+
+use core::ptr::NonNull;
+use core::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::collections::VecDeque;
+use std::sync::OnceLock;
+
+use parlib_alarms::AlarmWaiter;
+use parlib_events as events;
+use parlib_sync::Errno;
+use parlib_uthread::{self as uthread, BlockReason, Scheduler, Syscall, Uthread};
+use parlib_vcore::{self as vcore, spin::SpinLock};
+
+use crate::preempt;
+use crate::record::{Thread, NO_VCORE};
+
+/// How many empty polling rounds an idle vcore makes before it parks. One round is a
+/// queue check, a steal attempt and an event check, about 10 ns when everything is
+/// empty, so 2000 rounds are some 20 µs: longer than a typical gap between a thread
+/// blocking and another waking (so a busy vcore does not park between them), far
+/// shorter than the ~50 µs a futex wake-up of a parked vcore costs here (the figure
+/// `examples/round_robin.rs` uses too).
+pub const IDLE_SPINS: u32 = 2000;
+
+/// A queue entry. Records move between vcores only through a queue's lock.
+struct Entry(NonNull<Uthread>);
+// SAFETY: any vcore may run a uthread; the queue lock orders the hand-over.
+unsafe impl Send for Entry {}
+
+/// One vcore's scheduler state.
+///
+/// Aligned to 128 bytes so two vcores' hot fields never share a cache line pair:
+/// adjacent-line prefetch pulls in 64-byte lines in pairs on Intel and AMD parts
+/// (crossbeam-utils' `CachePadded` uses 128 on x86-64 for the same reason, as does
+/// `parlib_vcore::Vcore`).
+#[repr(C, align(128))]
+pub(crate) struct PerVcore {
+    queue: SpinLock<VecDeque<Entry>>,
+    /// The queue's length, readable without the lock (for thieves and parkers).
+    len: AtomicUsize,
+    /// Step 1 of the park handshake (module docs).
+    parking: AtomicBool,
+    /// Whether this vcore counts itself into `AWAKE`.
+    counted: AtomicBool,
+    /// xorshift state for choosing victims; only this vcore touches it.
+    rng: AtomicU64,
+    /// This vcore's preemption alarm (see `preempt`). Lives in a leaked slice, so it
+    /// never moves.
+    pub(crate) preempt: AlarmWaiter,
+}
+
+/// The scheduler. All state is in statics; the unit struct is what `lib_init` needs.
+pub(crate) struct Upsched;
+
+/// The one scheduler instance given to `uthread::lib_init`.
+pub(crate) static SCHED: Upsched = Upsched;
+
+static VCORES: OnceLock<Box<[PerVcore]>> = OnceLock::new();
+/// Vcores threads are placed on: `0..ACTIVE`.
+static ACTIVE: AtomicUsize = AtomicUsize::new(1);
+static CAN_REQUEST: AtomicBool = AtomicBool::new(true);
+static CAN_STEAL: AtomicBool = AtomicBool::new(true);
+/// Vcores that count themselves awake (entered `sched_entry`, not parked). A hint for
+/// requesting: it never exceeds the vcores really awake.
+static AWAKE: AtomicUsize = AtomicUsize::new(1);
+/// The active count asked for before `init` (0: every vcore).
+static WANTED: AtomicUsize = AtomicUsize::new(0);
+/// Round-robin counter for placing new threads.
+static NEXT_NEW: AtomicUsize = AtomicUsize::new(0);
+
+#[inline]
+fn pvs() -> &'static [PerVcore] {
+    VCORES.get().map(|v| &v[..]).expect("upthread: scheduler used before parlib_upthread::init")
+}
+
+/// Allocates the per-vcore state; called by `init` after the vcore layer is up and
+/// before the scheduler is installed.
+pub(crate) fn setup() {
+    let n = vcore::max_vcores();
+    let v = (0..n).map(|id| {
+        let pv = PerVcore {
+            queue: SpinLock::new(VecDeque::new()),
+            len: AtomicUsize::new(0),
+            // Vcore 0 will run main without entering sched_entry first; the others
+            // are parked, and a push to them must wake them.
+            parking: AtomicBool::new(id != 0),
+            counted: AtomicBool::new(id == 0),
+            rng: AtomicU64::new(0x2545_F491_4F6C_DD1D ^ ((id as u64 + 1) << 32) | 1),
+            preempt: AlarmWaiter::new(),
+        };
+        pv.preempt.init_waiter(preempt::on_tick);
+        pv
+    });
+    let _ = VCORES.set(v.collect());
+    let wanted = WANTED.load(Ordering::Acquire);
+    ACTIVE.store(if wanted == 0 { n } else { wanted.min(n) }, Ordering::Release);
+}
+
+/// The active vcore count.
+#[inline]
+pub(crate) fn active() -> usize {
+    ACTIVE.load(Ordering::Relaxed)
+}
+
+impl Upsched {
+    fn push(&self, target: usize, uth: NonNull<Uthread>, head: bool) {
+        let pv = &pvs()[target];
+        {
+            let mut q = pv.queue.lock();
+            if head {
+                q.push_front(Entry(uth));
+            } else {
+                q.push_back(Entry(uth));
+            }
+            pv.len.store(q.len(), Ordering::Relaxed);
+        }
+        // Step 2 of the park handshake.
+        fence(Ordering::SeqCst);
+        if pv.parking.load(Ordering::Relaxed) {
+            let _ = vcore::notify(target);
+            return;
+        }
+        if CAN_REQUEST.load(Ordering::Relaxed)
+            && CAN_STEAL.load(Ordering::Relaxed)
+            && pv.len.load(Ordering::Relaxed) > 1
+            && AWAKE.load(Ordering::Relaxed) < active()
+        {
+            wake_one_parked(target);
+        }
+    }
+
+    fn pop_local(&self, pv: &PerVcore) -> Option<NonNull<Uthread>> {
+        if pv.len.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let mut q = pv.queue.lock();
+        let e = q.pop_front();
+        pv.len.store(q.len(), Ordering::Relaxed);
+        e.map(|Entry(u)| u)
+    }
+
+    /// Work stealing: two random victims, half of the longer; else one scan.
+    fn steal(&self, me: usize, pv: &PerVcore) -> Option<NonNull<Uthread>> {
+        let n = active();
+        if n < 2 || !CAN_STEAL.load(Ordering::Relaxed) {
+            return None;
+        }
+        let (a, b) = (random_below(pv, n), random_below(pv, n));
+        let len = |v: usize| if v == me { 0 } else { pvs()[v].len.load(Ordering::Relaxed) };
+        let pick = if len(a) >= len(b) { a } else { b };
+        if len(pick) > 0 {
+            if let Some(u) = self.steal_from(pick, pv) {
+                return Some(u);
+            }
+        }
+        let start = random_below(pv, n);
+        (0..n).map(|i| (start + i) % n).filter(|&v| len(v) > 0).find_map(|v| self.steal_from(v, pv))
+    }
+
+    /// Moves half (rounded up) of `victim`'s queue, from its tail, to `pv`'s; returns the
+    /// first of them to run now.
+    fn steal_from(&self, victim: usize, pv: &PerVcore) -> Option<NonNull<Uthread>> {
+        let vq = &pvs()[victim];
+        let mut taken = {
+            let mut q = vq.queue.lock();
+            let keep = q.len() / 2;
+            let taken = q.split_off(keep);
+            vq.len.store(q.len(), Ordering::Relaxed);
+            taken
+        };
+        let first = taken.pop_front()?;
+        if !taken.is_empty() {
+            let mut q = pv.queue.lock();
+            q.append(&mut taken);
+            pv.len.store(q.len(), Ordering::Relaxed);
+        }
+        Some(first.0)
+    }
+
+    /// Runs `uth` on this vcore.
+    fn run(&self, id: usize, pv: &'static PerVcore, uth: NonNull<Uthread>) -> ! {
+        // SAFETY: every uthread of this scheduler is an upthread Thread, alive while queued.
+        unsafe { Thread::from_uth(uth) }.last_vcore.store(id, Ordering::Relaxed);
+        preempt::arm(pv);
+        uthread::run_uthread(uth)
+    }
+
+    /// Step 1 of the park handshake; returns if the vcore must stay up.
+    fn try_park(&self, id: usize, pv: &PerVcore) {
+        pv.parking.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let work = pv.len.load(Ordering::Relaxed) > 0
+            || (CAN_STEAL.load(Ordering::Relaxed)
+                && (0..active()).any(|v| pvs()[v].len.load(Ordering::Relaxed) > 0))
+            || events::events_pending();
+        if work {
+            pv.parking.store(false, Ordering::Relaxed);
+            return;
+        }
+        self.park(id, pv)
+    }
+
+    fn park(&self, _id: usize, pv: &PerVcore) -> ! {
+        preempt::disarm(pv);
+        if pv.counted.swap(false, Ordering::AcqRel) {
+            AWAKE.fetch_sub(1, Ordering::AcqRel);
+        }
+        vcore::yield_vcore() // a notification or request restarts us in vcore_entry
+    }
+
+    /// A vcore beyond the active count hands its queue to the active vcores and parks.
+    fn retire(&self, id: usize, pv: &PerVcore) -> ! {
+        pv.parking.store(true, Ordering::SeqCst);
+        let drained: Vec<Entry> = {
+            let mut q = pv.queue.lock();
+            pv.len.store(0, Ordering::Relaxed);
+            q.drain(..).collect()
+        };
+        for Entry(u) in drained {
+            self.push(id % active(), u, false);
+        }
+        self.park(id, pv)
+    }
+}
+
+/// The queue of a thread that has never run: with stealing on, the creator's vcore
+/// (its data is warm there, and idle vcores steal to spread the work); else, and for
+/// threads made from outside the vcores, round robin over the active vcores.
+fn place_new(n: usize) -> usize {
+    if CAN_STEAL.load(Ordering::Relaxed) {
+        if let Some(v) = vcore::try_id().filter(|&v| v < n) {
+            return v;
+        }
+    }
+    NEXT_NEW.fetch_add(1, Ordering::Relaxed) % n
+}
+
+fn random_below(pv: &PerVcore, n: usize) -> usize {
+    let mut x = pv.rng.load(Ordering::Relaxed);
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    pv.rng.store(x, Ordering::Relaxed);
+    (x % n as u64) as usize
+}
+
+/// Wakes one parked active vcore other than `busy`, so it can steal.
+fn wake_one_parked(busy: usize) {
+    if let Some(v) = (0..active()).find(|&v| v != busy && pvs()[v].parking.load(Ordering::Relaxed)) {
+        let _ = vcore::notify(v);
+    }
+}
+
+impl Scheduler for Upsched {
+    fn sched_entry(&self) -> ! {
+        let id = vcore::id();
+        let pv = &pvs()[id];
+        pv.parking.store(false, Ordering::SeqCst);
+        if !pv.counted.swap(true, Ordering::AcqRel) {
+            AWAKE.fetch_add(1, Ordering::AcqRel);
+        }
+        if id >= active() {
+            self.retire(id, pv);
+        }
+        loop {
+            for _ in 0..IDLE_SPINS {
+                if let Some(u) = self.pop_local(pv).or_else(|| self.steal(id, pv)) {
+                    self.run(id, pv, u);
+                }
+                if events::events_pending() {
+                    events::handle_events();
+                }
+                core::hint::spin_loop();
+            }
+            if CAN_REQUEST.load(Ordering::Relaxed) {
+                self.try_park(id, pv);
+            }
+        }
+    }
+
+    fn thread_runnable(&self, uth: NonNull<Uthread>) {
+        // SAFETY: every uthread of this scheduler is an upthread Thread; the caller holds it.
+        let t = unsafe { Thread::from_uth(uth) };
+        let n = active();
+        let last = t.last_vcore.load(Ordering::Relaxed);
+        let target = match last {
+            NO_VCORE => place_new(n),
+            v => v % n,
+        };
+        self.push(target, uth, t.to_head.swap(false, Ordering::Relaxed));
+    }
+
+    fn thread_has_blocked(&self, uth: NonNull<Uthread>, reason: BlockReason) {
+        if reason == BlockReason::Syscall {
+            // SAFETY: as in thread_runnable.
+            unsafe { Thread::from_uth(uth) }.to_head.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn thread_blockon_sysc(&self, uth: NonNull<Uthread>, _sysc: NonNull<Syscall>) {
+        // SAFETY: as in thread_runnable.
+        unsafe { Thread::from_uth(uth) }.to_head.store(true, Ordering::Relaxed);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Knobs.
+
+/// Whether the scheduler requests vcores as work appears and yields them when idle
+/// (`true`, the default), or keeps every active vcore and polls when idle (`false`).
+/// Switching it off requests every active vcore at once.
+pub fn can_vcore_request(on: bool) {
+    CAN_REQUEST.store(on, Ordering::Release);
+    if !on && VCORES.get().is_some() {
+        request_active();
+    }
+}
+
+/// Whether idle vcores steal threads from other vcores' queues (default `true`). With it
+/// off, a thread only ever runs on the vcore it was placed on (see the module docs).
+pub fn can_vcore_steal(on: bool) {
+    CAN_STEAL.store(on, Ordering::Release);
+}
+
+/// Places threads on vcores `0..n` only (default: every vcore, or `UPTHREAD_VCORES`).
+/// Vcores beyond `n` hand their queued threads over and park when they next schedule.
+///
+/// # Errors
+/// `EINVAL` if `n` is 0 or more than the process has (`parlib_vcore::max_vcores()`).
+pub fn set_num_vcores(n: usize) -> Result<(), Errno> {
+    let max = vcore::max_vcores();
+    if n == 0 || (max > 0 && n > max) {
+        return Err(Errno::INVAL);
+    }
+    if VCORES.get().is_none() {
+        // Before init: remembered, and checked against the vcore count by `setup`.
+        WANTED.store(n, Ordering::Release);
+        return Ok(());
+    }
+    ACTIVE.store(n, Ordering::Release);
+    if !CAN_REQUEST.load(Ordering::Relaxed) {
+        request_active();
+    }
+    // Vcores beyond n hand their threads over when they next enter sched_entry.
+    Ok(())
+}
+
+/// The number of vcores threads are placed on.
+pub fn num_vcores() -> usize {
+    active()
+}
+
+/// Requests every active vcore that is parked.
+pub(crate) fn request_active() {
+    for v in 0..active() {
+        let _ = vcore::request_specific(v);
+    }
+}
+
+/// Whether vcore requesting is on ([`can_vcore_request`]).
+pub fn requesting() -> bool {
+    CAN_REQUEST.load(Ordering::Relaxed)
+}
+
+/// Whether work stealing is on ([`can_vcore_steal`]).
+pub fn stealing() -> bool {
+    CAN_STEAL.load(Ordering::Relaxed)
+}
