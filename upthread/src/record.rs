@@ -170,6 +170,12 @@ fn colour() -> usize {
     ((z ^ (z >> 31)) % COLOURS as u64) as usize
 }
 
+/// A random colour in bytes, `0..COLOURS * LINE`: for stacks, whose tops are otherwise
+/// all page-aligned.
+pub(crate) fn colour_offset() -> usize {
+    colour() * LINE
+}
+
 /// Records ready for reuse (addresses of dropped-in-place `Thread`s, each still at its
 /// colour inside its block). PDR: taken on uthreads, returned in vcore context.
 static POOL: PdrSpinLock<Vec<usize>> = PdrSpinLock::new(Vec::new());

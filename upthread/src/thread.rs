@@ -66,7 +66,12 @@ impl Default for SpawnOpts {
 pub(crate) fn prepare(start: Start, opts: SpawnOpts) -> Result<NonNull<Thread>, i32> {
     crate::ensure_init().map_err(|_| libc::EAGAIN)?;
     let stack = match opts.stack {
-        StackSpec::Size(n) => Stack::new(n).map_err(|_| libc::EAGAIN)?,
+        StackSpec::Size(n) => {
+            let mut s = Stack::new(n).map_err(|_| libc::EAGAIN)?;
+            // The stack's colour, for the reason records have one (`record::alloc`).
+            s.set_start_offset(record::colour_offset().min(s.size() / 4));
+            s
+        }
         // SAFETY: upthread_attr_setstack's contract: the caller's memory is writable,
         // unused, and outlives the thread.
         StackSpec::User { lo, size } => unsafe { Stack::from_raw(lo as *mut u8, size) },
