@@ -228,7 +228,9 @@ impl Upsched {
     /// Runs `uth` on this vcore.
     fn run(&self, id: usize, pv: &'static PerVcore, uth: NonNull<Uthread>) -> ! {
         // SAFETY: every uthread of this scheduler is an upthread Thread, alive while queued.
-        unsafe { Thread::from_uth(uth) }.last_vcore.store(id, Ordering::Relaxed);
+        let t = unsafe { Thread::from_uth(uth) };
+        t.last_vcore.store(id, Ordering::Relaxed);
+        crate::signal::push_delivery(t, uth);
         preempt::arm(pv);
         uthread::run_uthread(uth)
     }

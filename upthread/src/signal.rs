@@ -17,12 +17,15 @@
 //! * `upthread_join` (when the join completes);
 //! * any cancellation point (`upthread_testcancel`, the C API's blocking calls before
 //!   they block and after they wake, the system calls the C library exports);
-//! * the start of a new thread, before its start routine.
+//! * the start of a new thread, before its start routine;
+//! * being scheduled: when a vcore is about to run a thread that has a deliverable
+//!   signal, it pushes the delivery onto the thread's saved context
+//!   (`uthread::push_call`), so the handler runs first thing when the thread resumes.
+//!   A compute loop that never calls upthread sees its signal at its next preemption
+//!   (with `set_sched_period`) or yield.
 //!
-//! A thread that runs none of these (a compute loop, even one that is preempted) does
-//! not see the signal until it does: running code on a thread that was switched out
-//! needs the uthread layer to push a call frame onto its saved context, which it does
-//! not offer.
+//! A thread blocked in a wait (a mutex, a condvar, a join) runs the handler once it is
+//! woken for its own reason: a signal does not interrupt the wait.
 //!
 //! # Dispositions
 //!
@@ -102,6 +105,26 @@ pub(crate) fn deliver_pending(t: &Thread) {
         }
     }
     s.delivering.store(false, Ordering::Release);
+}
+
+/// In vcore context, before `uth` (the uthread of `t`) runs: if `t` has a pending,
+/// unmasked signal and is not inside a handler already, makes it deliver first thing
+/// when it resumes (module docs).
+pub(crate) fn push_delivery(t: &Thread, uth: core::ptr::NonNull<parlib_uthread::Uthread>) {
+    let s = &t.signals;
+    let ready = s.pending.load(Ordering::Acquire) & !s.mask.load(Ordering::Relaxed);
+    if ready == 0 || s.delivering.load(Ordering::Acquire) {
+        return;
+    }
+    // SAFETY: the scheduler holds `uth` (taken from its queue, about to run it), and
+    // `deliver_on_resume` only needs the record, which lives while the thread does.
+    unsafe { parlib_uthread::push_call(uth, deliver_on_resume, t as *const Thread as usize) };
+}
+
+/// Runs on the thread itself, pushed by [`push_delivery`].
+extern "C" fn deliver_on_resume(t: usize) {
+    // SAFETY: `push_delivery` passed this thread's own record.
+    deliver_pending(unsafe { &*(t as *const Thread) });
 }
 
 fn run_disposition(s: &SignalState, sig: c_int) {

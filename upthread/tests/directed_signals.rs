@@ -123,3 +123,36 @@ fn bad_kill_and_sigmask_arguments() {
         assert_eq!(unsafe { upthread_sigmask(12345, core::ptr::null(), core::ptr::null_mut()) }, 0);
     });
 }
+
+#[test]
+fn a_preempted_compute_loop_runs_its_handler_without_calling_upthread() {
+    static SPINNING: AtomicBool = AtomicBool::new(false);
+    static ON: AtomicUsize = AtomicUsize::new(0);
+    extern "C" fn on_usr2_stop(_: c_int) {
+        ON.store(upthread_self() as usize, Ordering::SeqCst);
+    }
+    extern "C" fn spin_until_handled(_: *mut c_void) -> *mut c_void {
+        SPINNING.store(true, Ordering::SeqCst);
+        // A pure loop: no upthread call, no libc. Only a handler pushed onto this thread
+        // at a preemption can end it.
+        while ON.load(Ordering::Relaxed) == 0 {
+            core::hint::spin_loop();
+        }
+        core::ptr::null_mut()
+    }
+    parlib_testkit::isolated!(TIMEOUT, env = &[("UPTHREAD_VCORES", "1")], {
+        support::init();
+        parlib_upthread::set_sched_period(1000).unwrap();
+        // SAFETY: an all-zero sigaction is valid; we set a one-argument handler.
+        unsafe {
+            let mut sa: libc::sigaction = core::mem::zeroed();
+            sa.sa_sigaction = on_usr2_stop as *const () as usize;
+            assert_eq!(libc::sigaction(libc::SIGUSR2, &sa, core::ptr::null_mut()), 0);
+        }
+        let t = create(spin_until_handled, 0);
+        wait_until(|| SPINNING.load(Ordering::SeqCst));
+        assert_eq!(upthread_kill(t, libc::SIGUSR2), 0);
+        join(t);
+        assert_eq!(ON.load(Ordering::SeqCst), t as usize, "the handler ran on another thread");
+    });
+}

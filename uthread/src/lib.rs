@@ -75,7 +75,7 @@ pub use notif::{disable_notifs, enable_notifs, notif_disable_depth, NotifGuard};
 pub use runtime::{lib_init, main_uthread, vcore_entry};
 pub use sched::{default_fault_policy, BlockReason, Fault, Scheduler, Syscall};
 pub use switch::{
-    blockon_sysc, cleanup, current, exit_with, has_blocked, has_exited, init, interrupted, paused,
+    blockon_sysc, cleanup, current, exit_with, has_blocked, has_exited, init, interrupted, paused, push_call,
     run_current_uthread, run_uthread, runnable, yield_with,
 };
 pub use tls::{run_on_backing, run_sysc_on_backing};

@@ -314,6 +314,32 @@ pub(crate) unsafe fn resume(vc: &Vcore, u: &Uthread) -> ! {
     }
 }
 
+/// Makes `uth` call `f(arg)` first thing when it next runs, on its own stack and TLS,
+/// then continue where it left off (`parlib_vcore::arch::push_call`). For schedulers
+/// that must run code *as* a switched-out uthread: upthread runs a thread-directed
+/// signal's handler this way on a preempted thread. `f` runs with the uthread's
+/// notification depth, as ordinary uthread code.
+///
+/// # Safety
+/// The caller holds `uth` and nothing resumes it meanwhile: a scheduler between taking
+/// it from its queue and [`run_uthread`], or a waker before [`runnable`]. Its stack must
+/// have room for `f`.
+///
+/// # Panics
+/// If `uth` is running or done (it has no suspended context).
+pub unsafe fn push_call(uth: NonNull<Uthread>, f: unsafe extern "C" fn(usize), arg: usize) {
+    // SAFETY: the caller holds the uthread (contract), so its record is alive.
+    let u = unsafe { uth.as_ref() };
+    let s = u.state();
+    assert!(
+        matches!(s, State::Created | State::Runnable | State::Blocked),
+        "uthread::push_call: uthread {} is {s}; only a suspended uthread can take a call",
+        u.id()
+    );
+    // SAFETY: suspended and held by the caller, so its context is saved and stable.
+    unsafe { arch::push_call(&mut *u.ctx.get(), f, arg) };
+}
+
 /// Records that `uth` blocked for `reason`, and tells the scheduler. Call it from a
 /// yield callback *before* publishing the uthread to whoever will wake it.
 ///

@@ -285,6 +285,63 @@ pub unsafe fn init_context(stack_top: usize, entry: unsafe extern "C" fn(usize) 
     Context { rsp: frame as usize }
 }
 
+/// Pushes a call onto a suspended context: when `*ctx` is next resumed, it first calls
+/// `f(arg)` on its own stack, then continues where it was suspended. Schedulers use it
+/// to run something *as* a switched-out thread (a thread-directed signal's handler).
+///
+/// ```text
+///   +------------------------------+
+///   | the suspended frame          |  old ctx.rsp (module docs' layout)
+///   +------------------------------+
+///   | (0 or 8 bytes of padding)    |
+///   | call_trampoline              |  new ctx.rsp + 56
+///   | rbp = 0                      |
+///   | rbx = old ctx.rsp            |  callee-saved: survives f
+///   | r12 = arg                    |
+///   | r13 = f                      |
+///   | r14 = 0, r15 = 0             |
+///   | default MXCSR / x87 CW       |  new ctx.rsp (16-aligned)
+///   +------------------------------+
+/// ```
+///
+/// Resuming pops the new frame into [`call_trampoline`] with `rsp` 16-aligned, which
+/// calls `f(arg)`, then restores the old frame exactly as a resume would have.
+///
+/// # Safety
+/// `*ctx` must be a suspended context saved by this module (or built by
+/// [`init_context`]) that nothing runs or resumes meanwhile, on a stack with room below
+/// it for 80 bytes plus whatever `f` uses.
+pub unsafe fn push_call(ctx: &mut Context, f: unsafe extern "C" fn(usize), arg: usize) {
+    assert!(!ctx.is_empty(), "push_call: the context is empty");
+    let frame = ((ctx.rsp - 64) & !15) as *mut u64;
+    let slots: [u64; 8] = [
+        MXCSR_DEFAULT | (FPUCW_DEFAULT << 32), // +0: MXCSR, x87 CW
+        0,                                     // +8: r15
+        0,                                     // +16: r14
+        f as usize as u64,                     // +24: r13
+        arg as u64,                            // +32: r12
+        ctx.rsp as u64,                        // +40: rbx
+        0,                                     // +48: rbp
+        call_trampoline as *const () as u64,   // +56: return address
+    ];
+    // SAFETY: the caller guarantees free stack below the suspended frame; `frame` is
+    // 16-aligned and its 64 bytes end at or below the old `rsp`.
+    unsafe { frame.copy_from_nonoverlapping(slots.as_ptr(), slots.len()) };
+    ctx.rsp = frame as usize;
+}
+
+/// Where a frame built by [`push_call`] resumes: `r13(r12)`, then the suspended frame
+/// whose `rsp` is in `rbx`. `rsp % 16 == 0` here, so the `call` is ABI-aligned.
+#[unsafe(naked)]
+unsafe extern "C" fn call_trampoline() -> ! {
+    naked_asm!(
+        "mov rdi, r12", // f's argument
+        "call r13",     // f(arg)
+        "mov rsp, rbx", // back to the suspended frame
+        restore_frame!(),
+    )
+}
+
 // ---------------------------------------------------------------------------------------
 // FS and GS base.
 
