@@ -1,0 +1,59 @@
+//! One-time initialisation: `pthread_once` over [`RawOnce`], which has
+//! `pthread_once_t`'s size and takes all-zero bytes (`PTHREAD_ONCE_INIT`) as "not run".
+//!
+//! Callers that arrive while the initialiser runs block (only their uthread) until it
+//! has finished. If the initialiser never finishes because its thread is cancelled or
+//! calls `upthread_exit` inside it, POSIX wants the once to be as if `pthread_once` had
+//! never been called: a cleanup handler pushed around the call (`cleanup`) puts the word
+//! back to "not run" and wakes the waiters, one of which then runs the initialiser
+//! itself.
+
+use core::mem::size_of;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use libc::{c_int, c_void, pthread_once_t};
+use parlib_sync::RawOnce;
+
+use super::cleanup::on_exit_during;
+
+const _: () = assert!(
+    size_of::<RawOnce>() == size_of::<pthread_once_t>()
+        && core::mem::align_of::<RawOnce>() == core::mem::align_of::<pthread_once_t>()
+);
+
+/// `pthread_once`: runs `init` if no call on `once` has completed it, else waits until
+/// the call that runs it has. Returns 0, or `EINVAL` for a null `once` or `init` (glibc
+/// would crash).
+///
+/// # Safety
+/// `once` must be null or point to a `pthread_once_t` initialised to
+/// `PTHREAD_ONCE_INIT` (0) and used only by `upthread_once`; `init` must be safe to call.
+#[no_mangle]
+pub unsafe extern "C" fn upthread_once(
+    once: *mut pthread_once_t,
+    init: Option<unsafe extern "C" fn()>,
+) -> c_int {
+    // SAFETY: null or a once word, by the caller's contract; same layout.
+    let (Some(o), Some(init)) = (unsafe { once.cast::<RawOnce>().as_ref() }, init) else {
+        return libc::EINVAL;
+    };
+    o.call_once(|| {
+        on_exit_during(abandoned, once.cast(), || {
+            // SAFETY: `init` is safe to call, by the caller's contract.
+            unsafe { init() }
+        })
+    });
+    0
+}
+
+/// The cleanup handler: the initialiser's thread exits inside it. Puts the word back to
+/// "not run" (0, `RawOnce`'s all-zero state) and wakes every caller waiting on it (they
+/// wait on the word with `parlib_sync::futex_wait`), as `RawOnce` itself does when an
+/// initialiser panics.
+extern "C" fn abandoned(once: *mut c_void) {
+    // SAFETY: `once` is the once word `upthread_once` was called with; it outlives its
+    // waiters, and `RawOnce` is a transparent `AtomicU32`.
+    let word = unsafe { AtomicU32::from_ptr(once.cast::<u32>()) };
+    word.store(0, Ordering::Release);
+    parlib_sync::futex_wake(word, u32::MAX);
+}

@@ -1,0 +1,170 @@
+//! Semaphores: `sem_*` over [`RawSemaphore`], which has `sem_t`'s size and alignment and
+//! takes all-zero bytes as a semaphore at 0.
+//!
+//! The `sem_*` convention: 0 on success, else -1 with the error in `errno` (the calling
+//! uthread's own).
+//!
+//! | call | errno on failure |
+//! |---|---|
+//! | `init` | `EINVAL` if `value` exceeds `SEM_VALUE_MAX` |
+//! | `wait` | never fails |
+//! | `trywait` | `EAGAIN` at 0 |
+//! | `timedwait` | `ETIMEDOUT`; `EINVAL` for a bad `tv_nsec`, checked first (as glibc, even with units available) |
+//! | `post` | `EOVERFLOW` at `SEM_VALUE_MAX` |
+//! | `getvalue` | never fails (0 while callers wait, as glibc) |
+//! | `destroy` | `EBUSY` while callers wait (glibc returns 0; POSIX lists `EBUSY`) |
+//!
+//! Every call is `EINVAL` for a null pointer. `wait` and `timedwait` are cancellation
+//! points before they block; after a wake-up that handed them a unit they return it
+//! (acting on a cancel then would lose the unit); a `timedwait` that timed out is one
+//! again.
+//!
+//! `pshared` may be non-zero, as glibc allows; the semaphore then works between the
+//! threads of this process like any other. Sharing it with another process is not
+//! supported (see `pshared` for why).
+
+use core::mem::{align_of, size_of};
+
+use libc::{c_int, c_uint, sem_t, timespec};
+use parlib_sync::{Errno, RawSemaphore, SEM_VALUE_MAX};
+
+use super::deadline;
+use super::errors::sem_code;
+use crate::cancel::cancellation_point;
+
+const _: () = assert!(
+    size_of::<RawSemaphore>() == size_of::<sem_t>() && align_of::<RawSemaphore>() == align_of::<sem_t>()
+);
+
+/// The upthread semaphore in `s`'s storage, or `None` for a null pointer.
+///
+/// # Safety
+/// `s` must be null or point to an initialised semaphore (by `init` or all-zero bytes)
+/// that outlives `'a`.
+unsafe fn semaphore<'a>(s: *mut sem_t) -> Option<&'a RawSemaphore> {
+    // SAFETY: null or an initialised semaphore, by the caller's contract; same layout.
+    unsafe { s.cast::<RawSemaphore>().as_ref() }
+}
+
+/// Runs `f` on the semaphore at `s` and applies the `sem_*` convention.
+///
+/// # Safety
+/// As for [`semaphore`].
+unsafe fn with(s: *mut sem_t, f: impl FnOnce(&RawSemaphore) -> Result<(), c_int>) -> c_int {
+    // SAFETY: forwarded contract.
+    sem_code(unsafe { semaphore(s) }.ok_or(libc::EINVAL).and_then(f))
+}
+
+fn errno(r: Result<(), Errno>) -> Result<(), c_int> {
+    r.map_err(|e| e.0)
+}
+
+/// `sem_init`: a semaphore holding `value` units. Returns 0, or -1 with `errno` `EINVAL`
+/// (`value` above `SEM_VALUE_MAX`, or a null `sem`).
+///
+/// # Safety
+/// `sem` must be null or point to writable storage for a `sem_t` that no one is using.
+#[no_mangle]
+pub unsafe extern "C" fn upthread_sem_init(sem: *mut sem_t, pshared: c_int, value: c_uint) -> c_int {
+    let _ = pshared; // module docs
+    if sem.is_null() || value > SEM_VALUE_MAX {
+        return sem_code(Err(libc::EINVAL));
+    }
+    // SAFETY: non-null, writable and unused, by the caller's contract; same layout.
+    unsafe { sem.cast::<RawSemaphore>().write(RawSemaphore::new(value)) };
+    0
+}
+
+/// `sem_destroy`. Returns 0, or -1 with `errno` `EBUSY` (callers wait) or `EINVAL`.
+///
+/// # Safety
+/// `sem` must be null or point to an initialised semaphore.
+#[no_mangle]
+pub unsafe extern "C" fn upthread_sem_destroy(sem: *mut sem_t) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { with(sem, |s| errno(s.destroy())) }
+}
+
+/// `sem_wait`: takes a unit, blocking only the calling uthread while there is none.
+/// Returns 0, or -1 with `errno` `EINVAL` for a null pointer. A cancellation point.
+///
+/// # Safety
+/// `sem` must be null or point to an initialised semaphore.
+#[no_mangle]
+pub unsafe extern "C" fn upthread_sem_wait(sem: *mut sem_t) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe {
+        with(sem, |s| {
+            cancellation_point();
+            s.wait();
+            Ok(())
+        })
+    }
+}
+
+/// `sem_trywait`: takes a unit if there is one. Returns 0, or -1 with `errno` `EAGAIN`
+/// or `EINVAL`.
+///
+/// # Safety
+/// `sem` must be null or point to an initialised semaphore.
+#[no_mangle]
+pub unsafe extern "C" fn upthread_sem_trywait(sem: *mut sem_t) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { with(sem, |s| errno(s.try_wait())) }
+}
+
+/// `sem_timedwait`: like `sem_wait`, but gives up at `abstime`, an absolute
+/// `CLOCK_REALTIME` time. Returns 0, or -1 with `errno` `ETIMEDOUT` or `EINVAL` (module
+/// table). A cancellation point.
+///
+/// # Safety
+/// `sem` must be null or point to an initialised semaphore; `abstime` null or readable.
+#[no_mangle]
+pub unsafe extern "C" fn upthread_sem_timedwait(sem: *mut sem_t, abstime: *const timespec) -> c_int {
+    // SAFETY: null or readable, by the caller's contract.
+    let d = match unsafe { deadline::realtime(abstime) } {
+        Ok(d) => d,
+        Err(e) => return sem_code(Err(e)),
+    };
+    // SAFETY: forwarded contract.
+    unsafe {
+        with(sem, |s| {
+            cancellation_point();
+            let r = s.timed_wait(d);
+            if r == Err(Errno::TIMEDOUT) {
+                cancellation_point();
+            }
+            errno(r)
+        })
+    }
+}
+
+/// `sem_post`: adds a unit, handing it to the first waiter if there is one. Returns 0,
+/// or -1 with `errno` `EOVERFLOW` or `EINVAL`.
+///
+/// # Safety
+/// `sem` must be null or point to an initialised semaphore.
+#[no_mangle]
+pub unsafe extern "C" fn upthread_sem_post(sem: *mut sem_t) -> c_int {
+    // SAFETY: forwarded contract.
+    unsafe { with(sem, |s| errno(s.post())) }
+}
+
+/// `sem_getvalue`: stores the number of units in `*value` (0 while callers wait).
+/// Returns 0, or -1 with `errno` `EINVAL` for a null pointer.
+///
+/// # Safety
+/// `sem` must be null or point to an initialised semaphore; `value` null or writable.
+#[no_mangle]
+pub unsafe extern "C" fn upthread_sem_getvalue(sem: *mut sem_t, value: *mut c_int) -> c_int {
+    // SAFETY: null or writable, by the caller's contract.
+    let Some(out) = (unsafe { value.as_mut() }) else { return sem_code(Err(libc::EINVAL)) };
+    // SAFETY: forwarded contract.
+    unsafe {
+        with(sem, |s| {
+            // At most SEM_VALUE_MAX (= INT_MAX), so it fits.
+            *out = s.value() as c_int;
+            Ok(())
+        })
+    }
+}
