@@ -22,7 +22,7 @@
 //! it to run them.
 
 use alloc::collections::BTreeMap;
-use core::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use parlib_events::{EventMsg, EventType, EV_ALARM};
@@ -47,6 +47,9 @@ struct Set {
 struct PerVcore {
     set: PdrSpinLock<Set>,
     timer: AtomicI32,
+    /// The alarm whose callback this vcore's context is running (null: none). Only
+    /// that vcore context writes it.
+    running: AtomicPtr<AlarmWaiter>,
 }
 
 static VCORES: OnceLock<Box<[PerVcore]>> = OnceLock::new();
@@ -88,6 +91,7 @@ pub(crate) fn init() -> Result<(), crate::Error> {
         v.push(PerVcore {
             set: PdrSpinLock::new(Set { waiters: BTreeMap::new(), armed_at: u64::MAX }),
             timer: AtomicI32::new(timer),
+            running: AtomicPtr::new(core::ptr::null_mut()),
         });
     }
     let _ = VCORES.set(v.into_boxed_slice());
@@ -143,51 +147,77 @@ fn insert(pv: &PerVcore, set: &mut Set, w: &AlarmWaiter) {
     }
 }
 
+/// Whether the caller is `w`'s own callback: vcore context running it.
+pub(crate) fn in_own_callback(w: &AlarmWaiter) -> bool {
+    vcore::in_vcore_context()
+        && vcore::try_id().is_some_and(|id| core::ptr::eq(vcores()[id].running.load(Ordering::Relaxed), w))
+}
+
 pub(crate) fn start(w: &AlarmWaiter) {
     let id = vcore::try_id().unwrap_or(0);
     let pv = &vcores()[id];
-    let mut set = pv.set.lock();
+    // FIRING: only its own callback may restart it (a periodic alarm). Anyone else waits
+    // for the callback to return first, or the expiry's FIRING -> DONE would overwrite
+    // the restart, and whoever waits for "not FIRING" (drop, timeout cancel) could free
+    // the alarm under its still-running callback.
+    let own = in_own_callback(w);
+    let mut set = loop {
+        while !own && w.state.load(Ordering::Acquire) == FIRING {
+            core::hint::spin_loop(); // bounded: a callback runs in vcore context, briefly
+        }
+        let set = pv.set.lock();
+        if own || w.state.load(Ordering::Acquire) != FIRING {
+            break set;
+        }
+    };
     let s = w.state.load(Ordering::Acquire);
-    // FIRING: a periodic alarm restarting itself from its own callback.
     assert!(s != ARMED, "AlarmWaiter::start: the alarm is already started");
+    // `vcore` before `ARMED` (the Release store in `insert`): `lock_armed_set` relies on it.
     w.vcore.store(id, Ordering::Relaxed);
     insert(pv, &mut set, w);
 }
 
-/// Locks the set of the vcore `w` is on. `w.vcore` can change while we wait for the lock
-/// (stopped by someone else and started again elsewhere), so it is checked again under it.
-fn lock_own_set(w: &AlarmWaiter) -> (&'static PerVcore, parlib_sync::PdrGuard<'static, Set>) {
+/// Locks the set that holds `w`; `None` if `w` is not armed.
+///
+/// `w` is in vcore v's set exactly when `state == ARMED` and `vcore == v`. That pair
+/// becomes true and stops being true only under v's lock, but `vcore` alone can change
+/// under *another* vcore's lock: a `start` elsewhere, once someone else has stopped `w`.
+/// So, holding v's lock, read `state` first and `vcore` second. Seeing `ARMED` (Acquire)
+/// means seeing the `vcore` its start stored before it (Release) or a later one, and a
+/// later one can name v only through v's lock, which we hold. The other order is the
+/// bug this replaced: `vcore == v`, then a stop and a restart on vcore u, then `ARMED`
+/// (u's) made a stop on v "succeed" on an alarm that still fired on u.
+fn lock_armed_set(w: &AlarmWaiter) -> Option<(&'static PerVcore, parlib_sync::PdrGuard<'static, Set>)> {
     loop {
-        let id = w.vcore.load(Ordering::Acquire);
+        if w.state.load(Ordering::Acquire) != ARMED {
+            return None; // never started, stopped, or taken by expiry (maybe while we waited)
+        }
+        let id = w.vcore.load(Ordering::Relaxed);
         let pv = &vcores()[id];
         let set = pv.set.lock();
-        if w.vcore.load(Ordering::Acquire) == id {
-            return (pv, set);
+        if w.state.load(Ordering::Acquire) != ARMED {
+            return None;
         }
+        if w.vcore.load(Ordering::Relaxed) == id {
+            return Some((pv, set));
+        }
+        // Stopped and started again on another vcore while we waited: follow it.
     }
 }
 
 pub(crate) fn stop(w: &AlarmWaiter) -> bool {
-    if w.state.load(Ordering::Acquire) != ARMED {
+    let Some((_, mut set)) = lock_armed_set(w) else {
         return false; // never started, or already firing / fired
-    }
-    let (_, mut set) = lock_own_set(w);
-    if w.state.load(Ordering::Acquire) != ARMED {
-        return false; // expiry took it while we waited for the lock
-    }
+    };
     set.waiters.remove(&(w.deadline.get(), w.seq.get()));
     w.state.store(IDLE, Ordering::Release);
     true
 }
 
 pub(crate) fn reset_abs(w: &AlarmWaiter, t: Deadline) -> bool {
-    if w.state.load(Ordering::Acquire) != ARMED {
+    let Some((pv, mut set)) = lock_armed_set(w) else {
         return false;
-    }
-    let (pv, mut set) = lock_own_set(w);
-    if w.state.load(Ordering::Acquire) != ARMED {
-        return false;
-    }
+    };
     set.waiters.remove(&(w.deadline.get(), w.seq.get()));
     w.deadline.set(t.ns());
     insert(pv, &mut set, w);
@@ -218,7 +248,9 @@ fn on_alarm_event(_: &EventMsg, _: EventType) {
                 w.state.store(FIRING, Ordering::Release);
                 drop(set);
                 if let Some(f) = w.func.get() {
+                    pv.running.store(w as *const AlarmWaiter as *mut AlarmWaiter, Ordering::Relaxed);
                     f(w);
+                    pv.running.store(core::ptr::null_mut(), Ordering::Relaxed);
                 }
                 // Unless the callback restarted it (a periodic alarm): then it is ARMED.
                 let _ = w.state.compare_exchange(FIRING, DONE, Ordering::AcqRel, Ordering::Relaxed);

@@ -9,9 +9,26 @@
 //! | `FIRING` | taken out by expiry; its callback runs or is about to | expiry | the callback's return (→ `DONE`), or the callback restarting it (→ `ARMED`, periodic alarms) |
 //! | `DONE` | its callback has run | the callback's return | `start` |
 //!
-//! Every transition out of `ARMED` happens under the vcore's lock, so exactly one of
-//! "stop succeeds" and "the callback runs" happens for each start, and callers can keep
-//! exact counts:
+//! # Who moves it, under which lock
+//!
+//! The invariant: a waiter is in vcore v's deadline set exactly when `state == ARMED`
+//! and `vcore == v`, and that pair turns true or false only under v's lock.
+//!
+//! | operation | lock held | transition |
+//! |---|---|---|
+//! | `start` | the calling vcore's (v) | `IDLE`/`DONE` → `ARMED` (`FIRING` → `ARMED` from its own callback; any other caller first waits for the callback to return); stores `vcore = v` before `state` |
+//! | `stop` | `w.vcore`'s | `ARMED` → `IDLE`, returns true; any other state: false, no change |
+//! | `reset_abs` | `w.vcore`'s | `ARMED` → `ARMED` at the new deadline, true; otherwise false |
+//! | expiry | its vcore's | `ARMED` → `FIRING`; then, unlocked, the callback; `FIRING` → `DONE` unless the callback restarted it |
+//!
+//! `stop` and `reset_abs` find the lock to take through `vcore`, which a `start` on
+//! another vcore may change (once someone else stopped the waiter) without that lock.
+//! So under the lock they check `state == ARMED` *first* and `vcore` second, and retry
+//! on the new vcore if it moved (`pvc::lock_armed_set` gives the argument).
+//!
+//! Every transition out of `ARMED` happens under the lock of the set that holds it, so
+//! exactly one of "stop succeeds" and "the callback runs" happens for each start, and
+//! callers can keep exact counts:
 //! * `stop` returns true only if it took the waiter from `ARMED` to `IDLE`: the callback
 //!   will never run. False means it has run, is running or will run (or it was never
 //!   started).
@@ -168,7 +185,10 @@ impl Drop for AlarmWaiter {
             return;
         }
         // Its callback may be running on another vcore: it must finish before the memory
-        // goes away.
+        // goes away. From the callback itself that would wait forever.
+        if self.state.load(Ordering::Acquire) == FIRING && crate::pvc::in_own_callback(self) {
+            panic!("AlarmWaiter dropped inside its own callback: the callback still uses it");
+        }
         while self.state.load(Ordering::Acquire) == FIRING {
             if parlib_uthread::current().is_some() {
                 parlib_uthread::yield_with(true, parlib_uthread::paused);

@@ -200,15 +200,9 @@ fn an_alarm_on_a_parked_vcore_wakes_it_and_runs_there() {
     });
 }
 
-/// Ignored: shows a limitation that breaks periodic alarms. parlib's (and Akaros') alarm
-/// handlers re-arm their own alarm for the next period (`set_inc` + `start`, which is what
-/// `set_inc` is for); here the waiter is `FIRING` while its callback runs, so `set_inc`
-/// and `start` panic ("on a started alarm" / "already started"), in vcore context, which
-/// aborts. And were `start` allowed, `on_alarm_event` (alarms/src/pvc.rs) would then store
-/// `DONE` over the new `ARMED` state after the callback returns. Suggested fix: let the
-/// callback itself restart its waiter (allow `FIRING` in `set_*`/`start` when called from
-/// the callback on its vcore), and end with `compare_exchange(FIRING, DONE)` so a restart
-/// made by the callback stays `ARMED`.
+/// A periodic alarm, as parlib's (and Akaros') handlers make them: the callback re-arms
+/// its own waiter for the next period (`set_inc` + `start`) while the waiter is `FIRING`,
+/// and the expiry's `FIRING -> DONE` leaves that restart `ARMED`.
 #[test]
 fn a_callback_can_restart_its_own_alarm_for_a_periodic_alarm() {
     parlib_testkit::isolated!(TIMEOUT, {
