@@ -4,8 +4,15 @@
 //! then blocks; a signal unlinks the first waiter under the same lock. So a signal sent
 //! after the waiter released the mutex always finds it queued: no lost wake-up. Woken
 //! waiters re-acquire the mutex and, Mesa-style, re-check their predicate.
+//!
+//! A condvar also records the clock its callers measure absolute deadlines on
+//! ([`RawCondvar::with_clock`], as `pthread_condattr_setclock` sets it), in a word of its
+//! own, 0 being `CLOCK_REALTIME`: zeroed storage (`PTHREAD_COND_INITIALIZER`) is a
+//! realtime condvar, as in glibc. The condvar does not use it itself: `timed_wait` takes
+//! a [`Deadline`], already on `CLOCK_MONOTONIC`; the clock tells the caller how to make
+//! that deadline from an absolute time (`Deadline::from_realtime`, `from_monotonic`).
 
-use core::sync::atomic::{AtomicU32, AtomicU64};
+use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
 use parlib_uthread::BlockReason;
 
@@ -18,13 +25,16 @@ use crate::waitq::{block, block_until, QLock, WaitQueue, Waiter};
 #[repr(C)]
 pub struct RawCondvar {
     qlock: QLock,
-    _reserved: AtomicU32,
+    /// The clock absolute deadlines are given on (a `clockid_t`; 0 = `CLOCK_REALTIME`).
+    clock: AtomicI32,
     waiters: WaitQueue,
     _pad: [AtomicU64; 3],
 }
 
 const _: () = assert!(core::mem::size_of::<RawCondvar>() == 48 && core::mem::align_of::<RawCondvar>() == 8);
 const _: () = assert!(core::mem::size_of::<RawCondvar>() == core::mem::size_of::<libc::pthread_cond_t>());
+// Zeroed storage must be a realtime condvar.
+const _: () = assert!(libc::CLOCK_REALTIME == 0);
 
 impl Default for RawCondvar {
     fn default() -> Self {
@@ -33,14 +43,27 @@ impl Default for RawCondvar {
 }
 
 impl RawCondvar {
-    /// A condvar with no waiters (the same as all-zero bytes).
+    /// A condvar with no waiters on `CLOCK_REALTIME` (the same as all-zero bytes).
     pub const fn new() -> RawCondvar {
+        RawCondvar::with_clock(libc::CLOCK_REALTIME)
+    }
+
+    /// A condvar with no waiters whose callers give deadlines on `clock` (module docs).
+    /// Any clock id is recorded as given; which ones to accept is the caller's choice
+    /// (glibc's `pthread_condattr_setclock` takes `CLOCK_REALTIME` and `CLOCK_MONOTONIC`).
+    pub const fn with_clock(clock: libc::clockid_t) -> RawCondvar {
         RawCondvar {
             qlock: QLock(AtomicU32::new(0)),
-            _reserved: AtomicU32::new(0),
+            clock: AtomicI32::new(clock),
             waiters: WaitQueue::new(),
             _pad: [const { AtomicU64::new(0) }; 3],
         }
+    }
+
+    /// The clock given to [`with_clock`](RawCondvar::with_clock); `CLOCK_REALTIME` for
+    /// [`new`](RawCondvar::new) and zeroed storage.
+    pub fn clock(&self) -> libc::clockid_t {
+        self.clock.load(Ordering::Relaxed)
     }
 
     /// Atomically releases `mutex` and waits for a signal, then re-acquires `mutex`.

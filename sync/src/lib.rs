@@ -29,7 +29,21 @@
 //! glibc's `pthread_mutex_t` (40 bytes), `pthread_cond_t` (48), `pthread_rwlock_t` (56),
 //! `pthread_barrier_t` (32), `sem_t` (32) and `pthread_once_t` (4), checked at compile
 //! time. All-zero bytes are an unlocked mutex, a fresh condvar and rwlock and a not-yet-run
-//! once, so `PTHREAD_MUTEX_INITIALIZER` and friends work unchanged.
+//! once, so `PTHREAD_MUTEX_INITIALIZER` and friends work unchanged. Beyond the zeros:
+//!
+//! * a mutex keeps its kind where glibc keeps `__kind` (byte 16), so glibc's
+//!   `PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP` and `PTHREAD_ERRORCHECK_MUTEX_INITIALIZER_NP`
+//!   give recursive and error-checking mutexes, and `PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP`
+//!   a normal one;
+//! * a condvar keeps the clock its callers give deadlines on ([`RawCondvar::with_clock`],
+//!   [`RawCondvar::clock`]), 0 being `CLOCK_REALTIME`, so zeroed storage is realtime.
+//!
+//! Timed variants block with a [`Deadline`] (on `CLOCK_MONOTONIC`): `RawMutex::timed_lock`,
+//! `RawCondvar::timed_wait`, `RawRwLock::timed_read_lock` and `timed_write_lock`,
+//! `RawSemaphore::timed_wait`. On uthreads they need a [`TimeoutService`] (the alarms
+//! layer installs itself as one); plain threads use kernel futex timeouts. A once whose
+//! initialiser's thread will never return (a C thread cancelled inside it) is put back to
+//! "not run" with [`RawOnce::abandon`].
 //!
 //! ## Outside uthreads
 //!

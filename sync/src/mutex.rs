@@ -14,6 +14,25 @@
 //! unlinks the first waiter, stores 0, releases the lock and wakes the waiter, which
 //! retries (Mesa semantics). Because a contender sets 2 under the queue lock and
 //! queues before releasing it, an unlocker that saw 2 always finds it queued.
+//!
+//! # Layout
+//!
+//! The fields sit where glibc's `struct __pthread_mutex_s` (x86-64,
+//! `sysdeps/nptl/bits/struct_mutex.h`) has the ones a static initialiser writes: glibc's
+//! `PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP` and `PTHREAD_ERRORCHECK_MUTEX_INITIALIZER_NP`
+//! are all zero except `__kind` at byte 16, so a C program recompiled against upthread
+//! gets the mutex kind it asked for.
+//!
+//! | byte | glibc | here |
+//! |---|---|---|
+//! | 0 | `__lock` | `state` |
+//! | 4 | `__count` | `qlock` |
+//! | 8 | `__owner`, `__nusers` | `owner` (a `caller_id`, 8 bytes) |
+//! | 16 | `__kind` | `kind`: 0 normal, 1 recursive, 2 error-checking, 3 adaptive (= normal) |
+//! | 20 | `__spins`, `__elision` | `count` |
+//! | 24 | `__list` | `waiters` |
+//!
+//! Like glibc (`PTHREAD_MUTEX_TYPE`), only the low two bits of `kind` name the type.
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
@@ -37,16 +56,30 @@ pub const MUTEX_ERRORCHECK: u32 = 2;
 pub struct RawMutex {
     state: AtomicU32,
     qlock: QLock,
+    /// `caller_id` of the holder (recursive and error-checking kinds), 0 if none.
+    owner: AtomicUsize,
+    /// The kind as stored, `MUTEX_*` or glibc's adaptive 3; read it through `kind()`.
     kind: AtomicU32,
     /// Recursion depth (recursive and error-checking kinds).
     count: AtomicU32,
-    /// `caller_id` of the holder (recursive and error-checking kinds), 0 if none.
-    owner: AtomicUsize,
     waiters: WaitQueue,
 }
 
 const _: () = assert!(core::mem::size_of::<RawMutex>() == 40 && core::mem::align_of::<RawMutex>() == 8);
 const _: () = assert!(core::mem::size_of::<RawMutex>() == core::mem::size_of::<libc::pthread_mutex_t>());
+// glibc's `__kind` is at byte 16 on x86-64 (module docs, "Layout"); its static
+// initialisers write nothing else.
+const _: () = assert!(core::mem::offset_of!(RawMutex, kind) == 16);
+const _: () = assert!(core::mem::offset_of!(RawMutex, state) == 0);
+const _: () = assert!(core::mem::offset_of!(RawMutex, owner) == 8);
+const _: () = assert!(core::mem::offset_of!(RawMutex, count) == 20);
+const _: () = assert!(core::mem::offset_of!(RawMutex, waiters) == 24);
+
+/// glibc's `PTHREAD_MUTEX_KIND_MASK_NP`: the bits of `__kind` that name the type.
+const KIND_MASK: u32 = 3;
+/// glibc's `PTHREAD_MUTEX_ADAPTIVE_NP`: spins before sleeping in glibc; here a normal
+/// mutex, which it is in every observable way.
+const KIND_ADAPTIVE: u32 = 3;
 
 impl Default for RawMutex {
     fn default() -> Self {
@@ -60,19 +93,20 @@ impl RawMutex {
         RawMutex::with_kind(MUTEX_NORMAL)
     }
 
-    /// An unlocked mutex of `kind` (`MUTEX_*`).
+    /// An unlocked mutex of `kind` (`MUTEX_*`; glibc's `PTHREAD_MUTEX_ADAPTIVE_NP`, 3,
+    /// is a normal mutex).
     pub const fn with_kind(kind: u32) -> RawMutex {
         RawMutex {
             state: AtomicU32::new(0),
             qlock: QLock(AtomicU32::new(0)),
+            owner: AtomicUsize::new(0),
             kind: AtomicU32::new(kind),
             count: AtomicU32::new(0),
-            owner: AtomicUsize::new(0),
             waiters: WaitQueue::new(),
         }
     }
 
-    /// (Re)initialises as an unlocked mutex of `kind`.
+    /// (Re)initialises as an unlocked mutex of `kind` (`MUTEX_*`).
     ///
     /// # Errors
     /// `EINVAL` for an unknown kind; `EBUSY` if it is locked.
@@ -89,9 +123,14 @@ impl RawMutex {
         Ok(())
     }
 
-    /// The kind (`MUTEX_*`).
+    /// The kind (`MUTEX_*`): what the stored kind means, so an adaptive mutex (3) is
+    /// [`MUTEX_NORMAL`].
+    #[inline]
     pub fn kind(&self) -> u32 {
-        self.kind.load(Ordering::Relaxed)
+        match self.kind.load(Ordering::Relaxed) & KIND_MASK {
+            KIND_ADAPTIVE => MUTEX_NORMAL,
+            k => k,
+        }
     }
 
     /// Locks, blocking the calling uthread (or thread) while another holds it.
@@ -101,7 +140,7 @@ impl RawMutex {
     /// recursive mutex's count would overflow.
     #[inline]
     pub fn lock(&self) -> Result<(), Errno> {
-        let kind = self.kind.load(Ordering::Relaxed);
+        let kind = self.kind();
         if kind != MUTEX_NORMAL {
             if let Some(r) = self.relock(kind) {
                 return r;
@@ -120,7 +159,7 @@ impl RawMutex {
     /// `ETIMEDOUT` if it did not come free in time; `EDEADLK`/`EAGAIN` as for `lock`;
     /// `EINVAL` on a uthread without a timeout service (`parlib_alarms::init`).
     pub fn timed_lock(&self, deadline: Deadline) -> Result<(), Errno> {
-        let kind = self.kind.load(Ordering::Relaxed);
+        let kind = self.kind();
         if kind != MUTEX_NORMAL {
             if let Some(r) = self.relock(kind) {
                 return r;
@@ -153,7 +192,7 @@ impl RawMutex {
     /// `EBUSY` if another holds it (or, error-checking, the caller does); `EAGAIN` on a
     /// recursive count overflow.
     pub fn try_lock(&self) -> Result<(), Errno> {
-        let kind = self.kind.load(Ordering::Relaxed);
+        let kind = self.kind();
         if kind == MUTEX_RECURSIVE {
             if let Some(r) = self.relock(kind) {
                 return r;
@@ -215,7 +254,7 @@ impl RawMutex {
     /// caller's.
     #[inline]
     pub fn unlock(&self) -> Result<(), Errno> {
-        let kind = self.kind.load(Ordering::Relaxed);
+        let kind = self.kind();
         if kind != MUTEX_NORMAL {
             if self.owner.load(Ordering::Relaxed) != caller_id() {
                 return Err(Errno::PERM);

@@ -8,7 +8,9 @@
 //! | 3 | done |
 //!
 //! If the initialiser panics, the word goes back to 0 and waiters are woken, so a later
-//! caller runs it again (as glibc does when an initialiser is cancelled).
+//! caller runs it again (as glibc does when an initialiser is cancelled). An initialiser
+//! that leaves without unwinding (a C thread that is cancelled or exits inside it) does
+//! the same through [`RawOnce::abandon`], called from a cleanup handler.
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -41,7 +43,7 @@ impl RawOnce {
         loop {
             match self.0.compare_exchange(NOT_RUN, RUNNING, Ordering::Acquire, Ordering::Acquire) {
                 Ok(_) => {
-                    let reset = ResetOnPanic(&self.0);
+                    let reset = AbandonOnPanic(self);
                     f();
                     core::mem::forget(reset);
                     if self.0.swap(DONE, Ordering::Release) == WAITED {
@@ -64,19 +66,41 @@ impl RawOnce {
         }
     }
 
+    /// Gives up a call in progress: puts the once back to "not run" and wakes every
+    /// caller waiting for it, one of which then runs the initialiser itself. For the
+    /// initialiser's own thread, when it will never finish (it panics, which `call_once`
+    /// handles itself, or exits without unwinding). Does nothing unless a call is in
+    /// progress, so it never undoes a completed once.
+    ///
+    /// Called by anyone but the initialiser's thread, it lets a second initialiser start
+    /// while the first still runs: not unsound, but the once no longer runs once.
+    pub fn abandon(&self) {
+        let mut s = self.0.load(Ordering::Relaxed);
+        while s == RUNNING || s == WAITED {
+            match self.0.compare_exchange_weak(s, NOT_RUN, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => {
+                    if s == WAITED {
+                        futex_wake(&self.0, u32::MAX);
+                    }
+                    return;
+                }
+                Err(now) => s = now,
+            }
+        }
+    }
+
     /// Whether it has run to completion.
     pub fn is_completed(&self) -> bool {
         self.0.load(Ordering::Acquire) == DONE
     }
 }
 
-struct ResetOnPanic<'a>(&'a AtomicU32);
+/// Abandons the call in progress if the initialiser unwinds (forgotten once it returns).
+struct AbandonOnPanic<'a>(&'a RawOnce);
 
-impl Drop for ResetOnPanic<'_> {
+impl Drop for AbandonOnPanic<'_> {
     fn drop(&mut self) {
-        if self.0.swap(NOT_RUN, Ordering::Release) == WAITED {
-            futex_wake(self.0, u32::MAX);
-        }
+        self.0.abandon();
     }
 }
 

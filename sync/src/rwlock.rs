@@ -13,6 +13,25 @@
 //! queued during a write all get in when it ends, so readers never starve either. The
 //! lock is handed over directly: the waker updates the counts for the woken waiters, who
 //! return without re-checking.
+//!
+//! # Timed waits
+//!
+//! [`RawRwLock::timed_read_lock`] and [`RawRwLock::timed_write_lock`] queue like the
+//! untimed calls and block with a deadline (`waitq::block_until`). The deadline and a
+//! hand-over race under the queue lock: whoever unlinks the waiter's node first decides.
+//! If the hand-over won, the waiter holds the lock even if its deadline has passed by the
+//! time it runs (the counts already say so). If the timeout won, nothing was handed to it.
+//!
+//! A writer that times out still counts in `writers_waiting` when it wakes, so:
+//!
+//! 1. it takes the queue lock and decrements `writers_waiting`;
+//! 2. if then no writer holds the lock and none waits, it grants every queued reader.
+//!
+//! Step 2 matters: readers that arrived while the writer waited queued only because of
+//! it (table above), and no unlock will come to let them in if the lock is free or held
+//! only by readers. Between the timeout and step 1 the count is one too high; an unlock
+//! in that window finds no writer node to grant (or grants the next real one), and
+//! step 2 then catches up.
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
@@ -21,7 +40,8 @@ use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use parlib_uthread::BlockReason;
 
 use crate::errno::{caller_id, Errno};
-use crate::waitq::{block, QLock, WaitQueue, Waiter};
+use crate::timeout::Deadline;
+use crate::waitq::{block, block_until, QLock, WaitQueue, Waiter};
 
 /// A pthread-shaped reader-writer lock that blocks only the calling uthread.
 #[repr(C)]
@@ -82,6 +102,35 @@ impl RawRwLock {
         Ok(())
     }
 
+    /// Like [`read_lock`](RawRwLock::read_lock), but gives up at `deadline`.
+    ///
+    /// # Errors
+    /// `EDEADLK` if the caller holds it for writing (checked first); `ETIMEDOUT` at the
+    /// deadline (at once if it has passed and the lock is not free for readers);
+    /// `EAGAIN` as for `read_lock`; `EINVAL` on a uthread without a timeout service
+    /// (`parlib_alarms::init`).
+    pub fn timed_read_lock(&self, deadline: Deadline) -> Result<(), Errno> {
+        let g = self.qlock.lock();
+        if self.owner.load(Ordering::Relaxed) == caller_id() {
+            return Err(Errno::DEADLK);
+        }
+        if self.writer.load(Ordering::Relaxed) == 0 && self.writers_waiting.load(Ordering::Relaxed) == 0 {
+            return self.add_reader();
+        }
+        if deadline.has_passed() {
+            return Err(Errno::TIMEDOUT);
+        }
+        let mut node = Waiter::for_caller("RwLock::timed_read_lock");
+        // SAFETY: under the queue lock; `node` stays alive until it is unlinked (by a
+        // waker, the timeout, or `block_until` itself on error).
+        unsafe { self.readers_q.push_back(&mut node) };
+        // A reader that times out was handed nothing and holds nothing back: no repair.
+        match block_until(g, &node, &self.readers_q, BlockReason::RwLock, deadline)? {
+            false => Ok(()), // handed over: we are a reader now
+            true => Err(Errno::TIMEDOUT),
+        }
+    }
+
     fn add_reader(&self) -> Result<(), Errno> {
         let r = self.readers.load(Ordering::Relaxed);
         if r == u32::MAX {
@@ -126,6 +175,49 @@ impl RawRwLock {
         unsafe { self.writers_q.push_back(&mut node) };
         block(g, &node, BlockReason::RwLock); // handed over: we are the writer now
         Ok(())
+    }
+
+    /// Like [`write_lock`](RawRwLock::write_lock), but gives up at `deadline`.
+    ///
+    /// # Errors
+    /// `EDEADLK` if the caller already holds it for writing (checked first);
+    /// `ETIMEDOUT` at the deadline (at once if it has passed and anyone holds the lock);
+    /// `EINVAL` on a uthread without a timeout service (`parlib_alarms::init`).
+    pub fn timed_write_lock(&self, deadline: Deadline) -> Result<(), Errno> {
+        let me = caller_id();
+        let g = self.qlock.lock();
+        if self.owner.load(Ordering::Relaxed) == me {
+            return Err(Errno::DEADLK);
+        }
+        if self.writer.load(Ordering::Relaxed) == 0 && self.readers.load(Ordering::Relaxed) == 0 {
+            self.writer.store(1, Ordering::Relaxed);
+            self.owner.store(me, Ordering::Relaxed);
+            return Ok(());
+        }
+        if deadline.has_passed() {
+            return Err(Errno::TIMEDOUT);
+        }
+        self.writers_waiting.store(self.writers_waiting.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        let mut node = Waiter::for_caller("RwLock::timed_write_lock");
+        node.tag = me;
+        // SAFETY: under the queue lock; `node` stays alive until it is unlinked (by a
+        // waker, the timeout, or `block_until` itself on error).
+        unsafe { self.writers_q.push_back(&mut node) };
+        let r = match block_until(g, &node, &self.writers_q, BlockReason::RwLock, deadline) {
+            Ok(false) => return Ok(()), // handed over: we are the writer now
+            Ok(true) => Errno::TIMEDOUT,
+            Err(e) => e,
+        };
+        // Not handed over, and our node is out of the queue: undo our count and let in
+        // the readers that queued behind us (module docs, "Timed waits").
+        let g = self.qlock.lock();
+        let waiting = self.writers_waiting.load(Ordering::Relaxed) - 1;
+        self.writers_waiting.store(waiting, Ordering::Relaxed);
+        if waiting == 0 && self.writer.load(Ordering::Relaxed) == 0 {
+            self.grant_readers();
+        }
+        drop(g);
+        Err(r)
     }
 
     /// Takes it for writing if nobody holds it.

@@ -4,6 +4,8 @@
 //!   for it; every caller returns only once the initialiser has completed, so it sees
 //!   its effects. A panicking initialiser leaves it not run (as glibc does for a
 //!   cancelled one): waiters wake, and the next call runs its own initialiser.
+//!   `abandon` does the same for an initialiser whose thread never comes back (a C
+//!   thread cancelled inside it), and does nothing to a once that is not running.
 //! * `futex_wait` refuses with `EAGAIN` when the word already differs; `futex_wake`
 //!   wakes exactly the number asked for (or every waiter, if fewer), uthreads and
 //!   threads alike, and only waiters of its own word even when words share a hash
@@ -146,6 +148,47 @@ fn a_caller_waiting_on_a_panicking_initialiser_wakes_and_runs_its_own() {
         common::wait_all();
         assert!(WAITER_RAN.load(Ordering::SeqCst), "the waiting caller ran its initialiser after the panic");
         assert!(ONCE.is_completed());
+    });
+}
+
+/// An initialiser's thread abandons the call and never returns (as a C thread that is
+/// cancelled inside `pthread_once` does): the caller waiting for it wakes and runs its
+/// own initialiser, and `abandon` on a once that is done changes nothing.
+#[test]
+fn abandon_wakes_a_waiting_caller_which_runs_its_own_initialiser() {
+    isolated!(TIMEOUT, {
+        static ONCE: Once = Once::new();
+        static WAITER_TID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+        static SECOND_RAN: AtomicBool = AtomicBool::new(false);
+        ONCE.abandon();
+        assert!(!ONCE.is_completed(), "abandoning a once that never ran leaves it not run");
+        let started: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+        // Detached: this thread stays parked inside its initialiser for good.
+        drop(spawn_plain(move || {
+            ONCE.call_once(|| {
+                started.store(true, Ordering::SeqCst);
+                // Wait until the other caller sleeps on the once (the only place it can).
+                support::wait_for(|| {
+                    let tid = WAITER_TID.load(Ordering::SeqCst);
+                    tid != 0 && support::task_asleep(tid)
+                });
+                ONCE.abandon();
+                loop {
+                    std::thread::park();
+                }
+            })
+        }));
+        support::wait_for(|| started.load(Ordering::SeqCst));
+        let waiter = spawn_plain(|| {
+            WAITER_TID.store(support::gettid(), Ordering::SeqCst);
+            ONCE.call_once(|| SECOND_RAN.store(true, Ordering::SeqCst));
+        });
+        waiter.join().unwrap();
+        assert!(SECOND_RAN.load(Ordering::SeqCst), "the woken caller ran its own initialiser");
+        assert!(ONCE.is_completed());
+        ONCE.abandon();
+        assert!(ONCE.is_completed(), "abandon leaves a completed once alone");
+        ONCE.call_once(|| panic!("a completed once ran again"));
     });
 }
 

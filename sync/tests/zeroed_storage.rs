@@ -24,7 +24,10 @@ use std::mem::{align_of, size_of};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use parlib_sync::{Errno, RawBarrier, RawCondvar, RawMutex, RawOnce, RawRwLock, RawSemaphore, MUTEX_NORMAL};
+use parlib_sync::{
+    Errno, RawBarrier, RawCondvar, RawMutex, RawOnce, RawRwLock, RawSemaphore, MUTEX_ERRORCHECK,
+    MUTEX_NORMAL, MUTEX_RECURSIVE,
+};
 use parlib_testkit::isolated;
 use parlib_uthread::TlsMode;
 use support::Who;
@@ -108,6 +111,50 @@ fn the_constructors_of_the_default_states_are_all_zero_bytes() {
     assert!(bytes_of(&c).iter().all(|&b| b == 0));
     assert!(bytes_of(&r).iter().all(|&b| b == 0));
     assert_eq!(libc::PTHREAD_ONCE_INIT, 0);
+}
+
+/// A condvar records the clock its deadlines are given on in its own storage, and zero
+/// bytes (`PTHREAD_COND_INITIALIZER`) mean `CLOCK_REALTIME`, as in glibc.
+#[test]
+fn a_condvar_keeps_its_clock_and_zeroed_storage_is_realtime() {
+    assert_eq!(ZERO_CONDVAR.clock(), libc::CLOCK_REALTIME);
+    assert_eq!(RawCondvar::new().clock(), libc::CLOCK_REALTIME);
+    assert_eq!(zeroed_box::<RawCondvar>().clock(), libc::CLOCK_REALTIME);
+    let mono = RawCondvar::with_clock(libc::CLOCK_MONOTONIC);
+    assert_eq!(mono.clock(), libc::CLOCK_MONOTONIC);
+    assert_eq!(mono.destroy(), Ok(()), "otherwise a condvar without waiters");
+    // SAFETY: same size (checked above); zero bytes are a valid Rust value of it.
+    let c: RawCondvar = unsafe { std::mem::transmute(libc::PTHREAD_COND_INITIALIZER) };
+    assert_eq!(c.clock(), libc::CLOCK_REALTIME);
+}
+
+/// glibc's other static mutex initialisers are zero bytes but for `__kind` at byte 16
+/// (`PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP` 1, `PTHREAD_ERRORCHECK_MUTEX_INITIALIZER_NP`
+/// 2, `PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP` 3): read as a `RawMutex`, each is an
+/// unlocked mutex of that kind, adaptive being normal.
+#[test]
+fn glibc_kind_initialisers_are_unlocked_mutexes_of_their_kind() {
+    let cases = [
+        (libc::PTHREAD_MUTEX_INITIALIZER, MUTEX_NORMAL),
+        (libc::PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP, MUTEX_RECURSIVE),
+        (libc::PTHREAD_ERRORCHECK_MUTEX_INITIALIZER_NP, MUTEX_ERRORCHECK),
+        (libc::PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP, MUTEX_NORMAL),
+    ];
+    for (glibc, kind) in cases {
+        // SAFETY: same size (checked above); every byte pattern of atomics and null
+        // pointers is a valid Rust value.
+        let m: RawMutex = unsafe { std::mem::transmute(glibc) };
+        assert_eq!(m.kind(), kind);
+        assert!(!m.is_locked());
+        assert_eq!(m.destroy(), Ok(()));
+    }
+    // And our constructors write the kind where glibc's initialisers do.
+    for kind in [MUTEX_RECURSIVE, MUTEX_ERRORCHECK] {
+        let m = RawMutex::with_kind(kind);
+        let b = bytes_of(&m);
+        assert_eq!(u32::from_ne_bytes(b[16..20].try_into().unwrap()), kind, "kind at byte 16");
+        assert!(b.iter().enumerate().all(|(i, &x)| x == 0 || (16..20).contains(&i)));
+    }
 }
 
 /// Checks a zeroed mutex, condvar, rwlock, once, semaphore and barrier from the caller

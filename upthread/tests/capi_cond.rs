@@ -276,6 +276,15 @@ fn each_condvar_reads_deadlines_on_its_own_clock() {
         lock(m);
         assert_eq!(timedwait(mono, m, monotonic_in(Duration::from_secs(3600))), ETIMEDOUT);
         unlock(m);
+        // The clock lives in the condvar's own storage: memory that held a monotonic
+        // condvar and is reused, zeroed, without `destroy` (as a static or calloc'd
+        // condvar would be) is a realtime condvar.
+        let reused = new_cond(libc::CLOCK_MONOTONIC);
+        // SAFETY: leaked storage no one uses any more; zero bytes are a valid condvar.
+        unsafe { std::ptr::write_bytes(reused.get(), 0, 1) };
+        lock(m);
+        assert_eq!(timedwait(reused, m, monotonic_in(Duration::from_secs(3600))), ETIMEDOUT);
+        unlock(m);
     });
 }
 

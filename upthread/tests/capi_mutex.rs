@@ -204,6 +204,61 @@ fn zeroed_storage_is_an_unlocked_normal_mutex() {
     });
 }
 
+/// glibc's `PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP`, `PTHREAD_ERRORCHECK_MUTEX_INITIALIZER_NP`
+/// and `PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP` are all zero except `__kind` (1, 2, 3) at
+/// byte 16. A C program that uses them and is recompiled against upthread must get the
+/// kind it asked for without calling `init`: the recursive one relocks, the
+/// error-checking one refuses a relock, the adaptive one is a normal mutex.
+#[test]
+fn glibc_static_initialisers_give_their_mutex_kind() {
+    parlib_testkit::isolated!(TIMEOUT, {
+        capi_common::init();
+        // The `libc` crate builds them as glibc's `<pthread.h>` does; check the bytes we
+        // rely on, then use them as they are.
+        let kind_at_16 = |m: &pthread_mutex_t| {
+            // SAFETY: `pthread_mutex_t` is 40 plain bytes.
+            let b: [u8; 40] = unsafe { std::mem::transmute_copy(m) };
+            assert!(b.iter().enumerate().all(|(i, &x)| x == 0 || (16..20).contains(&i)), "{b:?}");
+            i32::from_ne_bytes(b[16..20].try_into().unwrap())
+        };
+        assert_eq!(kind_at_16(&libc::PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP), libc::PTHREAD_MUTEX_RECURSIVE);
+        assert_eq!(
+            kind_at_16(&libc::PTHREAD_ERRORCHECK_MUTEX_INITIALIZER_NP),
+            libc::PTHREAD_MUTEX_ERRORCHECK
+        );
+        assert_eq!(kind_at_16(&libc::PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP), PTHREAD_MUTEX_ADAPTIVE_NP);
+        let fresh = |init: pthread_mutex_t| Shared(Box::into_raw(Box::new(init)));
+        for who in BOTH {
+            let r = fresh(libc::PTHREAD_RECURSIVE_MUTEX_INITIALIZER_NP);
+            let e = fresh(libc::PTHREAD_ERRORCHECK_MUTEX_INITIALIZER_NP);
+            let a = fresh(libc::PTHREAD_ADAPTIVE_MUTEX_INITIALIZER_NP);
+            run_as(who, move || {
+                assert_eq!(lock(r), 0);
+                assert_eq!(lock(r), 0, "a recursive initialiser relocks, on a {who:?}");
+                assert_eq!(run_as(Who::Thread, move || trylock(r)), EBUSY, "and excludes others");
+                assert_eq!(unlock(r), 0);
+                assert_eq!(destroy(r), EBUSY, "one unlock still owed");
+                assert_eq!(unlock(r), 0);
+                assert_eq!(unlock(r), EPERM);
+                assert_eq!(destroy(r), 0);
+
+                assert_eq!(unlock(e), EPERM, "an error-checking initialiser checks unlocks");
+                assert_eq!(lock(e), 0);
+                assert_eq!(lock(e), EDEADLK, "an error-checking initialiser refuses a relock, on a {who:?}");
+                assert_eq!(run_as(Who::Thread, move || unlock(e)), EPERM);
+                assert_eq!(unlock(e), 0);
+                assert_eq!(destroy(e), 0);
+
+                assert_eq!(lock(a), 0);
+                assert_eq!(trylock(a), EBUSY, "an adaptive initialiser is a normal mutex");
+                assert_eq!(unlock(a), 0);
+                assert_eq!(unlock(a), EPERM, "nobody holds it");
+                assert_eq!(destroy(a), 0);
+            });
+        }
+    });
+}
+
 fn lock_from_other_times_out(m: Shared<pthread_mutex_t>) -> i32 {
     run_as(Who::Thread, move || timedlock(m, realtime_in(Duration::from_millis(5))))
 }

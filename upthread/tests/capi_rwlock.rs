@@ -1,7 +1,8 @@
 //! `upthread_rwlock_*` and `upthread_rwlockattr_*`: glibc's error codes for each misuse,
 //! all-zero storage as `PTHREAD_RWLOCK_INITIALIZER`, timed locks that time out or get
-//! the lock when it is released around their deadline, and readers and writers of both
-//! kinds excluding each other.
+//! the lock when it is released around their deadline, a timed-out writer that lets in
+//! the readers queued behind it, hand-overs racing a timeout that are never lost, and
+//! readers and writers of both kinds excluding each other.
 
 mod capi_common;
 
@@ -70,7 +71,11 @@ fn check_misuse(who: Who) {
     assert_eq!(wrlock(l), EDEADLK, "wrlock by the writer, on a {who:?}");
     assert_eq!(tryrdlock(l), EBUSY);
     assert_eq!(trywrlock(l), EBUSY);
-    assert_eq!(timedwrlock(l, BAD_NSEC), EINVAL);
+    assert_eq!(timedwrlock(l, BAD_NSEC), EINVAL, "tv_nsec is checked before ownership (as glibc)");
+    let far = realtime_in(Duration::from_secs(3600));
+    assert_eq!(timedrdlock(l, far), EDEADLK, "timedrdlock by the writer, on a {who:?}");
+    assert_eq!(timedwrlock(l, far), EDEADLK, "timedwrlock by the writer, on a {who:?}");
+    assert_eq!(timedwrlock(l, PAST), EDEADLK, "ownership is checked before the deadline");
     assert_eq!(destroy(l), EBUSY, "destroy while held for writing");
     for other in BOTH {
         assert_eq!(run_as(other, move || unlock(l)), EPERM, "unlock by another than the writer");
@@ -211,6 +216,92 @@ fn timed_locks_time_out_or_get_the_lock_released_around_the_deadline() {
             assert_eq!(destroy(l), 0, "the lock ends up free");
         }
         eprintln!("timed callers got the lock {got} times and timed out {timed_out} times");
+    });
+}
+
+/// Readers hold the lock; a timed writer queues, then a reader queues behind it. When
+/// the writer times out, the reader must get in beside the holder: no unlock is coming
+/// to hand it the lock (the watchdog fails the test if it stays queued).
+#[test]
+fn a_timed_out_writer_does_not_strand_queued_readers() {
+    parlib_testkit::isolated!(TIMEOUT, {
+        capi_common::init();
+        for i in 0..8 {
+            let l = new_rwlock();
+            assert_eq!(rdlock(l), 0);
+            let mut writer = start(mixed(i), move || timedwrlock(l, realtime_in(Duration::from_millis(30))));
+            // Once the writer is queued, new readers are turned away (or, on a machine so
+            // slow that it already timed out, the test checks less and still passes).
+            capi_common::wait_until(|| {
+                if writer.is_finished() {
+                    return true;
+                }
+                match tryrdlock(l) {
+                    0 => {
+                        assert_eq!(unlock(l), 0);
+                        false
+                    }
+                    r => {
+                        assert_eq!(r, EBUSY);
+                        true
+                    }
+                }
+            });
+            let reader = start(mixed(i + 1), move || {
+                let r = rdlock(l);
+                assert_eq!(r, 0);
+                unlock(l)
+            });
+            assert_eq!(writer.join(), ETIMEDOUT, "we hold our read lock throughout");
+            assert_eq!(reader.join(), 0, "the reader got in beside us");
+            assert_eq!(tryrdlock(l), 0, "no writer is counted as waiting");
+            assert_eq!(unlock(l), 0);
+            assert_eq!(unlock(l), 0);
+            assert_eq!(destroy(l), 0);
+        }
+    });
+}
+
+/// A writer holds the lock and releases it right around a timed waiter's deadline,
+/// with an untimed waiter queued too. Whatever the timed waiter's outcome, the release
+/// must reach someone: if it gave up, the untimed one gets the lock (a lost hand-over
+/// would leave it blocked, and the watchdog would fail the test).
+#[test]
+fn a_hand_over_racing_the_timeout_is_never_lost() {
+    parlib_testkit::isolated!(TIMEOUT, {
+        capi_common::init();
+        let (mut got, mut timed_out) = (0, 0);
+        for i in 0..200u64 {
+            let l = new_rwlock();
+            assert_eq!(wrlock(l), 0);
+            let deadline = realtime_in(Duration::from_millis(2));
+            let timed_writes = i % 2 == 0;
+            let timed = start(mixed(i as usize), move || {
+                let r = if timed_writes { timedwrlock(l, deadline) } else { timedrdlock(l, deadline) };
+                if r == 0 {
+                    assert_eq!(unlock(l), 0);
+                }
+                r
+            });
+            let untimed = start(mixed(i as usize / 2 + 1), move || {
+                let r = if i % 3 == 0 { rdlock(l) } else { wrlock(l) };
+                assert_eq!(r, 0);
+                unlock(l)
+            });
+            // Release between 1 and 3 ms from the start: before, at or after the deadline.
+            capi_common::sleep(Duration::from_micros(1_000 + (i * 37) % 2_000));
+            assert_eq!(unlock(l), 0);
+            match timed.join() {
+                0 => got += 1,
+                ETIMEDOUT => timed_out += 1,
+                r => panic!("timed lock: {}", name(r)),
+            }
+            assert_eq!(untimed.join(), 0);
+            assert_eq!(trywrlock(l), 0, "the lock ends up free");
+            assert_eq!(unlock(l), 0);
+            assert_eq!(destroy(l), 0);
+        }
+        eprintln!("timed waiters got the lock {got} times, timed out {timed_out} times");
     });
 }
 

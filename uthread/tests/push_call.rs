@@ -22,8 +22,8 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 static CALLS: AtomicUsize = AtomicUsize::new(0);
 static CALLED_ON: AtomicPtr<Uthread> = AtomicPtr::new(core::ptr::null_mut());
 static CALLED_IN_VCORE_CONTEXT: AtomicBool = AtomicBool::new(false);
-/// The caller's TLS: set by the uthread before it switches out, read by the call.
 std::thread_local! {
+    /// The caller's TLS: set by the uthread before it switches out, read by the call.
     static MARK: core::cell::Cell<u64> = const { core::cell::Cell::new(0) };
 }
 static MARK_SEEN: AtomicU64 = AtomicU64::new(0);

@@ -29,9 +29,9 @@ use parlib_sync::{Errno, RawCondvar, MUTEX_NORMAL};
 
 use super::cleanup::on_exit_during;
 use super::condattr::cond_clock;
+use super::deadline;
 use super::errors::code;
 use super::mutex::mutex;
-use super::{cond_clock as clock_table, deadline};
 use crate::cancel::cancellation_point;
 
 const _: () = assert!(
@@ -69,8 +69,7 @@ pub unsafe extern "C" fn upthread_cond_init(
         return libc::EINVAL;
     }
     // SAFETY: non-null, writable and unused, by the caller's contract; same layout.
-    unsafe { cond.cast::<RawCondvar>().write(RawCondvar::new()) };
-    clock_table::set(cond as usize, clock);
+    unsafe { cond.cast::<RawCondvar>().write(RawCondvar::with_clock(clock)) };
     0
 }
 
@@ -82,12 +81,10 @@ pub unsafe extern "C" fn upthread_cond_init(
 #[no_mangle]
 pub unsafe extern "C" fn upthread_cond_destroy(cond: *mut pthread_cond_t) -> c_int {
     // SAFETY: forwarded contract.
-    let Some(cv) = (unsafe { condvar(cond) }) else { return libc::EINVAL };
-    let r = cv.destroy();
-    if r.is_ok() {
-        clock_table::forget(cond as usize);
+    match unsafe { condvar(cond) } {
+        Some(cv) => code(cv.destroy()),
+        None => libc::EINVAL,
     }
-    code(r)
 }
 
 /// `pthread_cond_wait`: releases `mutex`, waits for a signal, takes `mutex` again.
@@ -125,7 +122,7 @@ pub unsafe extern "C" fn upthread_cond_timedwait(
     // SAFETY: forwarded contract.
     let (Some(cv), Some(m)) = (unsafe { (condvar(cond), self::mutex(mutex)) }) else { return libc::EINVAL };
     // SAFETY: null or readable, by the caller's contract.
-    let d = match unsafe { deadline::on_clock(abstime, clock_table::get(cond as usize)) } {
+    let d = match unsafe { deadline::on_clock(abstime, cv.clock()) } {
         Ok(d) => d,
         Err(e) => return e,
     };

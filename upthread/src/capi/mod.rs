@@ -8,8 +8,8 @@
 //! | module | glibc functions | object |
 //! |---|---|---|
 //! | `mutex`, `mutexattr` | `pthread_mutex_*`, `pthread_mutexattr_*` | [`parlib_sync::RawMutex`] in a `pthread_mutex_t` |
-//! | `cond`, `condattr`, `cond_clock` | `pthread_cond_*`, `pthread_condattr_*` | [`parlib_sync::RawCondvar`] in a `pthread_cond_t` |
-//! | `rwlock`, `rwlockattr`, `rwlock_timed` | `pthread_rwlock_*`, `pthread_rwlockattr_*` | [`parlib_sync::RawRwLock`] in a `pthread_rwlock_t` |
+//! | `cond`, `condattr` | `pthread_cond_*`, `pthread_condattr_*` | [`parlib_sync::RawCondvar`] in a `pthread_cond_t` |
+//! | `rwlock`, `rwlockattr` | `pthread_rwlock_*`, `pthread_rwlockattr_*` | [`parlib_sync::RawRwLock`] in a `pthread_rwlock_t` |
 //! | `barrier`, `barrierattr` | `pthread_barrier_*`, `pthread_barrierattr_*` | [`parlib_sync::RawBarrier`] in a `pthread_barrier_t` |
 //! | `spin` | `pthread_spin_*` | a PDR spinlock word in a `pthread_spinlock_t` |
 //! | `once` | `pthread_once` | [`parlib_sync::RawOnce`] in a `pthread_once_t` |
@@ -50,7 +50,6 @@
 //! | `cond_destroy` with waiters | blocks until they leave (forever if none is signalled) | `EBUSY` | POSIX's recommendation |
 //! | `rwlock_destroy`, `spin_destroy` while held; `barrier_destroy` with waiters; `sem_destroy` with waiters | 0 (or waits) | `EBUSY` | POSIX's recommendation |
 //! | `mutex_unlock` of an unlocked normal mutex; `rwlock_unlock` of an unlocked rwlock | 0, state corrupted | `EPERM` | `parlib-sync` checks |
-//! | `rwlock_timed*lock` by the writer holding it | `EDEADLK` | `ETIMEDOUT` at the deadline | `rwlock_timed` polls (no timed waits in `RawRwLock` yet) |
 //! | read lock taken again while a writer waits | granted (default kind) | deadlock, like glibc's `PREFER_WRITER_NONRECURSIVE_NP` | `RawRwLock` queues readers behind writers |
 //! | a realtime deadline when the clock is set during the wait | follows the clock | keeps the interval | the timeout service runs on `CLOCK_MONOTONIC` |
 
@@ -58,7 +57,6 @@ mod barrier;
 mod barrierattr;
 mod cleanup;
 mod cond;
-mod cond_clock;
 mod condattr;
 mod deadline;
 mod errors;
@@ -67,7 +65,6 @@ mod mutexattr;
 mod once;
 mod pshared;
 mod rwlock;
-mod rwlock_timed;
 mod rwlockattr;
 mod sem;
 mod spin;

@@ -4,13 +4,11 @@
 //! Callers that arrive while the initialiser runs block (only their uthread) until it
 //! has finished. If the initialiser never finishes because its thread is cancelled or
 //! calls `upthread_exit` inside it, POSIX wants the once to be as if `pthread_once` had
-//! never been called: a cleanup handler pushed around the call (`cleanup`) puts the word
-//! back to "not run" and wakes the waiters, one of which then runs the initialiser
-//! itself.
+//! never been called: a cleanup handler pushed around the call (`cleanup`) abandons it
+//! ([`RawOnce::abandon`]: back to "not run", waiters woken, one of which then runs the
+//! initialiser itself).
 
 use core::mem::size_of;
-use core::sync::atomic::{AtomicU32, Ordering};
-
 use libc::{c_int, c_void, pthread_once_t};
 use parlib_sync::RawOnce;
 
@@ -46,14 +44,11 @@ pub unsafe extern "C" fn upthread_once(
     0
 }
 
-/// The cleanup handler: the initialiser's thread exits inside it. Puts the word back to
-/// "not run" (0, `RawOnce`'s all-zero state) and wakes every caller waiting on it (they
-/// wait on the word with `parlib_sync::futex_wait`), as `RawOnce` itself does when an
-/// initialiser panics.
+/// The cleanup handler: the initialiser's thread exits inside it, so the call is
+/// abandoned, as `RawOnce` itself does when an initialiser panics.
 extern "C" fn abandoned(once: *mut c_void) {
-    // SAFETY: `once` is the once word `upthread_once` was called with; it outlives its
-    // waiters, and `RawOnce` is a transparent `AtomicU32`.
-    let word = unsafe { AtomicU32::from_ptr(once.cast::<u32>()) };
-    word.store(0, Ordering::Release);
-    parlib_sync::futex_wake(word, u32::MAX);
+    // SAFETY: `once` is the once `upthread_once` was called with, and the call is still
+    // in progress on this thread, so the once is alive (its waiters still use it).
+    let o = unsafe { &*once.cast::<RawOnce>() };
+    o.abandon();
 }

@@ -7,23 +7,23 @@
 //! | `rdlock` | 0; `EDEADLK` if the caller holds it for writing; `EAGAIN` at the reader limit |
 //! | `wrlock` | 0; `EDEADLK` if the caller holds it for writing |
 //! | `tryrdlock`, `trywrlock` | 0; `EBUSY` |
-//! | `timedrdlock`, `timedwrlock` | 0; `ETIMEDOUT`; `EINVAL` for a bad `tv_nsec`, checked first (as glibc) |
+//! | `timedrdlock`, `timedwrlock` | 0; `ETIMEDOUT`; `EDEADLK` if the caller holds it for writing; `EAGAIN` (read) at the reader limit; `EINVAL` for a bad `tv_nsec`, checked first (as glibc) |
 //! | `unlock` | 0; `EPERM` if it is not held, or held for writing by another (glibc returns 0 and corrupts the lock) |
 //! | `destroy` | 0; `EBUSY` while held (glibc returns 0; POSIX recommends `EBUSY`) |
 //!
 //! Policy: a new reader queues behind a waiting writer, so writers never starve; this is
 //! glibc's `PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP`, whatever kind the attributes
 //! name. A thread that takes a read lock twice while a writer waits deadlocks, which
-//! POSIX allows and glibc's default kind avoids. The timed calls poll (`rwlock_timed`).
+//! POSIX allows and glibc's default kind avoids. The timed calls queue like the untimed
+//! ones, in the same order (`RawRwLock::timed_read_lock`, `timed_write_lock`).
 
 use core::mem::{align_of, size_of};
 
 use libc::{c_int, pthread_rwlock_t, pthread_rwlockattr_t, timespec};
-use parlib_sync::RawRwLock;
+use parlib_sync::{Deadline, Errno, RawRwLock};
 
 use super::deadline;
 use super::errors::code;
-use super::rwlock_timed::{self, Hold};
 
 const _: () = assert!(
     size_of::<RawRwLock>() == size_of::<pthread_rwlock_t>()
@@ -106,7 +106,8 @@ pub unsafe extern "C" fn upthread_rwlock_tryrdlock(rwlock: *mut pthread_rwlock_t
 }
 
 /// `pthread_rwlock_timedrdlock`: like `rdlock`, but gives up at `abstime`, an absolute
-/// `CLOCK_REALTIME` time. Returns 0, `ETIMEDOUT`, `EAGAIN` or `EINVAL` (module table).
+/// `CLOCK_REALTIME` time. Returns 0, `ETIMEDOUT`, `EDEADLK`, `EAGAIN` or `EINVAL`
+/// (module table).
 ///
 /// # Safety
 /// `rwlock` must be null or point to an initialised rwlock; `abstime` null or readable.
@@ -116,7 +117,7 @@ pub unsafe extern "C" fn upthread_rwlock_timedrdlock(
     abstime: *const timespec,
 ) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { timed(rwlock, abstime, Hold::Read) }
+    unsafe { timed(rwlock, abstime, RawRwLock::timed_read_lock) }
 }
 
 /// `pthread_rwlock_wrlock`: blocks only the calling uthread while anyone holds the
@@ -141,7 +142,8 @@ pub unsafe extern "C" fn upthread_rwlock_trywrlock(rwlock: *mut pthread_rwlock_t
 }
 
 /// `pthread_rwlock_timedwrlock`: like `wrlock`, but gives up at `abstime`, an absolute
-/// `CLOCK_REALTIME` time. Returns 0, `ETIMEDOUT` or `EINVAL` (module table).
+/// `CLOCK_REALTIME` time. Returns 0, `ETIMEDOUT`, `EDEADLK` or `EINVAL` (module
+/// table).
 ///
 /// # Safety
 /// `rwlock` must be null or point to an initialised rwlock; `abstime` null or readable.
@@ -151,7 +153,7 @@ pub unsafe extern "C" fn upthread_rwlock_timedwrlock(
     abstime: *const timespec,
 ) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { timed(rwlock, abstime, Hold::Write) }
+    unsafe { timed(rwlock, abstime, RawRwLock::timed_write_lock) }
 }
 
 /// `pthread_rwlock_unlock`: releases a read or a write hold. Returns 0, `EPERM` (module
@@ -165,16 +167,21 @@ pub unsafe extern "C" fn upthread_rwlock_unlock(rwlock: *mut pthread_rwlock_t) -
     unsafe { with(rwlock, |l| code(l.unlock())) }
 }
 
-/// The two timed calls: checks `abstime` first (glibc does, even for a free lock).
+/// The two timed calls: checks `abstime` first (glibc does, even for a free lock), then
+/// runs `lock` (`RawRwLock::timed_read_lock` or `timed_write_lock`).
 ///
 /// # Safety
 /// As for `upthread_rwlock_timedrdlock`.
-unsafe fn timed(rwlock: *mut pthread_rwlock_t, abstime: *const timespec, hold: Hold) -> c_int {
+unsafe fn timed(
+    rwlock: *mut pthread_rwlock_t,
+    abstime: *const timespec,
+    lock: fn(&RawRwLock, Deadline) -> Result<(), Errno>,
+) -> c_int {
     // SAFETY: null or readable, by the caller's contract.
     let d = match unsafe { deadline::realtime(abstime) } {
         Ok(d) => d,
         Err(e) => return e,
     };
     // SAFETY: forwarded contract.
-    unsafe { with(rwlock, |l| rwlock_timed::acquire(l, hold, d)) }
+    unsafe { with(rwlock, |l| code(lock(l, d))) }
 }
