@@ -409,7 +409,7 @@ pub fn disable_notifs() {
 pub fn enable_notifs() {
     // With notifications disabled the uthread cannot have moved, so the vcore it runs on
     // is the one whose depth it raised.
-    if vcore::this().is_some() && !vcore::in_vcore_context() {
+    if vcore::on_uthread() {
         // SAFETY: we run on a vcore, outside vcore context.
         unsafe { vcore::notif::enable_notifs() };
     }

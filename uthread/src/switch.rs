@@ -132,10 +132,7 @@ pub unsafe fn cleanup(uth: NonNull<Uthread>) {
 pub fn current() -> Option<NonNull<Uthread>> {
     // Two %gs-relative loads: each reads the vcore the caller runs on at that instant,
     // and on whichever vcore a running uthread runs, it is that vcore's current one.
-    if vcore::in_vcore_context() {
-        return None;
-    }
-    NonNull::new(vcore::current_raw().cast())
+    NonNull::new(vcore::running_uthread_raw().cast())
 }
 
 /// In vcore context: the uthread this vcore was running when a notification interrupted

@@ -76,7 +76,7 @@ pub use notif::{notify, notify_self, FaultInfo};
 pub use stack::{Stack, DEFAULT_STACK_SIZE};
 pub use vcore::{
     cpu_of, current_cpu, current_raw, get, id, in_vcore_context, is_initialized, lib_init, main_tls,
-    max_vcores, num_vcores, process_cpus, reenter, request, request_specific, resume_main, set_entry,
-    set_park_hook, take_main_context, this, this_unchecked, try_id, yield_vcore, CpuSet, ParkHook, Vcore,
-    VCORE_LIMIT_ENV,
+    max_vcores, num_vcores, on_uthread, process_cpus, reenter, request, request_specific, resume_main,
+    running_uthread_raw, set_entry, set_park_hook, take_main_context, this, this_unchecked, try_id,
+    yield_vcore, CpuSet, ParkHook, Vcore, VCORE_LIMIT_ENV,
 };

@@ -168,7 +168,7 @@ pub unsafe fn disable_notifs() {
 /// thread); returns whether it did, so the caller knows to re-enable them.
 #[inline]
 pub fn disable_if_uthread() -> bool {
-    if this().is_none() || crate::vcore::in_vcore_context() {
+    if !crate::vcore::on_uthread() {
         return false;
     }
     // SAFETY: we run on a vcore, outside vcore context: a uthread. The increment is

@@ -414,6 +414,25 @@ pub fn in_vcore_context() -> bool {
     this().is_some() && unsafe { arch::gs_load_u8::<VCTX_OFF>() } != 0
 }
 
+/// Whether the caller is a uthread: on a vcore, outside vcore context. One [`this`]
+/// check (the costly part of these queries) and one `%gs`-relative load.
+#[inline]
+pub fn on_uthread() -> bool {
+    // SAFETY: on a vcore task, %gs:VCTX_OFF is the `vcore_ctx` flag of its record.
+    this().is_some() && unsafe { arch::gs_load_u8::<VCTX_OFF>() } == 0
+}
+
+/// [`current_raw`] if the caller is a uthread (see [`on_uthread`]), else null: the
+/// running uthread, with one [`this`] check.
+#[inline]
+pub fn running_uthread_raw() -> *mut () {
+    if !on_uthread() {
+        return core::ptr::null_mut();
+    }
+    // SAFETY: on a vcore task, %gs:CURRENT_OFF is the `current` field of its record.
+    unsafe { arch::gs_load_usize::<CURRENT_OFF>() as *mut () }
+}
+
 /// The CPU vcore `id` is pinned to.
 pub fn cpu_of(id: usize) -> Result<usize, Error> {
     get(id).map(|v| v.cpu)
