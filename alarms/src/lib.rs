@@ -40,7 +40,7 @@ use core::pin::Pin;
 
 pub use parlib_sync::Deadline;
 pub use pvc::arm_count;
-pub use sleep::{sleep, sleep_until};
+pub use sleep::{sleep, sleep_until, sleep_until_interruptible};
 pub use waiter::AlarmWaiter;
 
 /// What went wrong in an alarms call.

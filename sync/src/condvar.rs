@@ -11,6 +11,16 @@
 //! realtime condvar, as in glibc. The condvar does not use it itself: `timed_wait` takes
 //! a [`Deadline`], already on `CLOCK_MONOTONIC`; the clock tells the caller how to make
 //! that deadline from an absolute time (`Deadline::from_realtime`, `from_monotonic`).
+//!
+//! # Interruptible waits
+//!
+//! [`RawCondvar::wait_interruptible`] and [`RawCondvar::timed_wait_interruptible`] can
+//! also be ended by `parlib_uthread::interrupt_wait` (what `pthread_cancel` and
+//! uthread-directed signals use): the waiter leaves the queue, re-acquires the mutex and
+//! returns `EINTR`, which to a caller that ignores it is a spurious wake-up (POSIX allows
+//! those). A signal that races the interrupt is never lost: either it unlinked the
+//! waiter first (the wait ends normally) or it finds the waiter gone and wakes the next
+//! one.
 
 use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 
@@ -19,7 +29,7 @@ use parlib_uthread::BlockReason;
 use crate::errno::Errno;
 use crate::mutex::{MutexGuard, RawMutex};
 use crate::timeout::Deadline;
-use crate::waitq::{block, block_until, QLock, WaitQueue, Waiter};
+use crate::waitq::{block, block_interruptible, block_until, QLock, WaitQueue, Waiter, Woke};
 
 /// A pthread-shaped condition variable that blocks only the calling uthread.
 #[repr(C)]
@@ -110,6 +120,47 @@ impl RawCondvar {
         match timed_out? {
             true => Err(Errno::TIMEDOUT),
             false => Ok(()),
+        }
+    }
+
+    /// Like [`wait`](RawCondvar::wait), but [`parlib_uthread::interrupt_wait`] can end
+    /// the wait early (module docs). The mutex is held again on return either way.
+    ///
+    /// # Errors
+    /// `EINTR` if the wait was interrupted (or an interrupt was pending); `EPERM` as for
+    /// `wait`.
+    pub fn wait_interruptible(&self, mutex: &RawMutex) -> Result<(), Errno> {
+        self.wait_interruptible_until(mutex, None)
+    }
+
+    /// Like [`timed_wait`](RawCondvar::timed_wait), but [`parlib_uthread::interrupt_wait`]
+    /// can end the wait early (module docs). The mutex is held again on return either way.
+    ///
+    /// # Errors
+    /// `EINTR` if interrupted; otherwise as `timed_wait`.
+    pub fn timed_wait_interruptible(&self, mutex: &RawMutex, deadline: Deadline) -> Result<(), Errno> {
+        if deadline.has_passed() {
+            return Err(Errno::TIMEDOUT);
+        }
+        self.wait_interruptible_until(mutex, Some(deadline))
+    }
+
+    fn wait_interruptible_until(&self, mutex: &RawMutex, deadline: Option<Deadline>) -> Result<(), Errno> {
+        let g = self.qlock.lock();
+        let mut node = Waiter::for_caller("Condvar::wait_interruptible");
+        // SAFETY: under the queue lock; `node` stays alive until it is unlinked.
+        unsafe { self.waiters.push_back(&mut node) };
+        if let Err(e) = mutex.unlock() {
+            // SAFETY: still under the queue lock, and `node` is linked here.
+            unsafe { self.waiters.unlink(&mut node) };
+            return Err(e);
+        }
+        let woke = block_interruptible(g, &node, &self.waiters, BlockReason::Condvar, deadline);
+        mutex.lock()?;
+        match woke? {
+            Woke::Normally => Ok(()),
+            Woke::TimedOut => Err(Errno::TIMEDOUT),
+            Woke::Interrupted => Err(Errno::INTR),
         }
     }
 

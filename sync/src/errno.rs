@@ -21,6 +21,8 @@ impl Errno {
     pub const OVERFLOW: Errno = Errno(libc::EOVERFLOW);
     /// A timed wait reached its deadline.
     pub const TIMEDOUT: Errno = Errno(libc::ETIMEDOUT);
+    /// An interruptible wait was interrupted (`parlib_uthread::interrupt_wait`).
+    pub const INTR: Errno = Errno(libc::EINTR);
 }
 
 impl fmt::Display for Errno {

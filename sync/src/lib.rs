@@ -12,6 +12,16 @@
 //!   parlib's pattern (see `waitq`): queue lock, test, and yield with a callback that
 //!   marks the uthread blocked and releases the queue lock in vcore context.
 //!
+//! ## Interruptible waits
+//!
+//! The waits POSIX makes cancellation points have interruptible variants:
+//! [`RawCondvar::wait_interruptible`], [`RawCondvar::timed_wait_interruptible`],
+//! [`RawSemaphore::wait_interruptible`], [`RawSemaphore::timed_wait_interruptible`].
+//! `parlib_uthread::interrupt_wait` ends them early with `EINTR` (a condvar waiter has its
+//! mutex back; a semaphore waiter took no unit); a racing wake-up is never lost (see
+//! `waitq`). upthread uses them for `pthread_cancel` and uthread-directed signals. Mutex,
+//! rwlock and barrier waits are not interruptible.
+//!
 //! ## Where it sits
 //!
 //! ```text

@@ -2,6 +2,16 @@
 //!
 //! A post with waiters queued hands the unit directly to the first waiter instead of
 //! incrementing the count, so a woken waiter never has to compete for it again.
+//!
+//! # Interruptible waits
+//!
+//! [`RawSemaphore::wait_interruptible`] and [`RawSemaphore::timed_wait_interruptible`]
+//! can also be ended by `parlib_uthread::interrupt_wait` (what `pthread_cancel` and
+//! uthread-directed signals use): they return `EINTR` *without* a unit. A post racing
+//! the interrupt loses nothing: the queue lock orders them, so either the post unlinked
+//! the waiter first and handed it the unit (the wait succeeds, the interrupt does
+//! nothing), or the interrupt unlinked it first and the post finds the next waiter or
+//! adds the unit to the count.
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -9,7 +19,7 @@ use parlib_uthread::BlockReason;
 
 use crate::errno::Errno;
 use crate::timeout::Deadline;
-use crate::waitq::{block, block_until, QLock, WaitQueue, Waiter};
+use crate::waitq::{block, block_interruptible, block_until, QLock, WaitQueue, Waiter, Woke};
 
 /// Largest semaphore value, glibc's `SEM_VALUE_MAX`.
 pub const SEM_VALUE_MAX: u32 = i32::MAX as u32;
@@ -85,6 +95,44 @@ impl RawSemaphore {
         match block_until(g, &node, &self.waiters, BlockReason::Semaphore, deadline)? {
             true => Err(Errno::TIMEDOUT),
             false => Ok(()), // a post handed us its unit
+        }
+    }
+
+    /// Like [`wait`](RawSemaphore::wait), but [`parlib_uthread::interrupt_wait`] can end
+    /// the wait early (module docs).
+    ///
+    /// # Errors
+    /// `EINTR` if interrupted (or an interrupt was pending): no unit was taken.
+    pub fn wait_interruptible(&self) -> Result<(), Errno> {
+        self.wait_interruptible_until(None)
+    }
+
+    /// Like [`timed_wait`](RawSemaphore::timed_wait), but
+    /// [`parlib_uthread::interrupt_wait`] can end the wait early (module docs).
+    ///
+    /// # Errors
+    /// `EINTR` if interrupted: no unit was taken; otherwise as `timed_wait`.
+    pub fn timed_wait_interruptible(&self, deadline: Deadline) -> Result<(), Errno> {
+        self.wait_interruptible_until(Some(deadline))
+    }
+
+    fn wait_interruptible_until(&self, deadline: Option<Deadline>) -> Result<(), Errno> {
+        let g = self.qlock.lock();
+        let v = self.value.load(Ordering::Relaxed);
+        if v > 0 {
+            self.value.store(v - 1, Ordering::Relaxed);
+            return Ok(());
+        }
+        if deadline.is_some_and(Deadline::has_passed) {
+            return Err(Errno::TIMEDOUT);
+        }
+        let mut node = Waiter::for_caller("Semaphore::wait_interruptible");
+        // SAFETY: under the queue lock; `node` stays alive until it is unlinked.
+        unsafe { self.waiters.push_back(&mut node) };
+        match block_interruptible(g, &node, &self.waiters, BlockReason::Semaphore, deadline)? {
+            Woke::Normally => Ok(()), // a post handed us its unit
+            Woke::TimedOut => Err(Errno::TIMEDOUT),
+            Woke::Interrupted => Err(Errno::INTR),
         }
     }
 

@@ -17,12 +17,24 @@
 //! 4. A waker takes the queue lock, unlinks a waiter, releases the lock, and wakes it
 //!    ([`Waiter::wake`]): `runnable` for a uthread, a futex wake for a thread.
 //! 5. Mesa semantics: the woken waiter re-checks its condition and may wait again.
+//!
+//! # Interruptible waits
+//!
+//! The waits that are POSIX cancellation points (condvar and semaphore waits) have
+//! interruptible variants ([`block_interruptible`]): the uthread also registers a
+//! `parlib_uthread::WaitInterrupt` whose function, `on_interrupt`, does what a timeout
+//! does (see [`block_until`]): under the queue lock, if the node is still linked, it
+//! unlinks it, marks it interrupted and wakes it. A waker (or the timeout) that unlinked
+//! it first wins instead, and the interrupt does nothing. The node is always unlinked
+//! before its owner returns, so it never outlives its stack frame in a queue. The
+//! protocol that keeps the registration itself safe is `parlib_uthread::interrupt`'s.
+//! Mutex locks are not cancellation points and never register.
 
 use core::cell::{Cell, UnsafeCell};
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use parlib_uthread::{self as uthread, BlockReason, Uthread};
+use parlib_uthread::{self as uthread, BlockReason, Uthread, WaitInterrupt};
 
 use crate::errno::Errno;
 use crate::timeout::{self, Deadline, TimeoutSlot};
@@ -89,6 +101,8 @@ pub(crate) struct Waiter {
     queue: Cell<*const WaitQueue>,
     /// Set by the timeout callback when it unlinked and woke the node.
     timed_out: AtomicU32,
+    /// Set by the interrupt function when it unlinked and woke the node.
+    interrupted: AtomicU32,
 }
 
 impl Waiter {
@@ -114,6 +128,7 @@ impl Waiter {
             qlock: Cell::new(ptr::null()),
             queue: Cell::new(ptr::null()),
             timed_out: AtomicU32::new(0),
+            interrupted: AtomicU32::new(0),
         }
     }
 
@@ -237,22 +252,116 @@ pub(crate) fn block_until(
 
 /// The timeout callback, in vcore context (see [`block_until`]).
 fn on_timeout(arg: usize) {
-    let node = arg as *const Waiter;
-    // SAFETY: the waiter keeps its node alive until `timeout_done` is set below, and set
-    // `qlock` and `queue` before arming.
+    // SAFETY: the waiter set `qlock` and `queue` before arming, and its `cancel` waits
+    // until this callback has returned, so the node is alive throughout.
+    unsafe { end_early(arg as *const Waiter, |n| &n.timed_out) };
+}
+
+/// The interrupt function of [`block_interruptible`], from any context with
+/// notifications disabled; returns whether it ended the wait.
+fn on_interrupt(arg: usize) -> bool {
+    // SAFETY: the waiter set `qlock` and `queue` before registering, and its `disarm`
+    // waits until this function has returned, so the node is alive throughout.
+    unsafe { end_early(arg as *const Waiter, |n| &n.interrupted) }
+}
+
+/// Ends the wait of `node` early if no one has yet: under its queue lock, unlinks it if
+/// it is still linked, raises the flag `why` picks, and wakes it. Returns whether it did.
+///
+/// # Safety
+/// `node` is alive for the whole call, with `qlock` and `queue` set.
+unsafe fn end_early(node: *const Waiter, why: impl Fn(&Waiter) -> &AtomicU32) -> bool {
+    // SAFETY: the caller's contract.
     unsafe {
         let g = (*(*node).qlock.get()).lock();
-        if (*node).linked.get() {
-            (*(*node).queue.get()).unlink(node as *mut Waiter);
-            (*node).timed_out.store(1, Ordering::Release);
-            drop(g);
-            Waiter::wake(node as *mut Waiter);
-        } else {
-            drop(g);
+        if !(*node).linked.get() {
+            return false; // a waker (or the other of timeout and interrupt) came first
         }
-        // The waiter's `cancel` waits until this callback has returned, so the node is
-        // still alive here.
+        (*(*node).queue.get()).unlink(node as *mut Waiter);
+        why(&*node).store(1, Ordering::Release);
+        drop(g);
+        Waiter::wake(node as *mut Waiter);
+        true
     }
+}
+
+/// How an interruptible wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Woke {
+    /// A waker unlinked the node: what it hands over (a semaphore unit) is ours.
+    Normally,
+    /// The deadline passed first.
+    TimedOut,
+    /// `parlib_uthread::interrupt_wait` came first (or was pending when we started).
+    Interrupted,
+}
+
+/// Like [`block_until`] (with a deadline) or [`block`] (without), but the wait can also
+/// be ended by `parlib_uthread::interrupt_wait` (module docs). `node` must be linked in
+/// `queue`, guarded by `guard`'s lock. On a plain thread, which cannot be interrupted,
+/// it is the plain wait.
+///
+/// # Errors
+/// As [`block_until`].
+pub(crate) fn block_interruptible(
+    guard: QGuard<'_>,
+    node: &Waiter,
+    queue: &WaitQueue,
+    reason: BlockReason,
+    deadline: Option<Deadline>,
+) -> Result<Woke, Errno> {
+    let Who::Uthread(uth) = node.who else {
+        return match deadline {
+            None => {
+                block(guard, node, reason);
+                Ok(Woke::Normally)
+            }
+            Some(d) => {
+                Ok(if block_until(guard, node, queue, reason, d)? { Woke::TimedOut } else { Woke::Normally })
+            }
+        };
+    };
+    let svc = match deadline {
+        None => None,
+        Some(d) => match timeout::service() {
+            Some(svc) => Some((svc, d)),
+            None => {
+                // SAFETY: under the queue lock, `node` is linked in `queue`.
+                unsafe { queue.unlink(node as *const Waiter as *mut Waiter) };
+                return Err(Errno::INVAL);
+            }
+        },
+    };
+    node.qlock.set(guard.lock);
+    node.queue.set(queue);
+    let reg = WaitInterrupt::new(on_interrupt, node as *const Waiter as usize);
+    // SAFETY: our own uthread; `reg` stays in this frame until `disarm` below.
+    if !unsafe { uthread::interrupt::arm(uth, &reg) } {
+        // An interrupt is pending: do not wait at all.
+        // SAFETY: under the queue lock, `node` is linked in `queue`.
+        unsafe { queue.unlink(node as *const Waiter as *mut Waiter) };
+        return Ok(Woke::Interrupted);
+    }
+    let mut slot = TimeoutSlot::new();
+    if let Some((svc, d)) = svc {
+        // SAFETY: `slot` lives in this frame until the callback is done with it or
+        // cancelled (below).
+        unsafe { svc.arm(&mut slot, d, on_timeout, node as *const Waiter as usize) };
+    }
+    block(guard, node, reason);
+    if let Some((svc, _)) = svc {
+        // SAFETY: armed above; returns once the callback no longer touches `node`.
+        unsafe { svc.cancel(&mut slot) };
+    }
+    // SAFETY: registered above; returns once an interrupter no longer touches `node`.
+    unsafe { uthread::interrupt::disarm(uth, &reg) };
+    Ok(if node.interrupted.load(Ordering::Acquire) != 0 {
+        Woke::Interrupted
+    } else if node.timed_out.load(Ordering::Acquire) != 0 {
+        Woke::TimedOut
+    } else {
+        Woke::Normally
+    })
 }
 
 /// An intrusive FIFO of [`Waiter`]s: two pointers, null when empty, so all-zero storage

@@ -48,7 +48,10 @@ fn io_loop(
                 if on_uthread() {
                     let mut rec = record(nr, args);
                     rec.err = libc::EAGAIN;
-                    wait_io(fd, events, &mut rec)?;
+                    match wait_io(fd, events, &mut rec) {
+                        Err(libc::EINTR) if crate::go_on_after_interrupt(true) => {}
+                        r => r?,
+                    }
                 } else {
                     thread_wait(fd, events)?;
                 }
@@ -419,8 +422,9 @@ pub fn poll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout_ms: i32) -> Result<
     }
 }
 
-/// `nanosleep(2)`: a uthread sleeps with an alarm; the remainder is always 0 (a uthread's
-/// sleep is never interrupted).
+/// `nanosleep(2)`: a uthread sleeps with an alarm. An interrupted sleep (crate docs)
+/// fails with `EINTR` and the time left in `rem`, unless the interrupt policy says to
+/// sleep on.
 ///
 /// # Errors
 /// `EINVAL` for a negative time or `tv_nsec` outside `0..1e9`.
@@ -432,7 +436,23 @@ pub fn nanosleep(req: &libc::timespec, rem: Option<&mut libc::timespec>) -> Resu
         let remp = rem.map_or(core::ptr::null_mut(), |r| r as *mut libc::timespec);
         return sys(libc::SYS_nanosleep, [req as *const _ as usize, remp as usize, 0, 0, 0, 0]).map(drop);
     }
-    parlib_alarms::sleep(core::time::Duration::new(req.tv_sec as u64, req.tv_nsec as u32));
+    let d = parlib_sync::Deadline::after(core::time::Duration::new(req.tv_sec as u64, req.tv_nsec as u32));
+    loop {
+        match parlib_alarms::sleep_until_interruptible(d) {
+            Ok(()) => break,
+            Err(_) if crate::go_on_after_interrupt(false) => continue,
+            Err(_) => {
+                if let Some(r) = rem {
+                    let left = d.ns().saturating_sub(parlib_sync::now_ns());
+                    *r = libc::timespec {
+                        tv_sec: (left / 1_000_000_000) as i64,
+                        tv_nsec: (left % 1_000_000_000) as i64,
+                    };
+                }
+                return Err(libc::EINTR);
+            }
+        }
+    }
     if let Some(r) = rem {
         *r = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     }
@@ -445,8 +465,8 @@ pub fn usleep(us: u64) -> Result<(), i32> {
     nanosleep(&req, None)
 }
 
-/// `sleep(3)`: the whole seconds left unslept, as glibc counts them. A uthread's sleep
-/// is never interrupted (0); a plain thread's `nanosleep` may be, by a signal.
+/// `sleep(3)`: the whole seconds left unslept, as glibc counts them (0 unless the sleep
+/// was interrupted: by a signal on a plain thread, by an interrupt on a uthread).
 pub fn sleep(secs: u32) -> u32 {
     let req = libc::timespec { tv_sec: secs as i64, tv_nsec: 0 };
     let mut rem = libc::timespec { tv_sec: 0, tv_nsec: 0 };

@@ -101,6 +101,17 @@
 //!   the descriptor non-blocking; `sleep` returns the seconds left when interrupted;
 //!   `open`/`openat` clear stale readiness registrations of the new number.
 //!
+//! ## Interrupted waits
+//!
+//! A uthread's readiness waits (`read`, `write`, `accept`, `recv*`, `send*`, ... on
+//! pipes and sockets) and its sleeps (`nanosleep`, `usleep`, `sleep`) can be ended by
+//! `parlib_uthread::interrupt_wait`, which `pthread_cancel` and uthread-directed signals
+//! use. After an interrupted wait the call asks the *interrupt policy* a layer above
+//! installed ([`set_interrupt_policy`]; upthread runs pending signal handlers and acts on
+//! a cancel there) whether to go on or fail with `EINTR`. Without a policy it fails with
+//! `EINTR`. Offloaded calls (regular files, `open`, `poll` with a timeout) are not
+//! interruptible: they end when the kernel call does.
+//!
 //! ## Open ends
 //!
 //! * A blocking socket with `SO_RCVTIMEO`/`SO_SNDTIMEO` waits without its timeout on a
@@ -116,6 +127,26 @@ pub mod poll;
 
 pub use fdkind::MAX_CACHED_FD;
 pub use offload::{MAX_WORKERS, SYSC_DONE};
+
+use std::sync::OnceLock;
+
+/// What to do after an interrupted wait (crate docs): called on the interrupted uthread
+/// with whether the call is one a signal handler installed with `SA_RESTART` restarts
+/// (reads, writes, ... yes; sleeps no). True: go on waiting (for the same deadline, for
+/// sleeps); false: fail with `EINTR`. It may also not return (a cancellation).
+pub type InterruptPolicy = fn(restartable: bool) -> bool;
+
+static INTERRUPT_POLICY: OnceLock<InterruptPolicy> = OnceLock::new();
+
+/// Installs the interrupt policy (crate docs). The first one stays.
+pub fn set_interrupt_policy(policy: InterruptPolicy) {
+    let _ = INTERRUPT_POLICY.set(policy);
+}
+
+/// Whether to go on after an interrupted wait (see [`InterruptPolicy`]).
+pub(crate) fn go_on_after_interrupt(restartable: bool) -> bool {
+    INTERRUPT_POLICY.get().is_some_and(|p| p(restartable))
+}
 
 /// Creates each vcore's epoll instance and eventfd, installs the park hook and the poll
 /// hook, and registers the `EV_SYSCALL` handler. Later calls do nothing.

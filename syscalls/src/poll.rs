@@ -24,14 +24,35 @@
 //!
 //! `REG_LOCK` (registration changes: first wait, move, close), then at most one vcore's
 //! `waiting` lock at a time. Reports take only their vcore's lock. Both are PDR.
+//!
+//! # Interruptible waits
+//!
+//! A wait can be ended by `parlib_uthread::interrupt_wait` (cancellation, uthread-
+//! directed signals; protocol in `parlib_uthread::interrupt`). Whoever takes a waiter out
+//! of its vcore's list wakes it, and a waiter never put in a list is woken by `enqueue`:
+//!
+//! 1. The yield callback registers the interrupt (after `blockon_sysc`, so the uthread is
+//!    `Blocked`), then runs `enqueue`.
+//! 2. The interrupt function takes `REG_LOCK` (registrations cannot move) and the lock
+//!    of the vcore the descriptor is registered on. If the waiter is in that list, it
+//!    takes it out, marks it `INTERRUPTED` and wakes it. If not, and the waiter is still
+//!    `WAITING`, it marks it `INTERRUPTED` and leaves the wake-up to `enqueue`, which
+//!    has not queued it yet: `enqueue` checks the mark under the same vcore lock (its
+//!    vcore is the registered one whenever it holds that lock, and registrations only
+//!    change under `REG_LOCK`) and wakes the uthread instead of queueing it. A waiter
+//!    already taken out by a report, a close or a failed move is `WOKEN`: the interrupt
+//!    does nothing.
+//! 3. The woken uthread withdraws its registration and, if it was interrupted, the call
+//!    consults the interrupt policy ([`set_interrupt_policy`](crate::set_interrupt_policy)):
+//!    restart, or fail with `EINTR`.
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use parlib_sync::PdrSpinLock;
-use parlib_uthread::{self as uthread, Syscall, Uthread};
+use parlib_uthread::{self as uthread, Syscall, Uthread, WaitInterrupt};
 use parlib_vcore::{self as vcore, arch::syscall6, ParkHook, Vcore};
 
 use crate::fdkind::MAX_CACHED_FD;
@@ -53,10 +74,20 @@ const INTEREST: u32 = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc:
 /// shutdown of its writing side, concerns readers only, and comes with `EPOLLIN`.)
 const STICKY: u32 = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
 
+/// [`IoWaiter::state`]: waiting, taken out by a report / close / failed move, or ended by
+/// an interrupt (module docs).
+const WAITING: u8 = 0;
+const WOKEN: u8 = 1;
+const INTERRUPTED: u8 = 2;
+
 /// A uthread waiting for readiness; on its stack while it waits.
 pub(crate) struct IoWaiter {
     uth: NonNull<Uthread>,
+    fd: i32,
     events: u32,
+    /// `WAITING`, `WOKEN` or `INTERRUPTED`; changed under the vcore lock of its list (or
+    /// `REG_LOCK`), read by the woken waiter.
+    state: AtomicU8,
     /// Set when the descriptor was closed under it.
     pub(crate) closed: core::sync::atomic::AtomicBool,
     /// Errno if the descriptor cannot be waited on (for example a regular file).
@@ -184,24 +215,51 @@ fn polls() -> &'static [VcorePoll] {
 ///
 /// # Errors
 /// The errno of `epoll_ctl` if `fd` cannot be waited on (`EPERM` for regular files,
-/// `EBADF`), or `EBADF` if it was closed while waiting.
+/// `EBADF`), `EBADF` if it was closed while waiting, or `EINTR` if
+/// `parlib_uthread::interrupt_wait` ended the wait (module docs).
 ///
 /// `sysc` describes the call that would block; the scheduler sees it while the uthread
 /// waits (`thread_blockon_sysc`).
 pub(crate) fn wait_io(fd: i32, events: u32, sysc: &mut Syscall) -> Result<(), i32> {
     let uth = uthread::current().expect("wait_io on a uthread");
-    let w = IoWaiter { uth, events, closed: AtomicBool::new(false), error: AtomicI32::new(0) };
+    let w = IoWaiter {
+        uth,
+        fd,
+        events,
+        state: AtomicU8::new(WAITING),
+        closed: AtomicBool::new(false),
+        error: AtomicI32::new(0),
+    };
     let waddr = &w as *const IoWaiter as usize;
+    let reg = WaitInterrupt::new(interrupt_io, waddr);
+    let regp = &reg as *const WaitInterrupt as usize;
+    let armed = AtomicBool::new(false);
+    let armedp = &armed as *const AtomicBool as usize;
     let sysc = NonNull::from(sysc);
     uthread::yield_with(true, move |uth| {
         block_on_sysc(uth, sysc);
-        // SAFETY: the waiter lives on the blocked uthread's stack until it is woken.
+        // SAFETY: the waiter, its registration and `armed` live on the blocked uthread's
+        // stack until it is woken; `reg` stays there until `disarm` below.
         let w = unsafe { &*(waddr as *const IoWaiter) };
+        if !unsafe { uthread::interrupt::arm(uth, regp as *const WaitInterrupt) } {
+            w.state.store(INTERRUPTED, Ordering::Relaxed); // an interrupt was pending
+            uthread::runnable(uth);
+            return;
+        }
+        // SAFETY: as above.
+        unsafe { &*(armedp as *const AtomicBool) }.store(true, Ordering::Relaxed);
         if let Err(e) = enqueue(vcore::id(), fd, w) {
             w.error.store(e, Ordering::Relaxed);
             uthread::runnable(uth);
         }
     });
+    if armed.load(Ordering::Relaxed) {
+        // SAFETY: the yield callback registered `reg` for this uthread.
+        unsafe { uthread::interrupt::disarm(uth, &reg) };
+    }
+    if w.state.load(Ordering::Acquire) == INTERRUPTED {
+        return Err(libc::EINTR);
+    }
     if w.closed.load(Ordering::Acquire) {
         return Err(libc::EBADF);
     }
@@ -211,9 +269,37 @@ pub(crate) fn wait_io(fd: i32, events: u32, sysc: &mut Syscall) -> Result<(), i3
     }
 }
 
+/// The interrupt function of [`wait_io`] (module docs, step 2).
+fn interrupt_io(arg: usize) -> bool {
+    // SAFETY: the registration's argument: the waiter, alive until its `disarm`.
+    let w = unsafe { &*(arg as *const IoWaiter) };
+    let _g = REG_LOCK.lock();
+    let r = reg_get(w.fd);
+    // Hold the registered vcore's lock (if any) across the check and the mark, so that
+    // `enqueue` either queued the waiter before or sees the mark after (module docs).
+    let held = (r != 0).then(|| {
+        let pv = &polls()[r as usize - 1];
+        (pv, pv.waiting.lock())
+    });
+    if let Some((pv, mut waiting)) = held {
+        let st = waiting.by_fd.get_mut(&w.fd);
+        if let Some(i) = st.as_ref().and_then(|st| st.waiters.iter().position(|p| core::ptr::eq(p.0, w))) {
+            st.expect("found in it").waiters.remove(i);
+            pv.count.fetch_sub(1, Ordering::Relaxed);
+            w.state.store(INTERRUPTED, Ordering::Release);
+            drop(waiting);
+            uthread::runnable(w.uth);
+            return true;
+        }
+        // Not queued: taken out already (WOKEN), or not yet queued (`enqueue` sees the mark).
+        return w.state.compare_exchange(WAITING, INTERRUPTED, Ordering::AcqRel, Ordering::Acquire).is_ok();
+    }
+    w.state.compare_exchange(WAITING, INTERRUPTED, Ordering::AcqRel, Ordering::Acquire).is_ok()
+}
+
 /// In vcore context on vcore `id`: makes sure `fd` is registered here, then either
-/// returns at once (readiness already remembered: the uthread is woken to retry) or
-/// queues the waiter.
+/// returns at once (readiness already remembered, or the wait already interrupted: the
+/// uthread is woken) or queues the waiter.
 fn enqueue(id: usize, fd: i32, w: &IoWaiter) -> Result<(), i32> {
     let pv = &polls()[id];
     loop {
@@ -224,9 +310,15 @@ fn enqueue(id: usize, fd: i32, w: &IoWaiter) -> Result<(), i32> {
         if reg_get(fd) != id as u32 + 1 {
             continue; // moved away or closed meanwhile: register again
         }
+        if w.state.load(Ordering::Acquire) == INTERRUPTED {
+            drop(waiting);
+            uthread::runnable(w.uth);
+            return Ok(());
+        }
         let st = waiting.by_fd.entry(fd).or_default();
         if st.ready & (w.events | STICKY) != 0 {
             st.ready &= !w.events | STICKY;
+            w.state.store(WOKEN, Ordering::Release);
             drop(waiting);
             uthread::runnable(w.uth);
             return Ok(());
@@ -267,7 +359,12 @@ fn register_here(id: usize, fd: i32) -> Result<(), i32> {
         drop(waiting);
         for p in moved.waiters {
             // SAFETY: moved waiters are alive until woken; they retry and meet the error.
-            uthread::runnable(unsafe { (*p.0).uth });
+            // Marked under REG_LOCK, which an interrupt takes too.
+            let uth = unsafe {
+                (*p.0).state.store(WOKEN, Ordering::Release);
+                (*p.0).uth
+            };
+            uthread::runnable(uth);
         }
         return Err(e);
     }
@@ -365,8 +462,11 @@ fn report(pv: &VcorePoll, fd: i32, revents: u32) -> usize {
             let hit = sticky != 0 || ev & revents != 0;
             if hit {
                 wanted |= ev;
-                // SAFETY: as above.
-                ready.push(unsafe { (*p.0).uth });
+                // SAFETY: as above; marked under the vcore lock, which an interrupt takes.
+                ready.push(unsafe {
+                    (*p.0).state.store(WOKEN, Ordering::Release);
+                    (*p.0).uth
+                });
             }
             !hit
         });
@@ -477,6 +577,7 @@ pub(crate) fn wake_closed(fd: i32) {
         // SAFETY: the waiter is alive until it is woken.
         let uth = unsafe {
             (*p.0).closed.store(true, Ordering::Release);
+            (*p.0).state.store(WOKEN, Ordering::Release); // taken out under REG_LOCK
             (*p.0).uth
         };
         uthread::runnable(uth);

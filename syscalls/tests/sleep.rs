@@ -55,8 +55,9 @@ const SLEEPS: &[Sleep] = &[
             let mut rem = libc::timespec { tv_sec: 7, tv_nsec: 7 };
             io::nanosleep(&libc::timespec { tv_sec: 0, tv_nsec: 30_000_000 }, Some(&mut rem))
                 .expect("nanosleep");
-            // A uthread's sleep is never interrupted: the layer reports no remainder. On a
-            // plain thread the kernel writes it only when a signal cuts the sleep short.
+            // A completed sleep leaves no remainder on a uthread (only an interrupted one,
+            // under upthread, reports one). On a plain thread the kernel writes it only
+            // when a signal cuts the sleep short.
             let want = if support::on_uthread() { (0, 0) } else { (7, 7) };
             assert_eq!((rem.tv_sec, rem.tv_nsec), want, "a completed sleep's remainder");
         },

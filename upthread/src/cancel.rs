@@ -14,9 +14,35 @@
 //! `cancellation_point()` before blocking and after waking) and the system calls the C
 //! library exports under libc's names (they call [`testcancel`]).
 //!
-//! A thread blocked in a cancellation point is *not* woken by the cancel: it acts on it
-//! when it wakes for its own reason (glibc interrupts the wait with a signal; uthread
-//! wait queues cannot be interrupted from outside).
+//! # Cancelling a blocked thread
+//!
+//! A thread blocked in a cancellation point is woken by the cancel, as in glibc (which
+//! interrupts the wait with a signal): `upthread_cancel` marks the request pending, then,
+//! if the target has cancellation enabled, ends its wait with
+//! `parlib_uthread::interrupt_wait` (the protocol is `parlib_uthread::interrupt`'s). If
+//! the target is not blocked yet, the interrupt stays pending and ends its next
+//! interruptible wait at once, so a cancel that lands between the entry check and the
+//! block is not missed. The woken thread acts on the cancel where it stands:
+//!
+//! | blocked in | acts on the cancel |
+//! |---|---|
+//! | `pthread_cond_wait`, `pthread_cond_timedwait` | with the mutex re-acquired: its cleanup handlers run with it held |
+//! | `sem_wait`, `sem_timedwait` | without taking a unit (a post racing the cancel stays for the next waiter, or in the count) |
+//! | `pthread_join` | with the target still joinable (the claim on it is released first) |
+//! | `nanosleep`, `usleep`, `sleep`; `read`, `write`, `accept`, `recv*`, `send*`, `connect` on pipes and sockets | when the interrupted call returns into the C library's cancellation point |
+//!
+//! ## Differences from glibc
+//!
+//! * Offloaded system calls (regular files, `open`, `poll` with a timeout: they run on a
+//!   backing thread) are not interrupted: the thread acts on the cancel when the call
+//!   returns.
+//! * A mutex lock is not a cancellation point and is never interrupted (as in glibc).
+//! * A wait whose normal wake-up races the cancel may end either way: woken normally
+//!   (a semaphore wait keeps its unit and returns, the request waits for the next
+//!   cancellation point, as glibc does when the wake-up wins) or by the cancel.
+//! * An interrupt left pending by a cancel that was acted upon elsewhere (or by a
+//!   signal) can end one later interruptible wait early; every such wait treats it as a
+//!   spurious wake-up and waits again (condvar waits return 0, which POSIX allows).
 //!
 //! # Asynchronous cancellation
 //!
@@ -51,6 +77,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use libc::{c_int, c_void};
 
 use crate::record::{self, Thread};
+use crate::signal::Delivery;
 
 /// `PTHREAD_CANCELED`: the exit value of a cancelled thread, `(void *)-1`.
 pub const PTHREAD_CANCELED: *mut c_void = usize::MAX as *mut c_void;
@@ -130,9 +157,29 @@ pub(crate) fn cancellation_point() {
 /// nothing outside upthread threads.
 pub fn testcancel() {
     if let Some(t) = Thread::current() {
-        crate::signal::deliver_pending(t);
+        crate::signal::deliver_and_take(t);
         act_if_pending(t);
     }
+}
+
+/// After an interrupted wait, on the interrupted thread: runs the handlers of pending
+/// signals, then acts on a pending cancel (never returning then). Returns what signal
+/// deliveries did since the cancellation point on entry to the wait (some may have run
+/// inside it, when the woken thread was scheduled), for the wait to decide whether to go
+/// on or fail with `EINTR`.
+pub(crate) fn after_interrupt() -> Delivery {
+    let Some(t) = Thread::current() else { return Delivery::default() };
+    let d = crate::signal::deliver_and_take(t);
+    act_if_pending(t);
+    d
+}
+
+/// The interrupt policy upthread installs in `parlib_syscalls`: after an interrupted
+/// readiness wait or sleep, run pending handlers and act on a cancel; then go on unless
+/// a handler ran (and, for restartable calls, one was installed without `SA_RESTART`).
+pub(crate) fn syscall_interrupt_policy(restartable: bool) -> bool {
+    let d = after_interrupt();
+    !d.handled || (restartable && !d.no_restart)
 }
 
 /// Where an asynchronous-type thread also acts (module docs): after a yield.
@@ -166,7 +213,16 @@ pub(crate) fn run_cleanup_handlers(t: &Thread) {
 /// enabled exits at once.
 #[no_mangle]
 pub extern "C" fn upthread_cancel(thread: crate::upthread_t) -> c_int {
-    if record::with_live(thread as usize, |t| t.cancel.pending.store(true, Ordering::Release)).is_none() {
+    let me = Thread::current().map(Thread::handle);
+    let found = record::with_live(thread as usize, |t| {
+        t.cancel.pending.store(true, Ordering::SeqCst);
+        if me != Some(t.handle()) && !t.cancel.disabled.load(Ordering::SeqCst) {
+            // Wake it if it is blocked in a cancellation point (module docs).
+            // SAFETY: the registry lock keeps the record alive during the call.
+            unsafe { parlib_uthread::interrupt_wait(t.uth_ptr()) };
+        }
+    });
+    if found.is_none() {
         return libc::ESRCH;
     }
     if let Some(me) = Thread::current() {

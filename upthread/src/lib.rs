@@ -67,8 +67,9 @@
 //! ## Differences from glibc
 //!
 //! * Cancellation is deferred; the asynchronous type acts at a few more points, not at
-//!   any instruction ([`cancel`]). A thread blocked in a cancellation point acts on a
-//!   cancel only when it wakes.
+//!   any instruction ([`cancel`]). A cancel wakes a thread blocked in a cancellation
+//!   point except offloaded system calls (regular files, `open`, `poll` with a timeout),
+//!   which act on it when they return.
 //! * Uthread-directed signals run at defined points, not at any instruction
 //!   ([`signal`]); `SIGUSR1` and the synchronous fault signals are parlib's.
 //! * Exit and cancellation do not unwind the stack: cleanup handlers run, but C++
@@ -184,6 +185,7 @@ fn init_layers() -> Result<(), Error> {
     record::register(main);
     parlib_alarms::init().map_err(Error::Alarms)?;
     parlib_syscalls::init().map_err(Error::Syscalls)?;
+    parlib_syscalls::set_interrupt_policy(cancel::syscall_interrupt_policy);
     if !sched::requesting() {
         sched::request_active();
     }

@@ -24,8 +24,22 @@
 //!   A compute loop that never calls upthread sees its signal at its next preemption
 //!   (with `set_sched_period`) or yield.
 //!
-//! A thread blocked in a wait (a mutex, a condvar, a join) runs the handler once it is
-//! woken for its own reason: a signal does not interrupt the wait.
+//! # Signals and blocked threads
+//!
+//! A signal that is not masked interrupts the target's wait if it is blocked in a
+//! cancellation point (`parlib_uthread::interrupt_wait`; a mutex lock is not one): the
+//! handler runs at once, on the thread, and then, as with glibc:
+//!
+//! | wait | after the handler |
+//! |---|---|
+//! | `sem_wait`, `sem_timedwait` | fail with `EINTR` if the handler was installed without `SA_RESTART`, else wait on |
+//! | `pthread_cond_wait`, `pthread_cond_timedwait` | return 0 (a spurious wake-up, which POSIX allows), with the mutex held |
+//! | `pthread_join` | waits on |
+//! | `nanosleep`, `usleep`, `sleep` | fail with `EINTR` (`sleep` returns the seconds left) |
+//! | `read`, `write`, `accept`, ... on pipes and sockets | fail with `EINTR` without `SA_RESTART`, else wait on |
+//!
+//! A thread blocked in a mutex, or in an offloaded system call (regular files, `open`,
+//! `poll` with a timeout), runs the handler once it is woken for its own reason.
 //!
 //! # Dispositions
 //!
@@ -41,7 +55,7 @@
 //! `EINVAL`. `upthread_sigmask` never changes the kernel's mask of the vcore task (other
 //! uthreads share it): it only filters uthread-directed signals.
 
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use libc::{c_int, c_void, sigset_t};
 
@@ -70,7 +84,15 @@ pub(crate) struct SignalState {
     mask: AtomicU64,
     /// Set while a handler runs, so delivery points inside it do not nest.
     delivering: AtomicBool,
+    /// What deliveries did since the last cancellation point ([`Delivery`] as bits:
+    /// `HANDLED`, `NO_RESTART`): a handler may run inside an interrupted wait, pushed
+    /// onto the thread when it is scheduled again, before the wait sees it was
+    /// interrupted.
+    since_point: AtomicU8,
 }
+
+const HANDLED: u8 = 1;
+const NO_RESTART: u8 = 2;
 
 impl SignalState {
     pub(crate) const fn new() -> SignalState {
@@ -78,6 +100,7 @@ impl SignalState {
             pending: AtomicU64::new(0),
             mask: AtomicU64::new(0),
             delivering: AtomicBool::new(false),
+            since_point: AtomicU8::new(0),
         }
     }
 
@@ -87,12 +110,23 @@ impl SignalState {
     }
 }
 
+/// What a [`deliver_pending`] did, for a wait it interrupted.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Delivery {
+    /// A handler ran.
+    pub(crate) handled: bool,
+    /// A handler installed without `SA_RESTART` ran: an interrupted call fails with
+    /// `EINTR` instead of going on.
+    pub(crate) no_restart: bool,
+}
+
 /// Runs the handlers of `t`'s pending, unmasked signals, lowest number first. `t` must
 /// be the calling thread.
-pub(crate) fn deliver_pending(t: &Thread) {
+pub(crate) fn deliver_pending(t: &Thread) -> Delivery {
     let s = &t.signals;
+    let mut d = Delivery::default();
     if s.pending.load(Ordering::Acquire) == 0 || s.delivering.swap(true, Ordering::Acquire) {
-        return;
+        return d;
     }
     loop {
         let ready = s.pending.load(Ordering::Acquire) & !s.mask.load(Ordering::Relaxed);
@@ -101,10 +135,26 @@ pub(crate) fn deliver_pending(t: &Thread) {
         }
         let sig = ready.trailing_zeros() as c_int + 1;
         if s.pending.fetch_and(!bit(sig), Ordering::AcqRel) & bit(sig) != 0 {
-            run_disposition(s, sig);
+            if let Some(flags) = run_disposition(s, sig) {
+                d.handled = true;
+                d.no_restart |= flags & libc::SA_RESTART == 0;
+                let bits = if flags & libc::SA_RESTART == 0 { HANDLED | NO_RESTART } else { HANDLED };
+                s.since_point.fetch_or(bits, Ordering::AcqRel);
+            }
         }
     }
     s.delivering.store(false, Ordering::Release);
+    d
+}
+
+/// Delivers `t`'s pending signals, then returns and forgets what deliveries did since
+/// the last call (`t` must be the calling thread): the delivery record of a cancellation
+/// point. Called on entry to a wait it starts the record afresh; called after an
+/// interrupted wait it tells whether a handler ran during the wait.
+pub(crate) fn deliver_and_take(t: &Thread) -> Delivery {
+    deliver_pending(t);
+    let bits = t.signals.since_point.swap(0, Ordering::AcqRel);
+    Delivery { handled: bits & HANDLED != 0, no_restart: bits & NO_RESTART != 0 }
 }
 
 /// In vcore context, before `uth` (the uthread of `t`) runs: if `t` has a pending,
@@ -127,22 +177,27 @@ extern "C" fn deliver_on_resume(t: usize) {
     deliver_pending(unsafe { &*(t as *const Thread) });
 }
 
-fn run_disposition(s: &SignalState, sig: c_int) {
+/// Applies `sig`'s disposition; the handler's `sa_flags` if a handler ran.
+fn run_disposition(s: &SignalState, sig: c_int) -> Option<c_int> {
     // SAFETY: an all-zero sigaction is valid; sigaction only writes it.
     let mut sa: libc::sigaction = unsafe { core::mem::zeroed() };
     // SAFETY: querying the disposition of a valid signal number.
     if unsafe { libc::sigaction(sig, core::ptr::null(), &mut sa) } != 0 {
-        return;
+        return None;
     }
     match sa.sa_sigaction {
-        libc::SIG_IGN => {}
+        libc::SIG_IGN => None,
         libc::SIG_DFL => {
             if !matches!(sig, libc::SIGCHLD | libc::SIGCONT | libc::SIGURG | libc::SIGWINCH) {
                 // SAFETY: kill to our own process with a valid signal number.
                 unsafe { libc::kill(libc::getpid(), sig) };
             }
+            None
         }
-        h => call_handler(s, sig, h, &sa),
+        h => {
+            call_handler(s, sig, h, &sa);
+            Some(sa.sa_flags)
+        }
     }
 }
 
@@ -229,9 +284,15 @@ pub extern "C" fn upthread_kill(thread: crate::upthread_t, sig: c_int) -> c_int 
     if !(0..=MAX_SIG).contains(&sig) || (sig != 0 && reserved(sig)) {
         return libc::EINVAL;
     }
+    let me = Thread::current().map(Thread::handle);
     let found = record::with_live(thread as usize, |t| {
         if sig != 0 {
             t.signals.pending.fetch_or(bit(sig), Ordering::AcqRel);
+            if me != Some(t.handle()) && t.signals.mask.load(Ordering::Acquire) & bit(sig) == 0 {
+                // End an interruptible wait so that the handler runs now (module docs).
+                // SAFETY: the registry lock keeps the record alive during the call.
+                unsafe { parlib_uthread::interrupt_wait(t.uth_ptr()) };
+            }
         }
     });
     if found.is_none() {

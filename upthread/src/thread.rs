@@ -18,10 +18,10 @@
 //! does once the last thread is gone).
 
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use libc::{c_int, c_ulong, c_void};
-use parlib_uthread::{self as uthread, BlockReason, TlsMode, Uthread};
+use parlib_uthread::{self as uthread, BlockReason, TlsMode, Uthread, WaitInterrupt};
 use parlib_vcore::Stack;
 
 use crate::attr::{self, UpthreadAttr};
@@ -224,10 +224,23 @@ enum Claim {
 /// is not a live thread (never was, or already joined), `EINVAL` for a detached thread,
 /// one another thread is already joining, or `main`.
 pub(crate) fn join(handle: usize) -> Result<*mut c_void, i32> {
+    loop {
+        if let Some(r) = try_join(handle) {
+            return r;
+        }
+        // Interrupted, the claim released: run signal handlers, act on a cancel (the
+        // target stays joinable), else join again.
+        crate::cancel::after_interrupt();
+    }
+}
+
+/// One attempt of [`join`]: `None` if an interrupt ended the wait (the claim on the
+/// target was released).
+fn try_join(handle: usize) -> Option<Result<*mut c_void, i32>> {
     crate::cancel::cancellation_point();
     let me = Thread::current();
     if me.is_some_and(|m| m.handle() == handle) {
-        return Err(libc::EDEADLK);
+        return Some(Err(libc::EDEADLK));
     }
     let claim = record::with_live(handle, |t| {
         if t.is_main {
@@ -248,11 +261,22 @@ pub(crate) fn join(handle: usize) -> Result<*mut c_void, i32> {
             }
         }
     })
-    .ok_or(libc::ESRCH)??;
+    .ok_or(libc::ESRCH);
+    let claim = match claim {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) | Err(e) => return Some(Err(e)),
+    };
     let tp = match claim {
         Claim::Reap(tp) => tp,
         Claim::Wait(tp) => {
-            wait_for_exit(tp);
+            if !wait_for_exit(tp) {
+                // SAFETY: still claimed by us, so alive.
+                let t = unsafe { tp.as_ref() };
+                if t.life.compare_exchange(CLAIMED, JOINABLE, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                    return None;
+                }
+                // It exited meanwhile (`finish` took CLAIMED to EXITED): join it.
+            }
             tp
         }
     };
@@ -265,11 +289,30 @@ pub(crate) fn join(handle: usize) -> Result<*mut c_void, i32> {
     if let Some(m) = Thread::current() {
         crate::signal::deliver_pending(m);
     }
-    Ok(rv)
+    Some(Ok(rv))
 }
 
-/// Blocks until the claimed thread `tp` has exited.
-fn wait_for_exit(tp: NonNull<Thread>) {
+/// Blocks until the claimed thread `tp` has exited: true; or until an interrupt
+/// (`parlib_uthread::interrupt_wait`) ends the wait: false, with `tp` still `CLAIMED`.
+///
+/// # The interruptible join, step by step
+///
+/// The joiner publishes itself in the target's lifecycle word (`CLAIMED` → its uthread)
+/// from its yield callback, and `finish` takes it from there to `EXITED` and wakes it.
+/// The interrupt must not be lost between the registration and that publication, nor
+/// wake the joiner twice:
+/// 1. the callback registers the interrupt (`arm`), then publishes (`CLAIMED` → me);
+///    if the target exited before, the publication fails and the callback wakes the
+///    joiner itself;
+/// 2. the interrupt function raises `interrupted`, then tries `me` → `CLAIMED`;
+/// 3. after publishing, the callback reads `interrupted`; if set, it tries `me` →
+///    `CLAIMED` itself.
+///
+/// Both sides write first and read second (sequentially consistent), so either the
+/// interrupt's compare-and-swap sees the publication or the callback sees the flag; the
+/// word can leave `me` only once (to `EXITED` by `finish`, or back to `CLAIMED`), and
+/// whoever moves it wakes the joiner.
+fn wait_for_exit(tp: NonNull<Thread>) -> bool {
     // SAFETY: claimed by us, so it is not freed before we reap it.
     let t = unsafe { tp.as_ref() };
     if Thread::current().is_none() {
@@ -277,19 +320,65 @@ fn wait_for_exit(tp: NonNull<Thread>) {
         while t.life.load(Ordering::Acquire) != EXITED {
             std::thread::yield_now();
         }
-        return;
+        return true;
     }
-    let addr = tp.as_ptr() as usize;
+    let jw = JoinWait { target: tp, joiner: AtomicUsize::new(0), interrupted: AtomicBool::new(false) };
+    let jwp = &jw as *const JoinWait as usize;
+    let reg = WaitInterrupt::new(interrupt_join, jwp);
+    let regp = &reg as *const WaitInterrupt as usize;
+    let armed = AtomicBool::new(false);
+    let armedp = &armed as *const AtomicBool as usize;
     uthread::yield_with(true, move |uth| {
         uthread::has_blocked(uth, BlockReason::Join);
-        // SAFETY: claimed by the uthread that is now blocked, so it is alive.
-        let t = unsafe { &*(addr as *const Thread) };
+        // SAFETY: the join record, the registration and `armed` are on the blocked
+        // uthread's stack until it runs again; the target is claimed by it, so alive.
+        let (jw, t) = unsafe { (&*(jwp as *const JoinWait), (*(jwp as *const JoinWait)).target.as_ref()) };
         let me = uth.as_ptr() as usize;
-        if t.life.compare_exchange(CLAIMED, me, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        jw.joiner.store(me, Ordering::Relaxed);
+        // SAFETY: the uthread that just yielded; `reg` stays in place until `disarm`.
+        if !unsafe { uthread::interrupt::arm(uth, regp as *const WaitInterrupt) } {
+            jw.interrupted.store(true, Ordering::Relaxed); // pending: do not wait
+            uthread::runnable(uth);
+            return;
+        }
+        // SAFETY: as above.
+        unsafe { &*(armedp as *const AtomicBool) }.store(true, Ordering::Relaxed);
+        if t.life.compare_exchange(CLAIMED, me, Ordering::SeqCst, Ordering::SeqCst).is_err() {
             uthread::runnable(uth); // it exited meanwhile
+        } else if jw.interrupted.load(Ordering::SeqCst)
+            && t.life.compare_exchange(me, CLAIMED, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+        {
+            uthread::runnable(uth); // step 3
         }
     });
-    debug_assert_eq!(t.life.load(Ordering::Acquire), EXITED);
+    if armed.load(Ordering::Relaxed) {
+        // SAFETY: the yield callback registered `reg` for this uthread.
+        unsafe { uthread::interrupt::disarm(uthread::current().expect("a uthread"), &reg) };
+    }
+    t.life.load(Ordering::Acquire) == EXITED
+}
+
+/// What [`interrupt_join`] needs; on the joiner's stack.
+struct JoinWait {
+    target: NonNull<Thread>,
+    /// The joiner's uthread, set in its yield callback before it registers.
+    joiner: AtomicUsize,
+    interrupted: AtomicBool,
+}
+
+/// The interrupt function of [`wait_for_exit`] (step 2).
+fn interrupt_join(arg: usize) -> bool {
+    // SAFETY: the registration's argument, alive until the joiner's `disarm`; the target
+    // is claimed by the joiner, so alive too.
+    let (jw, t) = unsafe { (&*(arg as *const JoinWait), (*(arg as *const JoinWait)).target.as_ref()) };
+    jw.interrupted.store(true, Ordering::SeqCst);
+    let me = jw.joiner.load(Ordering::Relaxed);
+    if t.life.compare_exchange(me, CLAIMED, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+        // SAFETY: the joiner published itself and is blocked; we took it back.
+        uthread::runnable(unsafe { NonNull::new_unchecked(me as *mut Uthread) });
+        return true;
+    }
+    false
 }
 
 /// Detaches `handle`: its record is freed when it exits (or now, if it has).
@@ -325,15 +414,14 @@ pub(crate) fn detach(handle: usize) -> Result<(), i32> {
 /// Yields the vcore to the next thread in line; on a plain thread, `sched_yield`.
 /// Pending uthread-directed signals are delivered when the caller runs again.
 pub(crate) fn yield_now() {
-    if Thread::current().is_none() {
+    let Some(t) = Thread::current() else {
         std::thread::yield_now();
         return;
-    }
+    };
     uthread::yield_with(true, uthread::paused);
-    if let Some(t) = Thread::current() {
-        crate::signal::deliver_pending(t);
-        crate::cancel::async_point(t);
-    }
+    // Still `t`: a thread's record follows it across vcores.
+    crate::signal::deliver_pending(t);
+    crate::cancel::async_point(t);
 }
 
 /// Whether `handle`'s thread has exited (false for handles that are not live threads).

@@ -25,6 +25,10 @@
 //!   hands the uthread to someone: back to the scheduler ([`runnable`], [`paused`]) or to
 //!   a wait queue ([`has_blocked`]). [`exit_with`] leaves for good.
 //!
+//! A wait that someone else must be able to end early (cancellation, signals) registers
+//! how to end it; [`interrupt_wait`] does so exactly once, racing the normal wake-up
+//! safely (the protocol is in [`interrupt`]).
+//!
 //! Uthread records belong to the scheduler: it embeds [`Uthread`] as the first field of
 //! its own `#[repr(C)]` struct, allocates it, and calls [`init`] and [`cleanup`].
 //!
@@ -63,6 +67,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod interrupt;
 mod notif;
 mod runtime;
 mod sched;
@@ -71,6 +76,7 @@ pub mod tls;
 mod uthread;
 
 pub use error::Error;
+pub use interrupt::{interrupt_wait, Interrupted, WaitInterrupt};
 pub use notif::{disable_notifs, enable_notifs, notif_disable_depth, NotifGuard};
 pub use runtime::{lib_init, main_uthread, vcore_entry};
 pub use sched::{default_fault_policy, BlockReason, Fault, Scheduler, Syscall};

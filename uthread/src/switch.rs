@@ -80,6 +80,7 @@ pub unsafe fn init(
         *u.backing.get() = backing;
     }
     u.notif_depth.store(0, Ordering::Relaxed);
+    u.wait_interrupt.store(0, Ordering::Relaxed); // no interrupt left over from a previous life
     u.id.store(NEXT_ID.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
     u.set_state(State::Created);
     Ok(())

@@ -21,7 +21,7 @@
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use parlib_vcore::arch::Context;
 use parlib_vcore::Stack;
@@ -110,6 +110,8 @@ pub struct Uthread {
     pub(crate) arg: UnsafeCell<*mut ()>,
     pub(crate) stack: UnsafeCell<Option<Stack>>,
     pub(crate) backing: UnsafeCell<Option<NonNull<Backing>>>,
+    /// The interrupt slot: how to end its interruptible wait early (`interrupt`).
+    pub(crate) wait_interrupt: AtomicUsize,
 }
 
 // SAFETY: a uthread record is handed between vcores by the scheduler, whose queues (and
@@ -138,6 +140,7 @@ impl Uthread {
             arg: UnsafeCell::new(core::ptr::null_mut()),
             stack: UnsafeCell::new(None),
             backing: UnsafeCell::new(None),
+            wait_interrupt: AtomicUsize::new(0),
         }
     }
 

@@ -336,7 +336,12 @@ pub fn this() -> Option<&'static Vcore> {
         let vc = unsafe { &*(gs as *const Vcore) };
         let fs = arch::fs_base();
         let ok = fs == vc.tls() || fs == vc.current_tls();
-        if arch::gs_base() == gs {
+        // GS is known to point at a vcore record, so re-read it through the record's
+        // self pointer (a load) rather than `rdgsbase`: a migration in between moves GS
+        // to another record, whose self pointer differs.
+        // SAFETY: GS points at one of our records (checked above), or, if we migrated,
+        // at another: every record's first word is its own address.
+        if unsafe { arch::gs_self() } == gs {
             if ok {
                 return Some(vc);
             }

@@ -32,9 +32,9 @@
 //!   before the call has any effect;
 //! * on return, only where acting then loses nothing: after the sleeps and `poll`
 //!   (`after`), and after a failed call of the others (`after_failure`). A thread
-//!   cancelled while blocked is not woken by the cancel (upthread's waits cannot be
-//!   interrupted from outside; `parlib_upthread::cancel` explains), so this is where it
-//!   acts on it; but a `read` that consumed data or an `accept` that made a descriptor
+//!   cancelled while blocked in one of them is woken by the cancel (the wait is
+//!   interrupted; `parlib_upthread::cancel` explains) and acts on it there; but a
+//!   `read` that consumed data or an `accept` that made a descriptor
 //!   returns its result, and the request waits for the next cancellation point, as in
 //!   glibc when the request comes after the system call completed.
 //!

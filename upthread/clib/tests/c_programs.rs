@@ -384,12 +384,9 @@ fn cancellation_runs_cleanup_handlers_as_in_glibc() {
     matches_glibc("cancel_cleanup");
 }
 
-/// Ignored while upthread acts on a cancel only when a blocked thread wakes for its own
-/// reason (`parlib_upthread::cancel`, "Deferred cancellation"): every upthread run of
-/// this program hangs in its first wait until the watchdog kills it. Run it with
-/// `cargo test -p upthread -- --ignored`.
+/// A cancel wakes a thread blocked in a condvar wait, a semaphore wait, a pipe read and
+/// a join (`parlib_upthread::cancel`, "Cancelling a blocked thread").
 #[test]
-#[ignore = "upthread does not yet wake a thread blocked in a cancellation point (see parlib_upthread::cancel)"]
 fn cancellation_ends_a_blocked_wait_as_in_glibc() {
     matches_glibc("cancel_blocked");
 }

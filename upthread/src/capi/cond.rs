@@ -21,6 +21,12 @@
 //! (`cleanup`) signals the condvar once more on the way out. If the wake-up was a
 //! broadcast or a timeout, that extra signal is one spurious wake-up, which waiters
 //! tolerate anyway.
+//!
+//! A cancel (or an unmasked uthread-directed signal) sent while the thread waits ends the
+//! wait (`parlib_sync::RawCondvar::wait_interruptible`): the waiter leaves the queue
+//! without taking anyone's wake-up, re-acquires the mutex and acts on the cancel there,
+//! so its cleanup handlers run with the mutex held, as in glibc. After a signal's handler
+//! the wait returns 0, a spurious wake-up.
 
 use core::mem::{align_of, size_of};
 
@@ -32,7 +38,7 @@ use super::condattr::cond_clock;
 use super::deadline;
 use super::errors::code;
 use super::mutex::mutex;
-use crate::cancel::cancellation_point;
+use crate::cancel::{after_interrupt, cancellation_point};
 
 const _: () = assert!(
     size_of::<RawCondvar>() == size_of::<pthread_cond_t>()
@@ -98,11 +104,20 @@ pub unsafe extern "C" fn upthread_cond_wait(cond: *mut pthread_cond_t, mutex: *m
     // SAFETY: forwarded contract.
     let (Some(cv), Some(m)) = (unsafe { (condvar(cond), self::mutex(mutex)) }) else { return libc::EINVAL };
     cancellation_point();
-    let r = cv.wait(m);
-    if r.is_ok() {
-        cancellation_point_after_wake(cond);
+    match cv.wait_interruptible(m) {
+        Ok(()) => {
+            cancellation_point_after_wake(cond);
+            0
+        }
+        Err(Errno::INTR) => {
+            // A cancel or a signal ended the wait; the mutex is held again. Act on it
+            // here (cleanup handlers run with the mutex held); otherwise the wait ends
+            // as a spurious wake-up.
+            after_interrupt();
+            0
+        }
+        Err(e) => e.0,
     }
-    code(r)
 }
 
 /// `pthread_cond_timedwait`: like `wait`, but gives up at `abstime`, an absolute time on
@@ -139,10 +154,14 @@ pub unsafe extern "C" fn upthread_cond_timedwait(
             Err(e) => e.0,
         };
     }
-    let r = cv.timed_wait(m, d);
+    let r = cv.timed_wait_interruptible(m, d);
     match r {
         Ok(()) => cancellation_point_after_wake(cond),
         Err(Errno::TIMEDOUT) => cancellation_point(),
+        Err(Errno::INTR) => {
+            after_interrupt(); // as in `upthread_cond_wait`
+            return 0;
+        }
         Err(_) => {}
     }
     code(r)

@@ -7,9 +7,9 @@
 //! | call | errno on failure |
 //! |---|---|
 //! | `init` | `EINVAL` if `value` exceeds `SEM_VALUE_MAX` |
-//! | `wait` | never fails |
+//! | `wait` | `EINTR` after a uthread-directed signal's handler installed without `SA_RESTART` |
 //! | `trywait` | `EAGAIN` at 0 |
-//! | `timedwait` | `ETIMEDOUT`; `EINVAL` for a bad `tv_nsec`, checked first (as glibc, even with units available) |
+//! | `timedwait` | `ETIMEDOUT`; `EINTR` as `wait`; `EINVAL` for a bad `tv_nsec`, checked first (as glibc, even with units available) |
 //! | `post` | `EOVERFLOW` at `SEM_VALUE_MAX` |
 //! | `getvalue` | never fails (0 while callers wait, as glibc) |
 //! | `destroy` | `EBUSY` while callers wait (glibc returns 0; POSIX lists `EBUSY`) |
@@ -17,7 +17,11 @@
 //! Every call is `EINVAL` for a null pointer. `wait` and `timedwait` are cancellation
 //! points before they block; after a wake-up that handed them a unit they return it
 //! (acting on a cancel then would lose the unit); a `timedwait` that timed out is one
-//! again.
+//! again. A cancel (or an unmasked uthread-directed signal) sent while the caller waits
+//! ends the wait without a unit (`RawSemaphore::wait_interruptible`: a post racing it
+//! either reached the waiter first, and the wait returns 0 with the unit, or goes to the
+//! next waiter or the count); the caller then acts on the cancel, or runs the signal's
+//! handler and fails with `EINTR` (handler without `SA_RESTART`) or waits again.
 //!
 //! `pshared` may be non-zero, as glibc allows; the semaphore then works between the
 //! threads of this process like any other. Sharing it with another process is not
@@ -30,7 +34,7 @@ use parlib_sync::{Errno, RawSemaphore, SEM_VALUE_MAX};
 
 use super::deadline;
 use super::errors::sem_code;
-use crate::cancel::cancellation_point;
+use crate::cancel::{after_interrupt, cancellation_point};
 
 const _: () = assert!(
     size_of::<RawSemaphore>() == size_of::<sem_t>() && align_of::<RawSemaphore>() == align_of::<sem_t>()
@@ -86,7 +90,8 @@ pub unsafe extern "C" fn upthread_sem_destroy(sem: *mut sem_t) -> c_int {
 }
 
 /// `sem_wait`: takes a unit, blocking only the calling uthread while there is none.
-/// Returns 0, or -1 with `errno` `EINVAL` for a null pointer. A cancellation point.
+/// Returns 0, or -1 with `errno` `EINTR` (module table) or `EINVAL` for a null pointer.
+/// A cancellation point.
 ///
 /// # Safety
 /// `sem` must be null or point to an initialised semaphore.
@@ -94,10 +99,17 @@ pub unsafe extern "C" fn upthread_sem_destroy(sem: *mut sem_t) -> c_int {
 pub unsafe extern "C" fn upthread_sem_wait(sem: *mut sem_t) -> c_int {
     // SAFETY: forwarded contract.
     unsafe {
-        with(sem, |s| {
+        with(sem, |s| loop {
             cancellation_point();
-            s.wait();
-            Ok(())
+            match s.wait_interruptible() {
+                Ok(()) => return Ok(()),
+                Err(Errno::INTR) => {
+                    if after_interrupt().no_restart {
+                        return Err(libc::EINTR);
+                    }
+                }
+                Err(e) => return Err(e.0),
+            }
         })
     }
 }
@@ -128,13 +140,21 @@ pub unsafe extern "C" fn upthread_sem_timedwait(sem: *mut sem_t, abstime: *const
     };
     // SAFETY: forwarded contract.
     unsafe {
-        with(sem, |s| {
+        with(sem, |s| loop {
             cancellation_point();
-            let r = s.timed_wait(d);
-            if r == Err(Errno::TIMEDOUT) {
-                cancellation_point();
+            match s.timed_wait_interruptible(d) {
+                Err(Errno::INTR) => {
+                    if after_interrupt().no_restart {
+                        return Err(libc::EINTR);
+                    }
+                }
+                r => {
+                    if r == Err(Errno::TIMEDOUT) {
+                        cancellation_point();
+                    }
+                    return errno(r);
+                }
             }
-            errno(r)
         })
     }
 }

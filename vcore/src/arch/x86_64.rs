@@ -391,22 +391,17 @@ pub fn uses_fsgsbase() -> bool {
 }
 
 /// The FS base (TLS pointer) of the running task.
+///
+/// The x86-64 TLS ABI stores the thread pointer at `%fs:0` (the TCB points to itself),
+/// so one ordinary load reads the base. It is used even where `rdfsbase` is allowed:
+/// under nested virtualization `rdfsbase` costs several times a load (perf shows it
+/// dominating `vcore::this`, which every uthread query runs).
 #[inline(always)]
 pub fn fs_base() -> usize {
     let base: usize;
-    if mode() == MODE_FSGSBASE {
-        // SAFETY: the kernel enabled FSGSBASE for user space (AT_HWCAP2), so rdfsbase
-        // cannot fault; it only reads a register.
-        unsafe { asm!("rdfsbase {}", out(reg) base, options(nomem, nostack, preserves_flags)) };
-    } else {
-        // The x86-64 TLS ABI stores the thread pointer at %fs:0 (the TCB points to
-        // itself), so one load reads the base without a system call.
-        // SAFETY: every task has a TLS block installed by glibc or by us, whose first
-        // word is its own address.
-        unsafe {
-            asm!("mov {}, qword ptr fs:[0]", out(reg) base, options(nostack, preserves_flags, readonly))
-        };
-    }
+    // SAFETY: every task has a TLS block installed by glibc or by us (parlib only ever
+    // loads glibc TCBs into FS), whose first word is its own address.
+    unsafe { asm!("mov {}, qword ptr fs:[0]", out(reg) base, options(nostack, preserves_flags, readonly)) };
     base
 }
 
