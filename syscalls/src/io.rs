@@ -138,12 +138,17 @@ fn write_all_if_blocking(
         match step(done) {
             Ok(k) => {
                 done += k;
+                if done >= n || k == 0 {
+                    return Ok(done);
+                }
+                // Only a partial write asks whether the caller blocks: for a socket that
+                // costs an fcntl, which a complete write (the common case) never needs.
                 let blocking = match fdkind::cached(fd) {
                     Some(Kind::OursNonblock) => true,
                     Some(Kind::Socket) => !fdkind::user_wants_eagain(fd, Kind::Socket),
                     _ => false,
                 };
-                if done >= n || k == 0 || !blocking {
+                if !blocking {
                     return Ok(done);
                 }
             }
