@@ -29,7 +29,7 @@ use parlib_events::{EventMsg, EventType, EV_ALARM};
 use parlib_sync::{Deadline, PdrSpinLock};
 use parlib_vcore as vcore;
 
-use crate::waiter::{AlarmWaiter, ARMED, DONE, FIRING, IDLE};
+use crate::waiter::{AlarmWaiter, ARMED, DONE, FIRING, IDLE, STARTING};
 
 extern crate alloc;
 
@@ -170,8 +170,13 @@ pub(crate) fn start(w: &AlarmWaiter) {
             break set;
         }
     };
+    // Claim it: two starts racing on different vcores (each under its own lock) would
+    // otherwise both insert it. The loser panics; a stop meanwhile sees STARTING, not
+    // ARMED, and reports that the callback will run.
     let s = w.state.load(Ordering::Acquire);
-    assert!(s != ARMED, "AlarmWaiter::start: the alarm is already started");
+    let claimed = !matches!(s, ARMED | STARTING)
+        && w.state.compare_exchange(s, STARTING, Ordering::AcqRel, Ordering::Acquire).is_ok();
+    assert!(claimed, "AlarmWaiter::start: the alarm is already started");
     // `vcore` before `ARMED` (the Release store in `insert`): `lock_armed_set` relies on it.
     w.vcore.store(id, Ordering::Relaxed);
     insert(pv, &mut set, w);

@@ -8,6 +8,7 @@
 //! | `ARMED` | in its vcore's deadline set | `start`, a successful `reset_abs` | `stop` (→ `IDLE`), expiry (→ `FIRING`) |
 //! | `FIRING` | taken out by expiry; its callback runs or is about to | expiry | the callback's return (→ `DONE`), or the callback restarting it (→ `ARMED`, periodic alarms) |
 //! | `DONE` | its callback has run | the callback's return | `start` |
+//! | `STARTING` | claimed by a `start`, which holds its vcore's lock | `start`'s CAS from `IDLE`/`DONE`/`FIRING` | the same `start` (→ `ARMED`) |
 //!
 //! # Who moves it, under which lock
 //!
@@ -48,6 +49,9 @@ pub(crate) const IDLE: u8 = 0;
 pub(crate) const ARMED: u8 = 1;
 pub(crate) const FIRING: u8 = 2;
 pub(crate) const DONE: u8 = 3;
+/// Claimed by a `start` that is putting it into its vcore's set (under that lock): a
+/// second, concurrent `start` sees it and panics instead of inserting it twice.
+pub(crate) const STARTING: u8 = 4;
 
 /// An alarm: a deadline and a callback run in vcore context when it passes.
 ///
@@ -173,7 +177,7 @@ impl AlarmWaiter {
     fn assert_not_started(&self, what: &str) {
         // FIRING is allowed: a periodic alarm moves its deadline from its own callback.
         assert!(
-            self.state.load(Ordering::Acquire) != ARMED,
+            !matches!(self.state.load(Ordering::Acquire), ARMED | STARTING),
             "AlarmWaiter::{what} on a started alarm (stop it first, or wait for it to fire)"
         );
     }

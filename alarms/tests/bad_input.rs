@@ -367,3 +367,43 @@ fn sleep_on_a_uthread_before_alarms_init_fails_with_a_message() {
         out.output()
     );
 }
+
+/// Two starts of one alarm racing on different vcores (each under its own vcore's lock):
+/// exactly one wins, the other panics naming the misuse, and the alarm is in one
+/// deadline set only (a stop takes it out for good: its callback never runs).
+#[test]
+fn racing_starts_of_one_alarm_on_two_vcores_let_exactly_one_win() {
+    isolated!(TIMEOUT, {
+        support::init_runtime(common::init);
+        if vcore::max_vcores() < 2 {
+            println!("skipped: this test needs two vcores");
+            return;
+        }
+        static W: AlarmWaiter = AlarmWaiter::new();
+        static RAN: AtomicU32 = AtomicU32::new(0);
+        static READY: AtomicU32 = AtomicU32::new(0);
+        fn never(_: &AlarmWaiter) {
+            RAN.fetch_add(1, Ordering::SeqCst);
+        }
+        W.init_waiter(never);
+        for round in 0..200u32 {
+            W.set_rel(Duration::from_secs(3600));
+            let racers: Vec<_> = (0..2)
+                .map(|v| {
+                    Task::uthread_on(v, move || {
+                        // Rendezvous by spinning: both racers run at once, one per vcore.
+                        READY.fetch_add(1, Ordering::SeqCst);
+                        while READY.load(Ordering::SeqCst) < 2 * (round + 1) {
+                            core::hint::spin_loop();
+                        }
+                        std::panic::catch_unwind(|| Pin::static_ref(&W).start()).is_ok()
+                    })
+                })
+                .collect();
+            let won = racers.into_iter().map(|r| r.join()).filter(|&ok| ok).count();
+            assert_eq!(won, 1, "round {round}: {won} starts succeeded");
+            assert!(W.stop(), "round {round}: the alarm was not in exactly one set");
+        }
+        assert_eq!(RAN.load(Ordering::SeqCst), 0);
+    });
+}
