@@ -77,21 +77,27 @@ fn a_reset_connection_reads_as_econnreset_and_a_closed_one_as_eof() {
     isolated!(TIMEOUT, {
         support::init_runtime();
         let (l, port) = support::bound_loopback_socket(Some(4));
-        for reset in [true, false] {
+        static CONNECTED: AtomicUsize = AtomicUsize::new(0);
+        for (round, reset) in [true, false].into_iter().enumerate() {
             support::spawn(TlsMode::None, move || {
                 let s = io::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0).unwrap();
                 let a = support::loopback_addr(port);
                 let len = core::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
                 io::connect(s, &a as *const libc::sockaddr_in as *const libc::sockaddr, len)
                     .expect("connect");
+                CONNECTED.fetch_add(1, Ordering::Release);
                 let mut b = [0u8; 8];
                 let want = if reset { Err(libc::ECONNRESET) } else { Ok(0) };
                 assert_eq!(io::read(s, b.as_mut_ptr(), b.len()), want, "reset {reset}: the blocked read");
                 support::close(s);
             });
             let c = io::accept(l, core::ptr::null_mut(), core::ptr::null_mut()).expect("accept");
+            // The client's connect must have returned first: an RST that lands before it
+            // does makes connect itself fail with ECONNRESET, in the kernel's blocking
+            // connect too. Its read may block before or after the close (either works).
+            common::wait_until(|| CONNECTED.load(Ordering::Acquire) > round);
             for _ in 0..50 {
-                common::yield_now(); // let the client block in its read (either order works)
+                common::yield_now();
             }
             if reset {
                 // Linger 0: close sends RST.
