@@ -347,7 +347,9 @@ impl Scheduler for Upsched {
             NO_VCORE => place_new(n),
             v => v % n,
         };
-        self.push(target, uth, t.to_head.swap(false, Ordering::Relaxed));
+        // A plain load first: the flag is rarely set, and a swap is a locked write.
+        let head = t.to_head.load(Ordering::Relaxed) && t.to_head.swap(false, Ordering::Relaxed);
+        self.push(target, uth, head);
     }
 
     fn thread_has_blocked(&self, uth: NonNull<Uthread>, reason: BlockReason) {

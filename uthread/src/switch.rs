@@ -370,7 +370,10 @@ pub fn blockon_sysc(uth: NonNull<Uthread>, sysc: NonNull<crate::Syscall>) {
 /// # Panics
 /// If `uth` is neither `Yielding` nor the interrupted current uthread of this vcore.
 pub fn paused(uth: NonNull<Uthread>) {
-    if let Some(vc) = vcore::this() {
+    // SAFETY: the caller holds `uth` (a yielding uthread, or the interrupted current).
+    let yielding = unsafe { uth.as_ref() }.state() == State::Yielding;
+    // A yielding uthread (the common case: every yield) needs no vcore lookup.
+    if let Some(vc) = if yielding { None } else { vcore::this() } {
         if vc.in_vcore_context() && vc.current() == uth.as_ptr().cast() {
             // The interrupted uthread: vcore_entry already stored its context.
             // SAFETY: it is this vcore's current uthread; detaching it hands it over.
