@@ -153,6 +153,20 @@ impl RawRwLock {
         }
     }
 
+    /// Under the queue lock: `EDEADLK` if `me` holds it for writing, else takes it for
+    /// writing if nobody holds it (`true`), or says the caller must wait (`false`).
+    fn write_now(&self, me: usize) -> Result<bool, Errno> {
+        if self.owner.load(Ordering::Relaxed) == me {
+            return Err(Errno::DEADLK);
+        }
+        if self.writer.load(Ordering::Relaxed) == 0 && self.readers.load(Ordering::Relaxed) == 0 {
+            self.writer.store(1, Ordering::Relaxed);
+            self.owner.store(me, Ordering::Relaxed);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     /// Takes it for writing, blocking while anyone holds it.
     ///
     /// # Errors
@@ -160,12 +174,7 @@ impl RawRwLock {
     pub fn write_lock(&self) -> Result<(), Errno> {
         let me = caller_id();
         let g = self.qlock.lock();
-        if self.owner.load(Ordering::Relaxed) == me {
-            return Err(Errno::DEADLK);
-        }
-        if self.writer.load(Ordering::Relaxed) == 0 && self.readers.load(Ordering::Relaxed) == 0 {
-            self.writer.store(1, Ordering::Relaxed);
-            self.owner.store(me, Ordering::Relaxed);
+        if self.write_now(me)? {
             return Ok(());
         }
         self.writers_waiting.store(self.writers_waiting.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
@@ -186,12 +195,7 @@ impl RawRwLock {
     pub fn timed_write_lock(&self, deadline: Deadline) -> Result<(), Errno> {
         let me = caller_id();
         let g = self.qlock.lock();
-        if self.owner.load(Ordering::Relaxed) == me {
-            return Err(Errno::DEADLK);
-        }
-        if self.writer.load(Ordering::Relaxed) == 0 && self.readers.load(Ordering::Relaxed) == 0 {
-            self.writer.store(1, Ordering::Relaxed);
-            self.owner.store(me, Ordering::Relaxed);
+        if self.write_now(me)? {
             return Ok(());
         }
         if deadline.has_passed() {
