@@ -256,7 +256,9 @@ fn push(ring: &Ring, ty: EventType, msg: &EventMsg) -> bool {
     let ok = ring.push(ty, msg);
     IN_PUSH.set(outer);
     if pinned {
-        enable_notifs();
+        // SAFETY: `pinned` says we are a uthread on a vcore whose depth we raised, and
+        // it kept us there; this skips the second vcore check `enable_notifs` makes.
+        unsafe { vcore::notif::enable_notifs() };
     }
     ok
 }
@@ -347,10 +349,12 @@ pub fn handle_events() -> usize {
     vc.clear_notif_pending();
     let mut handled = POLLER.get().map_or(0, |p| (p.poll)(vc.id()));
     loop {
+        // A signal handler on this task that interrupts the pop sees the flag.
         q.popping.store(true, Ordering::Relaxed);
-        compiler_fence(Ordering::SeqCst); // a signal handler on this task sees the flag
-                                          // SAFETY: only the owning vcore pops, in vcore context, and handlers that send to
-                                          // this vcore while `popping` is set use the overflow ring instead of draining.
+        compiler_fence(Ordering::SeqCst);
+        // SAFETY: the rings are single-consumer, and only this vcore's context pops them:
+        // a sender that interrupted it (a signal handler: `popping`, the signal stack or
+        // a marked push) never drains (`send_to_full`), and handlers run after the pop.
         let next = unsafe { q.main.pop().or_else(|| q.overflow.pop()) };
         compiler_fence(Ordering::SeqCst);
         q.popping.store(false, Ordering::Relaxed);
