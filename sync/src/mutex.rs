@@ -267,14 +267,15 @@ impl RawMutex {
             self.count.store(0, Ordering::Relaxed);
             self.owner.store(0, Ordering::Relaxed);
         }
-        if self.state.compare_exchange(1, 0, Ordering::Release, Ordering::Relaxed).is_ok() {
-            return Ok(());
+        // The failed CAS already read the state: 0 is unlocked (a misuse), 2 has waiters.
+        match self.state.compare_exchange(1, 0, Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => Ok(()),
+            Err(0) => Err(Errno::PERM),
+            Err(_) => {
+                self.unlock_contended();
+                Ok(())
+            }
         }
-        if self.state.load(Ordering::Relaxed) == 0 {
-            return Err(Errno::PERM);
-        }
-        self.unlock_contended();
-        Ok(())
     }
 
     /// Unlocks with waiters (state 2). The state goes to 0 while the queue lock is held,

@@ -88,15 +88,17 @@ pub(crate) fn offload_sys(nr: libc::c_long, args: [usize; 6]) -> Result<usize, i
         return sys(nr, args);
     }
     let mut rec = record(nr, args);
-    let recp = &mut rec as *mut Syscall as usize;
+    let recp = NonNull::from(&mut rec);
+    let recu = recp.as_ptr() as usize;
     let mut job = move || {
-        // SAFETY: the record lives on the blocked uthread's stack until it runs again,
-        // which it does only after `complete`, after this job.
-        let rec = unsafe { &mut *(recp as *mut Syscall) };
+        // SAFETY: `rec` is a local of `offload_sys`, which does not touch it again until
+        // the job has run (on a backing thread or a worker while this uthread is blocked,
+        // or inline below), and nothing else writes it meanwhile.
+        let rec = unsafe { &mut *(recu as *mut Syscall) };
         finish(rec, sys(nr, args));
     };
-    if !uthread::run_sysc_on_backing(&mut job, NonNull::from(&mut rec), complete) {
-        on_worker(&mut job, &mut rec);
+    if !uthread::run_sysc_on_backing(&mut job, recp, complete) {
+        on_worker(&mut job, recp);
     }
     match rec.err {
         0 if rec.flags.load(Ordering::Acquire) & SYSC_DONE != 0 => Ok(rec.retval as usize),
@@ -160,7 +162,7 @@ static QUEUE: PdrSpinLock<Queue> = PdrSpinLock::new(Queue {
 static KICK: AtomicU32 = AtomicU32::new(0);
 
 /// Runs `job` on an offload worker while the calling uthread blocks on `rec`.
-fn on_worker(job: &mut dyn FnMut(), rec: &mut Syscall) {
+fn on_worker(job: &mut dyn FnMut(), recp: NonNull<Syscall>) {
     let start = {
         let mut q = QUEUE.lock();
         q.announced += 1;
@@ -186,7 +188,6 @@ fn on_worker(job: &mut dyn FnMut(), rec: &mut Syscall) {
     let run: *mut (dyn FnMut() + 'static) = unsafe { core::mem::transmute(job as *mut dyn FnMut()) };
     let mut j = Job { run, uth: NonNull::dangling(), vcore: 0, next: core::ptr::null_mut() };
     let jp = &mut j as *mut Job as usize;
-    let recp = NonNull::from(rec);
     uthread::yield_with(true, move |uth| {
         block_on_sysc(uth, recp);
         // SAFETY: the job is on the blocked uthread's stack; no worker has seen it yet.

@@ -400,7 +400,8 @@ fn epoll_ctl(epfd: i32, op: i32, fd: i32, events: u32) -> Result<(), i32> {
 /// uthreads it woke. In vcore context on vcore `id`, with the vcore running.
 fn poll(id: usize) -> usize {
     let Some(pv) = polls().get(id) else { return 0 };
-    let mut woken = drain_stash(pv);
+    // The stash is only worth its lock when a park left something in it.
+    let mut woken = if pv.stashed.swap(false, Ordering::Relaxed) { drain_stash(pv) } else { 0 };
     let mut evs = [EMPTY_EVENT; EVENTS_PER_POLL];
     let n = epoll_wait(pv, &mut evs, 0);
     pv.last_poll.store(parlib_sync::now_ns(), Ordering::Relaxed);
@@ -455,7 +456,6 @@ fn report(pv: &VcorePoll, fd: i32, revents: u32) -> usize {
         let mut waiting = pv.waiting.lock();
         let Some(st) = waiting.by_fd.get_mut(&fd) else { return 0 };
         let mut wanted = 0;
-        // SAFETY: every pointer in the list is a live waiter.
         st.waiters.retain(|p| {
             // SAFETY: a waiter stays alive while it is in the list.
             let ev = unsafe { (*p.0).events };
@@ -496,7 +496,6 @@ fn poll_busy(id: usize) -> usize {
     if !due {
         return 0;
     }
-    pv.stashed.store(false, Ordering::Relaxed);
     poll(id)
 }
 

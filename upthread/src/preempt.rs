@@ -69,7 +69,8 @@ pub(crate) fn arm(pv: &'static PerVcore) {
         return;
     }
     pv.preempt.set_rel(Duration::from_nanos(p));
-    // SAFETY: the waiter lives in the leaked per-vcore slice, so it never moves.
+    // SAFETY: the waiter lives in the per-vcore slice of a static `OnceLock`, which is
+    // never dropped or reset, so it never moves.
     unsafe { Pin::new_unchecked(&pv.preempt) }.start();
 }
 

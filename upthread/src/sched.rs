@@ -92,8 +92,8 @@ pub(crate) struct PerVcore {
     counted: AtomicBool,
     /// xorshift state for choosing victims; only this vcore touches it.
     rng: AtomicU64,
-    /// This vcore's preemption alarm (see `preempt`). Lives in a leaked slice, so it
-    /// never moves.
+    /// This vcore's preemption alarm (see `preempt`). Lives in the slice of a static
+    /// `OnceLock`, never dropped or reset, so it never moves.
     pub(crate) preempt: AlarmWaiter,
 }
 

@@ -122,11 +122,10 @@ pub(crate) struct Delivery {
 
 /// Runs the handlers of `t`'s pending, unmasked signals, lowest number first. `t` must
 /// be the calling thread.
-pub(crate) fn deliver_pending(t: &Thread) -> Delivery {
+pub(crate) fn deliver_pending(t: &Thread) {
     let s = &t.signals;
-    let mut d = Delivery::default();
     if s.pending.load(Ordering::Acquire) == 0 || s.delivering.swap(true, Ordering::Acquire) {
-        return d;
+        return;
     }
     loop {
         let ready = s.pending.load(Ordering::Acquire) & !s.mask.load(Ordering::Relaxed);
@@ -136,15 +135,12 @@ pub(crate) fn deliver_pending(t: &Thread) -> Delivery {
         let sig = ready.trailing_zeros() as c_int + 1;
         if s.pending.fetch_and(!bit(sig), Ordering::AcqRel) & bit(sig) != 0 {
             if let Some(flags) = run_disposition(s, sig) {
-                d.handled = true;
-                d.no_restart |= flags & libc::SA_RESTART == 0;
                 let bits = if flags & libc::SA_RESTART == 0 { HANDLED | NO_RESTART } else { HANDLED };
                 s.since_point.fetch_or(bits, Ordering::AcqRel);
             }
         }
     }
     s.delivering.store(false, Ordering::Release);
-    d
 }
 
 /// Delivers `t`'s pending signals, then returns and forgets what deliveries did since

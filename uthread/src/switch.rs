@@ -201,7 +201,7 @@ pub fn yield_with<F: FnOnce(NonNull<Uthread>)>(save_state: bool, f: F) {
     let u: &Uthread = unsafe { uth.as_ref() };
     // Check (a misuse panics with nothing pinned), pin, and only then change the state: a
     // notification must never find a Yielding uthread still running.
-    u.transition("uthread::yield_with", &[State::Running], State::Running);
+    u.expect_state("uthread::yield_with", &[State::Running]);
     let vc = pin(u);
     u.set_state(if save_state { State::Yielding } else { State::Done });
     u.notif_depth.store(vc.notif_depth() - 1, Ordering::Relaxed); // its own, without the pin

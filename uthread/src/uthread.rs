@@ -178,11 +178,17 @@ impl Uthread {
     /// misuse.
     #[inline]
     pub(crate) fn transition(&self, what: &str, expected: &[State], to: State) {
+        self.expect_state(what, expected);
+        self.set_state(to);
+    }
+
+    /// Panics, naming `what`, unless the state is one of `expected`; stores nothing.
+    #[inline]
+    pub(crate) fn expect_state(&self, what: &str, expected: &[State]) {
         let s = self.state();
         if !expected.contains(&s) {
             transition_failed(what, self.id(), s, expected);
         }
-        self.set_state(to);
     }
 }
 

@@ -352,10 +352,10 @@ pub unsafe extern "C" fn __openat64_2(dirfd: c_int, path: *const c_char, flags: 
 fn refuse_missing_mode(flags: c_int) {
     if flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE {
         const MSG: &[u8] = b"upthread: open with O_CREAT or O_TMPFILE but no mode\n";
-        // SAFETY: writes a static buffer to standard error, then aborts the process; no
-        // state of ours is touched.
+        // SAFETY: a raw write of a static buffer to standard error (not `libc::write`,
+        // which in this library is our own wrapper and a cancellation point), then abort.
         unsafe {
-            libc::write(2, MSG.as_ptr().cast(), MSG.len());
+            libc::syscall(libc::SYS_write, 2, MSG.as_ptr(), MSG.len());
             libc::abort()
         }
     }
