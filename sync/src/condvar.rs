@@ -29,7 +29,7 @@ use parlib_uthread::BlockReason;
 use crate::errno::Errno;
 use crate::mutex::{MutexGuard, RawMutex};
 use crate::timeout::Deadline;
-use crate::waitq::{block, block_interruptible, block_until, QLock, WaitQueue, Waiter, Woke};
+use crate::waitq::{block_until, Ended, QLock, WaitQueue, Waiter};
 
 /// A pthread-shaped condition variable that blocks only the calling uthread.
 #[repr(C)]
@@ -83,17 +83,7 @@ impl RawCondvar {
     /// `EPERM` if the caller does not hold `mutex` (recursive and error-checking
     /// mutexes know their owner; for normal mutexes, if it is not locked at all).
     pub fn wait(&self, mutex: &RawMutex) -> Result<(), Errno> {
-        let g = self.qlock.lock();
-        let mut node = Waiter::for_caller("Condvar::wait");
-        // SAFETY: under the queue lock; `node` stays alive until a signal unlinks it.
-        unsafe { self.waiters.push_back(&mut node) };
-        if let Err(e) = mutex.unlock() {
-            // SAFETY: still under the queue lock, and `node` is linked here.
-            unsafe { self.waiters.unlink(&mut node) };
-            return Err(e);
-        }
-        block(g, &node, BlockReason::Condvar);
-        mutex.lock()
+        self.wait_until(mutex, None, false, "Condvar::wait")
     }
 
     /// Like [`wait`](RawCondvar::wait), but gives up at `deadline`. The mutex is held again
@@ -103,24 +93,7 @@ impl RawCondvar {
     /// `ETIMEDOUT` at the deadline; `EPERM` as for `wait`; `EINVAL` on a uthread without
     /// a timeout service (`parlib_alarms::init`), with the mutex still held.
     pub fn timed_wait(&self, mutex: &RawMutex, deadline: Deadline) -> Result<(), Errno> {
-        if deadline.has_passed() {
-            return Err(Errno::TIMEDOUT); // released and re-acquired, as far as anyone can tell
-        }
-        let g = self.qlock.lock();
-        let mut node = Waiter::for_caller("Condvar::timed_wait");
-        // SAFETY: under the queue lock; `node` stays alive until it is unlinked.
-        unsafe { self.waiters.push_back(&mut node) };
-        if let Err(e) = mutex.unlock() {
-            // SAFETY: still under the queue lock, and `node` is linked here.
-            unsafe { self.waiters.unlink(&mut node) };
-            return Err(e);
-        }
-        let timed_out = block_until(g, &node, &self.waiters, BlockReason::Condvar, deadline);
-        mutex.lock()?;
-        match timed_out? {
-            true => Err(Errno::TIMEDOUT),
-            false => Ok(()),
-        }
+        self.wait_until(mutex, Some(deadline), false, "Condvar::timed_wait")
     }
 
     /// Like [`wait`](RawCondvar::wait), but [`parlib_uthread::interrupt_wait`] can end
@@ -130,7 +103,7 @@ impl RawCondvar {
     /// `EINTR` if the wait was interrupted (or an interrupt was pending); `EPERM` as for
     /// `wait`.
     pub fn wait_interruptible(&self, mutex: &RawMutex) -> Result<(), Errno> {
-        self.wait_interruptible_until(mutex, None)
+        self.wait_until(mutex, None, true, "Condvar::wait_interruptible")
     }
 
     /// Like [`timed_wait`](RawCondvar::timed_wait), but [`parlib_uthread::interrupt_wait`]
@@ -139,28 +112,36 @@ impl RawCondvar {
     /// # Errors
     /// `EINTR` if interrupted; otherwise as `timed_wait`.
     pub fn timed_wait_interruptible(&self, mutex: &RawMutex, deadline: Deadline) -> Result<(), Errno> {
-        if deadline.has_passed() {
-            return Err(Errno::TIMEDOUT);
-        }
-        self.wait_interruptible_until(mutex, Some(deadline))
+        self.wait_until(mutex, Some(deadline), true, "Condvar::timed_wait_interruptible")
     }
 
-    fn wait_interruptible_until(&self, mutex: &RawMutex, deadline: Option<Deadline>) -> Result<(), Errno> {
+    /// The waits above: `what` names the caller if it would block in vcore context.
+    fn wait_until(
+        &self,
+        mutex: &RawMutex,
+        deadline: Option<Deadline>,
+        interruptible: bool,
+        what: &str,
+    ) -> Result<(), Errno> {
+        if deadline.is_some_and(Deadline::has_passed) {
+            return Err(Errno::TIMEDOUT); // released and re-acquired, as far as anyone can tell
+        }
         let g = self.qlock.lock();
-        let mut node = Waiter::for_caller("Condvar::wait_interruptible");
-        // SAFETY: under the queue lock; `node` stays alive until it is unlinked.
+        let mut node = Waiter::for_caller(what);
+        // SAFETY: under the queue lock; `node` stays alive until it is unlinked (by a
+        // signal, the timeout, an interrupt, or `block_until` itself on error).
         unsafe { self.waiters.push_back(&mut node) };
         if let Err(e) = mutex.unlock() {
             // SAFETY: still under the queue lock, and `node` is linked here.
             unsafe { self.waiters.unlink(&mut node) };
             return Err(e);
         }
-        let woke = block_interruptible(g, &node, &self.waiters, BlockReason::Condvar, deadline);
+        let ended = block_until(g, &node, &self.waiters, BlockReason::Condvar, deadline, interruptible);
         mutex.lock()?;
-        match woke? {
-            Woke::Normally => Ok(()),
-            Woke::TimedOut => Err(Errno::TIMEDOUT),
-            Woke::Interrupted => Err(Errno::INTR),
+        match ended? {
+            Ended::Woken => Ok(()),
+            Ended::TimedOut => Err(Errno::TIMEDOUT),
+            Ended::Interrupted => Err(Errno::INTR),
         }
     }
 

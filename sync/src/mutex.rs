@@ -42,7 +42,7 @@ use parlib_uthread::BlockReason;
 
 use crate::errno::{caller_id, Errno};
 use crate::timeout::Deadline;
-use crate::waitq::{block, block_until, QLock, WaitQueue, Waiter};
+use crate::waitq::{block, block_until, Ended, QLock, WaitQueue, Waiter};
 
 /// glibc's `PTHREAD_MUTEX_NORMAL` (and default): relocking deadlocks, no checks.
 pub const MUTEX_NORMAL: u32 = 0;
@@ -177,7 +177,8 @@ impl RawMutex {
                 let mut node = Waiter::for_caller("Mutex::timed_lock");
                 // SAFETY: under the queue lock; `node` stays alive until it is unlinked.
                 unsafe { self.waiters.push_back(&mut node) };
-                if block_until(g, &node, &self.waiters, BlockReason::Mutex, deadline)? {
+                let ended = block_until(g, &node, &self.waiters, BlockReason::Mutex, Some(deadline), false)?;
+                if ended == Ended::TimedOut {
                     return Err(Errno::TIMEDOUT);
                 }
             }

@@ -22,16 +22,13 @@
 //! If the hand-over won, the waiter holds the lock even if its deadline has passed by the
 //! time it runs (the counts already say so). If the timeout won, nothing was handed to it.
 //!
-//! A writer that times out still counts in `writers_waiting` when it wakes, so:
-//!
-//! 1. it takes the queue lock and decrements `writers_waiting`;
-//! 2. if then no writer holds the lock and none waits, it grants every queued reader.
-//!
-//! Step 2 matters: readers that arrived while the writer waited queued only because of
-//! it (table above), and no unlock will come to let them in if the lock is free or held
-//! only by readers. Between the timeout and step 1 the count is one too high; an unlock
-//! in that window finds no writer node to grant (or grants the next real one), and
-//! step 2 then catches up.
+//! "A writer waits" means its node is in `writers_q`, which only changes under the queue
+//! lock, so it is never stale. But a writer that times out leaves behind the readers that
+//! queued only because it waited (table above), and no unlock will come to let them in if
+//! the lock is free or held only by readers. So once it is out of the queue without the
+//! lock, it takes the queue lock and, if no writer holds the lock and none waits, grants
+//! every queued reader. Until then, new readers go ahead of them (nothing stops them),
+//! and an unlock that comes first grants them itself.
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
@@ -41,7 +38,7 @@ use parlib_uthread::BlockReason;
 
 use crate::errno::{caller_id, Errno};
 use crate::timeout::Deadline;
-use crate::waitq::{block, block_until, QLock, WaitQueue, Waiter};
+use crate::waitq::{block_until, Ended, QLock, WaitQueue, Waiter};
 
 /// A pthread-shaped reader-writer lock that blocks only the calling uthread.
 #[repr(C)]
@@ -51,8 +48,8 @@ pub struct RawRwLock {
     readers: AtomicU32,
     /// 1 while a writer holds it.
     writer: AtomicU32,
-    /// Writers queued.
-    writers_waiting: AtomicU32,
+    /// Keeps glibc's size (where glibc has `__writers_futex`).
+    _pad: AtomicU32,
     readers_q: WaitQueue,
     writers_q: WaitQueue,
     /// `caller_id` of the writer holding it, 0 if none.
@@ -75,7 +72,7 @@ impl RawRwLock {
             qlock: QLock(AtomicU32::new(0)),
             readers: AtomicU32::new(0),
             writer: AtomicU32::new(0),
-            writers_waiting: AtomicU32::new(0),
+            _pad: AtomicU32::new(0),
             readers_q: WaitQueue::new(),
             writers_q: WaitQueue::new(),
             owner: AtomicUsize::new(0),
@@ -88,18 +85,7 @@ impl RawRwLock {
     /// `EDEADLK` if the caller holds it for writing; `EAGAIN` if the reader count would
     /// overflow.
     pub fn read_lock(&self) -> Result<(), Errno> {
-        let g = self.qlock.lock();
-        if self.owner.load(Ordering::Relaxed) == caller_id() {
-            return Err(Errno::DEADLK);
-        }
-        if self.writer.load(Ordering::Relaxed) == 0 && self.writers_waiting.load(Ordering::Relaxed) == 0 {
-            return self.add_reader();
-        }
-        let mut node = Waiter::for_caller("RwLock::read_lock");
-        // SAFETY: under the queue lock; `node` stays alive until a waker unlinks it.
-        unsafe { self.readers_q.push_back(&mut node) };
-        block(g, &node, BlockReason::RwLock); // handed over: we are a reader now
-        Ok(())
+        self.read_lock_until(None, "RwLock::read_lock")
     }
 
     /// Like [`read_lock`](RawRwLock::read_lock), but gives up at `deadline`.
@@ -110,25 +96,36 @@ impl RawRwLock {
     /// `EAGAIN` as for `read_lock`; `EINVAL` on a uthread without a timeout service
     /// (`parlib_alarms::init`).
     pub fn timed_read_lock(&self, deadline: Deadline) -> Result<(), Errno> {
+        self.read_lock_until(Some(deadline), "RwLock::timed_read_lock")
+    }
+
+    /// The read locks above: `what` names the caller if it would block in vcore context.
+    fn read_lock_until(&self, deadline: Option<Deadline>, what: &str) -> Result<(), Errno> {
         let g = self.qlock.lock();
         if self.owner.load(Ordering::Relaxed) == caller_id() {
             return Err(Errno::DEADLK);
         }
-        if self.writer.load(Ordering::Relaxed) == 0 && self.writers_waiting.load(Ordering::Relaxed) == 0 {
+        if self.free_for_readers() {
             return self.add_reader();
         }
-        if deadline.has_passed() {
+        if deadline.is_some_and(Deadline::has_passed) {
             return Err(Errno::TIMEDOUT);
         }
-        let mut node = Waiter::for_caller("RwLock::timed_read_lock");
+        let mut node = Waiter::for_caller(what);
         // SAFETY: under the queue lock; `node` stays alive until it is unlinked (by a
         // waker, the timeout, or `block_until` itself on error).
         unsafe { self.readers_q.push_back(&mut node) };
         // A reader that times out was handed nothing and holds nothing back: no repair.
-        match block_until(g, &node, &self.readers_q, BlockReason::RwLock, deadline)? {
-            false => Ok(()), // handed over: we are a reader now
-            true => Err(Errno::TIMEDOUT),
+        match block_until(g, &node, &self.readers_q, BlockReason::RwLock, deadline, false)? {
+            Ended::Woken => Ok(()),    // handed over: we are a reader now
+            _ => Err(Errno::TIMEDOUT), // not interruptible: the deadline ended it
         }
+    }
+
+    /// Under the queue lock: whether a new reader may enter (no writer holds it or waits).
+    fn free_for_readers(&self) -> bool {
+        // SAFETY: under the queue lock.
+        self.writer.load(Ordering::Relaxed) == 0 && unsafe { self.writers_q.is_empty() }
     }
 
     fn add_reader(&self) -> Result<(), Errno> {
@@ -146,25 +143,11 @@ impl RawRwLock {
     /// `EBUSY` if a writer holds it or waits for it.
     pub fn try_read_lock(&self) -> Result<(), Errno> {
         let _g = self.qlock.lock();
-        if self.writer.load(Ordering::Relaxed) == 0 && self.writers_waiting.load(Ordering::Relaxed) == 0 {
+        if self.free_for_readers() {
             self.add_reader()
         } else {
             Err(Errno::BUSY)
         }
-    }
-
-    /// Under the queue lock: `EDEADLK` if `me` holds it for writing, else takes it for
-    /// writing if nobody holds it (`true`), or says the caller must wait (`false`).
-    fn write_now(&self, me: usize) -> Result<bool, Errno> {
-        if self.owner.load(Ordering::Relaxed) == me {
-            return Err(Errno::DEADLK);
-        }
-        if self.writer.load(Ordering::Relaxed) == 0 && self.readers.load(Ordering::Relaxed) == 0 {
-            self.writer.store(1, Ordering::Relaxed);
-            self.owner.store(me, Ordering::Relaxed);
-            return Ok(true);
-        }
-        Ok(false)
     }
 
     /// Takes it for writing, blocking while anyone holds it.
@@ -172,18 +155,7 @@ impl RawRwLock {
     /// # Errors
     /// `EDEADLK` if the caller already holds it for writing.
     pub fn write_lock(&self) -> Result<(), Errno> {
-        let me = caller_id();
-        let g = self.qlock.lock();
-        if self.write_now(me)? {
-            return Ok(());
-        }
-        self.writers_waiting.store(self.writers_waiting.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        let mut node = Waiter::for_caller("RwLock::write_lock");
-        node.tag = me;
-        // SAFETY: under the queue lock; `node` stays alive until a waker unlinks it.
-        unsafe { self.writers_q.push_back(&mut node) };
-        block(g, &node, BlockReason::RwLock); // handed over: we are the writer now
-        Ok(())
+        self.write_lock_until(None, "RwLock::write_lock")
     }
 
     /// Like [`write_lock`](RawRwLock::write_lock), but gives up at `deadline`.
@@ -193,35 +165,49 @@ impl RawRwLock {
     /// `ETIMEDOUT` at the deadline (at once if it has passed and anyone holds the lock);
     /// `EINVAL` on a uthread without a timeout service (`parlib_alarms::init`).
     pub fn timed_write_lock(&self, deadline: Deadline) -> Result<(), Errno> {
+        self.write_lock_until(Some(deadline), "RwLock::timed_write_lock")
+    }
+
+    /// The write locks above: `what` names the caller if it would block in vcore context.
+    fn write_lock_until(&self, deadline: Option<Deadline>, what: &str) -> Result<(), Errno> {
         let me = caller_id();
         let g = self.qlock.lock();
-        if self.write_now(me)? {
+        if self.owner.load(Ordering::Relaxed) == me {
+            return Err(Errno::DEADLK);
+        }
+        if self.take_write(me) {
             return Ok(());
         }
-        if deadline.has_passed() {
+        if deadline.is_some_and(Deadline::has_passed) {
             return Err(Errno::TIMEDOUT);
         }
-        self.writers_waiting.store(self.writers_waiting.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        let mut node = Waiter::for_caller("RwLock::timed_write_lock");
+        let mut node = Waiter::for_caller(what);
         node.tag = me;
         // SAFETY: under the queue lock; `node` stays alive until it is unlinked (by a
         // waker, the timeout, or `block_until` itself on error).
         unsafe { self.writers_q.push_back(&mut node) };
-        let r = match block_until(g, &node, &self.writers_q, BlockReason::RwLock, deadline) {
-            Ok(false) => return Ok(()), // handed over: we are the writer now
-            Ok(true) => Errno::TIMEDOUT,
+        let e = match block_until(g, &node, &self.writers_q, BlockReason::RwLock, deadline, false) {
+            Ok(Ended::Woken) => return Ok(()), // handed over: we are the writer now
+            Ok(_) => Errno::TIMEDOUT,          // not interruptible: the deadline ended it
             Err(e) => e,
         };
-        // Not handed over, and our node is out of the queue: undo our count and let in
-        // the readers that queued behind us (module docs, "Timed waits").
-        let g = self.qlock.lock();
-        let waiting = self.writers_waiting.load(Ordering::Relaxed) - 1;
-        self.writers_waiting.store(waiting, Ordering::Relaxed);
-        if waiting == 0 && self.writer.load(Ordering::Relaxed) == 0 {
+        // Not handed over, and out of the queue: let in the readers that queued behind
+        // us (module docs, "Timed waits").
+        let _g = self.qlock.lock();
+        if self.free_for_readers() {
             self.grant_readers();
         }
-        drop(g);
-        Err(r)
+        Err(e)
+    }
+
+    /// Under the queue lock: takes it for writing as `me` if nobody holds it.
+    fn take_write(&self, me: usize) -> bool {
+        let free = self.writer.load(Ordering::Relaxed) == 0 && self.readers.load(Ordering::Relaxed) == 0;
+        if free {
+            self.writer.store(1, Ordering::Relaxed);
+            self.owner.store(me, Ordering::Relaxed);
+        }
+        free
     }
 
     /// Takes it for writing if nobody holds it.
@@ -230,9 +216,7 @@ impl RawRwLock {
     /// `EBUSY` if anyone holds it.
     pub fn try_write_lock(&self) -> Result<(), Errno> {
         let _g = self.qlock.lock();
-        if self.writer.load(Ordering::Relaxed) == 0 && self.readers.load(Ordering::Relaxed) == 0 {
-            self.writer.store(1, Ordering::Relaxed);
-            self.owner.store(caller_id(), Ordering::Relaxed);
+        if self.take_write(caller_id()) {
             Ok(())
         } else {
             Err(Errno::BUSY)
@@ -285,7 +269,6 @@ impl RawRwLock {
     fn grant_writer(&self) {
         // SAFETY: under the queue lock.
         if let Some(w) = unsafe { self.writers_q.pop_front() } {
-            self.writers_waiting.store(self.writers_waiting.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
             self.writer.store(1, Ordering::Relaxed);
             // SAFETY: `w` is alive until woken; its tag is its owner's caller_id.
             self.owner.store(unsafe { (*w).tag }, Ordering::Relaxed);

@@ -19,7 +19,7 @@ use parlib_uthread::BlockReason;
 
 use crate::errno::Errno;
 use crate::timeout::Deadline;
-use crate::waitq::{block, block_interruptible, block_until, QLock, WaitQueue, Waiter, Woke};
+use crate::waitq::{block_until, Ended, QLock, WaitQueue, Waiter};
 
 /// Largest semaphore value, glibc's `SEM_VALUE_MAX`.
 pub const SEM_VALUE_MAX: u32 = i32::MAX as u32;
@@ -62,16 +62,8 @@ impl RawSemaphore {
 
     /// Takes a unit, blocking the calling uthread while there is none.
     pub fn wait(&self) {
-        let g = self.qlock.lock();
-        let v = self.value.load(Ordering::Relaxed);
-        if v > 0 {
-            self.value.store(v - 1, Ordering::Relaxed);
-            return;
-        }
-        let mut node = Waiter::for_caller("Semaphore::wait");
-        // SAFETY: under the queue lock; `node` stays alive until a post unlinks it.
-        unsafe { self.waiters.push_back(&mut node) };
-        block(g, &node, BlockReason::Semaphore); // the poster handed us its unit
+        self.take(None, false, "Semaphore::wait")
+            .expect("only a post ends a wait with no deadline that cannot be interrupted");
     }
 
     /// Takes a unit, waiting at most until `deadline`.
@@ -80,22 +72,7 @@ impl RawSemaphore {
     /// `ETIMEDOUT` if none came in time; `EINVAL` on a uthread without a timeout
     /// service (`parlib_alarms::init`).
     pub fn timed_wait(&self, deadline: Deadline) -> Result<(), Errno> {
-        let g = self.qlock.lock();
-        let v = self.value.load(Ordering::Relaxed);
-        if v > 0 {
-            self.value.store(v - 1, Ordering::Relaxed);
-            return Ok(());
-        }
-        if deadline.has_passed() {
-            return Err(Errno::TIMEDOUT);
-        }
-        let mut node = Waiter::for_caller("Semaphore::timed_wait");
-        // SAFETY: under the queue lock; `node` stays alive until it is unlinked.
-        unsafe { self.waiters.push_back(&mut node) };
-        match block_until(g, &node, &self.waiters, BlockReason::Semaphore, deadline)? {
-            true => Err(Errno::TIMEDOUT),
-            false => Ok(()), // a post handed us its unit
-        }
+        self.take(Some(deadline), false, "Semaphore::timed_wait")
     }
 
     /// Like [`wait`](RawSemaphore::wait), but [`parlib_uthread::interrupt_wait`] can end
@@ -104,7 +81,7 @@ impl RawSemaphore {
     /// # Errors
     /// `EINTR` if interrupted (or an interrupt was pending): no unit was taken.
     pub fn wait_interruptible(&self) -> Result<(), Errno> {
-        self.wait_interruptible_until(None)
+        self.take(None, true, "Semaphore::wait_interruptible")
     }
 
     /// Like [`timed_wait`](RawSemaphore::timed_wait), but
@@ -113,10 +90,11 @@ impl RawSemaphore {
     /// # Errors
     /// `EINTR` if interrupted: no unit was taken; otherwise as `timed_wait`.
     pub fn timed_wait_interruptible(&self, deadline: Deadline) -> Result<(), Errno> {
-        self.wait_interruptible_until(Some(deadline))
+        self.take(Some(deadline), true, "Semaphore::timed_wait_interruptible")
     }
 
-    fn wait_interruptible_until(&self, deadline: Option<Deadline>) -> Result<(), Errno> {
+    /// The waits above: `what` names the caller if it would block in vcore context.
+    fn take(&self, deadline: Option<Deadline>, interruptible: bool, what: &str) -> Result<(), Errno> {
         let g = self.qlock.lock();
         let v = self.value.load(Ordering::Relaxed);
         if v > 0 {
@@ -126,13 +104,14 @@ impl RawSemaphore {
         if deadline.is_some_and(Deadline::has_passed) {
             return Err(Errno::TIMEDOUT);
         }
-        let mut node = Waiter::for_caller("Semaphore::wait_interruptible");
-        // SAFETY: under the queue lock; `node` stays alive until it is unlinked.
+        let mut node = Waiter::for_caller(what);
+        // SAFETY: under the queue lock; `node` stays alive until it is unlinked (by a
+        // post, the timeout, an interrupt, or `block_until` itself on error).
         unsafe { self.waiters.push_back(&mut node) };
-        match block_interruptible(g, &node, &self.waiters, BlockReason::Semaphore, deadline)? {
-            Woke::Normally => Ok(()), // a post handed us its unit
-            Woke::TimedOut => Err(Errno::TIMEDOUT),
-            Woke::Interrupted => Err(Errno::INTR),
+        match block_until(g, &node, &self.waiters, BlockReason::Semaphore, deadline, interruptible)? {
+            Ended::Woken => Ok(()), // a post handed us its unit
+            Ended::TimedOut => Err(Errno::TIMEDOUT),
+            Ended::Interrupted => Err(Errno::INTR),
         }
     }
 

@@ -21,10 +21,10 @@
 //! # Interruptible waits
 //!
 //! The waits that are POSIX cancellation points (condvar and semaphore waits) have
-//! interruptible variants ([`block_interruptible`]): the uthread also registers a
-//! `parlib_uthread::WaitInterrupt` whose function, `on_interrupt`, does what a timeout
-//! does (see [`block_until`]): under the queue lock, if the node is still linked, it
-//! unlinks it, marks it interrupted and wakes it. A waker (or the timeout) that unlinked
+//! interruptible variants ([`block_until`] with `interruptible`): the uthread also
+//! registers a `parlib_uthread::WaitInterrupt` whose function, `on_interrupt`, does what
+//! a timeout does: under the queue lock, if the node is still linked, it unlinks it,
+//! records [`Ended::Interrupted`] and wakes it. A waker (or the timeout) that unlinked
 //! it first wins instead, and the interrupt does nothing. The node is always unlinked
 //! before its owner returns, so it never outlives its stack frame in a queue. The
 //! protocol that keeps the registration itself safe is `parlib_uthread::interrupt`'s.
@@ -85,6 +85,19 @@ enum Who {
     Thread,
 }
 
+/// How a wait ended, as [`block_until`] reports it; stored in the node's `ended` code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub(crate) enum Ended {
+    /// A waker unlinked the node: what it hands over (a lock, a semaphore unit) is ours.
+    /// Zero, so a fresh node reads as woken until someone ends its wait early.
+    Woken = 0,
+    /// The deadline passed first.
+    TimedOut = 1,
+    /// `parlib_uthread::interrupt_wait` came first (or was pending when we started).
+    Interrupted = 2,
+}
+
 /// A waiting uthread or thread, linked into a [`WaitQueue`]. Lives on the waiter's stack.
 pub(crate) struct Waiter {
     next: *mut Waiter,
@@ -96,13 +109,14 @@ pub(crate) struct Waiter {
     pub(crate) tag: usize,
     /// Whether the node is in a queue (under the queue lock).
     linked: Cell<bool>,
-    /// For timed waits: the lock and queue the timeout callback must take and unlink from.
+    /// For uthreads' timed or interruptible waits: the lock and queue the timeout or
+    /// interrupt must take and unlink from.
     qlock: Cell<*const QLock>,
     queue: Cell<*const WaitQueue>,
-    /// Set by the timeout callback when it unlinked and woke the node.
-    timed_out: AtomicU32,
-    /// Set by the interrupt function when it unlinked and woke the node.
-    interrupted: AtomicU32,
+    /// An [`Ended`] code. Only whoever unlinks the node writes it, under the queue lock,
+    /// before waking the owner (release); the owner reads it once woken (acquire). A
+    /// waker leaves it `Woken`, so at most one of timeout and interrupt ever writes it.
+    ended: AtomicU32,
 }
 
 impl Waiter {
@@ -127,8 +141,7 @@ impl Waiter {
             linked: Cell::new(false),
             qlock: Cell::new(ptr::null()),
             queue: Cell::new(ptr::null()),
-            timed_out: AtomicU32::new(0),
-            interrupted: AtomicU32::new(0),
+            ended: AtomicU32::new(Ended::Woken as u32),
         }
     }
 
@@ -158,6 +171,27 @@ impl Waiter {
             }
         }
     }
+
+    fn ptr(&self) -> *mut Waiter {
+        self as *const Waiter as *mut Waiter
+    }
+
+    fn ended(&self) -> Ended {
+        const TIMED_OUT: u32 = Ended::TimedOut as u32;
+        const INTERRUPTED: u32 = Ended::Interrupted as u32;
+        match self.ended.load(Ordering::Acquire) {
+            TIMED_OUT => Ended::TimedOut,
+            INTERRUPTED => Ended::Interrupted,
+            _ => Ended::Woken,
+        }
+    }
+
+    /// A plain thread's sleep until a waker has stored `woken`.
+    fn sleep_until_woken(&self) {
+        while self.woken.load(Ordering::Acquire) == 0 {
+            vcore::futex::wait(&self.woken, 0);
+        }
+    }
 }
 
 /// Blocks the caller on `node`, which it has linked into a queue under `guard` (step 3).
@@ -179,98 +213,126 @@ pub(crate) fn block(guard: QGuard<'_>, node: &Waiter, reason: BlockReason) {
         }
         Who::Thread => {
             drop(guard);
-            while node.woken.load(Ordering::Acquire) == 0 {
-                vcore::futex::wait(&node.woken, 0);
-            }
+            node.sleep_until_woken();
         }
     }
 }
 
-/// Like [`block`], but gives up at `deadline`; returns whether it timed out. `node` must
-/// be linked in `queue`, guarded by `guard`'s lock.
+/// Like [`block`], but the wait may also end at `deadline` (if any) or, if
+/// `interruptible`, by `parlib_uthread::interrupt_wait` (module docs). `node` must be
+/// linked in `queue`, guarded by `guard`'s lock.
 ///
-/// A uthread arms a timeout (see `timeout`) whose callback unlinks and wakes the node if
-/// it is still queued. Whoever unlinks first decides; afterwards the waiter cancels the
-/// timeout, which returns only once the callback no longer touches its node or its slot
-/// (both are on its stack).
+/// A uthread arms a timeout (see `timeout`) and registers an interrupt, whose functions
+/// unlink and wake the node if it is still queued. Whoever unlinks first decides;
+/// afterwards the waiter cancels the timeout and withdraws the registration, which return
+/// only once neither touches its node, slot or registration (all on its stack). A plain
+/// thread sleeps with a kernel futex timeout and cannot be interrupted.
 ///
 /// # Errors
-/// `EINVAL` for a uthread when no timeout service is installed (`parlib_alarms::init`);
-/// the node is unlinked again.
+/// `EINVAL` for a uthread with a deadline when no timeout service is installed
+/// (`parlib_alarms::init`); the node is unlinked again.
 pub(crate) fn block_until(
     guard: QGuard<'_>,
     node: &Waiter,
     queue: &WaitQueue,
     reason: BlockReason,
-    deadline: Deadline,
-) -> Result<bool, Errno> {
-    match node.who {
-        Who::Uthread(_) => {
+    deadline: Option<Deadline>,
+    interruptible: bool,
+) -> Result<Ended, Errno> {
+    let uth = match node.who {
+        Who::Uthread(uth) if deadline.is_some() || interruptible => uth,
+        // Only a waker, or a plain thread's own futex timeout, can end this wait.
+        _ => {
+            return Ok(match deadline {
+                None => {
+                    block(guard, node, reason);
+                    Ended::Woken
+                }
+                Some(d) => thread_block_until(guard, node, queue, d),
+            })
+        }
+    };
+    let timeout = match deadline {
+        None => None,
+        Some(d) => {
             let Some(svc) = timeout::service() else {
                 // SAFETY: under the queue lock, `node` is linked in `queue`.
-                unsafe { queue.unlink(node as *const Waiter as *mut Waiter) };
+                unsafe { queue.unlink(node.ptr()) };
                 return Err(Errno::INVAL);
             };
-            node.qlock.set(guard.lock);
-            node.queue.set(queue);
-            let mut slot = TimeoutSlot::new();
-            // SAFETY: `slot` lives in this frame until the callback is done with it or
-            // cancelled (we wait for either below).
-            unsafe { svc.arm(&mut slot, deadline, on_timeout, node as *const Waiter as usize) };
-            block(guard, node, reason);
-            // Whether or not the timeout fired, cancel it: cancel returns only once the
-            // service is done with `slot` and the callback done with `node`.
-            // SAFETY: armed above.
-            unsafe { svc.cancel(&mut slot) };
-            Ok(node.timed_out.load(Ordering::Acquire) != 0)
+            Some((svc, d))
         }
-        Who::Thread => {
-            let qlock = guard.lock;
-            drop(guard);
-            loop {
-                if node.woken.load(Ordering::Acquire) != 0 {
-                    return Ok(false);
-                }
-                if vcore::futex::wait_until(&node.woken, 0, deadline.ns()) || deadline.has_passed() {
-                    let g = qlock.lock();
-                    if node.linked.get() {
-                        // SAFETY: under the queue lock, `node` is linked in `queue`.
-                        unsafe { queue.unlink(node as *const Waiter as *mut Waiter) };
-                        drop(g);
-                        return Ok(true);
-                    }
-                    drop(g); // a waker unlinked us first: its wake-up is on its way
-                    while node.woken.load(Ordering::Acquire) == 0 {
-                        vcore::futex::wait(&node.woken, 0);
-                    }
-                    return Ok(false);
-                }
+    };
+    node.qlock.set(guard.lock);
+    node.queue.set(queue);
+    let reg = WaitInterrupt::new(on_interrupt, node.ptr() as usize);
+    // SAFETY: our own uthread; `reg` stays in this frame until `disarm` below.
+    if interruptible && !unsafe { uthread::interrupt::arm(uth, &reg) } {
+        // An interrupt is pending: do not wait at all.
+        // SAFETY: under the queue lock, `node` is linked in `queue`.
+        unsafe { queue.unlink(node.ptr()) };
+        return Ok(Ended::Interrupted);
+    }
+    let mut slot = TimeoutSlot::new();
+    if let Some((svc, d)) = timeout {
+        // SAFETY: `slot` lives in this frame until the callback is done with it or
+        // cancelled (below).
+        unsafe { svc.arm(&mut slot, d, on_timeout, node.ptr() as usize) };
+    }
+    block(guard, node, reason);
+    // Whether or not they fired, withdraw both: each returns only once its function no
+    // longer touches `node` (nor the service `slot`, nor the interrupter `reg`).
+    if let Some((svc, _)) = timeout {
+        // SAFETY: armed above.
+        unsafe { svc.cancel(&mut slot) };
+    }
+    if interruptible {
+        // SAFETY: registered above.
+        unsafe { uthread::interrupt::disarm(uth, &reg) };
+    }
+    Ok(node.ended())
+}
+
+/// [`block_until`] with a deadline, for a plain thread.
+fn thread_block_until(guard: QGuard<'_>, node: &Waiter, queue: &WaitQueue, deadline: Deadline) -> Ended {
+    let qlock = guard.lock;
+    drop(guard);
+    while node.woken.load(Ordering::Acquire) == 0 {
+        if vcore::futex::wait_until(&node.woken, 0, deadline.ns()) || deadline.has_passed() {
+            let _g = qlock.lock();
+            if node.linked.get() {
+                // SAFETY: under the queue lock, `node` is linked in `queue`.
+                unsafe { queue.unlink(node.ptr()) };
+                return Ended::TimedOut;
             }
+            break; // a waker unlinked us first: its wake-up is on its way
         }
     }
+    node.sleep_until_woken();
+    Ended::Woken
 }
 
 /// The timeout callback, in vcore context (see [`block_until`]).
 fn on_timeout(arg: usize) {
     // SAFETY: the waiter set `qlock` and `queue` before arming, and its `cancel` waits
     // until this callback has returned, so the node is alive throughout.
-    unsafe { end_early(arg as *const Waiter, |n| &n.timed_out) };
+    unsafe { end_early(arg as *const Waiter, Ended::TimedOut) };
 }
 
-/// The interrupt function of [`block_interruptible`], from any context with
-/// notifications disabled; returns whether it ended the wait.
+/// The interrupt function of [`block_until`], from any context with notifications
+/// disabled; returns whether it ended the wait.
 fn on_interrupt(arg: usize) -> bool {
     // SAFETY: the waiter set `qlock` and `queue` before registering, and its `disarm`
     // waits until this function has returned, so the node is alive throughout.
-    unsafe { end_early(arg as *const Waiter, |n| &n.interrupted) }
+    unsafe { end_early(arg as *const Waiter, Ended::Interrupted) }
 }
 
 /// Ends the wait of `node` early if no one has yet: under its queue lock, unlinks it if
-/// it is still linked, raises the flag `why` picks, and wakes it. Returns whether it did.
+/// it is still linked, records `why`, and wakes it. Returns whether it did.
 ///
 /// # Safety
 /// `node` is alive for the whole call, with `qlock` and `queue` set.
-unsafe fn end_early(node: *const Waiter, why: impl Fn(&Waiter) -> &AtomicU32) -> bool {
+unsafe fn end_early(node: *const Waiter, why: Ended) -> bool {
     // SAFETY: the caller's contract.
     unsafe {
         let g = (*(*node).qlock.get()).lock();
@@ -278,90 +340,11 @@ unsafe fn end_early(node: *const Waiter, why: impl Fn(&Waiter) -> &AtomicU32) ->
             return false; // a waker (or the other of timeout and interrupt) came first
         }
         (*(*node).queue.get()).unlink(node as *mut Waiter);
-        why(&*node).store(1, Ordering::Release);
+        (*node).ended.store(why as u32, Ordering::Release);
         drop(g);
         Waiter::wake(node as *mut Waiter);
         true
     }
-}
-
-/// How an interruptible wait ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Woke {
-    /// A waker unlinked the node: what it hands over (a semaphore unit) is ours.
-    Normally,
-    /// The deadline passed first.
-    TimedOut,
-    /// `parlib_uthread::interrupt_wait` came first (or was pending when we started).
-    Interrupted,
-}
-
-/// Like [`block_until`] (with a deadline) or [`block`] (without), but the wait can also
-/// be ended by `parlib_uthread::interrupt_wait` (module docs). `node` must be linked in
-/// `queue`, guarded by `guard`'s lock. On a plain thread, which cannot be interrupted,
-/// it is the plain wait.
-///
-/// # Errors
-/// As [`block_until`].
-pub(crate) fn block_interruptible(
-    guard: QGuard<'_>,
-    node: &Waiter,
-    queue: &WaitQueue,
-    reason: BlockReason,
-    deadline: Option<Deadline>,
-) -> Result<Woke, Errno> {
-    let Who::Uthread(uth) = node.who else {
-        return match deadline {
-            None => {
-                block(guard, node, reason);
-                Ok(Woke::Normally)
-            }
-            Some(d) => {
-                Ok(if block_until(guard, node, queue, reason, d)? { Woke::TimedOut } else { Woke::Normally })
-            }
-        };
-    };
-    let svc = match deadline {
-        None => None,
-        Some(d) => match timeout::service() {
-            Some(svc) => Some((svc, d)),
-            None => {
-                // SAFETY: under the queue lock, `node` is linked in `queue`.
-                unsafe { queue.unlink(node as *const Waiter as *mut Waiter) };
-                return Err(Errno::INVAL);
-            }
-        },
-    };
-    node.qlock.set(guard.lock);
-    node.queue.set(queue);
-    let reg = WaitInterrupt::new(on_interrupt, node as *const Waiter as usize);
-    // SAFETY: our own uthread; `reg` stays in this frame until `disarm` below.
-    if !unsafe { uthread::interrupt::arm(uth, &reg) } {
-        // An interrupt is pending: do not wait at all.
-        // SAFETY: under the queue lock, `node` is linked in `queue`.
-        unsafe { queue.unlink(node as *const Waiter as *mut Waiter) };
-        return Ok(Woke::Interrupted);
-    }
-    let mut slot = TimeoutSlot::new();
-    if let Some((svc, d)) = svc {
-        // SAFETY: `slot` lives in this frame until the callback is done with it or
-        // cancelled (below).
-        unsafe { svc.arm(&mut slot, d, on_timeout, node as *const Waiter as usize) };
-    }
-    block(guard, node, reason);
-    if let Some((svc, _)) = svc {
-        // SAFETY: armed above; returns once the callback no longer touches `node`.
-        unsafe { svc.cancel(&mut slot) };
-    }
-    // SAFETY: registered above; returns once an interrupter no longer touches `node`.
-    unsafe { uthread::interrupt::disarm(uth, &reg) };
-    Ok(if node.interrupted.load(Ordering::Acquire) != 0 {
-        Woke::Interrupted
-    } else if node.timed_out.load(Ordering::Acquire) != 0 {
-        Woke::TimedOut
-    } else {
-        Woke::Normally
-    })
 }
 
 /// An intrusive FIFO of [`Waiter`]s: two pointers, null when empty, so all-zero storage
