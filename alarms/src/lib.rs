@@ -128,14 +128,9 @@ impl parlib_sync::TimeoutService for Timeouts {
             return true;
         }
         // Fired or firing: the expiry code touches the slot until it marks it DONE, and
-        // the slot is in the caller's frame, so wait for that.
-        while w.state.load(core::sync::atomic::Ordering::Acquire) == waiter::FIRING {
-            if parlib_uthread::current().is_some() {
-                parlib_uthread::yield_with(true, parlib_uthread::paused);
-            } else {
-                core::hint::spin_loop();
-            }
-        }
+        // the slot is in the caller's frame, so wait for that. (Never called from the
+        // timeout's own callback, which only runs `f`.)
+        w.wait_while_firing();
         false
     }
 }

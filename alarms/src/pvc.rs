@@ -154,22 +154,24 @@ pub(crate) fn in_own_callback(w: &AlarmWaiter) -> bool {
 }
 
 pub(crate) fn start(w: &AlarmWaiter) {
-    let id = vcore::try_id().unwrap_or(0);
-    let pv = &vcores()[id];
     // FIRING: only its own callback may restart it (a periodic alarm). Anyone else waits
     // for the callback to return first, or the expiry's FIRING -> DONE would overwrite
     // the restart, and whoever waits for "not FIRING" (drop, timeout cancel) could free
-    // the alarm under its still-running callback.
+    // the alarm under its still-running callback. Unless we are that callback, it runs
+    // on another vcore (this vcore runs at most one callback at a time), so the wait ends.
     let own = in_own_callback(w);
-    let mut set = loop {
-        while !own && w.state.load(Ordering::Acquire) == FIRING {
-            core::hint::spin_loop(); // bounded: a callback runs in vcore context, briefly
+    let (id, mut set) = loop {
+        if !own {
+            w.wait_while_firing();
         }
-        let set = pv.set.lock();
+        // Looked up after the wait: a uthread that yielded there may have moved.
+        let id = vcore::try_id().unwrap_or(0);
+        let set = vcores()[id].set.lock();
         if own || w.state.load(Ordering::Acquire) != FIRING {
-            break set;
+            break (id, set);
         }
     };
+    let pv = &vcores()[id];
     // Claim it: two starts racing on different vcores (each under its own lock) would
     // otherwise both insert it. The loser panics; a stop meanwhile sees STARTING, not
     // ARMED, and reports that the callback will run.

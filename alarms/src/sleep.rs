@@ -9,11 +9,13 @@
 //! never run, so the interrupt wakes the sleeper only then, and otherwise the callback
 //! does. The registration is published in the yield callback, after the alarm started:
 //! the alarm's expiry is handled by the vcore that started it (`pvc`), which is busy in
-//! that callback, so the sleeper cannot be woken before its registration is in place.
+//! that callback, so the alarm cannot wake the sleeper before its registration is in
+//! place. An interrupter can, at once: so the callback touches nothing on the sleeper's
+//! stack after publishing it.
 
-use core::pin::pin;
+use core::pin::{pin, Pin};
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 use core::time::Duration;
 
 use parlib_sync::Deadline;
@@ -29,21 +31,10 @@ pub fn sleep(d: Duration) {
 
 /// Sleeps until `t` (never wakes early). See [`sleep`].
 pub fn sleep_until(t: Deadline) {
-    if uthread::current().is_none() {
-        return thread_sleep_until(t);
-    }
-    assert!(crate::pvc::initialized(), "parlib_alarms::sleep on a uthread needs parlib_alarms::init first");
-    let w = pin!(AlarmWaiter::new());
-    w.init_waiter(wake);
-    w.set_abs(t);
+    let Some(w) = wake_up_alarm(t) else { return };
+    let w = pin!(w);
     let wr = w.as_ref();
-    uthread::yield_with(true, move |uth| {
-        // Vcore context: block first, then start the alarm, so its callback can only
-        // find the uthread blocked. The alarm runs on this vcore.
-        uthread::has_blocked(uth, BlockReason::Sleep);
-        wr.set_data(uth.as_ptr() as usize);
-        wr.start();
-    });
+    uthread::yield_with(true, move |uth| block_until_alarm(uth, wr));
     // Woken by `wake`. Dropping `w` waits until its callback has returned.
 }
 
@@ -53,37 +44,26 @@ pub fn sleep_until(t: Deadline) {
 /// # Errors
 /// [`Interrupted`] if an interrupt ended the sleep (or was pending when it began).
 pub fn sleep_until_interruptible(t: Deadline) -> Result<(), Interrupted> {
-    if uthread::current().is_none() {
-        thread_sleep_until(t);
-        return Ok(());
-    }
-    assert!(crate::pvc::initialized(), "parlib_alarms::sleep on a uthread needs parlib_alarms::init first");
-    let w = pin!(AlarmWaiter::new());
-    w.init_waiter(wake);
-    w.set_abs(t);
+    let Some(w) = wake_up_alarm(t) else { return Ok(()) };
+    let w = pin!(w);
     let wr = w.as_ref();
-    let sleeper = Sleeper {
-        alarm: wr.get_ref(),
-        uth: AtomicUsize::new(0),
-        armed: AtomicBool::new(false),
-        interrupted: AtomicBool::new(false),
-    };
+    let sleeper =
+        Sleeper { alarm: wr.get_ref(), armed: AtomicBool::new(false), interrupted: AtomicBool::new(false) };
     let sp = &sleeper as *const Sleeper as usize;
     let reg = WaitInterrupt::new(interrupt_sleep, sp);
     let regp = &reg as *const WaitInterrupt as usize;
     uthread::yield_with(true, move |uth| {
-        uthread::has_blocked(uth, BlockReason::Sleep);
-        wr.set_data(uth.as_ptr() as usize);
+        block_until_alarm(uth, wr);
         // SAFETY: the sleeper and the registration are on the blocked uthread's stack,
         // which stays put until it runs again.
         let s = unsafe { &*(sp as *const Sleeper) };
-        s.uth.store(uth.as_ptr() as usize, Ordering::Relaxed); // published by `arm`
-        wr.start();
+        // Set before `arm` publishes the registration: from then on an interrupter can
+        // stop the alarm and wake the sleeper, whose frame may then be gone.
+        s.armed.store(true, Ordering::Relaxed);
         // SAFETY: the uthread that just yielded; `reg` stays in place until `disarm`.
-        if unsafe { uthread::interrupt::arm(uth, regp as *const WaitInterrupt) } {
-            s.armed.store(true, Ordering::Relaxed); // read by the sleeper once it runs
-        } else {
+        if !unsafe { uthread::interrupt::arm(uth, regp as *const WaitInterrupt) } {
             // An interrupt was pending: end the sleep now, unless the alarm already did.
+            s.armed.store(false, Ordering::Relaxed);
             s.interrupted.store(true, Ordering::Release);
             if wr.stop() {
                 uthread::runnable(uth);
@@ -102,11 +82,33 @@ pub fn sleep_until_interruptible(t: Deadline) -> Result<(), Interrupted> {
     // Dropping `w` waits until its callback, if it runs, has returned.
 }
 
+/// What both sleeps do first. On a plain thread: sleeps until `t`, returns `None`. On a
+/// uthread: returns the alarm that will wake it at `t`, not started (so still movable).
+fn wake_up_alarm(t: Deadline) -> Option<AlarmWaiter> {
+    if uthread::current().is_none() {
+        thread_sleep_until(t);
+        return None;
+    }
+    assert!(crate::pvc::initialized(), "parlib_alarms::sleep on a uthread needs parlib_alarms::init first");
+    let w = AlarmWaiter::new();
+    w.init_waiter(wake);
+    w.set_abs(t);
+    Some(w)
+}
+
+/// In the yield callback (vcore context): blocks `uth`, then starts `w` to wake it. In
+/// that order, so the callback can only find the uthread blocked; the alarm runs on
+/// this vcore, so not before this yield callback has returned.
+fn block_until_alarm(uth: NonNull<Uthread>, w: Pin<&AlarmWaiter>) {
+    uthread::has_blocked(uth, BlockReason::Sleep);
+    w.set_data(uth.as_ptr() as usize); // for `wake`
+    w.start();
+}
+
 /// The state an interrupt of [`sleep_until_interruptible`] needs; on the sleeper's stack.
 struct Sleeper<'a> {
+    /// The alarm that wakes the sleeper; its data word is the sleeping uthread.
     alarm: &'a AlarmWaiter,
-    /// The sleeping uthread, set in its yield callback.
-    uth: AtomicUsize,
     /// Whether the yield callback registered the interrupt (`disarm` is then due).
     armed: AtomicBool,
     interrupted: AtomicBool,
@@ -120,14 +122,14 @@ fn interrupt_sleep(arg: usize) -> bool {
         return false; // the alarm fired: its callback wakes the sleeper
     }
     s.interrupted.store(true, Ordering::Release);
-    // SAFETY: set before the registration was published; the uthread is blocked and its
-    // alarm will never wake it, so it is ours to wake.
-    uthread::runnable(unsafe { NonNull::new_unchecked(s.uth.load(Ordering::Relaxed) as *mut Uthread) });
+    // SAFETY: the alarm's data word, set to the blocked uthread before the registration
+    // was published; its alarm will never wake it now, so it is ours to wake.
+    uthread::runnable(unsafe { NonNull::new_unchecked(s.alarm.data() as *mut Uthread) });
     true
 }
 
 fn wake(w: &AlarmWaiter) {
-    // SAFETY: `sleep_until` stored its (blocked) uthread here before starting the alarm.
+    // SAFETY: `block_until_alarm` stored the blocked uthread here before starting the alarm.
     uthread::runnable(unsafe { NonNull::new_unchecked(w.data() as *mut Uthread) });
 }
 

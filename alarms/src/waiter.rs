@@ -174,6 +174,23 @@ impl AlarmWaiter {
         self.state.load(Ordering::Acquire) == ARMED
     }
 
+    /// Waits while the alarm is `FIRING`: until its callback, running in another vcore's
+    /// vcore context, has returned (or restarted it). A uthread yields meanwhile, so its
+    /// vcore runs other uthreads; vcore context and plain threads spin, briefly: a
+    /// callback runs in vcore context, which must not block.
+    ///
+    /// Never from the alarm's own callback, which would wait for itself: callers check
+    /// `pvc::in_own_callback` first.
+    pub(crate) fn wait_while_firing(&self) {
+        while self.state.load(Ordering::Acquire) == FIRING {
+            if parlib_uthread::current().is_some() {
+                parlib_uthread::yield_with(true, parlib_uthread::paused);
+            } else {
+                core::hint::spin_loop();
+            }
+        }
+    }
+
     fn assert_not_started(&self, what: &str) {
         // FIRING is allowed: a periodic alarm moves its deadline from its own callback.
         assert!(
@@ -193,12 +210,6 @@ impl Drop for AlarmWaiter {
         if self.state.load(Ordering::Acquire) == FIRING && crate::pvc::in_own_callback(self) {
             panic!("AlarmWaiter dropped inside its own callback: the callback still uses it");
         }
-        while self.state.load(Ordering::Acquire) == FIRING {
-            if parlib_uthread::current().is_some() {
-                parlib_uthread::yield_with(true, parlib_uthread::paused);
-            } else {
-                core::hint::spin_loop();
-            }
-        }
+        self.wait_while_firing();
     }
 }

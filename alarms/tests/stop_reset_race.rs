@@ -353,24 +353,28 @@ fn a_stop_racing_a_restart_on_another_vcore_keeps_exact_accounting() {
     });
 }
 
+/// The alarm of the restart tests below (each test runs in its own process).
+static W: AlarmWaiter = AlarmWaiter::new();
+static ENTERED: AtomicBool = AtomicBool::new(false);
+static RELEASE: AtomicBool = AtomicBool::new(false);
+static RETURNED: AtomicUsize = AtomicUsize::new(0);
+
+/// `W`'s callback: its first run holds its vcore, spinning, until `RELEASE`.
+fn slow(_: &AlarmWaiter) {
+    if RETURNED.load(Ordering::SeqCst) == 0 {
+        ENTERED.store(true, Ordering::SeqCst);
+        while !RELEASE.load(Ordering::SeqCst) {
+            core::hint::spin_loop();
+        }
+    }
+    RETURNED.fetch_add(1, Ordering::SeqCst);
+}
+
 /// A `start` from outside an alarm's callback, while that callback runs, waits until
 /// the callback has returned: otherwise the expiry's `FIRING -> DONE` could overwrite
 /// the restart, and a `Drop` waiting for "not firing" could free the alarm under it.
 #[test]
 fn a_restart_from_outside_waits_for_the_running_callback_to_return() {
-    static ENTERED: AtomicBool = AtomicBool::new(false);
-    static RELEASE: AtomicBool = AtomicBool::new(false);
-    static RETURNED: AtomicUsize = AtomicUsize::new(0);
-    static W: AlarmWaiter = AlarmWaiter::new();
-    fn slow(_: &AlarmWaiter) {
-        if RETURNED.load(Ordering::SeqCst) == 0 {
-            ENTERED.store(true, Ordering::SeqCst);
-            while !RELEASE.load(Ordering::SeqCst) {
-                core::hint::spin_loop();
-            }
-        }
-        RETURNED.fetch_add(1, Ordering::SeqCst);
-    }
     parlib_testkit::isolated!(TIMEOUT, {
         support::init_runtime(common::init);
         W.init_waiter(slow);
@@ -402,5 +406,46 @@ fn a_restart_from_outside_waits_for_the_running_callback_to_return() {
         assert_eq!(seen, 1, "start returned while the callback was still running");
         common::wait_until(|| RETURNED.load(Ordering::SeqCst) == 2);
         assert!(!W.is_armed());
+    });
+}
+
+/// A `start` from a uthread while the alarm's callback runs on another vcore yields
+/// instead of spinning: the restarter's vcore goes on running other uthreads, here the
+/// one that lets the callback return. A spinning `start` would hang (the watchdog fails
+/// the test).
+#[test]
+fn a_restart_from_a_uthread_lets_its_vcore_run_other_uthreads_until_the_callback_returns() {
+    static RESTARTING: AtomicBool = AtomicBool::new(false);
+    isolated!(Duration::from_secs(60), {
+        support::init_runtime(common::init);
+        if vcore::max_vcores() < 2 {
+            println!("skipped: this test needs two vcores");
+            return;
+        }
+        W.init_waiter(slow);
+        // Started on vcore 0, the callback runs there and holds it until released.
+        let starter = Task::uthread_on(0, || {
+            W.set_rel(Duration::ZERO);
+            Pin::static_ref(&W).start();
+        });
+        // Both on vcore 1. The restarter yields only inside `start`, so only there can
+        // the releaser run once the restarter is waiting.
+        let restarter = Task::uthread_on(1, || {
+            while !ENTERED.load(Ordering::SeqCst) {
+                core::hint::spin_loop();
+            }
+            RESTARTING.store(true, Ordering::SeqCst);
+            W.set_rel(Duration::from_secs(3600)); // it must not fire before we look
+            Pin::static_ref(&W).start();
+            RETURNED.load(Ordering::SeqCst) // what the callback had done when start returned
+        });
+        let releaser = Task::uthread_on(1, || {
+            common::wait_until(|| RESTARTING.load(Ordering::SeqCst));
+            RELEASE.store(true, Ordering::SeqCst);
+        });
+        starter.join();
+        releaser.join();
+        assert_eq!(restarter.join(), 1, "start returned while the callback was still running");
+        assert!(W.stop(), "the restart was lost");
     });
 }

@@ -52,13 +52,24 @@
 //! wait's own state decides in one atomic step (step 3), so W is made runnable once. Why
 //! no dangling access: I touches the registration (and whatever its argument points to
 //! on W's stack) only between steps 2 and 4, and W does not leave its frame before it has
-//! either taken the pointer back itself or seen `done`. Step 3 runs with notifications
-//! disabled, so on a vcore I cannot be switched out while W spins in step 5.
+//! either taken the pointer back itself or seen `done`.
+//!
+//! Why W's wait in step 5 ends: steps 3 and 4 never block or yield, and I runs them
+//! with notifications disabled (on a uthread) or in vcore context, so it cannot be
+//! switched out for W on its own vcore, where W's spin would keep it from ever
+//! resuming. A plain-thread I runs them straight through. What can still delay I is
+//! the kernel giving I's CPU to another thread (W's vcore, on a machine with more
+//! threads than CPUs), so W spins only briefly, then lets the kernel run I
+//! (`sched_yield`).
 //!
 //! A `PENDING` left behind by an interrupt whose cause went away (a cancel acted on at
-//! another point, a signal already delivered) makes one later interruptible wait end at
-//! once, as a spurious wake-up would: callers of interruptible waits re-check why they
-//! were interrupted. [`clear_pending`] drops it when the caller knows it is stale.
+//! another point, a signal already delivered) is harmless, so nothing clears it: it
+//! ends the uthread's next interruptible wait at once, and [`arm`] consumes it there.
+//! That is a spurious wake-up, which callers must handle anyway, since an interrupt's
+//! cause can also go away while its wait is being ended: they re-check why they were
+//! interrupted (upthread runs pending signal handlers and acts on a pending cancel)
+//! and, finding nothing to do, wait again. One interrupt leaves at most one `PENDING`,
+//! so it costs at most one extra round.
 //!
 //! Rejected: a flag in the uthread's state word ("interrupted") checked by every waker.
 //! Every wait would then pay for interruptibility, and the wakers of different waits
@@ -67,12 +78,20 @@
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use crate::notif::NotifGuard;
 use crate::uthread::Uthread;
 
 /// The slot holds no registration and nothing is pending.
 const EMPTY: usize = 0;
 /// An interrupt came while no wait was registered.
 const PENDING: usize = 1;
+
+/// Failed looks at `done` before a waiter in [`disarm`] gives its CPU away. glibc's
+/// adaptive mutex spins for the same count before it sleeps (its
+/// `glibc.pthread.mutex_spin_count` tunable, default 100): long enough for an
+/// interrupter running on another CPU to finish, short enough that one waiting for this
+/// CPU waits only microseconds.
+const SPINS_BEFORE_YIELD: u32 = 100;
 
 /// How to end one interruptible wait early: `func(arg)`, called at most once, from any
 /// context, with notifications disabled. It must end the wait *if it is still in
@@ -122,8 +141,8 @@ pub unsafe fn arm(uth: NonNull<Uthread>, reg: *const WaitInterrupt) -> bool {
     match slot.compare_exchange(EMPTY, reg as usize, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => true,
         Err(PENDING) => {
-            // Only `arm` and `clear_pending` move PENDING back to EMPTY, and both are the
-            // uthread's own: nobody else can change it under us.
+            // Only `arm` moves PENDING back to EMPTY, and only for the uthread's own
+            // wait: nobody else can change it under us.
             slot.store(EMPTY, Ordering::Release);
             false
         }
@@ -149,9 +168,19 @@ pub unsafe fn disarm(uth: NonNull<Uthread>, reg: &WaitInterrupt) -> bool {
         return false;
     }
     // Taken by an interrupter (step 2): wait until it is done with our stack (step 4).
-    // It runs with notifications disabled, so this spins for a bounded time.
+    // It never blocks, but the kernel may keep it off this CPU (module docs), so after a
+    // short spin let the kernel run it: a uthread yield would only run our vcore's
+    // other uthreads.
+    let mut looks = 0;
     while !reg.done.load(Ordering::Acquire) {
-        core::hint::spin_loop();
+        looks += 1;
+        if looks == SPINS_BEFORE_YIELD {
+            looks = 0;
+            // SAFETY: sched_yield has no preconditions.
+            unsafe { libc::sched_yield() };
+        } else {
+            core::hint::spin_loop();
+        }
     }
     true
 }
@@ -171,9 +200,11 @@ pub unsafe fn disarm(uth: NonNull<Uthread>, reg: &WaitInterrupt) -> bool {
 pub unsafe fn interrupt_wait(uth: NonNull<Uthread>) -> bool {
     // SAFETY: the caller's contract.
     let slot = unsafe { &uth.as_ref().wait_interrupt };
-    let disabled = parlib_vcore::notif::disable_if_uthread();
+    // Steps 2 to 4 must not be switched out (module docs); the guard also re-enables
+    // notifications if the function panics.
+    let _notifs = NotifGuard::new();
     let mut cur = slot.load(Ordering::Acquire);
-    let won = loop {
+    loop {
         let to = if cur > PENDING { EMPTY } else { PENDING };
         if cur == PENDING {
             break false;
@@ -190,29 +221,5 @@ pub unsafe fn interrupt_wait(uth: NonNull<Uthread>) -> bool {
             }
             Err(now) => cur = now,
         }
-    };
-    if disabled {
-        parlib_events::enable_notifs();
     }
-    won
-}
-
-/// Drops a pending interrupt of `uth` (see the module docs), for a caller that knows its
-/// cause is gone. Leaves a registration in place.
-///
-/// # Safety
-/// `uth` must be alive.
-pub unsafe fn clear_pending(uth: NonNull<Uthread>) {
-    // SAFETY: the caller's contract.
-    let slot = unsafe { &uth.as_ref().wait_interrupt };
-    let _ = slot.compare_exchange(PENDING, EMPTY, Ordering::AcqRel, Ordering::Relaxed);
-}
-
-/// Whether an interrupt is pending for `uth` (it would end its next interruptible wait).
-///
-/// # Safety
-/// `uth` must be alive.
-pub unsafe fn is_pending(uth: NonNull<Uthread>) -> bool {
-    // SAFETY: the caller's contract.
-    unsafe { uth.as_ref() }.wait_interrupt.load(Ordering::Acquire) == PENDING
 }
