@@ -18,7 +18,8 @@ use core::sync::atomic::{AtomicU8, Ordering};
 use std::collections::HashMap;
 
 use parlib_sync::PdrSpinLock;
-use parlib_vcore::arch::syscall6;
+
+use crate::io::sys;
 
 /// Descriptors below this have their kind in a flat table; larger ones in a map.
 pub const MAX_CACHED_FD: usize = 65536;
@@ -124,13 +125,7 @@ pub(crate) fn kind(fd: i32) -> Result<Kind, i32> {
 fn classify(fd: i32) -> Result<Kind, i32> {
     // SAFETY: an all-zero stat is valid; raw fstat writes it.
     let mut st: libc::stat = unsafe { core::mem::zeroed() };
-    // SAFETY: raw fstat into a local.
-    let r = unsafe {
-        syscall6(libc::SYS_fstat as usize, fd as usize, &mut st as *mut libc::stat as usize, 0, 0, 0, 0)
-    };
-    if r < 0 {
-        return Err(-r as i32);
-    }
+    sys(libc::SYS_fstat, [fd as usize, &mut st as *mut libc::stat as usize, 0, 0, 0, 0])?;
     match st.st_mode & libc::S_IFMT {
         libc::S_IFSOCK => Ok(Kind::Socket),
         libc::S_IFREG | libc::S_IFBLK | libc::S_IFDIR => Ok(Kind::Regular),
@@ -139,23 +134,29 @@ fn classify(fd: i32) -> Result<Kind, i32> {
             if fl & libc::O_NONBLOCK != 0 {
                 return Ok(Kind::UserNonblock);
             }
-            fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK)?;
+            set_nonblock(fd, true)?;
             Ok(Kind::OursNonblock)
         }
     }
 }
 
-pub(crate) fn fcntl(fd: i32, cmd: i32, arg: i32) -> Result<i32, i32> {
-    // SAFETY: raw fcntl with integer arguments.
-    let r = unsafe { syscall6(libc::SYS_fcntl as usize, fd as usize, cmd as usize, arg as usize, 0, 0, 0) };
-    if r < 0 {
-        Err(-r as i32)
-    } else {
-        Ok(r as i32)
-    }
+fn fcntl(fd: i32, cmd: i32, arg: i32) -> Result<i32, i32> {
+    sys(libc::SYS_fcntl, [fd as usize, cmd as usize, arg as usize, 0, 0, 0]).map(|r| r as i32)
+}
+
+/// Sets or clears `O_NONBLOCK` on `fd` and nothing else (`FIONBIO`: unlike `F_SETFL`,
+/// it needs no `F_GETFL` first to keep the other flags).
+pub(crate) fn set_nonblock(fd: i32, on: bool) -> Result<(), i32> {
+    let on = i32::from(on);
+    sys(libc::SYS_ioctl, [fd as usize, libc::FIONBIO as usize, &on as *const i32 as usize, 0, 0, 0]).map(drop)
 }
 
 /// Whether an `EAGAIN` on `fd` belongs to the user (they asked for non-blocking I/O).
+///
+/// For a socket whose flags are the user's this asks the kernel (`F_GETFL`): the user
+/// may change `O_NONBLOCK` at any time (`fcntl`, `ioctl(FIONBIO)`), and this layer sees
+/// neither, so the cache cannot know. It runs only on a would-block, which a wait
+/// (epoll, a context switch) follows anyway.
 pub(crate) fn user_wants_eagain(fd: i32, k: Kind) -> bool {
     match k {
         Kind::UserNonblock => true,
@@ -180,7 +181,7 @@ pub(crate) fn make_socket_nonblocking(fd: i32) -> Result<bool, i32> {
     if fl & libc::O_NONBLOCK != 0 {
         return Ok(false);
     }
-    fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK)?;
+    set_nonblock(fd, true)?;
     store(fd, SOCKET | SOCKET_NB_OURS);
     Ok(true)
 }

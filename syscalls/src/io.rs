@@ -61,6 +61,23 @@ fn io_loop(
     }
 }
 
+/// A plain thread's call `attempt` (the user's call `(nr, args)`): the call itself,
+/// except that on a descriptor we made non-blocking it waits (with `poll`) and retries,
+/// to keep blocking semantics. A plain thread never classifies a descriptor (that could
+/// set `O_NONBLOCK` under others' feet).
+fn on_plain_thread(
+    fd: i32,
+    events: u32,
+    call: (libc::c_long, [usize; 6]),
+    mut attempt: impl FnMut() -> Result<usize, i32>,
+) -> Result<usize, i32> {
+    if fdkind::nonblock_is_ours(fd) {
+        io_loop(fd, Kind::OursNonblock, events, call, attempt)
+    } else {
+        attempt()
+    }
+}
+
 /// A plain thread waits for readiness with `poll`.
 fn thread_wait(fd: i32, events: u32) -> Result<(), i32> {
     let mut p = libc::pollfd { fd, events: events as i16, revents: 0 };
@@ -82,16 +99,10 @@ fn by_kind(
     sock: impl Fn() -> Result<usize, i32>,
 ) -> Result<usize, i32> {
     let plain = || sys(nr, args);
+    if !on_uthread() {
+        return on_plain_thread(fd, events, (nr, args), plain);
+    }
     loop {
-        if !on_uthread() {
-            // A plain thread never classifies (that could set O_NONBLOCK under others'
-            // feet): the plain call, except that on a descriptor we made non-blocking it
-            // waits (with `poll`) to keep blocking semantics.
-            if fdkind::nonblock_is_ours(fd) {
-                return io_loop(fd, Kind::OursNonblock, events, (nr, args), plain);
-            }
-            return plain();
-        }
         let k = fdkind::kind(fd)?;
         let r = match k {
             Kind::Regular => return offload_sys(nr, args),
@@ -223,10 +234,7 @@ fn sock_call(
         return call(flags);
     }
     if !on_uthread() {
-        if fdkind::nonblock_is_ours(fd) {
-            return io_loop(fd, Kind::OursNonblock, events, (nr, args(flags)), || call(flags));
-        }
-        return call(flags);
+        return on_plain_thread(fd, events, (nr, args(flags)), || call(flags));
     }
     let k = fdkind::kind(fd)?;
     io_loop(fd, k, events, (nr, args(flags)), || call(flags | libc::MSG_DONTWAIT))
@@ -306,20 +314,14 @@ pub fn accept4(
 ) -> Result<i32, i32> {
     let args = [fd as usize, addr as usize, len as usize, flags as usize, 0, 0];
     let call = || sys(libc::SYS_accept4, args);
-    let r = if on_uthread() {
-        match fdkind::kind(fd)? {
-            Kind::Socket => {}
-            _ => return call().map(|v| v as i32), // not a socket: the kernel's ENOTSOCK
-        }
-        if fdkind::make_socket_nonblocking(fd)? {
-            io_loop(fd, Kind::OursNonblock, IN, (libc::SYS_accept4, args), call)
-        } else {
-            call() // the user's own non-blocking listener
-        }
-    } else if fdkind::nonblock_is_ours(fd) {
+    let r = if !on_uthread() {
+        on_plain_thread(fd, IN, (libc::SYS_accept4, args), call)
+    } else if fdkind::kind(fd)? != Kind::Socket {
+        return call().map(|v| v as i32); // not a socket: the kernel's ENOTSOCK
+    } else if fdkind::make_socket_nonblocking(fd)? {
         io_loop(fd, Kind::OursNonblock, IN, (libc::SYS_accept4, args), call)
     } else {
-        call()
+        call() // the user's own non-blocking listener
     };
     let nfd = r? as i32;
     wake_closed(nfd); // a stale registration of this number, if a close bypassed us
@@ -366,10 +368,16 @@ pub fn connect(fd: i32, addr: *const libc::sockaddr, len: libc::socklen_t) -> Re
             }
         }
         Err(libc::EAGAIN) => {
-            let fl = fdkind::fcntl(fd, libc::F_GETFL, 0)?;
-            fdkind::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK)?;
+            fdkind::set_nonblock(fd, false)?;
             let r = offload_sys(libc::SYS_connect, args).map(drop);
-            fdkind::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK)?;
+            if fdkind::set_nonblock(fd, true).is_err() {
+                // Only EBADF fails this: another thread closed `fd` during the connect.
+                // The connect's result stands, as libc's connect would return it: a
+                // connection that was made must not look failed (the caller would retry
+                // and meet EISCONN). Forget the descriptor, so nothing relies on the
+                // flag we could not restore.
+                fdkind::forget(fd);
+            }
             r
         }
         r => r,

@@ -217,22 +217,8 @@ fn spawn_worker() -> std::io::Result<()> {
 }
 
 fn worker_main() {
-    // Started from a uthread on a vcore: drop the inherited GS base (this task is no
-    // vcore) and CPU pin, and leave signals to the vcores and the application's threads.
-    if parlib_vcore::arch::gs_base() != 0 {
-        // SAFETY: this task is not a vcore task; nothing else uses GS here.
-        unsafe { parlib_vcore::arch::set_gs_base(0) };
-    }
-    if let Some(set) = parlib_vcore::process_cpus() {
-        // SAFETY: a valid cpu set of the size we pass; 0 is this thread.
-        unsafe { libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), set.as_raw()) };
-    }
-    // SAFETY: a full signal set, blocked for this thread only.
-    unsafe {
-        let mut all: libc::sigset_t = core::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &all, core::ptr::null_mut());
-    }
+    // Started from a uthread, so cloned from a vcore task.
+    parlib_vcore::detach_from_vcore();
     loop {
         let kick = KICK.load(Ordering::Acquire);
         let job = {

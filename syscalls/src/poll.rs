@@ -46,6 +46,7 @@
 //!    consults the interrupt policy ([`set_interrupt_policy`](crate::set_interrupt_policy)):
 //!    restart, or fail with `EINTR`.
 
+use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::collections::HashMap;
@@ -53,7 +54,7 @@ use std::sync::OnceLock;
 
 use parlib_sync::PdrSpinLock;
 use parlib_uthread::{self as uthread, Syscall, Uthread, WaitInterrupt};
-use parlib_vcore::{self as vcore, arch::syscall6, ParkHook, Vcore};
+use parlib_vcore::{self as vcore, ParkHook, Vcore};
 
 use crate::fdkind::MAX_CACHED_FD;
 use crate::io::sys;
@@ -64,9 +65,6 @@ use crate::offload::block_on_sysc;
 /// every entry into vcore context (every switch) would dominate; 20 µs bounds the added
 /// latency well below a network round trip.
 pub const POLL_INTERVAL_NS: u64 = 20_000;
-
-/// `epoll_event.data` of each vcore's eventfd (descriptors are never negative).
-const WAKE_TAG: u64 = u64::MAX;
 
 /// What a registration asks for: both directions, hang-ups, edge-triggered.
 const INTEREST: u32 = (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32;
@@ -120,9 +118,9 @@ struct VcorePoll {
     /// Set when an idle scheduler asks `events_pending`: its next poll is not throttled.
     idle_asked: AtomicBool,
     /// Readiness the vcore's park hook collected, reported on its next `handle_events`.
-    /// Only the vcore itself touches it (parked, then in vcore context).
-    stash: PdrSpinLock<Stash>,
-    /// Whether `stash` has anything.
+    stash: StashCell,
+    /// Whether `stash` has anything (atomic, so reading it needs no single-owner
+    /// argument: `poll_pending` reads it).
     stashed: AtomicBool,
 }
 
@@ -137,6 +135,17 @@ impl Default for Stash {
         Stash { evs: [EMPTY_EVENT; EVENTS_PER_POLL], len: 0 }
     }
 }
+
+/// A vcore's [`Stash`], without a lock: only that vcore's own task touches it, in vcore
+/// context, first parked ([`park_wait`], the park hook, which runs on the parked vcore),
+/// then running ([`drain_stash`], reached only through the poller that `handle_events`
+/// calls with its own vcore's id). One task runs one of the two at a time: vcore context
+/// is never interrupted by code that polls (notifications do not interrupt it, signal
+/// handlers only send events), and neither function calls the other.
+struct StashCell(UnsafeCell<Stash>);
+
+// SAFETY: see `StashCell`: one task, one reference at a time.
+unsafe impl Sync for StashCell {}
 
 static POLL: OnceLock<Box<[VcorePoll]>> = OnceLock::new();
 
@@ -181,13 +190,10 @@ pub(crate) fn init() -> std::io::Result<()> {
         let wakefd =
             sys(libc::SYS_eventfd2, [0, (libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) as usize, 0, 0, 0, 0])
                 .map_err(std::io::Error::from_raw_os_error)? as i32;
-        // The eventfd's registration carries WAKE_TAG, not its number.
-        let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: WAKE_TAG };
-        sys(
-            libc::SYS_epoll_ctl,
-            [epfd as usize, libc::EPOLL_CTL_ADD as usize, wakefd as usize, &mut ev as *mut _ as usize, 0, 0],
-        )
-        .map_err(std::io::Error::from_raw_os_error)?;
+        // Registered under its number like any descriptor: while it is open no other
+        // descriptor can have that number.
+        epoll_ctl(epfd, libc::EPOLL_CTL_ADD, wakefd, libc::EPOLLIN as u32)
+            .map_err(std::io::Error::from_raw_os_error)?;
         v.push(VcorePoll {
             epfd,
             wakefd,
@@ -196,7 +202,7 @@ pub(crate) fn init() -> std::io::Result<()> {
             last_poll: AtomicU64::new(0),
             hot: AtomicBool::new(false),
             idle_asked: AtomicBool::new(false),
-            stash: PdrSpinLock::new(Stash::default()),
+            stash: StashCell(UnsafeCell::new(Stash::default())),
             stashed: AtomicBool::new(false),
         });
     }
@@ -374,25 +380,11 @@ fn register_here(id: usize, fd: i32) -> Result<(), i32> {
     Ok(())
 }
 
+/// Raw `epoll_ctl` of `fd` on `epfd` for `events`; the event's data is `fd` itself.
 fn epoll_ctl(epfd: i32, op: i32, fd: i32, events: u32) -> Result<(), i32> {
     let mut ev = libc::epoll_event { events, u64: fd as u64 };
-    // SAFETY: raw epoll_ctl (no errno) with a valid event.
-    let r = unsafe {
-        syscall6(
-            libc::SYS_epoll_ctl as usize,
-            epfd as usize,
-            op as usize,
-            fd as usize,
-            &mut ev as *mut _ as usize,
-            0,
-            0,
-        )
-    };
-    if r < 0 {
-        Err(-r as i32)
-    } else {
-        Ok(())
-    }
+    sys(libc::SYS_epoll_ctl, [epfd as usize, op as usize, fd as usize, &mut ev as *mut _ as usize, 0, 0])
+        .map(drop)
 }
 
 /// Polls vcore `id`'s epoll instance without waiting and wakes the waiters of every
@@ -400,13 +392,12 @@ fn epoll_ctl(epfd: i32, op: i32, fd: i32, events: u32) -> Result<(), i32> {
 /// uthreads it woke. In vcore context on vcore `id`, with the vcore running.
 fn poll(id: usize) -> usize {
     let Some(pv) = polls().get(id) else { return 0 };
-    // The stash is only worth its lock when a park left something in it.
     let mut woken = if pv.stashed.swap(false, Ordering::Relaxed) { drain_stash(pv) } else { 0 };
     let mut evs = [EMPTY_EVENT; EVENTS_PER_POLL];
     let n = epoll_wait(pv, &mut evs, 0);
     pv.last_poll.store(parlib_sync::now_ns(), Ordering::Relaxed);
     for ev in &evs[..n] {
-        if ev.u64 == WAKE_TAG {
+        if ev.u64 == pv.wakefd as u64 {
             drain_wakefd(pv);
         } else {
             woken += report(pv, ev.u64 as i32, ev.events);
@@ -419,7 +410,10 @@ fn poll(id: usize) -> usize {
 const EMPTY_EVENT: libc::epoll_event = libc::epoll_event { events: 0, u64: 0 };
 
 /// Events taken per `epoll_wait`: as many as fit comfortably on the vcore stack (12
-/// bytes each); more ready descriptors are simply reported by the next poll.
+/// bytes each). More ready descriptors are not lost, edge-triggered ones included: the
+/// kernel takes an entry off the instance's ready list only when it reports it (and
+/// splices the rest back: `ep_send_events` in `fs/eventpoll.c`), so the next poll or
+/// park reports them.
 const EVENTS_PER_POLL: usize = 64;
 
 /// Raw `epoll_wait` on `pv`'s instance into `evs`; the number of events (0 on error).
@@ -439,7 +433,9 @@ fn drain_wakefd(pv: &VcorePoll) {
 
 /// Reports what the vcore's last park collected (see [`park_wait`]).
 fn drain_stash(pv: &VcorePoll) -> usize {
-    let stash = core::mem::take(&mut *pv.stash.lock());
+    // SAFETY: on the vcore's own task, in vcore context (`StashCell`); the reference
+    // ends here, before any report.
+    let stash = core::mem::take(unsafe { &mut *pv.stash.0.get() });
     let mut woken = 0;
     for ev in &stash.evs[..stash.len] {
         woken += report(pv, ev.u64 as i32, ev.events);
@@ -516,37 +512,38 @@ fn poll_pending(id: usize) -> bool {
 /// (edge-triggered reports are not repeated, so they must not be dropped) and the hook
 /// returns true: the vcore requests itself and enters `vcore_entry`, whose
 /// `handle_events` reports the stash through [`poll_busy`], in vcore context, with the
-/// vcore running, before its scheduler decides anything.
+/// vcore running, before its scheduler decides anything. So the stash is empty whenever
+/// the vcore parks, and a whole `epoll_wait` fits in it; what does not fit stays in the
+/// kernel (see [`EVENTS_PER_POLL`]).
 fn park_wait(vc: &Vcore) -> bool {
     let Some(pv) = polls().get(vc.id()) else { return false };
-    let mut evs = [EMPTY_EVENT; EVENTS_PER_POLL];
-    let n = epoll_wait(pv, &mut evs, -1);
-    let mut stash = pv.stash.lock();
-    for ev in &evs[..n] {
-        if ev.u64 == WAKE_TAG {
+    // SAFETY: on the parked vcore's own task, in vcore context (`StashCell`).
+    let stash = unsafe { &mut *pv.stash.0.get() };
+    debug_assert_eq!(stash.len, 0, "a vcore parked before reporting its stash");
+    let n = epoll_wait(pv, &mut stash.evs, -1);
+    // Keep the descriptors' events; the eventfd's only said "wake up".
+    let mut kept = 0;
+    for i in 0..n {
+        let ev = stash.evs[i];
+        if ev.u64 == pv.wakefd as u64 {
             drain_wakefd(pv);
-        } else if stash.len < EVENTS_PER_POLL {
-            let i = stash.len;
-            stash.evs[i] = *ev;
-            stash.len += 1;
+        } else {
+            stash.evs[kept] = ev;
+            kept += 1;
         }
     }
-    let any = stash.len > 0;
-    drop(stash);
-    if any {
+    stash.len = kept;
+    if kept > 0 {
         pv.stashed.store(true, Ordering::Relaxed);
     }
-    any
+    kept > 0
 }
 
 /// The park hook's wake: a write to the parked vcore's eventfd.
 fn park_wake(vc: &Vcore) {
     if let Some(pv) = polls().get(vc.id()) {
         let one = 1u64;
-        // SAFETY: an 8-byte write to our own eventfd; raw, so errno is untouched.
-        unsafe {
-            syscall6(libc::SYS_write as usize, pv.wakefd as usize, &one as *const u64 as usize, 8, 0, 0, 0)
-        };
+        let _ = sys(libc::SYS_write, [pv.wakefd as usize, &one as *const u64 as usize, 8, 0, 0, 0]);
     }
 }
 

@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use parlib_syscalls::io;
 use parlib_testkit::isolated;
 use parlib_uthread::TlsMode;
-use parlib_vcore as vcore;
 use support::{errno_name, ONE_VCORE, TIMEOUT};
 
 static FD: AtomicI32 = AtomicI32::new(-1);
@@ -113,9 +112,7 @@ fn closing_a_full_pipes_write_end_wakes_its_blocked_writer_with_ebadf() {
 #[test]
 fn a_close_on_another_vcore_wakes_the_waiter() {
     isolated!(TIMEOUT, {
-        support::init_runtime();
-        if vcore::max_vcores() < 2 {
-            eprintln!("one vcore only: nothing to test across vcores");
+        if !support::init_runtime_across_vcores() {
             return;
         }
         let [r, w] = support::pipe();

@@ -1,7 +1,8 @@
 //! Readiness reaches waiters across vcores: a uthread pinned to one vcore waiting on a
 //! descriptor is woken by I/O from a uthread pinned to another (the registration lives in
 //! the waiter's vcore's epoll instance, `poll.rs`), round after round, including rounds
-//! where the waiter's vcore parked (it then sleeps in `epoll_wait`, the park hook).
+//! where the waiter's vcore parked (it then sleeps in `epoll_wait`, the park hook), and
+//! when more descriptors become ready at once than one `epoll_wait` takes.
 //!
 //! And the rule that readiness lands on the vcore the waiter blocked on (issue 6: "design
 //! it so readiness lands on the vcore that blocked (for example one epoll instance per
@@ -15,7 +16,7 @@
 mod common;
 mod support;
 
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 
 use parlib_syscalls::io;
 use parlib_testkit::isolated;
@@ -35,9 +36,7 @@ const ROUNDS: u32 = 10_000;
 #[test]
 fn a_uthread_waiting_on_one_vcore_is_woken_by_io_from_another_round_after_round() {
     isolated!(TIMEOUT, {
-        support::init_runtime();
-        if vcore::max_vcores() < 2 {
-            eprintln!("one vcore only: nothing to test across vcores");
+        if !support::init_runtime_across_vcores() {
             return;
         }
         let [a, b] = support::socketpair();
@@ -69,6 +68,54 @@ fn a_uthread_waiting_on_one_vcore_is_woken_by_io_from_another_round_after_round(
     });
 }
 
+/// Many readers pinned to vcore 1 each wait on their own duplicate of one socket, and
+/// vcore 1 parks (in `epoll_wait`). One write then makes every duplicate ready at once
+/// (each is its own epoll registration), far more than the 64 events one `epoll_wait`
+/// takes. Registrations are edge-triggered, so an event taken from the kernel and then
+/// dropped would never come back and its reader would hang: every reader must complete.
+#[test]
+fn more_descriptors_ready_at_once_than_one_epoll_wait_takes_all_wake_their_waiters_on_a_parked_vcore() {
+    /// Well above the 64 events per `epoll_wait` (`poll::EVENTS_PER_POLL`), so the park
+    /// and the polls after it each see a full batch.
+    const READERS: usize = 200;
+    static STARTED: AtomicUsize = AtomicUsize::new(0);
+    static DONE: AtomicUsize = AtomicUsize::new(0);
+    isolated!(TIMEOUT, {
+        if !support::init_runtime_across_vcores() {
+            return;
+        }
+        let [a, b] = support::socketpair();
+        let dups: Vec<i32> = (0..READERS)
+            .map(|_| {
+                // SAFETY: dup of a descriptor we own.
+                let d = unsafe { libc::dup(b) };
+                assert!(d >= 0, "dup: {}", std::io::Error::last_os_error());
+                d
+            })
+            .collect();
+        for &d in &dups {
+            support::spawn_on(1, TlsMode::None, move || {
+                STARTED.fetch_add(1, Ordering::Relaxed);
+                let mut byte = [0u8; 1];
+                assert_eq!(io::read(d, byte.as_mut_ptr(), 1), Ok(1), "reader of fd {d}");
+                DONE.fetch_add(1, Ordering::Relaxed);
+            });
+        }
+        let vc1 = vcore::get(1).unwrap();
+        // Every reader has blocked (they ran in order on vcore 1) and vcore 1 went to sleep.
+        common::wait_until(|| STARTED.load(Ordering::Relaxed) == READERS && vc1.is_parked());
+        assert_eq!(DONE.load(Ordering::Relaxed), 0, "a reader read before anything was written");
+        support::write_all(a, &[7u8; READERS]);
+        common::wait_all();
+        assert_eq!(DONE.load(Ordering::Relaxed), READERS);
+        for d in dups {
+            support::close(d);
+        }
+        support::close(a);
+        support::close(b);
+    });
+}
+
 /// Vcore 0 blocks a reader, then runs a uthread that does not yield until the data has
 /// been written (by a plain thread) and a long while after; vcore 1 is idle. The reader
 /// stays blocked while vcore 0 is busy (nobody else polls vcore 0's epoll instance), and
@@ -85,9 +132,7 @@ fn readiness_for_a_waiter_on_a_busy_vcore_is_delivered_by_that_vcore_when_it_nex
     static READER_DONE: AtomicBool = AtomicBool::new(false);
     static DONE_WHILE_BUSY: AtomicBool = AtomicBool::new(false);
     isolated!(TIMEOUT, {
-        support::init_runtime();
-        if vcore::max_vcores() < 2 {
-            eprintln!("one vcore only: nothing to test across vcores");
+        if !support::init_runtime_across_vcores() {
             return;
         }
         let [r, w] = support::pipe();

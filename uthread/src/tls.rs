@@ -8,9 +8,9 @@
 //!
 //! Life of a backing thread:
 //! 1. the refiller (or, if the pool is empty, `take` itself) creates it;
-//! 2. it clears any GS base inherited from a vcore, restores the process's CPU
-//!    affinity if a vcore's pin was inherited, blocks every signal (a handler running
-//!    here would share the TLS with the uthread), publishes its FS base and parks;
+//! 2. it sheds what it inherited from a vcore and blocks every signal (a handler running
+//!    here would share the TLS with the uthread): `parlib_vcore::detach_from_vcore`;
+//!    then it publishes its FS base and parks;
 //! 3. `take` hands it to one uthread;
 //! 4. when that uthread is cleaned up, `release` tells it to exit; it returns from its
 //!    start routine, so glibc runs the TLS destructors (Rust `thread_local!` drops,
@@ -174,21 +174,7 @@ fn create() -> Result<NonNull<Backing>, Error> {
 extern "C" fn backing_main(arg: *mut libc::c_void) -> *mut libc::c_void {
     // SAFETY: `create` passes a live record that only this thread will free.
     let b = unsafe { &*(arg as *const Backing) };
-    if arch::gs_base() != 0 {
-        // Created from a vcore: drop the inherited GS base and CPU pin.
-        // SAFETY: this task is not a vcore; it must not claim to be one.
-        unsafe { arch::set_gs_base(0) };
-        if let Some(set) = parlib_vcore::process_cpus() {
-            // SAFETY: a valid cpu set of the size we pass.
-            unsafe { libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), set.as_raw()) };
-        }
-    }
-    // SAFETY: a full signal set, blocked for this thread only.
-    unsafe {
-        let mut all: libc::sigset_t = core::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &all, core::ptr::null_mut());
-    }
+    parlib_vcore::detach_from_vcore();
     b.fs_base.store(arch::fs_base(), Ordering::Relaxed);
     b.ready.store(1, Ordering::Release);
     futex::wake(&b.ready, 1);

@@ -65,6 +65,7 @@
 pub mod arch;
 mod error;
 pub mod futex;
+mod leave;
 pub mod notif;
 pub mod spin;
 pub mod stack;
@@ -72,6 +73,7 @@ pub mod stack;
 pub mod vcore;
 
 pub use error::Error;
+pub use leave::detach_from_vcore;
 pub use notif::{notify, notify_self, FaultInfo};
 pub use stack::{Stack, DEFAULT_STACK_SIZE};
 pub use vcore::{

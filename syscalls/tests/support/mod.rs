@@ -28,6 +28,17 @@ pub fn init_runtime() {
     parlib_syscalls::init().expect("parlib_syscalls::init after parlib_alarms::init");
 }
 
+/// [`init_runtime`] for a test across vcores: false (saying why) if there is only one,
+/// and the test should return.
+pub fn init_runtime_across_vcores() -> bool {
+    init_runtime();
+    let several = parlib_vcore::max_vcores() >= 2;
+    if !several {
+        eprintln!("one vcore only: nothing to test across vcores");
+    }
+    several
+}
+
 /// Starts `f` as a uthread on any vcore. A panic in it (a failed assertion) aborts the
 /// child after the panic message is printed, so the test fails at once with that message
 /// instead of hanging its partners until the watchdog fires.
