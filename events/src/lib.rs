@@ -82,6 +82,7 @@ use core::sync::atomic::{compiler_fence, AtomicBool, AtomicU32, AtomicUsize, Ord
 use std::sync::OnceLock;
 
 use parlib_vcore as vcore;
+use parlib_vcore::Vcore;
 
 use crate::queue::Ring;
 
@@ -340,15 +341,26 @@ fn send_to_full(qs: &[VcoreQueues], q: &VcoreQueues, ty: EventType, msg: &EventM
 /// # Panics
 /// Outside vcore context.
 pub fn handle_events() -> usize {
-    let vc = match vcore::this() {
-        Some(vc) if vc.in_vcore_context() => vc,
+    match vcore::this() {
+        // SAFETY: checked just now.
+        Some(vc) if vc.in_vcore_context() => unsafe { handle_events_on(vc) },
         _ => panic!("events::handle_events must be called in vcore context"),
-    };
+    }
+}
+
+/// [`handle_events`] for a caller that knows it runs in `vc`'s vcore context, as
+/// `vcore_entry` does: it skips the lookup, which is a fifth of the work when the queue
+/// is empty (every yield passes here).
+///
+/// # Safety
+/// The caller runs in vcore context on `vc`.
+pub unsafe fn handle_events_on(vc: &Vcore) -> usize {
     let Ok(qs) = queues() else { return 0 };
     let q = &qs[vc.id()];
     vc.clear_notif_pending();
     let mut handled = POLLER.get().map_or(0, |p| (p.poll)(vc.id()));
-    loop {
+    // The peek keeps the common empty pass (every yield) to two loads.
+    while q.main.has_ready() || q.overflow.has_ready() {
         // A signal handler on this task that interrupts the pop sees the flag.
         q.popping.store(true, Ordering::Relaxed);
         compiler_fence(Ordering::SeqCst);

@@ -12,9 +12,11 @@
 //!
 //! # What an idle vcore does
 //!
-//! `sched_entry` pops the head of its own queue. When that is empty and stealing is on,
-//! it picks two queues at random and steals half (rounded up) of the longer; if both are
-//! empty it scans every queue once. Meanwhile it polls its events (`events_pending` /
+//! `sched_entry` pops the head of its own queue; the thread this vcore just paused (a
+//! yield or a preemption) goes to the tail in the same critical section, or runs again
+//! at once if nobody else waits. When the queue is empty and stealing is on, it picks
+//! two queues at random and steals half (rounded up) of the longer; if both are empty it
+//! scans every queue once. Meanwhile it polls its events (`events_pending` /
 //! `handle_events`): an idle vcore never leaves vcore context, so alarms, I/O
 //! completions and wake-ups sent to it would otherwise wait. After [`IDLE_SPINS`] empty
 //! rounds it parks (`yield_vcore`), unless vcore requesting is off
@@ -23,15 +25,17 @@
 //! # Parking without losing a wake-up
 //!
 //! A thread queued on a parked vcore needs that vcore (or a thief) to run it. Parking and
-//! pushing follow a handshake, each side storing before it loads, with SeqCst fences:
+//! pushing follow a handshake through the queue's lock:
 //!
-//! 1. a vcore about to park sets its `parking` flag, then looks at its queue (and, when
-//!    stealing, every queue) and its events once more; if it finds anything it clears
-//!    the flag and goes back to work;
-//! 2. a pusher queues the thread, then reads the flag; if it is set, it *notifies* the
-//!    vcore (`parlib_vcore::notify`).
+//! 1. a vcore about to park sets its `parking` flag, then takes its queue's lock and
+//!    looks at the queue, and after a SeqCst fence at every queue (when stealing) and at
+//!    its events; if it finds anything it clears the flag and goes back to work;
+//! 2. a pusher reads the flag while it holds the queue's lock, after queueing the
+//!    thread; if it is set, it *notifies* the vcore (`parlib_vcore::notify`).
 //!
-//! Either the vcore sees the work in step 1, or the pusher sees the flag in step 2. A
+//! The two critical sections are ordered by the lock: if the vcore's comes first, its
+//! flag store happens before the pusher reads the flag; if the pusher's comes first, the
+//! vcore sees the thread. So the push on every yield needs no fence. A
 //! notification cannot be lost between the vcore's last look and its park:
 //! `yield_vcore` re-checks `notif_pending` after marking itself parked and stays up if it
 //! is set, and a notification to a parked vcore wakes it. Notifying (rather than spinning
@@ -49,7 +53,7 @@
 //! vcore is requested and none ever parks.
 
 use core::ptr::NonNull;
-use core::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::collections::VecDeque;
 use std::sync::OnceLock;
 
@@ -92,6 +96,11 @@ pub(crate) struct PerVcore {
     counted: AtomicBool,
     /// xorshift state for choosing victims; only this vcore touches it.
     rng: AtomicU64,
+    /// The thread this vcore's context just paused (a yield or a preemption), not yet
+    /// queued: `sched_entry` queues it behind the others in the same critical section
+    /// that takes the next one, or runs it again if nobody else waits. Only this vcore's
+    /// context touches it.
+    paused: AtomicPtr<Uthread>,
     /// This vcore's preemption alarm (see `preempt`). Lives in the slice of a static
     /// `OnceLock`, never dropped or reset, so it never moves.
     pub(crate) preempt: AlarmWaiter,
@@ -134,6 +143,7 @@ pub(crate) fn setup() {
             parking: AtomicBool::new(id != 0),
             counted: AtomicBool::new(id == 0),
             rng: AtomicU64::new(0x2545_F491_4F6C_DD1D ^ ((id as u64 + 1) << 32) | 1),
+            paused: AtomicPtr::new(core::ptr::null_mut()),
             preempt: AlarmWaiter::new(),
         };
         pv.preempt.init_waiter(preempt::on_tick);
@@ -153,7 +163,7 @@ pub(crate) fn active() -> usize {
 impl Upsched {
     fn push(&self, target: usize, uth: NonNull<Uthread>, head: bool) {
         let pv = &pvs()[target];
-        {
+        let (parking, len) = {
             let mut q = pv.queue.lock();
             if head {
                 q.push_front(Entry(uth));
@@ -161,25 +171,36 @@ impl Upsched {
                 q.push_back(Entry(uth));
             }
             pv.len.store(q.len(), Ordering::Relaxed);
-        }
-        // Step 2 of the park handshake. The target's own vcore context (a yield, or an
-        // event handler) reads a flag only it writes: no fence needed, which saves a
-        // full barrier on every yield.
-        let own = vcore::this().is_some_and(|v| v.id() == target && v.in_vcore_context());
-        if !own {
-            fence(Ordering::SeqCst);
-        }
-        if pv.parking.load(Ordering::Relaxed) {
+            // Step 2 of the park handshake, inside the lock: see the module docs.
+            (pv.parking.load(Ordering::Relaxed), q.len())
+        };
+        if parking {
             let _ = vcore::notify(target);
             return;
         }
-        if CAN_REQUEST.load(Ordering::Relaxed)
+        if len > 1
+            && CAN_REQUEST.load(Ordering::Relaxed)
             && CAN_STEAL.load(Ordering::Relaxed)
-            && pv.len.load(Ordering::Relaxed) > 1
             && AWAKE.load(Ordering::Relaxed) < active()
         {
             wake_one_parked(target);
         }
+    }
+
+    /// The next thread for this vcore: the head of its queue, with the thread it just
+    /// paused going to the tail; the paused thread itself if the queue is empty; else a
+    /// stolen one.
+    fn next(&self, id: usize, pv: &PerVcore) -> Option<NonNull<Uthread>> {
+        let Some(paused) = take_paused(pv) else {
+            return self.pop_local(pv).or_else(|| self.steal(id, pv));
+        };
+        if pv.len.load(Ordering::Relaxed) == 0 {
+            return Some(paused);
+        }
+        let mut q = pv.queue.lock();
+        let Some(Entry(head)) = q.pop_front() else { return Some(paused) };
+        q.push_back(Entry(paused));
+        Some(head)
     }
 
     fn pop_local(&self, pv: &PerVcore) -> Option<NonNull<Uthread>> {
@@ -230,21 +251,25 @@ impl Upsched {
         Some(first.0)
     }
 
-    /// Runs `uth` on this vcore.
+    /// Runs `uth` on this vcore. Only `sched_entry` calls it, in vcore context.
     fn run(&self, id: usize, pv: &'static PerVcore, uth: NonNull<Uthread>) -> ! {
         // SAFETY: every uthread of this scheduler is an upthread Thread, alive while queued.
         let t = unsafe { Thread::from_uth(uth) };
         t.last_vcore.store(id, Ordering::Relaxed);
         crate::signal::push_delivery(t, uth);
         preempt::arm(pv);
-        uthread::run_uthread(uth)
+        // SAFETY: `run` is only called from `sched_entry`, in vcore context.
+        unsafe { uthread::run_uthread_in_vcore_context(uth) }
     }
 
     /// Step 1 of the park handshake; returns if the vcore must stay up.
     fn try_park(&self, id: usize, pv: &PerVcore) {
-        pv.parking.store(true, Ordering::SeqCst);
+        pv.parking.store(true, Ordering::Relaxed);
+        // Step 1: the own queue is checked under its lock (the pusher's side of the
+        // handshake); the other queues and the events need the fence.
+        let own_work = !pv.queue.lock().is_empty() || !pv.paused.load(Ordering::Relaxed).is_null();
         fence(Ordering::SeqCst);
-        let work = pv.len.load(Ordering::Relaxed) > 0
+        let work = own_work
             || (CAN_STEAL.load(Ordering::Relaxed)
                 && (0..active()).any(|v| pvs()[v].len.load(Ordering::Relaxed) > 0))
             || events::events_pending();
@@ -269,7 +294,7 @@ impl Upsched {
         let drained: Vec<Entry> = {
             let mut q = pv.queue.lock();
             pv.len.store(0, Ordering::Relaxed);
-            q.drain(..).collect()
+            take_paused(pv).into_iter().map(Entry).chain(q.drain(..)).collect()
         };
         for Entry(u) in drained {
             self.push(id % active(), u, false);
@@ -288,6 +313,15 @@ fn place_new(n: usize) -> usize {
         }
     }
     NEXT_NEW.fetch_add(1, Ordering::Relaxed) % n
+}
+
+/// Empties `pv`'s paused slot; for its own vcore context.
+fn take_paused(pv: &PerVcore) -> Option<NonNull<Uthread>> {
+    // A load and a store rather than a swap: only the owner touches the slot, and a
+    // locked swap would cost a barrier on every yield.
+    let p = NonNull::new(pv.paused.load(Ordering::Relaxed))?;
+    pv.paused.store(core::ptr::null_mut(), Ordering::Relaxed);
+    Some(p)
 }
 
 fn random_below(pv: &PerVcore, n: usize) -> usize {
@@ -324,7 +358,7 @@ impl Scheduler for Upsched {
         }
         loop {
             for _ in 0..IDLE_SPINS {
-                if let Some(u) = self.pop_local(pv).or_else(|| self.steal(id, pv)) {
+                if let Some(u) = self.next(id, pv) {
                     self.run(id, pv, u);
                 }
                 if events::events_pending() {
@@ -350,6 +384,25 @@ impl Scheduler for Upsched {
         // A plain load first: the flag is rarely set, and a swap is a locked write.
         let head = t.to_head.load(Ordering::Relaxed) && t.to_head.swap(false, Ordering::Relaxed);
         self.push(target, uth, head);
+    }
+
+    fn thread_paused(&self, uth: NonNull<Uthread>) {
+        // SAFETY: every uthread of this scheduler is an upthread Thread; the caller holds it.
+        let t = unsafe { Thread::from_uth(uth) };
+        let last = t.last_vcore.load(Ordering::Relaxed);
+        // Every yield and preemption pauses the thread in the context of the vcore that
+        // ran it; that vcore's `sched_entry` is next, so the thread waits in its slot.
+        // The stack check makes sure the caller is that context (and not, say, an event
+        // handler of another vcore), cheaper than a vcore lookup.
+        if last < active() {
+            let pv = &pvs()[last];
+            let here = vcore::get(last).is_ok_and(|v| v.on_vcore_stack());
+            if here && pv.paused.load(Ordering::Relaxed).is_null() {
+                pv.paused.store(uth.as_ptr(), Ordering::Relaxed);
+                return;
+            }
+        }
+        self.thread_runnable(uth)
     }
 
     fn thread_has_blocked(&self, uth: NonNull<Uthread>, reason: BlockReason) {

@@ -24,6 +24,10 @@
 //! * A uthread leaves through [`yield_with`], whose callback runs in vcore context and
 //!   hands the uthread to someone: back to the scheduler ([`runnable`], [`paused`]) or to
 //!   a wait queue ([`has_blocked`]). [`exit_with`] leaves for good.
+//! * A scheduler's hot path may skip the checks it has already made:
+//!   [`yield_current_with`] for a uthread that looked itself up with [`current`], and
+//!   [`run_uthread_in_vcore_context`] from `sched_entry`. Each saves one vcore lookup
+//!   (`upthread`'s yield uses both).
 //!
 //! A wait that someone else must be able to end early (cancellation, signals) registers
 //! how to end it; [`interrupt_wait`] does so exactly once, racing the normal wake-up
@@ -82,7 +86,7 @@ pub use runtime::{lib_init, main_uthread, vcore_entry};
 pub use sched::{default_fault_policy, BlockReason, Fault, Scheduler, Syscall};
 pub use switch::{
     blockon_sysc, cleanup, current, exit_with, has_blocked, has_exited, init, interrupted, paused, push_call,
-    run_current_uthread, run_uthread, runnable, yield_with,
+    run_current_uthread, run_uthread, run_uthread_in_vcore_context, runnable, yield_current_with, yield_with,
 };
 pub use tls::{run_on_backing, run_sysc_on_backing};
 pub use uthread::{State, TlsMode, Uthread};

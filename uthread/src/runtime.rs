@@ -115,7 +115,8 @@ pub fn vcore_entry() -> ! {
             }
         }
     }
-    parlib_events::handle_events();
+    // SAFETY: this is vcore context on `vc`.
+    unsafe { parlib_events::handle_events_on(vc) };
     let cur = vc.current();
     if !cur.is_null() {
         // SAFETY: `current` is a uthread this vcore was running when it was interrupted.

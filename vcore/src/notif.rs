@@ -242,7 +242,13 @@ impl Vcore {
     /// notification that arrives during handling is seen afterwards.
     #[inline]
     pub fn clear_notif_pending(&self) {
-        self.notif_pending.store(false, Ordering::SeqCst);
+        // Only notifiers set the flag, so a flag read as clear can be left alone: the
+        // locked store would cost a full barrier on every pass through `vcore_entry`.
+        // A notification that lands after the read keeps the flag set, and
+        // `leave_vcore_context` sees it.
+        if self.notif_pending.load(Ordering::Relaxed) {
+            self.notif_pending.store(false, Ordering::SeqCst);
+        }
     }
 
     /// Leaves vcore context unless a notification is pending; returns whether it left.

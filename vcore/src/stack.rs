@@ -110,6 +110,7 @@ impl Stack {
     /// the end of the stack.
     ///
     /// [`set_start_offset`]: Stack::set_start_offset
+    #[inline]
     pub fn top(&self) -> usize {
         (self.base + self.len - self.start_offset) & !15
     }
@@ -131,6 +132,7 @@ impl Stack {
     }
 
     /// Lowest usable address.
+    #[inline]
     pub fn bottom(&self) -> usize {
         self.base + self.guard
     }
@@ -146,6 +148,7 @@ impl Stack {
     }
 
     /// Whether `addr` lies in the usable part of this stack.
+    #[inline]
     pub fn contains(&self, addr: usize) -> bool {
         (self.bottom()..self.base + self.len).contains(&addr)
     }

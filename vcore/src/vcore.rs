@@ -158,6 +158,14 @@ impl Vcore {
         let probe = 0u8;
         self.altstack.contains(core::hint::black_box(&probe) as *const u8 as usize)
     }
+    /// Whether the caller runs on this vcore's own stack, that is in its vcore context: no
+    /// uthread, plain thread or signal handler runs there. A check that costs two
+    /// compares, for callbacks that know which vcore they should be running on.
+    #[inline]
+    pub fn on_vcore_stack(&self) -> bool {
+        let probe = 0u8;
+        self.stack.contains(core::hint::black_box(&probe) as *const u8 as usize)
+    }
     /// Marks entry into or exit from vcore context. For the uthread layer, on every
     /// switch between vcore context and a uthread.
     ///
@@ -317,35 +325,62 @@ pub fn get(id: usize) -> Result<&'static Vcore, Error> {
 /// single `%gs`-relative loads and always see the vcore the code runs on.
 #[inline]
 pub fn this() -> Option<&'static Vcore> {
-    // A preemption between reading GS and checking FS against that vcore's fields could
-    // move us: then GS changes, and we look again. A task that only inherited a GS base
-    // fails the check every time; a uthread would have to be moved away and back between
-    // two reads, three times over, to be refused.
+    // The common case inline and straight; no FSGSBASE, a refusal or a migration in the
+    // middle go out of line.
+    match arch::gs_base_if_cheap().map(probe) {
+        Some(Probe::Vcore(vc)) => Some(vc),
+        Some(Probe::NotAVcore) => None,
+        Some(Probe::Retry) | None => this_retry(),
+    }
+}
+
+/// What one look at the GS base says.
+enum Probe {
+    Vcore(&'static Vcore),
+    NotAVcore,
+    /// GS moved during the look, or the FS check failed: look again before believing it.
+    Retry,
+}
+
+#[inline(always)]
+fn probe(gs: usize) -> Probe {
+    if gs == 0 {
+        return Probe::NotAVcore;
+    }
+    let base = VCORES.load(Ordering::Relaxed) as usize;
+    let size = core::mem::size_of::<Vcore>();
+    let off = gs.wrapping_sub(base);
+    if off >= NR_VCORES.load(Ordering::Relaxed) * size || !off.is_multiple_of(size) {
+        return Probe::NotAVcore; // GS belongs to something else
+    }
+    // SAFETY: `gs` points at one of our records, which live forever.
+    let vc = unsafe { &*(gs as *const Vcore) };
+    let fs = arch::fs_base();
+    let ok = fs == vc.tls() || fs == vc.current_tls();
+    // GS is known to point at a vcore record, so re-read it through the record's self
+    // pointer (a load) rather than `rdgsbase`: a migration in between moves GS to
+    // another record, whose self pointer differs.
+    // SAFETY: GS points at one of our records (checked above), or, if we migrated, at
+    // another: every record's first word is its own address.
+    if unsafe { arch::gs_self() } == gs && ok {
+        Probe::Vcore(vc)
+    } else {
+        Probe::Retry
+    }
+}
+
+/// The rest of [`this`]. A preemption between reading GS and checking FS against that
+/// vcore's fields could move us: then GS changes, and we look again. A task that only
+/// inherited a GS base fails the check every time; a uthread would have to be moved
+/// away and back between two reads, three times over, to be refused.
+#[cold]
+#[inline(never)]
+fn this_retry() -> Option<&'static Vcore> {
     for _ in 0..3 {
-        let gs = arch::gs_base();
-        if gs == 0 {
-            return None;
-        }
-        let base = VCORES.load(Ordering::Relaxed) as usize;
-        let size = core::mem::size_of::<Vcore>();
-        let off = gs.wrapping_sub(base);
-        if off >= NR_VCORES.load(Ordering::Relaxed) * size || !off.is_multiple_of(size) {
-            return None; // GS belongs to something else
-        }
-        // SAFETY: `gs` points at one of our records, which live forever.
-        let vc = unsafe { &*(gs as *const Vcore) };
-        let fs = arch::fs_base();
-        let ok = fs == vc.tls() || fs == vc.current_tls();
-        // GS is known to point at a vcore record, so re-read it through the record's
-        // self pointer (a load) rather than `rdgsbase`: a migration in between moves GS
-        // to another record, whose self pointer differs.
-        // SAFETY: GS points at one of our records (checked above), or, if we migrated,
-        // at another: every record's first word is its own address.
-        if unsafe { arch::gs_self() } == gs {
-            if ok {
-                return Some(vc);
-            }
-            continue; // a consistent "no" is tried again before it is believed
+        match probe(arch::gs_base()) {
+            Probe::Vcore(vc) => return Some(vc),
+            Probe::NotAVcore => return None,
+            Probe::Retry => continue,
         }
     }
     None

@@ -13,7 +13,7 @@
 //! | [`call_on_stack`] | discard the running context, call a function on a fresh stack |
 //! | [`init_context`] | build a context that starts a function on a new stack |
 //! | [`fs_base`], [`set_fs_base`] | read / write the TLS base of the running task |
-//! | [`gs_base`], [`set_gs_base`] | read / write the per-vcore pointer base |
+//! | [`gs_base`], [`gs_base_if_cheap`], [`set_gs_base`] | read / write the per-vcore pointer base |
 //! | [`syscall6`] | a system call that never touches `errno` |
 //! | [`interrupt_trampoline`] | where an interrupted context saves its full state |
 //! | [`gs_inc_u32`], [`gs_dec_u32`] | per-vcore counters that preemption cannot split |
