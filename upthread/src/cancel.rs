@@ -11,7 +11,7 @@
 //!
 //! Cancellation points: [`upthread_testcancel`], `upthread_join`, every blocking call of
 //! the C API (condition waits, semaphore waits, ...: `capi` calls
-//! `cancellation_point()` before blocking and after waking) and the system calls the C
+//! `testcancel()` before blocking and after waking) and the system calls the C
 //! library exports under libc's names (they call [`testcancel`]).
 //!
 //! # Cancelling a blocked thread
@@ -143,15 +143,8 @@ fn act_if_pending(t: &Thread) {
     }
 }
 
-/// A cancellation point for the C API's blocking calls: delivers pending uthread-directed
-/// signals, then acts on a pending cancel (module docs). Does nothing outside upthread
-/// threads.
-pub(crate) fn cancellation_point() {
-    testcancel();
-}
-
-/// The public face of a cancellation point, for the system calls the C library exports:
-/// call it before a call that may block and after it returns. Delivers pending
+/// A cancellation point, for the C API's blocking calls and the system calls the C
+/// library exports: call it before a call that may block and after it returns. Delivers pending
 /// uthread-directed signals, then, if the calling thread has a pending cancel and
 /// cancellation enabled, exits it with [`PTHREAD_CANCELED`] (never returning). Does
 /// nothing outside upthread threads.
@@ -183,6 +176,7 @@ pub(crate) fn syscall_interrupt_policy(restartable: bool) -> bool {
 }
 
 /// Where an asynchronous-type thread also acts (module docs): after a yield.
+#[inline]
 pub(crate) fn async_point(t: &Thread) {
     if t.cancel.asynchronous.load(Ordering::Relaxed) {
         act_if_pending(t);
@@ -213,24 +207,11 @@ pub(crate) fn run_cleanup_handlers(t: &Thread) {
 /// enabled exits at once.
 #[no_mangle]
 pub extern "C" fn upthread_cancel(thread: crate::upthread_t) -> c_int {
-    let me = Thread::current().map(Thread::handle);
-    let found = record::with_live(thread as usize, |t| {
+    let post = |t: &Thread| {
         t.cancel.pending.store(true, Ordering::SeqCst);
-        if me != Some(t.handle()) && !t.cancel.disabled.load(Ordering::SeqCst) {
-            // Wake it if it is blocked in a cancellation point (module docs).
-            // SAFETY: the registry lock keeps the record alive during the call.
-            unsafe { parlib_uthread::interrupt_wait(t.uth_ptr()) };
-        }
-    });
-    if found.is_none() {
-        return libc::ESRCH;
-    }
-    if let Some(me) = Thread::current() {
-        if me.handle() == thread as usize {
-            async_point(me);
-        }
-    }
-    0
+        !t.cancel.disabled.load(Ordering::SeqCst) // wake it from a cancellation point
+    };
+    record::post(thread as usize, post, async_point)
 }
 
 /// `pthread_testcancel`: a cancellation point.

@@ -25,7 +25,7 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::collections::BTreeSet;
 
-use libc::c_void;
+use libc::{c_int, c_void};
 use parlib_uthread::Uthread;
 use parlib_vcore::spin::PdrSpinLock;
 
@@ -264,4 +264,34 @@ pub(crate) fn with_live<R>(handle: usize, f: impl FnOnce(&Thread) -> R) -> Optio
     // SAFETY: a registered handle is the address of an allocated record, and records are
     // unregistered (under this lock) before they are freed.
     live.contains(&handle).then(|| f(unsafe { &*(handle as *const Thread) }))
+}
+
+/// Posts a request (a cancel, a signal) to the thread behind `handle`, the shape both
+/// `upthread_cancel` and `upthread_kill` have:
+/// 1. under the registry lock, `post` records the request on the target and says
+///    whether it wants the target now; if so, and the target is another thread, its
+///    interruptible wait (if any) ends, so that it acts on the request when it runs;
+/// 2. a thread that posted to itself is not waiting: `act_on_self` acts at once.
+///
+/// Returns 0, or `ESRCH` for a handle that is not a live thread.
+pub(crate) fn post(
+    handle: usize,
+    post: impl FnOnce(&Thread) -> bool,
+    act_on_self: impl FnOnce(&Thread),
+) -> c_int {
+    let me = Thread::current();
+    let to_self = |t: &Thread| me.is_some_and(|m| core::ptr::eq(m, t));
+    let found = with_live(handle, |t| {
+        if post(t) && !to_self(t) {
+            // SAFETY: the registry lock keeps the record alive during the call.
+            unsafe { parlib_uthread::interrupt_wait(t.uth_ptr()) };
+        }
+    });
+    if found.is_none() {
+        return libc::ESRCH;
+    }
+    if let Some(m) = me.filter(|m| m.handle() == handle) {
+        act_on_self(m);
+    }
+    0
 }

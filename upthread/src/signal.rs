@@ -122,9 +122,18 @@ pub(crate) struct Delivery {
 
 /// Runs the handlers of `t`'s pending, unmasked signals, lowest number first. `t` must
 /// be the calling thread.
+#[inline]
 pub(crate) fn deliver_pending(t: &Thread) {
+    // Inlined: every yield asks, and almost never finds a signal.
+    if t.signals.pending.load(Ordering::Acquire) != 0 {
+        deliver_now(t);
+    }
+}
+
+#[inline(never)]
+fn deliver_now(t: &Thread) {
     let s = &t.signals;
-    if s.pending.load(Ordering::Acquire) == 0 || s.delivering.swap(true, Ordering::Acquire) {
+    if s.delivering.swap(true, Ordering::Acquire) {
         return;
     }
     loop {
@@ -156,6 +165,7 @@ pub(crate) fn deliver_and_take(t: &Thread) -> Delivery {
 /// In vcore context, before `uth` (the uthread of `t`) runs: if `t` has a pending,
 /// unmasked signal and is not inside a handler already, makes it deliver first thing
 /// when it resumes (module docs).
+#[inline]
 pub(crate) fn push_delivery(t: &Thread, uth: core::ptr::NonNull<parlib_uthread::Uthread>) {
     let s = &t.signals;
     let ready = s.pending.load(Ordering::Acquire) & !s.mask.load(Ordering::Relaxed);
@@ -280,26 +290,15 @@ pub extern "C" fn upthread_kill(thread: crate::upthread_t, sig: c_int) -> c_int 
     if !(0..=MAX_SIG).contains(&sig) || (sig != 0 && reserved(sig)) {
         return libc::EINVAL;
     }
-    let me = Thread::current().map(Thread::handle);
-    let found = record::with_live(thread as usize, |t| {
-        if sig != 0 {
-            t.signals.pending.fetch_or(bit(sig), Ordering::AcqRel);
-            if me != Some(t.handle()) && t.signals.mask.load(Ordering::Acquire) & bit(sig) == 0 {
-                // End an interruptible wait so that the handler runs now (module docs).
-                // SAFETY: the registry lock keeps the record alive during the call.
-                unsafe { parlib_uthread::interrupt_wait(t.uth_ptr()) };
-            }
+    let post = |t: &Thread| {
+        if sig == 0 {
+            return false; // only the existence check
         }
-    });
-    if found.is_none() {
-        return libc::ESRCH;
-    }
-    if let Some(me) = Thread::current() {
-        if me.handle() == thread as usize {
-            deliver_pending(me);
-        }
-    }
-    0
+        t.signals.pending.fetch_or(bit(sig), Ordering::AcqRel);
+        // Unmasked: end an interruptible wait so that the handler runs now (module docs).
+        t.signals.mask.load(Ordering::Acquire) & bit(sig) == 0
+    };
+    record::post(thread as usize, post, deliver_pending)
 }
 
 /// `pthread_sigmask`: the calling thread's mask for uthread-directed signals. `how` is

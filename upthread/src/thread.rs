@@ -237,7 +237,7 @@ pub(crate) fn join(handle: usize) -> Result<*mut c_void, i32> {
 /// One attempt of [`join`]: `None` if an interrupt ended the wait (the claim on the
 /// target was released).
 fn try_join(handle: usize) -> Option<Result<*mut c_void, i32>> {
-    crate::cancel::cancellation_point();
+    crate::cancel::testcancel();
     let me = Thread::current();
     if me.is_some_and(|m| m.handle() == handle) {
         return Some(Err(libc::EDEADLK));
@@ -337,8 +337,7 @@ fn wait_for_exit(tp: NonNull<Thread>) -> bool {
         jw.joiner.store(me, Ordering::Relaxed);
         // SAFETY: the uthread that just yielded; `reg` stays in place until `disarm`.
         if !unsafe { uthread::interrupt::arm(uth, regp as *const WaitInterrupt) } {
-            jw.interrupted.store(true, Ordering::Relaxed); // pending: do not wait
-            uthread::runnable(uth);
+            uthread::runnable(uth); // an interrupt is pending: do not wait
             return;
         }
         // SAFETY: as above.
@@ -418,7 +417,8 @@ pub(crate) fn yield_now() {
         std::thread::yield_now();
         return;
     };
-    uthread::yield_with(true, uthread::paused);
+    // SAFETY: `t` is the calling thread, so its uthread is `current()`.
+    unsafe { uthread::yield_current_with(t.uth_ptr(), true, uthread::paused) };
     // Still `t`: a thread's record follows it across vcores.
     crate::signal::deliver_pending(t);
     crate::cancel::async_point(t);

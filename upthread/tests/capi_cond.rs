@@ -10,12 +10,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use capi_common::{
-    mixed, monotonic_in, name, realtime_in, run_as, start, wait_until, Shared, Who, BAD_NSEC, BOTH, PAST,
-    TIMEOUT,
+    assert_all_return, check_pshared, mixed, monotonic_in, name, realtime_in, start, wait_until, Shared, Who,
+    BAD_NSEC, BOTH, PAST, TIMEOUT,
 };
 use libc::{
-    pthread_cond_t, pthread_condattr_t, pthread_mutex_t, pthread_mutexattr_t, EBUSY, EINVAL, ENOTSUP, EPERM,
-    ETIMEDOUT,
+    pthread_cond_t, pthread_condattr_t, pthread_mutex_t, pthread_mutexattr_t, EBUSY, EINVAL, EPERM, ETIMEDOUT,
 };
 use parlib_upthread::capi::*;
 
@@ -127,12 +126,7 @@ fn check_misuse(who: Who) {
 
 #[test]
 fn misuse_gets_glibc_error_codes() {
-    parlib_testkit::isolated!(TIMEOUT, {
-        capi_common::init();
-        for who in BOTH {
-            run_as(who, move || check_misuse(who));
-        }
-    });
+    parlib_testkit::isolated!(TIMEOUT, { capi_common::check_from_both(check_misuse) });
 }
 
 #[test]
@@ -177,7 +171,6 @@ fn attributes_accept_the_two_clocks_and_refuse_others() {
     parlib_testkit::isolated!(TIMEOUT, {
         let a = Shared::<pthread_condattr_t>::zeroed();
         let mut clock: libc::clockid_t = -1;
-        let mut v = -1;
         // SAFETY: leaked storage; the out-pointers are writable.
         unsafe {
             assert_eq!(upthread_condattr_init(a.get()), 0);
@@ -193,25 +186,31 @@ fn attributes_accept_the_two_clocks_and_refuse_others() {
             }
             assert_eq!(upthread_condattr_getclock(a.get(), &mut clock), 0);
             assert_eq!(clock, libc::CLOCK_MONOTONIC, "a refused clock changes nothing");
-            assert_eq!(upthread_condattr_getpshared(a.get(), &mut v), 0);
-            assert_eq!(v, libc::PTHREAD_PROCESS_PRIVATE);
-            assert_eq!(upthread_condattr_setpshared(a.get(), libc::PTHREAD_PROCESS_PRIVATE), 0);
-            assert_eq!(upthread_condattr_setpshared(a.get(), libc::PTHREAD_PROCESS_SHARED), ENOTSUP);
-            assert_eq!(upthread_condattr_setpshared(a.get(), 2), EINVAL);
+            check_pshared(upthread_condattr_setpshared, upthread_condattr_getpshared, a.get());
             assert_eq!(upthread_condattr_destroy(a.get()), 0);
-            // Null pointers.
-            assert_eq!(upthread_condattr_init(null_mut()), EINVAL);
-            assert_eq!(upthread_condattr_setclock(null_mut(), libc::CLOCK_MONOTONIC), EINVAL);
-            assert_eq!(upthread_condattr_getclock(null(), &mut clock), EINVAL);
-            assert_eq!(upthread_cond_init(null_mut(), null()), EINVAL);
-            assert_eq!(upthread_cond_wait(null_mut(), null_mut()), EINVAL);
-            assert_eq!(upthread_cond_timedwait(null_mut(), null_mut(), &PAST), EINVAL);
-            assert_eq!(upthread_cond_signal(null_mut()), EINVAL);
-            assert_eq!(upthread_cond_broadcast(null_mut()), EINVAL);
-            assert_eq!(upthread_cond_destroy(null_mut()), EINVAL);
             let (c, m) = (Cond::zeroed(), Mutex::zeroed());
             assert_eq!(upthread_mutex_lock(m.get()), 0);
-            assert_eq!(upthread_cond_timedwait(c.get(), m.get(), null()), EINVAL);
+            assert_all_return(
+                EINVAL,
+                &[
+                    ("upthread_condattr_init", upthread_condattr_init(null_mut())),
+                    (
+                        "upthread_condattr_setclock",
+                        upthread_condattr_setclock(null_mut(), libc::CLOCK_MONOTONIC),
+                    ),
+                    ("upthread_condattr_getclock", upthread_condattr_getclock(null(), &mut clock)),
+                    ("upthread_cond_init", upthread_cond_init(null_mut(), null())),
+                    ("upthread_cond_wait", upthread_cond_wait(null_mut(), null_mut())),
+                    ("upthread_cond_timedwait", upthread_cond_timedwait(null_mut(), null_mut(), &PAST)),
+                    ("upthread_cond_signal", upthread_cond_signal(null_mut())),
+                    ("upthread_cond_broadcast", upthread_cond_broadcast(null_mut())),
+                    ("upthread_cond_destroy", upthread_cond_destroy(null_mut())),
+                    (
+                        "upthread_cond_timedwait, null abstime",
+                        upthread_cond_timedwait(c.get(), m.get(), null()),
+                    ),
+                ],
+            );
         }
     });
 }
@@ -219,25 +218,22 @@ fn attributes_accept_the_two_clocks_and_refuse_others() {
 #[test]
 fn timedwait_times_out_on_either_clock() {
     parlib_testkit::isolated!(TIMEOUT, {
-        capi_common::init();
-        for who in BOTH {
-            run_as(who, move || {
-                let m = new_mutex(libc::PTHREAD_MUTEX_ERRORCHECK);
-                let real = new_cond(libc::CLOCK_REALTIME);
-                let mono = new_cond(libc::CLOCK_MONOTONIC);
-                lock(m);
-                let d = Duration::from_millis(10);
-                assert_eq!(timedwait(real, m, realtime_in(d)), ETIMEDOUT, "realtime, on a {who:?}");
-                assert!(holds(m));
-                assert_eq!(timedwait(mono, m, monotonic_in(d)), ETIMEDOUT, "monotonic, on a {who:?}");
-                assert!(holds(m));
-                // The epoch on the monotonic clock is boot time: long past.
-                assert_eq!(timedwait(mono, m, PAST), ETIMEDOUT);
-                unlock(m);
-                assert_eq!(destroy(real), 0);
-                assert_eq!(destroy(mono), 0);
-            });
-        }
+        capi_common::check_from_both(|who| {
+            let m = new_mutex(libc::PTHREAD_MUTEX_ERRORCHECK);
+            let real = new_cond(libc::CLOCK_REALTIME);
+            let mono = new_cond(libc::CLOCK_MONOTONIC);
+            lock(m);
+            let d = Duration::from_millis(10);
+            assert_eq!(timedwait(real, m, realtime_in(d)), ETIMEDOUT, "realtime, on a {who:?}");
+            assert!(holds(m));
+            assert_eq!(timedwait(mono, m, monotonic_in(d)), ETIMEDOUT, "monotonic, on a {who:?}");
+            assert!(holds(m));
+            // The epoch on the monotonic clock is boot time: long past.
+            assert_eq!(timedwait(mono, m, PAST), ETIMEDOUT);
+            unlock(m);
+            assert_eq!(destroy(real), 0);
+            assert_eq!(destroy(mono), 0);
+        });
     });
 }
 

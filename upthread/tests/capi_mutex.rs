@@ -5,12 +5,15 @@
 
 mod capi_common;
 
-use std::ptr::null;
+use std::ptr::{null, null_mut};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use capi_common::{mixed, name, realtime_in, run_as, start, Shared, Who, BAD_NSEC, BOTH, PAST, TIMEOUT};
-use libc::{pthread_mutex_t, pthread_mutexattr_t, EBUSY, EDEADLK, EINVAL, ENOTSUP, EPERM, ETIMEDOUT};
+use capi_common::{
+    assert_all_return, check_pshared, mixed, name, realtime_in, run_as, start, Shared, Who, BAD_NSEC, BOTH,
+    PAST, TIMEOUT,
+};
+use libc::{pthread_mutex_t, pthread_mutexattr_t, EBUSY, EDEADLK, EINVAL, EPERM, ETIMEDOUT};
 use parlib_upthread::capi::*;
 
 fn new_mutex(kind: i32) -> Shared<pthread_mutex_t> {
@@ -103,12 +106,7 @@ fn check_misuse(who: Who) {
 
 #[test]
 fn misuse_gets_glibc_error_codes() {
-    parlib_testkit::isolated!(TIMEOUT, {
-        capi_common::init();
-        for who in BOTH {
-            run_as(who, move || check_misuse(who));
-        }
-    });
+    parlib_testkit::isolated!(TIMEOUT, { capi_common::check_from_both(check_misuse) });
 }
 
 #[test]
@@ -119,17 +117,21 @@ fn null_pointers_are_einval() {
         let mut out = 0;
         // SAFETY: null pointers and leaked storage only.
         unsafe {
-            assert_eq!(upthread_mutex_init(std::ptr::null_mut(), null()), EINVAL);
-            assert_eq!(upthread_mutex_lock(std::ptr::null_mut()), EINVAL);
-            assert_eq!(upthread_mutex_trylock(std::ptr::null_mut()), EINVAL);
-            assert_eq!(upthread_mutex_unlock(std::ptr::null_mut()), EINVAL);
-            assert_eq!(upthread_mutex_destroy(std::ptr::null_mut()), EINVAL);
-            assert_eq!(upthread_mutex_timedlock(std::ptr::null_mut(), &PAST), EINVAL);
-            assert_eq!(upthread_mutexattr_init(std::ptr::null_mut()), EINVAL);
-            assert_eq!(upthread_mutexattr_settype(std::ptr::null_mut(), 0), EINVAL);
-            assert_eq!(upthread_mutexattr_gettype(a.get(), std::ptr::null_mut()), EINVAL);
-            assert_eq!(upthread_mutexattr_gettype(null(), &mut out), EINVAL);
-            assert_eq!(upthread_mutexattr_getpshared(a.get(), std::ptr::null_mut()), EINVAL);
+            assert_all_return(
+                EINVAL,
+                &[
+                    ("upthread_mutex_init", upthread_mutex_init(null_mut(), null())),
+                    ("upthread_mutex_lock", upthread_mutex_lock(null_mut())),
+                    ("upthread_mutex_trylock", upthread_mutex_trylock(null_mut())),
+                    ("upthread_mutex_timedlock", upthread_mutex_timedlock(null_mut(), &PAST)),
+                    ("upthread_mutex_unlock", upthread_mutex_unlock(null_mut())),
+                    ("upthread_mutex_destroy", upthread_mutex_destroy(null_mut())),
+                    ("upthread_mutexattr_init", upthread_mutexattr_init(null_mut())),
+                    ("upthread_mutexattr_settype", upthread_mutexattr_settype(null_mut(), 0)),
+                    ("upthread_mutexattr_gettype", upthread_mutexattr_gettype(null(), &mut out)),
+                    ("upthread_mutexattr_gettype, null out", upthread_mutexattr_gettype(a.get(), null_mut())),
+                ],
+            );
             // A null abstime on a free mutex: taken without looking at it, as a free
             // mutex is taken whatever the deadline.
             assert_eq!(upthread_mutex_init(m.get(), null()), 0);
@@ -163,12 +165,7 @@ fn attributes_accept_glibc_types_and_refuse_others() {
                 assert_eq!(upthread_mutexattr_settype(a.get(), bad), EINVAL, "settype({bad})");
             }
             assert_eq!(v, PTHREAD_MUTEX_ADAPTIVE_NP, "a refused type changes nothing");
-            assert_eq!(upthread_mutexattr_getpshared(a.get(), &mut v), 0);
-            assert_eq!(v, libc::PTHREAD_PROCESS_PRIVATE);
-            assert_eq!(upthread_mutexattr_setpshared(a.get(), libc::PTHREAD_PROCESS_PRIVATE), 0);
-            assert_eq!(upthread_mutexattr_setpshared(a.get(), libc::PTHREAD_PROCESS_SHARED), ENOTSUP);
-            assert_eq!(upthread_mutexattr_setpshared(a.get(), 2), EINVAL);
-            assert_eq!(upthread_mutexattr_setpshared(a.get(), -1), EINVAL);
+            check_pshared(upthread_mutexattr_setpshared, upthread_mutexattr_getpshared, a.get());
             assert_eq!(upthread_mutexattr_destroy(a.get()), 0);
             // An adaptive mutex behaves as a normal one.
             let m = Shared::<pthread_mutex_t>::zeroed();

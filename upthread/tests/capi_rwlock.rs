@@ -10,8 +10,11 @@ use std::ptr::{null, null_mut};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use capi_common::{mixed, name, realtime_in, run_as, start, Shared, Who, BAD_NSEC, BOTH, PAST, TIMEOUT};
-use libc::{pthread_rwlock_t, pthread_rwlockattr_t, EBUSY, EDEADLK, EINVAL, ENOTSUP, EPERM, ETIMEDOUT};
+use capi_common::{
+    assert_all_return, check_pshared, mixed, name, realtime_in, run_as, start, Shared, Who, BAD_NSEC, BOTH,
+    PAST, TIMEOUT,
+};
+use libc::{pthread_rwlock_t, pthread_rwlockattr_t, EBUSY, EDEADLK, EINVAL, EPERM, ETIMEDOUT};
 use parlib_upthread::capi::*;
 
 type RwLock = Shared<pthread_rwlock_t>;
@@ -100,12 +103,7 @@ fn check_misuse(who: Who) {
 
 #[test]
 fn misuse_gets_glibc_error_codes() {
-    parlib_testkit::isolated!(TIMEOUT, {
-        capi_common::init();
-        for who in BOTH {
-            run_as(who, move || check_misuse(who));
-        }
-    });
+    parlib_testkit::isolated!(TIMEOUT, { capi_common::check_from_both(check_misuse) });
 }
 
 #[test]
@@ -129,25 +127,29 @@ fn attributes_and_null_pointers() {
             }
             assert_eq!(upthread_rwlockattr_setkind_np(a.get(), 3), EINVAL);
             assert_eq!(upthread_rwlockattr_setkind_np(a.get(), -1), EINVAL);
-            assert_eq!(upthread_rwlockattr_getpshared(a.get(), &mut v), 0);
-            assert_eq!(v, libc::PTHREAD_PROCESS_PRIVATE);
-            assert_eq!(upthread_rwlockattr_setpshared(a.get(), libc::PTHREAD_PROCESS_PRIVATE), 0);
-            assert_eq!(upthread_rwlockattr_setpshared(a.get(), libc::PTHREAD_PROCESS_SHARED), ENOTSUP);
-            assert_eq!(upthread_rwlockattr_setpshared(a.get(), 2), EINVAL);
+            check_pshared(upthread_rwlockattr_setpshared, upthread_rwlockattr_getpshared, a.get());
             assert_eq!(upthread_rwlockattr_destroy(a.get()), 0);
-            assert_eq!(upthread_rwlockattr_init(null_mut()), EINVAL);
-            assert_eq!(upthread_rwlockattr_getkind_np(null(), &mut v), EINVAL);
-            assert_eq!(upthread_rwlock_init(null_mut(), null()), EINVAL);
-            assert_eq!(upthread_rwlock_rdlock(null_mut()), EINVAL);
-            assert_eq!(upthread_rwlock_wrlock(null_mut()), EINVAL);
-            assert_eq!(upthread_rwlock_tryrdlock(null_mut()), EINVAL);
-            assert_eq!(upthread_rwlock_trywrlock(null_mut()), EINVAL);
-            assert_eq!(upthread_rwlock_timedrdlock(null_mut(), &PAST), EINVAL);
-            assert_eq!(upthread_rwlock_timedwrlock(null_mut(), &PAST), EINVAL);
-            assert_eq!(upthread_rwlock_unlock(null_mut()), EINVAL);
-            assert_eq!(upthread_rwlock_destroy(null_mut()), EINVAL);
             let l = RwLock::zeroed();
-            assert_eq!(upthread_rwlock_timedwrlock(l.get(), null()), EINVAL);
+            assert_all_return(
+                EINVAL,
+                &[
+                    ("upthread_rwlockattr_init", upthread_rwlockattr_init(null_mut())),
+                    ("upthread_rwlockattr_getkind_np", upthread_rwlockattr_getkind_np(null(), &mut v)),
+                    ("upthread_rwlock_init", upthread_rwlock_init(null_mut(), null())),
+                    ("upthread_rwlock_rdlock", upthread_rwlock_rdlock(null_mut())),
+                    ("upthread_rwlock_wrlock", upthread_rwlock_wrlock(null_mut())),
+                    ("upthread_rwlock_tryrdlock", upthread_rwlock_tryrdlock(null_mut())),
+                    ("upthread_rwlock_trywrlock", upthread_rwlock_trywrlock(null_mut())),
+                    ("upthread_rwlock_timedrdlock", upthread_rwlock_timedrdlock(null_mut(), &PAST)),
+                    ("upthread_rwlock_timedwrlock", upthread_rwlock_timedwrlock(null_mut(), &PAST)),
+                    ("upthread_rwlock_unlock", upthread_rwlock_unlock(null_mut())),
+                    ("upthread_rwlock_destroy", upthread_rwlock_destroy(null_mut())),
+                    (
+                        "upthread_rwlock_timedwrlock, null abstime",
+                        upthread_rwlock_timedwrlock(l.get(), null()),
+                    ),
+                ],
+            );
         }
     });
 }

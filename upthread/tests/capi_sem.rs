@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use capi_common::{
-    errno, mixed, name, realtime_in, run_as, set_errno, start, Shared, Who, BAD_NSEC, BOTH, PAST, TIMEOUT,
+    assert_all_return, errno, mixed, name, realtime_in, run_as, set_errno, start, Shared, Who, BAD_NSEC,
+    BOTH, PAST, TIMEOUT,
 };
 use libc::{sem_t, EAGAIN, EBUSY, EINVAL, EOVERFLOW, ETIMEDOUT};
 use parlib_upthread::capi::*;
@@ -99,26 +100,26 @@ fn check_misuse(who: Who) {
     let mut v = 0;
     // SAFETY: null pointers are refused before use.
     unsafe {
-        assert_eq!(res(upthread_sem_init(null_mut(), 0, 0)), Err(EINVAL));
-        assert_eq!(res(upthread_sem_wait(null_mut())), Err(EINVAL));
-        assert_eq!(res(upthread_sem_trywait(null_mut())), Err(EINVAL));
-        assert_eq!(res(upthread_sem_timedwait(null_mut(), &PAST)), Err(EINVAL));
-        assert_eq!(res(upthread_sem_timedwait(s.get(), null())), Err(EINVAL));
-        assert_eq!(res(upthread_sem_post(null_mut())), Err(EINVAL));
-        assert_eq!(res(upthread_sem_getvalue(null_mut(), &mut v)), Err(EINVAL));
-        assert_eq!(res(upthread_sem_getvalue(s.get(), null_mut())), Err(EINVAL));
-        assert_eq!(res(upthread_sem_destroy(null_mut())), Err(EINVAL));
+        assert_all_return(
+            Err(EINVAL),
+            &[
+                ("upthread_sem_init", res(upthread_sem_init(null_mut(), 0, 0))),
+                ("upthread_sem_wait", res(upthread_sem_wait(null_mut()))),
+                ("upthread_sem_trywait", res(upthread_sem_trywait(null_mut()))),
+                ("upthread_sem_timedwait", res(upthread_sem_timedwait(null_mut(), &PAST))),
+                ("upthread_sem_timedwait, null abstime", res(upthread_sem_timedwait(s.get(), null()))),
+                ("upthread_sem_post", res(upthread_sem_post(null_mut()))),
+                ("upthread_sem_getvalue", res(upthread_sem_getvalue(null_mut(), &mut v))),
+                ("upthread_sem_getvalue, null out", res(upthread_sem_getvalue(s.get(), null_mut()))),
+                ("upthread_sem_destroy", res(upthread_sem_destroy(null_mut()))),
+            ],
+        );
     }
 }
 
 #[test]
 fn misuse_sets_glibcs_errno() {
-    parlib_testkit::isolated!(TIMEOUT, {
-        capi_common::init();
-        for who in BOTH {
-            run_as(who, move || check_misuse(who));
-        }
-    });
+    parlib_testkit::isolated!(TIMEOUT, { capi_common::check_from_both(check_misuse) });
 }
 
 #[test]

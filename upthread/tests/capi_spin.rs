@@ -8,7 +8,7 @@ mod capi_common;
 use std::ptr::null_mut;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-use capi_common::{mixed, run_as, start, wait_until, Shared, Who, BOTH, TIMEOUT};
+use capi_common::{mixed, run_as, start, wait_until, Shared, Who, TIMEOUT};
 use libc::{pthread_spinlock_t, EBUSY, EINVAL};
 use parlib_upthread::capi::*;
 
@@ -34,34 +34,31 @@ fn destroy(s: Spin) -> i32 {
 #[test]
 fn misuse_gets_error_codes_and_zeroed_storage_is_unlocked() {
     parlib_testkit::isolated!(TIMEOUT, {
-        capi_common::init();
-        for who in BOTH {
-            run_as(who, move || {
-                let s = Spin::zeroed();
-                assert_eq!(trylock(s), 0, "zeroed storage is unlocked, on a {who:?}");
-                assert_eq!(trylock(s), EBUSY);
-                assert_eq!(run_as(Who::Thread, move || trylock(s)), EBUSY);
-                assert_eq!(destroy(s), EBUSY, "destroy while held");
-                assert_eq!(unlock(s), 0);
-                assert_eq!(destroy(s), 0);
-                // glibc ignores pshared; so does upthread.
-                for pshared in [libc::PTHREAD_PROCESS_PRIVATE, libc::PTHREAD_PROCESS_SHARED, 5] {
-                    // SAFETY: leaked storage no one uses.
-                    assert_eq!(unsafe { upthread_spin_init(s.get(), pshared) }, 0);
-                }
-                assert_eq!(lock(s), 0);
-                assert_eq!(unlock(s), 0);
-                assert_eq!(unlock(s), 0, "unlocking a free spinlock is 0, as glibc");
-                // SAFETY: null pointers are refused before use.
-                unsafe {
-                    assert_eq!(upthread_spin_init(null_mut(), 0), EINVAL);
-                    assert_eq!(upthread_spin_lock(null_mut()), EINVAL);
-                    assert_eq!(upthread_spin_trylock(null_mut()), EINVAL);
-                    assert_eq!(upthread_spin_unlock(null_mut()), EINVAL);
-                    assert_eq!(upthread_spin_destroy(null_mut()), EINVAL);
-                }
-            });
-        }
+        capi_common::check_from_both(|who| {
+            let s = Spin::zeroed();
+            assert_eq!(trylock(s), 0, "zeroed storage is unlocked, on a {who:?}");
+            assert_eq!(trylock(s), EBUSY);
+            assert_eq!(run_as(Who::Thread, move || trylock(s)), EBUSY);
+            assert_eq!(destroy(s), EBUSY, "destroy while held");
+            assert_eq!(unlock(s), 0);
+            assert_eq!(destroy(s), 0);
+            // glibc ignores pshared; so does upthread.
+            for pshared in [libc::PTHREAD_PROCESS_PRIVATE, libc::PTHREAD_PROCESS_SHARED, 5] {
+                // SAFETY: leaked storage no one uses.
+                assert_eq!(unsafe { upthread_spin_init(s.get(), pshared) }, 0);
+            }
+            assert_eq!(lock(s), 0);
+            assert_eq!(unlock(s), 0);
+            assert_eq!(unlock(s), 0, "unlocking a free spinlock is 0, as glibc");
+            // SAFETY: null pointers are refused before use.
+            unsafe {
+                assert_eq!(upthread_spin_init(null_mut(), 0), EINVAL);
+                assert_eq!(upthread_spin_lock(null_mut()), EINVAL);
+                assert_eq!(upthread_spin_trylock(null_mut()), EINVAL);
+                assert_eq!(upthread_spin_unlock(null_mut()), EINVAL);
+                assert_eq!(upthread_spin_destroy(null_mut()), EINVAL);
+            }
+        });
     });
 }
 

@@ -10,12 +10,11 @@
 //!
 //! `wait` is not a cancellation point (POSIX).
 
-use core::mem::{align_of, size_of};
-
 use libc::{c_int, c_uint, pthread_barrier_t, pthread_barrierattr_t};
 use parlib_sync::RawBarrier;
 
 use super::errors::code;
+use super::{init_object, with_object, Storage};
 
 /// `PTHREAD_BARRIER_SERIAL_THREAD` (glibc's `<pthread.h>`; the `libc` crate lacks it).
 pub const PTHREAD_BARRIER_SERIAL_THREAD: c_int = -1;
@@ -24,19 +23,8 @@ pub const PTHREAD_BARRIER_SERIAL_THREAD: c_int = -1;
 /// `UINT_MAX / 2` (`nptl/pthread_barrier_init.c`, `sysdeps/nptl/internaltypes.h`).
 const MAX_COUNT: c_uint = c_uint::MAX / 2 - 1;
 
-const _: () = assert!(
-    size_of::<RawBarrier>() == size_of::<pthread_barrier_t>()
-        && align_of::<RawBarrier>() == align_of::<pthread_barrier_t>()
-);
-
-/// The upthread barrier in `b`'s storage, or `None` for a null pointer.
-///
-/// # Safety
-/// `b` must be null or point to a barrier (initialised, or all-zero bytes) that
-/// outlives `'a`.
-unsafe fn barrier<'a>(b: *mut pthread_barrier_t) -> Option<&'a RawBarrier> {
-    // SAFETY: null or a barrier, by the caller's contract; same layout.
-    unsafe { b.cast::<RawBarrier>().as_ref() }
+impl Storage for pthread_barrier_t {
+    type Object = RawBarrier;
 }
 
 /// `pthread_barrier_init`: a barrier for `count` callers per phase. `attr` may be null.
@@ -52,12 +40,11 @@ pub unsafe extern "C" fn upthread_barrier_init(
     count: c_uint,
 ) -> c_int {
     let _ = attr; // process-private is all there is (see `pshared`)
-    if barrier.is_null() || count == 0 || count > MAX_COUNT {
+    if count == 0 || count > MAX_COUNT {
         return libc::EINVAL;
     }
-    // SAFETY: non-null, writable and unused, by the caller's contract; same layout.
-    unsafe { barrier.cast::<RawBarrier>().write(RawBarrier::new(count)) };
-    0
+    // SAFETY: forwarded contract.
+    unsafe { init_object(barrier, RawBarrier::new(count)) }
 }
 
 /// `pthread_barrier_destroy`. Returns 0, `EBUSY` while callers wait, or `EINVAL` for a
@@ -68,10 +55,7 @@ pub unsafe extern "C" fn upthread_barrier_init(
 #[no_mangle]
 pub unsafe extern "C" fn upthread_barrier_destroy(barrier: *mut pthread_barrier_t) -> c_int {
     // SAFETY: forwarded contract.
-    match unsafe { self::barrier(barrier) } {
-        Some(b) => code(b.destroy()),
-        None => libc::EINVAL,
-    }
+    unsafe { with_object(barrier, |b| code(b.destroy())) }
 }
 
 /// `pthread_barrier_wait`: blocks only the calling uthread until `count` callers have
@@ -83,10 +67,11 @@ pub unsafe extern "C" fn upthread_barrier_destroy(barrier: *mut pthread_barrier_
 #[no_mangle]
 pub unsafe extern "C" fn upthread_barrier_wait(barrier: *mut pthread_barrier_t) -> c_int {
     // SAFETY: forwarded contract.
-    match unsafe { self::barrier(barrier) }.map(RawBarrier::wait) {
-        Some(Ok(true)) => PTHREAD_BARRIER_SERIAL_THREAD,
-        Some(Ok(false)) => 0,
-        Some(Err(e)) => e.0,
-        None => libc::EINVAL,
+    unsafe {
+        with_object(barrier, |b| match b.wait() {
+            Ok(true) => PTHREAD_BARRIER_SERIAL_THREAD,
+            Ok(false) => 0,
+            Err(e) => e.0,
+        })
     }
 }

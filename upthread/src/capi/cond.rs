@@ -28,8 +28,6 @@
 //! so its cleanup handlers run with the mutex held, as in glibc. After a signal's handler
 //! the wait returns 0, a spurious wake-up.
 
-use core::mem::{align_of, size_of};
-
 use libc::{c_int, c_void, pthread_cond_t, pthread_condattr_t, pthread_mutex_t, timespec};
 use parlib_sync::{Errno, RawCondvar, MUTEX_NORMAL};
 
@@ -37,21 +35,11 @@ use super::cleanup::on_exit_during;
 use super::condattr::cond_clock;
 use super::deadline;
 use super::errors::code;
-use super::mutex::mutex;
-use crate::cancel::{after_interrupt, cancellation_point};
+use super::{init_object, object, with_object, Storage};
+use crate::cancel::{after_interrupt, testcancel};
 
-const _: () = assert!(
-    size_of::<RawCondvar>() == size_of::<pthread_cond_t>()
-        && align_of::<RawCondvar>() == align_of::<pthread_cond_t>()
-);
-
-/// The upthread condvar in `c`'s storage, or `None` for a null pointer.
-///
-/// # Safety
-/// `c` must be null or point to an initialised condvar that outlives `'a`.
-unsafe fn condvar<'a>(c: *mut pthread_cond_t) -> Option<&'a RawCondvar> {
-    // SAFETY: null or an initialised condvar, by the caller's contract; same layout.
-    unsafe { c.cast::<RawCondvar>().as_ref() }
+impl Storage for pthread_cond_t {
+    type Object = RawCondvar;
 }
 
 /// `pthread_cond_init`: a condvar without waiters, timing its waits on the clock `attr`
@@ -67,16 +55,11 @@ pub unsafe extern "C" fn upthread_cond_init(
     attr: *const pthread_condattr_t,
 ) -> c_int {
     // SAFETY: null or initialised attributes, by the caller's contract.
-    let clock = match unsafe { cond_clock(attr) } {
-        Ok(c) => c,
-        Err(e) => return e,
-    };
-    if cond.is_null() {
-        return libc::EINVAL;
+    match unsafe { cond_clock(attr) } {
+        // SAFETY: forwarded contract.
+        Ok(clock) => unsafe { init_object(cond, RawCondvar::with_clock(clock)) },
+        Err(e) => e,
     }
-    // SAFETY: non-null, writable and unused, by the caller's contract; same layout.
-    unsafe { cond.cast::<RawCondvar>().write(RawCondvar::with_clock(clock)) };
-    0
 }
 
 /// `pthread_cond_destroy`. Returns 0, `EBUSY` while uthreads or threads wait on it, or
@@ -87,10 +70,7 @@ pub unsafe extern "C" fn upthread_cond_init(
 #[no_mangle]
 pub unsafe extern "C" fn upthread_cond_destroy(cond: *mut pthread_cond_t) -> c_int {
     // SAFETY: forwarded contract.
-    match unsafe { condvar(cond) } {
-        Some(cv) => code(cv.destroy()),
-        None => libc::EINVAL,
-    }
+    unsafe { with_object(cond, |cv| code(cv.destroy())) }
 }
 
 /// `pthread_cond_wait`: releases `mutex`, waits for a signal, takes `mutex` again.
@@ -102,11 +82,11 @@ pub unsafe extern "C" fn upthread_cond_destroy(cond: *mut pthread_cond_t) -> c_i
 #[no_mangle]
 pub unsafe extern "C" fn upthread_cond_wait(cond: *mut pthread_cond_t, mutex: *mut pthread_mutex_t) -> c_int {
     // SAFETY: forwarded contract.
-    let (Some(cv), Some(m)) = (unsafe { (condvar(cond), self::mutex(mutex)) }) else { return libc::EINVAL };
-    cancellation_point();
+    let (Some(cv), Some(m)) = (unsafe { (object(cond), object(mutex)) }) else { return libc::EINVAL };
+    testcancel();
     match cv.wait_interruptible(m) {
         Ok(()) => {
-            cancellation_point_after_wake(cond);
+            testcancel_after_wake(cond);
             0
         }
         Err(Errno::INTR) => {
@@ -135,13 +115,13 @@ pub unsafe extern "C" fn upthread_cond_timedwait(
     abstime: *const timespec,
 ) -> c_int {
     // SAFETY: forwarded contract.
-    let (Some(cv), Some(m)) = (unsafe { (condvar(cond), self::mutex(mutex)) }) else { return libc::EINVAL };
+    let (Some(cv), Some(m)) = (unsafe { (object(cond), object(mutex)) }) else { return libc::EINVAL };
     // SAFETY: null or readable, by the caller's contract.
     let d = match unsafe { deadline::on_clock(abstime, cv.clock()) } {
         Ok(d) => d,
         Err(e) => return e,
     };
-    cancellation_point();
+    testcancel();
     if d.has_passed() && m.kind() != MUTEX_NORMAL {
         // glibc releases the mutex before it looks at the time, so a mutex that knows
         // its owner reports EPERM even for a deadline that has passed. Release and take
@@ -156,8 +136,8 @@ pub unsafe extern "C" fn upthread_cond_timedwait(
     }
     let r = cv.timed_wait_interruptible(m, d);
     match r {
-        Ok(()) => cancellation_point_after_wake(cond),
-        Err(Errno::TIMEDOUT) => cancellation_point(),
+        Ok(()) => testcancel_after_wake(cond),
+        Err(Errno::TIMEDOUT) => testcancel(),
         Err(Errno::INTR) => {
             after_interrupt(); // as in `upthread_cond_wait`
             return 0;
@@ -175,12 +155,11 @@ pub unsafe extern "C" fn upthread_cond_timedwait(
 #[no_mangle]
 pub unsafe extern "C" fn upthread_cond_signal(cond: *mut pthread_cond_t) -> c_int {
     // SAFETY: forwarded contract.
-    match unsafe { condvar(cond) } {
-        Some(cv) => {
+    unsafe {
+        with_object(cond, |cv| {
             cv.signal();
             0
-        }
-        None => libc::EINVAL,
+        })
     }
 }
 
@@ -192,22 +171,21 @@ pub unsafe extern "C" fn upthread_cond_signal(cond: *mut pthread_cond_t) -> c_in
 #[no_mangle]
 pub unsafe extern "C" fn upthread_cond_broadcast(cond: *mut pthread_cond_t) -> c_int {
     // SAFETY: forwarded contract.
-    match unsafe { condvar(cond) } {
-        Some(cv) => {
+    unsafe {
+        with_object(cond, |cv| {
             cv.broadcast();
             0
-        }
-        None => libc::EINVAL,
+        })
     }
 }
 
 /// The cancellation point after a wake-up: if the thread acts on a cancel here, the
 /// wake-up it may have taken from a signal goes on to another waiter (module docs).
-fn cancellation_point_after_wake(cond: *mut pthread_cond_t) {
-    on_exit_during(forward_signal, cond.cast(), cancellation_point);
+fn testcancel_after_wake(cond: *mut pthread_cond_t) {
+    on_exit_during(forward_signal, cond.cast(), testcancel);
 }
 
-/// The cleanup handler of [`cancellation_point_after_wake`].
+/// The cleanup handler of [`testcancel_after_wake`].
 extern "C" fn forward_signal(cond: *mut c_void) {
     // SAFETY: the condvar this thread was waiting on; it cannot be destroyed before the
     // wait it was passed to returns, and that wait is still in progress.

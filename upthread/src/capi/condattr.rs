@@ -5,23 +5,20 @@
 //! Only `CLOCK_REALTIME` and `CLOCK_MONOTONIC` are accepted, as in glibc (whose
 //! `pthread_condattr_setclock` refuses every other clock, CPU-time ones included).
 
-use core::mem::{align_of, size_of};
-
 use libc::{c_int, clockid_t, pthread_condattr_t};
 
-use super::pshared;
+use super::{get_attr, init_object, object, pshared, set_attr, Storage};
 
 /// What upthread keeps in a `pthread_condattr_t`.
 #[repr(C)]
-struct CondAttr {
+pub(super) struct CondAttr {
     /// `CLOCK_REALTIME` (0) or `CLOCK_MONOTONIC`.
     clock: clockid_t,
 }
 
-const _: () = assert!(
-    size_of::<CondAttr>() == size_of::<pthread_condattr_t>()
-        && align_of::<CondAttr>() == align_of::<pthread_condattr_t>()
-);
+impl Storage for pthread_condattr_t {
+    type Object = CondAttr;
+}
 
 fn valid_clock(clock: clockid_t) -> bool {
     clock == libc::CLOCK_REALTIME || clock == libc::CLOCK_MONOTONIC
@@ -35,8 +32,8 @@ fn valid_clock(clock: clockid_t) -> bool {
 /// # Safety
 /// `attr` must be null or point to readable attributes.
 pub(super) unsafe fn cond_clock(attr: *const pthread_condattr_t) -> Result<clockid_t, c_int> {
-    // SAFETY: null or readable, by the caller's contract; the layouts match (above).
-    match unsafe { attr.cast::<CondAttr>().as_ref() } {
+    // SAFETY: null or readable, by the caller's contract.
+    match unsafe { object(attr) } {
         None => Ok(libc::CLOCK_REALTIME),
         Some(a) if valid_clock(a.clock) => Ok(a.clock),
         Some(_) => Err(libc::EINVAL),
@@ -50,12 +47,8 @@ pub(super) unsafe fn cond_clock(attr: *const pthread_condattr_t) -> Result<clock
 /// `attr` must be null or point to writable storage for a `pthread_condattr_t`.
 #[no_mangle]
 pub unsafe extern "C" fn upthread_condattr_init(attr: *mut pthread_condattr_t) -> c_int {
-    if attr.is_null() {
-        return libc::EINVAL;
-    }
-    // SAFETY: non-null and writable; the layouts match.
-    unsafe { attr.cast::<CondAttr>().write(CondAttr { clock: libc::CLOCK_REALTIME }) };
-    0
+    // SAFETY: forwarded contract.
+    unsafe { init_object(attr, CondAttr { clock: libc::CLOCK_REALTIME }) }
 }
 
 /// `pthread_condattr_destroy`: nothing to release. Returns 0, or `EINVAL` for a null
@@ -84,14 +77,8 @@ pub unsafe extern "C" fn upthread_condattr_setclock(
     if !valid_clock(clock) {
         return libc::EINVAL;
     }
-    // SAFETY: null or writable, by the caller's contract; the layouts match.
-    match unsafe { attr.cast::<CondAttr>().as_mut() } {
-        Some(a) => {
-            a.clock = clock;
-            0
-        }
-        None => libc::EINVAL,
-    }
+    // SAFETY: forwarded contract.
+    unsafe { set_attr(attr, |a| a.clock = clock) }
 }
 
 /// `pthread_condattr_getclock`: stores the clock in `*clock`. Returns 0, or `EINVAL`
@@ -104,14 +91,8 @@ pub unsafe extern "C" fn upthread_condattr_getclock(
     attr: *const pthread_condattr_t,
     clock: *mut clockid_t,
 ) -> c_int {
-    // SAFETY: null or valid, by the caller's contract; the layouts match.
-    match unsafe { (attr.cast::<CondAttr>().as_ref(), clock.as_mut()) } {
-        (Some(a), Some(out)) => {
-            *out = a.clock;
-            0
-        }
-        _ => libc::EINVAL,
-    }
+    // SAFETY: forwarded contract.
+    unsafe { get_attr(attr, clock, |a| a.clock) }
 }
 
 /// `pthread_condattr_setpshared`: `PTHREAD_PROCESS_PRIVATE` is accepted,

@@ -19,8 +19,9 @@
 //! ## Conventions
 //!
 //! * **Storage.** Every object lives in the glibc type's own storage, which the
-//!   `parlib-sync` object fits exactly (checked at compile time in each module), and
-//!   all-zero bytes are a valid initial state: `PTHREAD_MUTEX_INITIALIZER`,
+//!   `parlib-sync` object fits exactly (each module names the object its glibc type
+//!   holds, `Storage`, and the one accessor, `object`, checks the fit at compile time),
+//!   and all-zero bytes are a valid initial state: `PTHREAD_MUTEX_INITIALIZER`,
 //!   `PTHREAD_COND_INITIALIZER`, `PTHREAD_RWLOCK_INITIALIZER`, `PTHREAD_ONCE_INIT`, and
 //!   zeroed or static memory work without an `init` call. `init` overwrites whatever
 //!   the storage held (it may be fresh `malloc` memory).
@@ -52,6 +53,10 @@
 //! | `mutex_unlock` of an unlocked normal mutex; `rwlock_unlock` of an unlocked rwlock | 0, state corrupted | `EPERM` | `parlib-sync` checks |
 //! | read lock taken again while a writer waits | granted (default kind) | deadlock, like glibc's `PREFER_WRITER_NONRECURSIVE_NP` | `RawRwLock` queues readers behind writers |
 //! | a realtime deadline when the clock is set during the wait | follows the clock | keeps the interval | the timeout service runs on `CLOCK_MONOTONIC` |
+
+use core::mem::{align_of, size_of};
+
+use libc::c_int;
 
 mod barrier;
 mod barrierattr;
@@ -113,3 +118,102 @@ pub use spin::{
     upthread_spin_destroy, upthread_spin_init, upthread_spin_lock, upthread_spin_trylock,
     upthread_spin_unlock,
 };
+
+/// A glibc type whose storage holds one of upthread's objects (module map): each module
+/// implements it for its glibc types, so the accessors below know what a pointer holds
+/// and no call can take a `sem_t` for a barrier that happens to have its size.
+trait Storage {
+    /// The object in the storage. It must have the glibc type's size and alignment,
+    /// which every use checks at compile time ([`slot`]).
+    type Object;
+}
+
+/// `p` as a pointer to the object its storage holds. Compiling it for a `G` checks that
+/// `G::Object` fits `G` exactly: same size and same alignment.
+fn slot<G: Storage>(p: *const G) -> *mut G::Object {
+    const {
+        assert!(
+            size_of::<G::Object>() == size_of::<G>() && align_of::<G::Object>() == align_of::<G>(),
+            "an upthread object must have its glibc type's size and alignment"
+        )
+    };
+    p.cast_mut().cast()
+}
+
+/// The object in `p`'s storage, or `None` for a null pointer.
+///
+/// # Safety
+/// `p` must be null or point to storage holding a valid `G::Object` (made by its `init`,
+/// or all-zero bytes where its module says they are valid) that outlives `'a` and is
+/// written meanwhile only through shared references (the object's interior mutability).
+unsafe fn object<'a, G: Storage>(p: *const G) -> Option<&'a G::Object> {
+    // SAFETY: null or a valid object that outlives `'a`, by the caller's contract; it
+    // fits `G`'s storage (`slot`).
+    unsafe { slot(p).cast_const().as_ref() }
+}
+
+/// Runs `f` on the object at `p` and returns its result, or `EINVAL` for a null pointer:
+/// the pthread convention for an object the call does not create.
+///
+/// # Safety
+/// As for [`object`].
+unsafe fn with_object<G: Storage>(p: *const G, f: impl FnOnce(&G::Object) -> c_int) -> c_int {
+    // SAFETY: forwarded contract.
+    match unsafe { object(p) } {
+        Some(o) => f(o),
+        None => libc::EINVAL,
+    }
+}
+
+/// Puts `value` in the storage at `p` and returns 0, or returns `EINVAL` for a null
+/// pointer: the `init` functions. A plain write, so whatever the storage held before
+/// (fresh `malloc` memory, a destroyed object) is neither read nor dropped.
+///
+/// # Safety
+/// `p` must be null or point to writable storage for a `G` that no one is using.
+unsafe fn init_object<G: Storage>(p: *mut G, value: G::Object) -> c_int {
+    if p.is_null() {
+        return libc::EINVAL;
+    }
+    // SAFETY: non-null, writable and unused, by the caller's contract; the object fits
+    // `G`'s storage (`slot`).
+    unsafe { slot(p).write(value) };
+    0
+}
+
+/// Runs `set` on the attributes at `p` and returns 0, or returns `EINVAL` for a null
+/// pointer: the attribute setters, once the value is known to be valid.
+///
+/// # Safety
+/// `p` must be null or point to initialised attributes that no one else uses meanwhile.
+unsafe fn set_attr<G: Storage>(p: *mut G, set: impl FnOnce(&mut G::Object)) -> c_int {
+    // SAFETY: null or initialised and unshared, by the caller's contract; the attributes
+    // fit `G`'s storage (`slot`).
+    match unsafe { slot(p).as_mut() } {
+        Some(a) => {
+            set(a);
+            0
+        }
+        None => libc::EINVAL,
+    }
+}
+
+/// Stores `get` of the attributes at `p` in `*out` and returns 0, or returns `EINVAL` if
+/// either pointer is null: the attribute getters.
+///
+/// # Safety
+/// `p` must be null or point to initialised attributes; `out` null or writable.
+unsafe fn get_attr<G: Storage, V: Copy>(
+    p: *const G,
+    out: *mut V,
+    get: impl FnOnce(&G::Object) -> V,
+) -> c_int {
+    // SAFETY: null or valid, by the caller's contract (for `p`, as `object` asks).
+    match unsafe { (object(p), out.as_mut()) } {
+        (Some(a), Some(out)) => {
+            *out = get(a);
+            0
+        }
+        _ => libc::EINVAL,
+    }
+}

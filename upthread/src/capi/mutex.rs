@@ -12,28 +12,16 @@
 //!
 //! None of them is a cancellation point (POSIX).
 
-use core::mem::{align_of, size_of};
-
 use libc::{c_int, pthread_mutex_t, pthread_mutexattr_t, timespec};
 use parlib_sync::{Errno, RawMutex};
 
 use super::deadline::{self, PAST};
 use super::errors::code;
 use super::mutexattr::mutex_kind;
+use super::{init_object, object, with_object, Storage};
 
-const _: () = assert!(
-    size_of::<RawMutex>() == size_of::<pthread_mutex_t>()
-        && align_of::<RawMutex>() == align_of::<pthread_mutex_t>()
-);
-
-/// The upthread mutex in `m`'s storage, or `None` for a null pointer.
-///
-/// # Safety
-/// `m` must be null or point to an initialised mutex (by `init` or all-zero bytes) that
-/// outlives `'a`.
-pub(super) unsafe fn mutex<'a>(m: *mut pthread_mutex_t) -> Option<&'a RawMutex> {
-    // SAFETY: null or an initialised mutex, by the caller's contract; same layout.
-    unsafe { m.cast::<RawMutex>().as_ref() }
+impl Storage for pthread_mutex_t {
+    type Object = RawMutex;
 }
 
 /// `pthread_mutex_init`: an unlocked mutex of the type `attr` names (null: normal).
@@ -51,17 +39,11 @@ pub unsafe extern "C" fn upthread_mutex_init(
     attr: *const pthread_mutexattr_t,
 ) -> c_int {
     // SAFETY: null or initialised attributes, by the caller's contract.
-    let kind = match unsafe { mutex_kind(attr) } {
-        Ok(k) => k,
-        Err(e) => return e,
-    };
-    if mutex.is_null() {
-        return libc::EINVAL;
+    match unsafe { mutex_kind(attr) } {
+        // SAFETY: forwarded contract.
+        Ok(kind) => unsafe { init_object(mutex, RawMutex::with_kind(kind)) },
+        Err(e) => e,
     }
-    // SAFETY: non-null, writable and unused, by the caller's contract; same layout. A
-    // plain write: the storage may hold anything (malloc'd, or a destroyed mutex).
-    unsafe { mutex.cast::<RawMutex>().write(RawMutex::with_kind(kind)) };
-    0
 }
 
 /// `pthread_mutex_destroy`. Returns 0, `EBUSY` if it is locked, or `EINVAL` for a null
@@ -72,10 +54,7 @@ pub unsafe extern "C" fn upthread_mutex_init(
 #[no_mangle]
 pub unsafe extern "C" fn upthread_mutex_destroy(mutex: *mut pthread_mutex_t) -> c_int {
     // SAFETY: forwarded contract.
-    match unsafe { self::mutex(mutex) } {
-        Some(m) => code(m.destroy()),
-        None => libc::EINVAL,
-    }
+    unsafe { with_object(mutex, |m| code(m.destroy())) }
 }
 
 /// `pthread_mutex_lock`: blocks only the calling uthread (a plain thread sleeps).
@@ -86,10 +65,7 @@ pub unsafe extern "C" fn upthread_mutex_destroy(mutex: *mut pthread_mutex_t) -> 
 #[no_mangle]
 pub unsafe extern "C" fn upthread_mutex_lock(mutex: *mut pthread_mutex_t) -> c_int {
     // SAFETY: forwarded contract.
-    match unsafe { self::mutex(mutex) } {
-        Some(m) => code(m.lock()),
-        None => libc::EINVAL,
-    }
+    unsafe { with_object(mutex, |m| code(m.lock())) }
 }
 
 /// `pthread_mutex_trylock`. Returns 0, `EBUSY`, `EAGAIN` (module table) or `EINVAL`
@@ -100,10 +76,7 @@ pub unsafe extern "C" fn upthread_mutex_lock(mutex: *mut pthread_mutex_t) -> c_i
 #[no_mangle]
 pub unsafe extern "C" fn upthread_mutex_trylock(mutex: *mut pthread_mutex_t) -> c_int {
     // SAFETY: forwarded contract.
-    match unsafe { self::mutex(mutex) } {
-        Some(m) => code(m.try_lock()),
-        None => libc::EINVAL,
-    }
+    unsafe { with_object(mutex, |m| code(m.try_lock())) }
 }
 
 /// `pthread_mutex_timedlock`: like `lock`, but gives up at `abstime`, an absolute
@@ -119,7 +92,7 @@ pub unsafe extern "C" fn upthread_mutex_timedlock(
     abstime: *const timespec,
 ) -> c_int {
     // SAFETY: forwarded contract.
-    let Some(m) = (unsafe { self::mutex(mutex) }) else { return libc::EINVAL };
+    let Some(m) = (unsafe { object(mutex) }) else { return libc::EINVAL };
     // SAFETY: null or readable, by the caller's contract.
     match unsafe { deadline::realtime(abstime) } {
         Ok(d) => code(m.timed_lock(d)),
@@ -140,8 +113,5 @@ pub unsafe extern "C" fn upthread_mutex_timedlock(
 #[no_mangle]
 pub unsafe extern "C" fn upthread_mutex_unlock(mutex: *mut pthread_mutex_t) -> c_int {
     // SAFETY: forwarded contract.
-    match unsafe { self::mutex(mutex) } {
-        Some(m) => code(m.unlock()),
-        None => libc::EINVAL,
-    }
+    unsafe { with_object(mutex, |m| code(m.unlock())) }
 }

@@ -11,27 +11,24 @@
 //! | `PTHREAD_MUTEX_ERRORCHECK` | 2 | `MUTEX_ERRORCHECK` |
 //! | `PTHREAD_MUTEX_ADAPTIVE_NP` | 3 | `MUTEX_NORMAL` (glibc's spins a while before it sleeps; the semantics are normal's) |
 
-use core::mem::{align_of, size_of};
-
 use libc::{c_int, pthread_mutexattr_t};
 use parlib_sync::{MUTEX_ERRORCHECK, MUTEX_NORMAL, MUTEX_RECURSIVE};
 
-use super::pshared;
+use super::{get_attr, init_object, object, pshared, set_attr, Storage};
 
 /// glibc's `PTHREAD_MUTEX_ADAPTIVE_NP` (`<pthread.h>`), which the `libc` crate lacks.
 pub const PTHREAD_MUTEX_ADAPTIVE_NP: c_int = 3;
 
 /// What upthread keeps in a `pthread_mutexattr_t`.
 #[repr(C)]
-struct MutexAttr {
+pub(super) struct MutexAttr {
     /// The type, as given to `settype` (0 ..= 3).
     kind: c_int,
 }
 
-const _: () = assert!(
-    size_of::<MutexAttr>() == size_of::<pthread_mutexattr_t>()
-        && align_of::<MutexAttr>() == align_of::<pthread_mutexattr_t>()
-);
+impl Storage for pthread_mutexattr_t {
+    type Object = MutexAttr;
+}
 
 /// The upthread mutex kind (`MUTEX_*`) that `attr` asks for; null means the default.
 ///
@@ -41,8 +38,8 @@ const _: () = assert!(
 /// # Safety
 /// `attr` must be null or point to readable attributes.
 pub(super) unsafe fn mutex_kind(attr: *const pthread_mutexattr_t) -> Result<u32, c_int> {
-    // SAFETY: null or readable, by the caller's contract; the layouts match (above).
-    let kind = match unsafe { attr.cast::<MutexAttr>().as_ref() } {
+    // SAFETY: null or readable, by the caller's contract.
+    let kind = match unsafe { object(attr) } {
         None => return Ok(MUTEX_NORMAL),
         Some(a) => a.kind,
     };
@@ -61,12 +58,8 @@ pub(super) unsafe fn mutex_kind(attr: *const pthread_mutexattr_t) -> Result<u32,
 /// `attr` must be null or point to writable storage for a `pthread_mutexattr_t`.
 #[no_mangle]
 pub unsafe extern "C" fn upthread_mutexattr_init(attr: *mut pthread_mutexattr_t) -> c_int {
-    if attr.is_null() {
-        return libc::EINVAL;
-    }
-    // SAFETY: non-null and writable; the layouts match.
-    unsafe { attr.cast::<MutexAttr>().write(MutexAttr { kind: libc::PTHREAD_MUTEX_DEFAULT }) };
-    0
+    // SAFETY: forwarded contract.
+    unsafe { init_object(attr, MutexAttr { kind: libc::PTHREAD_MUTEX_DEFAULT }) }
 }
 
 /// `pthread_mutexattr_destroy`: nothing to release. Returns 0, or `EINVAL` for a null
@@ -93,14 +86,8 @@ pub unsafe extern "C" fn upthread_mutexattr_settype(attr: *mut pthread_mutexattr
     if !(libc::PTHREAD_MUTEX_NORMAL..=PTHREAD_MUTEX_ADAPTIVE_NP).contains(&kind) {
         return libc::EINVAL;
     }
-    // SAFETY: null or writable, by the caller's contract; the layouts match.
-    match unsafe { attr.cast::<MutexAttr>().as_mut() } {
-        Some(a) => {
-            a.kind = kind;
-            0
-        }
-        None => libc::EINVAL,
-    }
+    // SAFETY: forwarded contract.
+    unsafe { set_attr(attr, |a| a.kind = kind) }
 }
 
 /// `pthread_mutexattr_gettype`: stores the type in `*kind`. Returns 0, or `EINVAL` for
@@ -113,14 +100,8 @@ pub unsafe extern "C" fn upthread_mutexattr_gettype(
     attr: *const pthread_mutexattr_t,
     kind: *mut c_int,
 ) -> c_int {
-    // SAFETY: null or valid, by the caller's contract; the layouts match.
-    match unsafe { (attr.cast::<MutexAttr>().as_ref(), kind.as_mut()) } {
-        (Some(a), Some(out)) => {
-            *out = a.kind;
-            0
-        }
-        _ => libc::EINVAL,
-    }
+    // SAFETY: forwarded contract.
+    unsafe { get_attr(attr, kind, |a| a.kind) }
 }
 
 /// `pthread_mutexattr_setpshared`: `PTHREAD_PROCESS_PRIVATE` is accepted;

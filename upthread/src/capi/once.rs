@@ -8,16 +8,15 @@
 //! ([`RawOnce::abandon`]: back to "not run", waiters woken, one of which then runs the
 //! initialiser itself).
 
-use core::mem::size_of;
 use libc::{c_int, c_void, pthread_once_t};
 use parlib_sync::RawOnce;
 
 use super::cleanup::on_exit_during;
+use super::{object, Storage};
 
-const _: () = assert!(
-    size_of::<RawOnce>() == size_of::<pthread_once_t>()
-        && core::mem::align_of::<RawOnce>() == core::mem::align_of::<pthread_once_t>()
-);
+impl Storage for pthread_once_t {
+    type Object = RawOnce;
+}
 
 /// `pthread_once`: runs `init` if no call on `once` has completed it, else waits until
 /// the call that runs it has. Returns 0, or `EINVAL` for a null `once` or `init` (glibc
@@ -31,8 +30,8 @@ pub unsafe extern "C" fn upthread_once(
     once: *mut pthread_once_t,
     init: Option<unsafe extern "C" fn()>,
 ) -> c_int {
-    // SAFETY: null or a once word, by the caller's contract; same layout.
-    let (Some(o), Some(init)) = (unsafe { once.cast::<RawOnce>().as_ref() }, init) else {
+    // SAFETY: null or a once word, by the caller's contract.
+    let (Some(o), Some(init)) = (unsafe { object(once) }, init) else {
         return libc::EINVAL;
     };
     o.call_once(|| {

@@ -17,38 +17,15 @@
 //! POSIX allows and glibc's default kind avoids. The timed calls queue like the untimed
 //! ones, in the same order (`RawRwLock::timed_read_lock`, `timed_write_lock`).
 
-use core::mem::{align_of, size_of};
-
 use libc::{c_int, pthread_rwlock_t, pthread_rwlockattr_t, timespec};
 use parlib_sync::{Deadline, Errno, RawRwLock};
 
 use super::deadline;
 use super::errors::code;
+use super::{init_object, with_object, Storage};
 
-const _: () = assert!(
-    size_of::<RawRwLock>() == size_of::<pthread_rwlock_t>()
-        && align_of::<RawRwLock>() == align_of::<pthread_rwlock_t>()
-);
-
-/// The upthread rwlock in `l`'s storage, or `None` for a null pointer.
-///
-/// # Safety
-/// `l` must be null or point to an initialised rwlock that outlives `'a`.
-unsafe fn rwlock<'a>(l: *mut pthread_rwlock_t) -> Option<&'a RawRwLock> {
-    // SAFETY: null or an initialised rwlock, by the caller's contract; same layout.
-    unsafe { l.cast::<RawRwLock>().as_ref() }
-}
-
-/// Runs `f` on the rwlock at `l`, or returns `EINVAL` for a null pointer.
-///
-/// # Safety
-/// As for [`rwlock`].
-unsafe fn with(l: *mut pthread_rwlock_t, f: impl FnOnce(&RawRwLock) -> c_int) -> c_int {
-    // SAFETY: forwarded contract.
-    match unsafe { rwlock(l) } {
-        Some(l) => f(l),
-        None => libc::EINVAL,
-    }
+impl Storage for pthread_rwlock_t {
+    type Object = RawRwLock;
 }
 
 /// `pthread_rwlock_init`: an unlocked rwlock. `attr` may be null; its kind changes
@@ -63,12 +40,8 @@ pub unsafe extern "C" fn upthread_rwlock_init(
     attr: *const pthread_rwlockattr_t,
 ) -> c_int {
     let _ = attr;
-    if rwlock.is_null() {
-        return libc::EINVAL;
-    }
-    // SAFETY: non-null, writable and unused, by the caller's contract; same layout.
-    unsafe { rwlock.cast::<RawRwLock>().write(RawRwLock::new()) };
-    0
+    // SAFETY: forwarded contract.
+    unsafe { init_object(rwlock, RawRwLock::new()) }
 }
 
 /// `pthread_rwlock_destroy`. Returns 0, `EBUSY` while held, or `EINVAL` for a null
@@ -79,7 +52,7 @@ pub unsafe extern "C" fn upthread_rwlock_init(
 #[no_mangle]
 pub unsafe extern "C" fn upthread_rwlock_destroy(rwlock: *mut pthread_rwlock_t) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { with(rwlock, |l| code(l.destroy())) }
+    unsafe { with_object(rwlock, |l| code(l.destroy())) }
 }
 
 /// `pthread_rwlock_rdlock`: blocks only the calling uthread while a writer holds or
@@ -91,7 +64,7 @@ pub unsafe extern "C" fn upthread_rwlock_destroy(rwlock: *mut pthread_rwlock_t) 
 #[no_mangle]
 pub unsafe extern "C" fn upthread_rwlock_rdlock(rwlock: *mut pthread_rwlock_t) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { with(rwlock, |l| code(l.read_lock())) }
+    unsafe { with_object(rwlock, |l| code(l.read_lock())) }
 }
 
 /// `pthread_rwlock_tryrdlock`. Returns 0, `EBUSY`, `EAGAIN` or `EINVAL` for a null
@@ -102,7 +75,7 @@ pub unsafe extern "C" fn upthread_rwlock_rdlock(rwlock: *mut pthread_rwlock_t) -
 #[no_mangle]
 pub unsafe extern "C" fn upthread_rwlock_tryrdlock(rwlock: *mut pthread_rwlock_t) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { with(rwlock, |l| code(l.try_read_lock())) }
+    unsafe { with_object(rwlock, |l| code(l.try_read_lock())) }
 }
 
 /// `pthread_rwlock_timedrdlock`: like `rdlock`, but gives up at `abstime`, an absolute
@@ -128,7 +101,7 @@ pub unsafe extern "C" fn upthread_rwlock_timedrdlock(
 #[no_mangle]
 pub unsafe extern "C" fn upthread_rwlock_wrlock(rwlock: *mut pthread_rwlock_t) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { with(rwlock, |l| code(l.write_lock())) }
+    unsafe { with_object(rwlock, |l| code(l.write_lock())) }
 }
 
 /// `pthread_rwlock_trywrlock`. Returns 0, `EBUSY` or `EINVAL` for a null pointer.
@@ -138,7 +111,7 @@ pub unsafe extern "C" fn upthread_rwlock_wrlock(rwlock: *mut pthread_rwlock_t) -
 #[no_mangle]
 pub unsafe extern "C" fn upthread_rwlock_trywrlock(rwlock: *mut pthread_rwlock_t) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { with(rwlock, |l| code(l.try_write_lock())) }
+    unsafe { with_object(rwlock, |l| code(l.try_write_lock())) }
 }
 
 /// `pthread_rwlock_timedwrlock`: like `wrlock`, but gives up at `abstime`, an absolute
@@ -164,7 +137,7 @@ pub unsafe extern "C" fn upthread_rwlock_timedwrlock(
 #[no_mangle]
 pub unsafe extern "C" fn upthread_rwlock_unlock(rwlock: *mut pthread_rwlock_t) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe { with(rwlock, |l| code(l.unlock())) }
+    unsafe { with_object(rwlock, |l| code(l.unlock())) }
 }
 
 /// The two timed calls: checks `abstime` first (glibc does, even for a free lock), then
@@ -183,5 +156,5 @@ unsafe fn timed(
         Err(e) => return e,
     };
     // SAFETY: forwarded contract.
-    unsafe { with(rwlock, |l| code(lock(l, d))) }
+    unsafe { with_object(rwlock, |l| code(lock(l, d))) }
 }

@@ -5,11 +5,9 @@
 //! nothing: every upthread rwlock queues new readers behind a waiting writer, which is
 //! glibc's `PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP` (see `rwlock`).
 
-use core::mem::{align_of, size_of};
-
 use libc::{c_int, pthread_rwlockattr_t};
 
-use super::pshared;
+use super::{get_attr, init_object, pshared, set_attr, Storage};
 
 /// glibc's `PTHREAD_RWLOCK_PREFER_READER_NP` (`<pthread.h>`), its default kind.
 pub const PTHREAD_RWLOCK_PREFER_READER_NP: c_int = 0;
@@ -20,16 +18,15 @@ pub const PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP: c_int = 2;
 
 /// What upthread keeps in a `pthread_rwlockattr_t`.
 #[repr(C, align(8))]
-struct RwLockAttr {
+pub(super) struct RwLockAttr {
     /// The kind, as given to `setkind_np` (0 ..= 2).
     kind: c_int,
     _reserved: c_int,
 }
 
-const _: () = assert!(
-    size_of::<RwLockAttr>() == size_of::<pthread_rwlockattr_t>()
-        && align_of::<RwLockAttr>() == align_of::<pthread_rwlockattr_t>()
-);
+impl Storage for pthread_rwlockattr_t {
+    type Object = RwLockAttr;
+}
 
 /// `pthread_rwlockattr_init`: the default attributes. Returns 0, or `EINVAL` for a null
 /// `attr`.
@@ -38,14 +35,8 @@ const _: () = assert!(
 /// `attr` must be null or point to writable storage for a `pthread_rwlockattr_t`.
 #[no_mangle]
 pub unsafe extern "C" fn upthread_rwlockattr_init(attr: *mut pthread_rwlockattr_t) -> c_int {
-    if attr.is_null() {
-        return libc::EINVAL;
-    }
-    // SAFETY: non-null and writable; the layouts match.
-    unsafe {
-        attr.cast::<RwLockAttr>().write(RwLockAttr { kind: PTHREAD_RWLOCK_PREFER_READER_NP, _reserved: 0 })
-    };
-    0
+    // SAFETY: forwarded contract.
+    unsafe { init_object(attr, RwLockAttr { kind: PTHREAD_RWLOCK_PREFER_READER_NP, _reserved: 0 }) }
 }
 
 /// `pthread_rwlockattr_destroy`: nothing to release. Returns 0, or `EINVAL` for a null
@@ -74,14 +65,8 @@ pub unsafe extern "C" fn upthread_rwlockattr_setkind_np(
     if !(PTHREAD_RWLOCK_PREFER_READER_NP..=PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP).contains(&kind) {
         return libc::EINVAL;
     }
-    // SAFETY: null or writable, by the caller's contract; the layouts match.
-    match unsafe { attr.cast::<RwLockAttr>().as_mut() } {
-        Some(a) => {
-            a.kind = kind;
-            0
-        }
-        None => libc::EINVAL,
-    }
+    // SAFETY: forwarded contract.
+    unsafe { set_attr(attr, |a| a.kind = kind) }
 }
 
 /// `pthread_rwlockattr_getkind_np`: stores the kind in `*kind`. Returns 0, or `EINVAL`
@@ -94,14 +79,8 @@ pub unsafe extern "C" fn upthread_rwlockattr_getkind_np(
     attr: *const pthread_rwlockattr_t,
     kind: *mut c_int,
 ) -> c_int {
-    // SAFETY: null or valid, by the caller's contract; the layouts match.
-    match unsafe { (attr.cast::<RwLockAttr>().as_ref(), kind.as_mut()) } {
-        (Some(a), Some(out)) => {
-            *out = a.kind;
-            0
-        }
-        _ => libc::EINVAL,
-    }
+    // SAFETY: forwarded contract.
+    unsafe { get_attr(attr, kind, |a| a.kind) }
 }
 
 /// `pthread_rwlockattr_setpshared`: `PTHREAD_PROCESS_PRIVATE` is accepted,

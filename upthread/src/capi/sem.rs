@@ -27,40 +27,52 @@
 //! threads of this process like any other. Sharing it with another process is not
 //! supported (see `pshared` for why).
 
-use core::mem::{align_of, size_of};
-
 use libc::{c_int, c_uint, sem_t, timespec};
 use parlib_sync::{Errno, RawSemaphore, SEM_VALUE_MAX};
 
 use super::deadline;
 use super::errors::sem_code;
-use crate::cancel::{after_interrupt, cancellation_point};
+use super::{init_object, object, Storage};
+use crate::cancel::{after_interrupt, testcancel};
 
-const _: () = assert!(
-    size_of::<RawSemaphore>() == size_of::<sem_t>() && align_of::<RawSemaphore>() == align_of::<sem_t>()
-);
-
-/// The upthread semaphore in `s`'s storage, or `None` for a null pointer.
-///
-/// # Safety
-/// `s` must be null or point to an initialised semaphore (by `init` or all-zero bytes)
-/// that outlives `'a`.
-unsafe fn semaphore<'a>(s: *mut sem_t) -> Option<&'a RawSemaphore> {
-    // SAFETY: null or an initialised semaphore, by the caller's contract; same layout.
-    unsafe { s.cast::<RawSemaphore>().as_ref() }
+impl Storage for sem_t {
+    type Object = RawSemaphore;
 }
 
-/// Runs `f` on the semaphore at `s` and applies the `sem_*` convention.
+/// Runs `f` on the semaphore at `s` and applies the `sem_*` convention (a null pointer
+/// is -1 with `errno` `EINVAL`).
 ///
 /// # Safety
-/// As for [`semaphore`].
+/// As for [`object`].
 unsafe fn with(s: *mut sem_t, f: impl FnOnce(&RawSemaphore) -> Result<(), c_int>) -> c_int {
     // SAFETY: forwarded contract.
-    sem_code(unsafe { semaphore(s) }.ok_or(libc::EINVAL).and_then(f))
+    sem_code(unsafe { object(s) }.ok_or(libc::EINVAL).and_then(f))
 }
 
 fn errno(r: Result<(), Errno>) -> Result<(), c_int> {
     r.map_err(|e| e.0)
+}
+
+/// The cancellation point around a semaphore wait: acts on a cancel before each try and
+/// after a timeout. After an interrupted try it runs the pending handlers, then fails
+/// with `EINTR` if one was installed without `SA_RESTART`, else tries again.
+fn wait_point(mut wait: impl FnMut() -> Result<(), Errno>) -> Result<(), c_int> {
+    loop {
+        testcancel();
+        match wait() {
+            Err(Errno::INTR) => {
+                if after_interrupt().no_restart {
+                    return Err(libc::EINTR);
+                }
+            }
+            r => {
+                if r == Err(Errno::TIMEDOUT) {
+                    testcancel();
+                }
+                return errno(r);
+            }
+        }
+    }
 }
 
 /// `sem_init`: a semaphore holding `value` units. Returns 0, or -1 with `errno` `EINVAL`
@@ -74,9 +86,8 @@ pub unsafe extern "C" fn upthread_sem_init(sem: *mut sem_t, pshared: c_int, valu
     if sem.is_null() || value > SEM_VALUE_MAX {
         return sem_code(Err(libc::EINVAL));
     }
-    // SAFETY: non-null, writable and unused, by the caller's contract; same layout.
-    unsafe { sem.cast::<RawSemaphore>().write(RawSemaphore::new(value)) };
-    0
+    // SAFETY: forwarded contract; not null, so `init_object` returns 0.
+    unsafe { init_object(sem, RawSemaphore::new(value)) }
 }
 
 /// `sem_destroy`. Returns 0, or -1 with `errno` `EBUSY` (callers wait) or `EINVAL`.
@@ -98,20 +109,7 @@ pub unsafe extern "C" fn upthread_sem_destroy(sem: *mut sem_t) -> c_int {
 #[no_mangle]
 pub unsafe extern "C" fn upthread_sem_wait(sem: *mut sem_t) -> c_int {
     // SAFETY: forwarded contract.
-    unsafe {
-        with(sem, |s| loop {
-            cancellation_point();
-            match s.wait_interruptible() {
-                Ok(()) => return Ok(()),
-                Err(Errno::INTR) => {
-                    if after_interrupt().no_restart {
-                        return Err(libc::EINTR);
-                    }
-                }
-                Err(e) => return Err(e.0),
-            }
-        })
-    }
+    unsafe { with(sem, |s| wait_point(|| s.wait_interruptible())) }
 }
 
 /// `sem_trywait`: takes a unit if there is one. Returns 0, or -1 with `errno` `EAGAIN`
@@ -139,24 +137,7 @@ pub unsafe extern "C" fn upthread_sem_timedwait(sem: *mut sem_t, abstime: *const
         Err(e) => return sem_code(Err(e)),
     };
     // SAFETY: forwarded contract.
-    unsafe {
-        with(sem, |s| loop {
-            cancellation_point();
-            match s.timed_wait_interruptible(d) {
-                Err(Errno::INTR) => {
-                    if after_interrupt().no_restart {
-                        return Err(libc::EINTR);
-                    }
-                }
-                r => {
-                    if r == Err(Errno::TIMEDOUT) {
-                        cancellation_point();
-                    }
-                    return errno(r);
-                }
-            }
-        })
-    }
+    unsafe { with(sem, |s| wait_point(|| s.timed_wait_interruptible(d))) }
 }
 
 /// `sem_post`: adds a unit, handing it to the first waiter if there is one. Returns 0,

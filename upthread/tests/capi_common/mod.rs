@@ -1,12 +1,17 @@
 //! Helpers shared by the `capi_*` test files (`mod capi_common;`): run a closure on an
 //! upthread thread or a plain Linux thread and collect its result from either kind of
-//! caller, wait without blocking a vcore, build absolute deadlines, read `errno`, and
-//! make zeroed objects as C's static storage would hold them.
+//! caller, wait without blocking a vcore, build absolute deadlines, read `errno`, make
+//! zeroed objects as C's static storage would hold them, and the checks every file makes
+//! alike (a table of calls and their results, the `pshared` attribute).
 
 #![allow(dead_code)]
 
+use std::fmt::Debug;
+use std::ptr::{null, null_mut};
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::time::Duration;
+
+use libc::{c_int, EINVAL, ENOTSUP, PTHREAD_PROCESS_PRIVATE, PTHREAD_PROCESS_SHARED};
 
 /// A watchdog long enough for a loaded machine running a debug build: the tests never
 /// assert on speed, so this only bounds a hang (a lost wake-up, a deadlock).
@@ -82,6 +87,57 @@ impl<T> Task<T> {
 /// Runs `f` on a new caller of kind `who` and returns its result.
 pub fn run_as<T: Send + 'static>(who: Who, f: impl FnOnce() -> T + Send + 'static) -> T {
     start(who, f).join()
+}
+
+/// Starts upthread, then runs `check` on a uthread and then on a plain thread, telling it
+/// which it is on: for checks that must hold from either kind of caller. Call it inside
+/// the test's own `isolated!`, which names the test's child process after the enclosing
+/// fn and so cannot move in here; its watchdog bounds a hang in `check`.
+pub fn check_from_both(check: fn(Who)) {
+    init();
+    for who in BOTH {
+        run_as(who, move || check(who));
+    }
+}
+
+/// Asserts that every call of the table returned `expected`, naming the call that did
+/// not: `[("upthread_mutex_lock", upthread_mutex_lock(null_mut())), ...]`. A call whose
+/// null pointer is not its first argument says which (`"..., null out"`).
+pub fn assert_all_return<T: PartialEq + Debug>(expected: T, calls: &[(&str, T)]) {
+    for (call, got) in calls {
+        assert_eq!(*got, expected, "{call}");
+    }
+}
+
+/// `pthread_*attr_setpshared` of some attribute type `A`.
+pub type SetPshared<A> = unsafe extern "C" fn(*mut A, c_int) -> c_int;
+/// `pthread_*attr_getpshared` of some attribute type `A`.
+pub type GetPshared<A> = unsafe extern "C" fn(*const A, *mut c_int) -> c_int;
+
+/// The `pshared` attribute as every attribute type has it: `PTHREAD_PROCESS_PRIVATE` by
+/// default and the only value taken (0), `PTHREAD_PROCESS_SHARED` refused with `ENOTSUP`,
+/// anything else and null pointers with `EINVAL`, a refused value changing nothing.
+///
+/// # Safety
+/// `attr` must point to initialised attributes of the type `set` and `get` take.
+pub unsafe fn check_pshared<A>(set: SetPshared<A>, get: GetPshared<A>, attr: *mut A) {
+    let mut v = -1;
+    // SAFETY: `attr` is initialised, by the caller's contract; `v` is writable; null
+    // pointers are refused before use.
+    unsafe {
+        assert_eq!(get(attr, &mut v), 0, "getpshared");
+        assert_eq!(v, PTHREAD_PROCESS_PRIVATE, "the default");
+        assert_eq!(set(attr, PTHREAD_PROCESS_PRIVATE), 0, "setpshared(PTHREAD_PROCESS_PRIVATE)");
+        assert_eq!(set(attr, PTHREAD_PROCESS_SHARED), ENOTSUP, "setpshared(PTHREAD_PROCESS_SHARED)");
+        for bad in [2, 7, -1] {
+            assert_eq!(set(attr, bad), EINVAL, "setpshared({bad})");
+        }
+        assert_eq!(get(attr, &mut v), 0);
+        assert_eq!(v, PTHREAD_PROCESS_PRIVATE, "a refused value changes nothing");
+        assert_eq!(set(null_mut(), PTHREAD_PROCESS_PRIVATE), EINVAL, "setpshared, null attr");
+        assert_eq!(get(null(), &mut v), EINVAL, "getpshared, null attr");
+        assert_eq!(get(attr, null_mut()), EINVAL, "getpshared, null out");
+    }
 }
 
 /// A plain Linux thread with the process's whole CPU set: one created on a vcore would
