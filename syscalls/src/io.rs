@@ -45,15 +45,9 @@ fn io_loop(
         match attempt() {
             Err(libc::EINTR) => continue,
             Err(libc::EAGAIN) if !fdkind::user_wants_eagain(fd, k) => {
-                if on_uthread() {
-                    let mut rec = record(nr, args);
-                    rec.err = libc::EAGAIN;
-                    match wait_io(fd, events, &mut rec) {
-                        Err(libc::EINTR) if crate::go_on_after_interrupt(true) => {}
-                        r => r?,
-                    }
-                } else {
-                    thread_wait(fd, events)?;
+                match wait_ready(fd, events, (nr, args), libc::EAGAIN) {
+                    Err(libc::EINTR) if crate::go_on_after_interrupt(true) => {}
+                    r => r?,
                 }
             }
             r => return r,
@@ -75,6 +69,20 @@ fn on_plain_thread(
         io_loop(fd, Kind::OursNonblock, events, call, attempt)
     } else {
         attempt()
+    }
+}
+
+/// Waits until `fd` is ready for `events`, as the calling thread waits: a uthread blocks
+/// until its vcore's epoll instance reports readiness (the scheduler sees the user's call
+/// `(nr, args)`, which would have blocked with `err`; `EINTR` if the wait is
+/// interrupted), a plain thread waits in `poll`.
+fn wait_ready(fd: i32, events: u32, (nr, args): (libc::c_long, [usize; 6]), err: i32) -> Result<(), i32> {
+    if on_uthread() {
+        let mut rec = record(nr, args);
+        rec.err = err;
+        wait_io(fd, events, &mut rec)
+    } else {
+        thread_wait(fd, events)
     }
 }
 
@@ -329,43 +337,34 @@ pub fn accept4(
     Ok(nfd)
 }
 
-/// `connect(2)`. On a uthread the socket is made non-blocking (remembered as ours) and:
+/// `connect(2)`. On a uthread the socket is made non-blocking (remembered as ours); on a
+/// plain thread the call is the plain one unless the socket is already ours-non-blocking
+/// (a uthread connected or accepted on it). Then, on either:
 ///
-/// * `EINPROGRESS` (TCP and most families): wait for writability, then read the outcome
-///   from `SO_ERROR`;
+/// * `EINPROGRESS` (TCP and most families): wait for writability (as the thread waits:
+///   `wait_ready`), then read the outcome from `SO_ERROR`;
 /// * `EAGAIN` (a Unix stream socket whose listener's backlog is full: the kernel offers no
 ///   readiness to wait for, the blocking call sleeps on the listener's queue): the call
-///   is made blocking (the flag is ours) and offloaded, so it waits in the kernel, off the
-///   vcore, exactly as libc's `connect` would; the flag is restored after.
+///   is made blocking (the flag is ours) and offloaded (on a plain thread: made in
+///   place), so it waits in the kernel, off the vcore, exactly as libc's `connect` would;
+///   the flag is restored after.
 pub fn connect(fd: i32, addr: *const libc::sockaddr, len: libc::socklen_t) -> Result<(), i32> {
     let args = [fd as usize, addr as usize, len as usize, 0, 0, 0];
     let call = || sys(libc::SYS_connect, args).map(drop);
-    if !on_uthread() || fdkind::kind(fd)? != Kind::Socket || !fdkind::make_socket_nonblocking(fd)? {
-        return call(); // plain threads, non-sockets (the kernel's ENOTSOCK), the user's own non-blocking sockets
+    let ours = if on_uthread() {
+        fdkind::kind(fd)? == Kind::Socket && fdkind::make_socket_nonblocking(fd)?
+    } else {
+        fdkind::nonblock_is_ours(fd) // a plain thread never classifies (see `on_plain_thread`)
+    };
+    if !ours {
+        // Plain threads' other descriptors, non-sockets (the kernel's ENOTSOCK), the user's
+        // own non-blocking sockets.
+        return call();
     }
     match call() {
         Err(libc::EINPROGRESS) | Err(libc::EINTR) => {
-            let mut rec = record(libc::SYS_connect, args);
-            rec.err = libc::EINPROGRESS;
-            wait_io(fd, OUT, &mut rec)?;
-            let mut err: i32 = 0;
-            let mut l = core::mem::size_of::<i32>() as libc::socklen_t;
-            sys(
-                libc::SYS_getsockopt,
-                [
-                    fd as usize,
-                    libc::SOL_SOCKET as usize,
-                    libc::SO_ERROR as usize,
-                    &mut err as *mut i32 as usize,
-                    &mut l as *mut _ as usize,
-                    0,
-                ],
-            )?;
-            if err == 0 {
-                Ok(())
-            } else {
-                Err(err)
-            }
+            wait_ready(fd, OUT, (libc::SYS_connect, args), libc::EINPROGRESS)?;
+            so_error(fd)
         }
         Err(libc::EAGAIN) => {
             fdkind::set_nonblock(fd, false)?;
@@ -381,6 +380,29 @@ pub fn connect(fd: i32, addr: *const libc::sockaddr, len: libc::socklen_t) -> Re
             r
         }
         r => r,
+    }
+}
+
+/// The outcome of a non-blocking `connect` on `fd` that has finished: its pending error
+/// (`SO_ERROR`, which reading clears), `Ok` if none.
+fn so_error(fd: i32) -> Result<(), i32> {
+    let mut err: i32 = 0;
+    let mut l = core::mem::size_of::<i32>() as libc::socklen_t;
+    sys(
+        libc::SYS_getsockopt,
+        [
+            fd as usize,
+            libc::SOL_SOCKET as usize,
+            libc::SO_ERROR as usize,
+            &mut err as *mut i32 as usize,
+            &mut l as *mut _ as usize,
+            0,
+        ],
+    )?;
+    if err == 0 {
+        Ok(())
+    } else {
+        Err(err)
     }
 }
 

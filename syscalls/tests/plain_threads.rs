@@ -5,7 +5,8 @@
 //! * a plain thread's `io::read` of an empty pipe that the layer made non-blocking
 //!   (because a uthread used it first) blocks until data arrives, never `EAGAIN`; so do
 //!   `io::write` to such a pipe when it is full, `io::read` of an empty socket and
-//!   `io::accept` on a listener the layer made non-blocking;
+//!   `io::accept` on a listener the layer made non-blocking, and `io::connect` of a socket
+//!   the layer made non-blocking to a Unix listener whose backlog is full;
 //! * a descriptor the *user* made non-blocking gives `EAGAIN` to uthreads and plain
 //!   threads alike: the layer must not wait on it (on one vcore, a wait would hang the
 //!   test), nor clear the user's flag.
@@ -203,6 +204,79 @@ fn a_plain_threads_accept_on_a_listener_the_layer_made_non_blocking_blocks() {
         t.join().expect("the plain acceptor failed (message above)");
         drop(c2);
         support::close(lfd);
+    });
+}
+
+/// A uthread's `connect` makes its socket non-blocking (ours) before the call, so even one
+/// that fails leaves the flag set. A plain thread's `io::connect` of that socket to a Unix
+/// listener whose backlog is full must then wait until the server accepts, as libc's
+/// blocking `connect` does, not fail with the non-blocking call's EAGAIN.
+#[test]
+fn a_plain_threads_connect_on_a_socket_the_layer_made_non_blocking_waits_for_a_full_backlog() {
+    static ACCEPTED: AtomicBool = AtomicBool::new(false);
+    fn sa(a: &libc::sockaddr_un) -> *const libc::sockaddr {
+        a as *const libc::sockaddr_un as *const libc::sockaddr
+    }
+    isolated!(TIMEOUT, {
+        support::init_runtime();
+        let new_socket =
+            || io::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0).expect("socket");
+        let (lfd, addr, len) = support::unix_listener("plain-connect", 0);
+        let first = new_socket();
+        io::connect(first, sa(&addr), len).expect("the first connect fills the backlog");
+        // SAFETY: plain socket calls on our own descriptor with a valid, sized address.
+        let nb_connect = unsafe {
+            let fd =
+                libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0);
+            let e = if libc::connect(fd, sa(&addr), len) == 0 { 0 } else { support::errno() };
+            libc::close(fd);
+            e
+        };
+        assert_eq!(nb_connect, libc::EAGAIN, "precondition: a non-blocking connect finds the backlog full");
+
+        // The test body is the uthread `main`: its connect to an unbound address fails.
+        assert!(support::on_uthread());
+        let fd = new_socket();
+        let (nowhere, nowhere_len) = support::unix_addr("plain-connect-nowhere");
+        assert_eq!(
+            io::connect(fd, sa(&nowhere), nowhere_len),
+            Err(libc::ECONNREFUSED),
+            "a uthread's connect"
+        );
+        assert_ne!(
+            support::fd_flags(fd) & libc::O_NONBLOCK,
+            0,
+            "precondition: the layer made the socket non-blocking"
+        );
+
+        let t = support::plain_thread(move || {
+            CALLING.store(true, Ordering::Release);
+            let r = io::connect(fd, sa(&addr), len);
+            let accepted = ACCEPTED.load(Ordering::Acquire);
+            r.unwrap_or_else(|e| {
+                panic!("a plain thread's connect to a full backlog failed: {}", errno_name(e))
+            });
+            assert!(accepted, "connect returned before the server accepted");
+        });
+        common::wait_until(|| CALLING.load(Ordering::Acquire));
+        io::usleep(LATE.as_micros() as u64).expect("usleep");
+        ACCEPTED.store(true, Ordering::Release);
+        let a = io::accept(lfd, core::ptr::null_mut(), core::ptr::null_mut()).expect("accept");
+        common::wait_until(|| t.is_finished());
+        t.join().expect("the plain connector failed (message above)");
+        assert_ne!(
+            support::fd_flags(fd) & libc::O_NONBLOCK,
+            0,
+            "the layer did not restore its O_NONBLOCK after the blocking connect"
+        );
+        let b = io::accept(lfd, core::ptr::null_mut(), core::ptr::null_mut()).expect("accept");
+        support::write_all(fd, b"hello");
+        let mut got = [0u8; 5];
+        support::read_exact(b, &mut got);
+        assert_eq!(&got, b"hello", "the plain thread's connection carries data");
+        for s in [a, b, fd, first, lfd] {
+            support::close(s);
+        }
     });
 }
 

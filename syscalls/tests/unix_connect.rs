@@ -21,29 +21,6 @@ use parlib_testkit::isolated;
 use parlib_uthread::TlsMode;
 use support::{errno_name, TIMEOUT};
 
-/// A listening Unix stream socket on an abstract address unique to this process and
-/// `tag`, with `backlog`; returns it and its address.
-fn unix_listener(tag: &str, backlog: i32) -> (i32, libc::sockaddr_un, libc::socklen_t) {
-    // SAFETY: an all-zero sockaddr_un is valid.
-    let mut a: libc::sockaddr_un = unsafe { core::mem::zeroed() };
-    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let name = format!("parlib-syscalls-{tag}-{}", std::process::id());
-    // Abstract address: a leading NUL, then the name (no file to clean up).
-    for (i, b) in name.bytes().enumerate() {
-        a.sun_path[i + 1] = b as libc::c_char;
-    }
-    let len = (core::mem::size_of::<libc::sa_family_t>() + 1 + name.len()) as libc::socklen_t;
-    // SAFETY: plain socket calls on our own descriptor with a valid, sized address.
-    unsafe {
-        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let r = libc::bind(fd, &a as *const libc::sockaddr_un as *const libc::sockaddr, len);
-        assert_eq!(r, 0, "bind: {}", std::io::Error::last_os_error());
-        assert_eq!(libc::listen(fd, backlog), 0, "listen: {}", std::io::Error::last_os_error());
-        (fd, a, len)
-    }
-}
-
 /// `io::connect` of a fresh blocking Unix socket to `addr`; the socket, or the errno.
 fn connect_unix(addr: &libc::sockaddr_un, len: libc::socklen_t) -> Result<i32, i32> {
     let fd = io::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0).expect("socket");
@@ -63,7 +40,7 @@ fn uthreads_connect_to_a_unix_listener_and_talk() {
     static LFD: AtomicI32 = AtomicI32::new(-1);
     isolated!(TIMEOUT, {
         support::init_runtime();
-        let (lfd, addr, len) = unix_listener("talk", 128);
+        let (lfd, addr, len) = support::unix_listener("talk", 128);
         LFD.store(lfd, Ordering::Relaxed);
         support::spawn(TlsMode::None, || {
             for _ in 0..CLIENTS {
@@ -104,7 +81,7 @@ fn connect_to_a_unix_listener_with_a_full_backlog_waits_for_the_server_to_accept
     static SECOND_DONE: AtomicBool = AtomicBool::new(false);
     isolated!(TIMEOUT, {
         support::init_runtime();
-        let (lfd, addr, len) = unix_listener("backlog", 0);
+        let (lfd, addr, len) = support::unix_listener("backlog", 0);
         // What plain libc does: a blocking connect on a plain thread waits for an accept.
         let first = connect_unix(&addr, len).expect("the first connect fills the backlog");
         let libc_client = support::plain_thread(move || {

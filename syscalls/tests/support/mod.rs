@@ -244,6 +244,34 @@ pub fn bound_loopback_socket(backlog: Option<i32>) -> (i32, u16) {
     }
 }
 
+/// An abstract Unix socket address unique to this process and `tag`, and its length.
+pub fn unix_addr(tag: &str) -> (libc::sockaddr_un, libc::socklen_t) {
+    // SAFETY: an all-zero sockaddr_un is valid.
+    let mut a: libc::sockaddr_un = unsafe { core::mem::zeroed() };
+    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let name = format!("parlib-syscalls-{tag}-{}", std::process::id());
+    // Abstract address: a leading NUL, then the name (no file to clean up).
+    for (i, b) in name.bytes().enumerate() {
+        a.sun_path[i + 1] = b as libc::c_char;
+    }
+    (a, (core::mem::size_of::<libc::sa_family_t>() + 1 + name.len()) as libc::socklen_t)
+}
+
+/// A listening Unix stream socket (plain libc calls) on [`unix_addr`]`(tag)`, with
+/// `backlog`; returns it and its address.
+pub fn unix_listener(tag: &str, backlog: i32) -> (i32, libc::sockaddr_un, libc::socklen_t) {
+    let (a, len) = unix_addr(tag);
+    // SAFETY: plain socket calls on our own descriptor with a valid, sized address.
+    unsafe {
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let r = libc::bind(fd, &a as *const libc::sockaddr_un as *const libc::sockaddr, len);
+        assert_eq!(r, 0, "bind: {}", std::io::Error::last_os_error());
+        assert_eq!(libc::listen(fd, backlog), 0, "listen: {}", std::io::Error::last_os_error());
+        (fd, a, len)
+    }
+}
+
 /// The descriptor's file status flags (`F_GETFL`).
 pub fn fd_flags(fd: i32) -> i32 {
     // SAFETY: F_GETFL takes no pointer.
