@@ -47,8 +47,8 @@ struct Set {
 struct PerVcore {
     set: PdrSpinLock<Set>,
     timer: AtomicI32,
-    /// The alarm whose callback this vcore's context is running (null: none). Only
-    /// that vcore context writes it.
+    /// The alarm whose callback this vcore's context is running, the innermost one when
+    /// event handling nests (null: none). Only that vcore context writes it.
     running: AtomicPtr<AlarmWaiter>,
 }
 
@@ -158,7 +158,8 @@ pub(crate) fn start(w: &AlarmWaiter) {
     // for the callback to return first, or the expiry's FIRING -> DONE would overwrite
     // the restart, and whoever waits for "not FIRING" (drop, timeout cancel) could free
     // the alarm under its still-running callback. Unless we are that callback, it runs
-    // on another vcore (this vcore runs at most one callback at a time), so the wait ends.
+    // on another vcore, so the wait ends: on this vcore a callback runs only nested in
+    // another's (`on_alarm_event`), and must not start an alarm firing beneath it.
     let own = in_own_callback(w);
     let (id, mut set) = loop {
         if !own {
@@ -255,9 +256,14 @@ fn on_alarm_event(_: &EventMsg, _: EventType) {
                 w.state.store(FIRING, Ordering::Release);
                 drop(set);
                 if let Some(f) = w.func.get() {
-                    pv.running.store(w as *const AlarmWaiter as *mut AlarmWaiter, Ordering::Relaxed);
+                    // A callback can run a nested pass of this handler on this vcore
+                    // (`send_to_full` drains its own queue while it waits for room in
+                    // another vcore's ring): restore the outer callback's alarm after
+                    // ours, not null, or it would no longer count as its own callback.
+                    let outer =
+                        pv.running.swap(w as *const AlarmWaiter as *mut AlarmWaiter, Ordering::Relaxed);
                     f(w);
-                    pv.running.store(core::ptr::null_mut(), Ordering::Relaxed);
+                    pv.running.store(outer, Ordering::Relaxed);
                 }
                 // Unless the callback restarted it (a periodic alarm): then it is ARMED.
                 let _ = w.state.compare_exchange(FIRING, DONE, Ordering::AcqRel, Ordering::Relaxed);

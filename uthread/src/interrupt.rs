@@ -40,7 +40,8 @@
 //!    callback never runs). The winner makes W runnable; the loser does nothing. The
 //!    function records on W's stack that the wait was interrupted, and returns whether
 //!    it won.
-//! 4. I marks the registration `done` (a release store) and touches it no more.
+//! 4. I marks the registration `done` (a release store, made even if the function
+//!    panics) and touches it no more.
 //! 5. W, running again for whichever reason, calls [`disarm`]: a compare-and-swap
 //!    pointer → `EMPTY`. If it succeeds, no interrupter took the registration and none
 //!    ever will. If it fails, an interrupter took it (step 2) and may still be in step 3
@@ -185,12 +186,26 @@ pub unsafe fn disarm(uth: NonNull<Uthread>, reg: &WaitInterrupt) -> bool {
     true
 }
 
+/// Marks a taken registration `done` (step 4) when dropped, so also when its function
+/// panics: otherwise its waiter would spin in [`disarm`] forever.
+struct MarkDone<'a>(&'a WaitInterrupt);
+
+impl Drop for MarkDone<'_> {
+    fn drop(&mut self) {
+        self.0.done.store(true, Ordering::Release);
+    }
+}
+
 /// Ends `uth`'s interruptible wait early, if it is in one (steps 2 to 4); otherwise
 /// leaves an interrupt pending, which ends its next interruptible wait at once (step
 /// 1). Returns true if this call ended a wait (the registered function won the race
 /// with the normal wake-up).
 ///
 /// Callable from a uthread, vcore context or a plain thread.
+///
+/// # Panics
+/// If the registered function panics; the registration is still marked done, so its
+/// waiter's [`disarm`] returns.
 ///
 /// # Safety
 /// `uth` must be alive for the duration of the call (a blocked uthread in an
@@ -201,7 +216,8 @@ pub unsafe fn interrupt_wait(uth: NonNull<Uthread>) -> bool {
     // SAFETY: the caller's contract.
     let slot = unsafe { &uth.as_ref().wait_interrupt };
     // Steps 2 to 4 must not be switched out (module docs); the guard also re-enables
-    // notifications if the function panics.
+    // notifications if the function panics. Declared before `MarkDone`, so dropped
+    // after it: `done` is set before we can be switched out, on unwind too.
     let _notifs = NotifGuard::new();
     let mut cur = slot.load(Ordering::Acquire);
     loop {
@@ -215,8 +231,9 @@ pub unsafe fn interrupt_wait(uth: NonNull<Uthread>) -> bool {
                 // SAFETY: we took the registration out of the slot (step 2): its owner
                 // keeps it in place until it sees `done` (step 5).
                 let reg = unsafe { &*(cur as *const WaitInterrupt) };
+                let done = MarkDone(reg);
                 let won = (reg.func)(reg.arg);
-                reg.done.store(true, Ordering::Release); // step 4: the last touch
+                drop(done); // step 4: the last touch
                 break won;
             }
             Err(now) => cur = now,
