@@ -590,12 +590,12 @@ fn the_c_face_refuses_null_pointers_as_libc_does() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Known library bugs: run with `--ignored`.
+// Regressions: library bugs found earlier, now fixed.
 
 /// Vector counts the kernel refuses for `readv`/`writev` (negative, or above `IOV_MAX` =
-/// 1024). On a socket the layer turns the call into `recvmsg`/`sendmsg` with
-/// `msg_iovlen = cnt.max(0)`, whose rules differ: a negative count becomes an empty vector
-/// (`Ok(0)`, which a reader takes for EOF), and too many vectors give `EMSGSIZE`.
+/// 1024). On a socket the layer turns the call into `recvmsg`/`sendmsg`, whose rules
+/// differ; it once passed `msg_iovlen = cnt.max(0)`, so a negative count became an empty
+/// vector (`Ok(0)`, which a reader takes for EOF) and too many vectors gave `EMSGSIZE`.
 const BAD_VECTOR_COUNTS: &[Case] = &[
     Case {
         name: "readv(socket with data, iov, -1)",

@@ -443,14 +443,14 @@ fn connect_on_a_user_non_blocking_socket_gives_einprogress_like_libc() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Known library bugs: run with `--ignored`.
+// Regressions: library bugs found earlier, now fixed.
 
 /// One blocking `write(2)` to a pipe returns only when everything is written (POSIX: "If
 /// O_NONBLOCK is clear, a write request may cause the thread to block, but on normal
 /// completion it shall return nbyte"; Linux's `pipe_write` does so). The layer's `write`
-/// on a pipe it made non-blocking returns after the first partial write instead, on a
-/// plain thread and on a uthread alike, so code that relies on full writes to blocking
-/// pipes loses data.
+/// on a pipe it made non-blocking once returned after the first partial write, on a
+/// plain thread and on a uthread alike, so code that relied on full writes to blocking
+/// pipes lost data.
 #[test]
 fn one_write_to_a_blocking_pipe_writes_everything_as_libc_does() {
     const TOTAL: usize = 256 * 1024; // four times a pipe's default capacity
