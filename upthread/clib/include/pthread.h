@@ -12,23 +12,7 @@
 #if defined(UPTHREAD_COMPAT_H) && !defined(UPTHREAD_CLEANUP_MACROS)
 #define UPTHREAD_CLEANUP_MACROS
 
-#ifndef UPTHREAD_CLEANUP_FRAME_DECLARED
-#define UPTHREAD_CLEANUP_FRAME_DECLARED
-#ifdef __cplusplus
-extern "C" {
-#endif
-struct upthread_cleanup_buffer {
-    void (*routine)(void *);
-    void *arg;
-    struct upthread_cleanup_buffer *prev;
-    void *reserved;
-};
-void upthread_cleanup_push_impl(struct upthread_cleanup_buffer *buf, void (*routine)(void *), void *arg);
-void upthread_cleanup_pop_impl(struct upthread_cleanup_buffer *buf, int execute);
-#ifdef __cplusplus
-}
-#endif
-#endif
+#include "upthread_cleanup.h"
 
 /* Like glibc's, the pair opens and closes a block, so they must be used at the same
  * nesting level of one function; the buffer lives in that block. The empty statement

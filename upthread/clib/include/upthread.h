@@ -139,22 +139,8 @@ int upthread_sem_post(sem_t *sem);
 int upthread_sem_getvalue(sem_t *sem, int *value);
 
 /* Cleanup handlers: the implementation of pthread_cleanup_push/pop, which are macros
- * (<pthread.h> in this directory defines them over these, under upthread_compat.h). A
- * buffer lives in the pushing function's block, from the push to the matching pop, so
- * it needs no allocation; its fields are upthread's. The handlers of the buffers still
- * pushed run, newest first, when the thread is cancelled or calls pthread_exit; the
- * stack is not unwound, so the buffers are still in place while they run. */
-#ifndef UPTHREAD_CLEANUP_FRAME_DECLARED /* also declared by <pthread.h> in this directory */
-#define UPTHREAD_CLEANUP_FRAME_DECLARED
-struct upthread_cleanup_buffer {
-    void (*routine)(void *);
-    void *arg;
-    struct upthread_cleanup_buffer *prev;
-    void *reserved;
-};
-void upthread_cleanup_push_impl(struct upthread_cleanup_buffer *buf, void (*routine)(void *), void *arg);
-void upthread_cleanup_pop_impl(struct upthread_cleanup_buffer *buf, int execute);
-#endif
+ * (<pthread.h> in this directory defines them over these, under upthread_compat.h). */
+#include "upthread_cleanup.h"
 
 #ifdef __cplusplus
 }

@@ -30,6 +30,7 @@
 //! |---|---|
 //! | `include/upthread.h` | every `upthread_*` function, declared with glibc's types |
 //! | `include/upthread_compat.h` | `#define pthread_create upthread_create`, ... for every one of them; includes no system header, so a program's own `#define _GNU_SOURCE` still works |
+//! | `include/upthread_cleanup.h` | the cleanup-handler buffer and `upthread_cleanup_push_impl`/`pop_impl`, included by the two headers around it |
 //! | `include/pthread.h` | wraps glibc's `<pthread.h>` and, under the compat header, replaces `pthread_cleanup_push`/`pop` with macros over `upthread_cleanup_push_impl`/`pop_impl` |
 //! | `pkgconfig/upthread.pc.in`, `pkgconfig/upthread-static.pc.in` | templates that `write-pc.sh <dir>` fills in for the libraries in a cargo output directory |
 //!

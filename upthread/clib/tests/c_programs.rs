@@ -537,10 +537,12 @@ fn identifiers(text: &str) -> Vec<(String, bool)> {
     ids
 }
 
-/// The `upthread_*` functions `upthread.h` declares: identifiers followed by `(`.
+/// The `upthread_*` functions `upthread.h` declares (with `upthread_cleanup.h`, which it
+/// includes): identifiers followed by `(`.
 fn declared_in_upthread_h() -> BTreeSet<String> {
-    identifiers(&header("upthread.h"))
+    ["upthread.h", "upthread_cleanup.h"]
         .into_iter()
+        .flat_map(|h| identifiers(&header(h)))
         .filter(|(id, paren)| *paren && id.starts_with("upthread_"))
         .map(|(id, _)| id)
         .collect()
