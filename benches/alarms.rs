@@ -904,9 +904,9 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mode = Mode::from_args(&args);
     let settings = mode.pick(&SMOKE, &QUICK, &FULL);
-    // Other arguments that are not flags pick cases by name, like criterion's filters.
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
-    let wanted = |case: &str| filters.is_empty() || filters.iter().any(|f| case.contains(f.as_str()));
+    let names: Vec<&'static str> = CASES.iter().map(|c| c.name).collect();
+    let filter = harness::CaseFilter::new(&args, &names);
+    let wanted = |case: &str| filter.wants(case);
     let machine = Machine::probe();
     // Before lib_init, so the driver and its threads inherit no vcore pin and the
     // default slack.

@@ -1351,13 +1351,9 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mode = Mode::from_args(&args);
     let settings = mode.pick(&SMOKE, &QUICK, &FULL);
-    // Other arguments that are not flags pick cases by name, like criterion's filters: a
-    // case's exact name picks that case alone (`conn10` is a prefix of the others), any
-    // other word the cases whose names contain it.
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
-    let picks = |case: &str, f: &str| case == f || (!CASES.iter().any(|&(c, _)| c == f) && case.contains(f));
-    let wanted = |case: &str| filters.is_empty() || filters.iter().any(|f| picks(case, f));
-    let cases: Vec<(&'static str, usize)> = CASES.into_iter().filter(|(c, _)| wanted(c)).collect();
+    let names: Vec<&'static str> = CASES.iter().map(|&(c, _)| c).collect();
+    let filter = harness::CaseFilter::new(&args, &names);
+    let cases: Vec<(&'static str, usize)> = CASES.into_iter().filter(|(c, _)| filter.wants(c)).collect();
     let most = cases.iter().map(|&(_, n)| n).max().unwrap_or(0) as u64;
     raise_fd_limit(4 * most + SPARE_FDS);
     let machine = Machine::probe();

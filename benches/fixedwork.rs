@@ -301,11 +301,9 @@ fn main() {
     let work_ms =
         args.iter().find_map(|a| a.strip_prefix("--work-ms=")?.parse::<f64>().ok()).unwrap_or(base.work_ms);
     let s = Settings { reps: base.reps, threads: base.threads, work_ms };
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
-    let cases: Vec<&'static Case> = CASES
-        .iter()
-        .filter(|c| filters.is_empty() || filters.iter().any(|f| c.name.contains(f.as_str())))
-        .collect();
+    let names: Vec<&'static str> = CASES.iter().map(|c| c.name).collect();
+    let filter = harness::CaseFilter::new(&args, &names);
+    let cases: Vec<&'static Case> = CASES.iter().filter(|c| filter.wants(c.name)).collect();
 
     let machine = Machine::probe();
     let tc =

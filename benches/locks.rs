@@ -1290,9 +1290,8 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mode = Mode::from_args(&args);
     let settings = mode.pick(&SMOKE, &QUICK, &FULL);
-    // Other arguments that are not flags pick cases by name, like criterion's filters.
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
-    let wanted = |case: &str| filters.is_empty() || filters.iter().any(|f| case.contains(f.as_str()));
+    let filter = harness::CaseFilter::new(&args, &["uncontended", "handoff", "condvar"]);
+    let wanted = |case: &str| filter.wants(case);
     let machine = Machine::probe();
 
     let (jobs, rx) = mpsc::channel();

@@ -276,7 +276,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mode = Mode::from_args(&args);
     let s = mode.pick(&SMOKE, &QUICK, &FULL);
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    let filter = harness::CaseFilter::new(&args, &[]);
     let machine = Machine::probe();
     let tc = Toolchain::prepare(report::output_dir("pthread_ctxswitch").join("bin"))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -307,7 +307,7 @@ fn main() {
     for (label, cores) in [("1", 1), ("all", all)] {
         for per_core in THREADS_PER_CORE {
             let name = format!("c{label}t{per_core}");
-            if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
+            if !filter.wants(&name) {
                 continue;
             }
             let r = run_case(&progs, s, name, cores, per_core, &cpus);

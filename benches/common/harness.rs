@@ -1,5 +1,5 @@
 //! How a comparison benchmark runs (`STYLE.md` §6), in the parts every one of them
-//! shares: which run the arguments ask for ([`Mode`]), the order of the sides within a
+//! shares: which run the arguments ask for ([`Mode`]) and which cases ([`CaseFilter`]), the order of the sides within a
 //! repetition ([`alternate`]), and what its plain Linux threads (baselines, and the
 //! driver that times the windows) do around a window: pin themselves to a CPU
 //! ([`pin_to`]) and wait, sleeping, until the window is ready ([`wait_until`],
@@ -11,6 +11,30 @@
 use std::time::{Duration, Instant};
 
 use parlib::vcore;
+
+/// The cases a run's arguments pick. Words that are not flags pick cases by name, like
+/// criterion's filters: a word that is a case's exact name picks that case alone
+/// (`conn10` is a prefix of `conn100`), any other word the cases whose names contain
+/// it. No words: every case.
+pub struct CaseFilter {
+    words: Vec<String>,
+    names: Vec<&'static str>,
+}
+
+impl CaseFilter {
+    /// The filter in `args`, for a bench whose cases are `names` (they decide which words
+    /// are exact names; a bench that builds its names may pass none).
+    pub fn new(args: &[String], names: &[&'static str]) -> CaseFilter {
+        let words = args.iter().filter(|a| !a.starts_with('-')).cloned().collect();
+        CaseFilter { words, names: names.to_vec() }
+    }
+
+    /// Whether `case` runs.
+    pub fn wants(&self, case: &str) -> bool {
+        let picks = |w: &str| case == w || (!self.names.contains(&w) && case.contains(w));
+        self.words.is_empty() || self.words.iter().any(|w| picks(w))
+    }
+}
 
 /// Which run `cargo` asked for.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
