@@ -149,8 +149,9 @@ fn insert(pv: &PerVcore, set: &mut Set, w: &AlarmWaiter) {
 
 /// Whether the caller is `w`'s own callback: vcore context running it.
 pub(crate) fn in_own_callback(w: &AlarmWaiter) -> bool {
-    vcore::in_vcore_context()
-        && vcore::try_id().is_some_and(|id| core::ptr::eq(vcores()[id].running.load(Ordering::Relaxed), w))
+    vcore::this()
+        .filter(|v| v.in_vcore_context())
+        .is_some_and(|v| core::ptr::eq(vcores()[v.id()].running.load(Ordering::Relaxed), w))
 }
 
 pub(crate) fn start(w: &AlarmWaiter) {
@@ -260,8 +261,10 @@ fn on_alarm_event(_: &EventMsg, _: EventType) {
                     // (`send_to_full` drains its own queue while it waits for room in
                     // another vcore's ring): restore the outer callback's alarm after
                     // ours, not null, or it would no longer count as its own callback.
-                    let outer =
-                        pv.running.swap(w as *const AlarmWaiter as *mut AlarmWaiter, Ordering::Relaxed);
+                    // Only this vcore's context touches `running`: a load and a store, no
+                    // locked swap.
+                    let outer = pv.running.load(Ordering::Relaxed);
+                    pv.running.store(w as *const AlarmWaiter as *mut AlarmWaiter, Ordering::Relaxed);
                     f(w);
                     pv.running.store(outer, Ordering::Relaxed);
                 }

@@ -183,8 +183,9 @@ impl AlarmWaiter {
     /// `pvc::in_own_callback` first.
     pub(crate) fn wait_while_firing(&self) {
         while self.state.load(Ordering::Acquire) == FIRING {
-            if parlib_uthread::current().is_some() {
-                parlib_uthread::yield_with(true, parlib_uthread::paused);
+            if let Some(me) = parlib_uthread::current() {
+                // SAFETY: `current()` just returned it.
+                unsafe { parlib_uthread::yield_current_with(me, true, parlib_uthread::paused) };
             } else {
                 core::hint::spin_loop();
             }
