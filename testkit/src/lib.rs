@@ -16,8 +16,14 @@
 //!     });
 //! }
 //! ```
+//!
+//! [`probe`] holds checks shared by every layer's tests (stack alignment, clean panics
+//! on misuse). The test scheduler that runs uthreads in those tests is the separate crate
+//! `parlib-testsched` (`testkit/sched/`), which depends on the layers this crate must not.
 
 #![warn(missing_docs)]
+
+pub mod probe;
 
 use std::io::Read;
 use std::process::{Command, ExitStatus, Stdio};
@@ -124,7 +130,9 @@ pub fn outcome_by_name(name: &str, timeout: Duration, env: &[(&str, &str)], body
     }
     let exe = std::env::current_exe().expect("current_exe");
     let mut cmd = Command::new(exe);
-    cmd.args([name, "--exact", "--nocapture", "--test-threads=1"])
+    // `--include-ignored`: the parent already decided to run this test (an `#[ignore]`d
+    // one only under `--ignored`), so the child must not skip it.
+    cmd.args([name, "--exact", "--include-ignored", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, name)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
