@@ -25,18 +25,12 @@
 //!
 //! # Why the callback starts the next alarm
 //!
-//! The natural loop, a uthread that starts an alarm and blocks until the callback wakes
-//! it, hangs with the scheduler of `common/` as it is: a vcore woken from its park by a
-//! notification (here, the timer's) runs `vcore_entry`, which handles events *before*
-//! `sched_entry` clears the vcore's `sleeping` flag; a callback that makes a uthread
-//! homed on that vcore runnable then wins the flag as a producer and spins in
-//! `request_specific` until the vcore parks, which it never does, because the spinning
-//! producer is the vcore itself. Chaining the alarms from the callback measures the same
-//! path (expiry, signal, event, callback), and the state of the vcore at each expiry is
-//! the one the uthread loop would leave (parked, idle-polling, or running the spinner).
-//! Only the end of a window wakes `main`: the last callback wakes the driver (futex),
-//! which waits until vcore 0 has parked and then makes `main` runnable from outside,
-//! the case that handshake handles.
+//! Each callback starts the next alarm itself, rather than a uthread that starts an
+//! alarm and blocks until the callback wakes it: so a window measures the expiry path
+//! alone (expiry, signal, event, callback), with the vcore at each expiry in exactly the
+//! state the case sets (parked, idle-polling, or running the spinner), and no uthread
+//! switch added per expiry. Only the end of a window wakes `main`: the last callback wakes the driver (futex),
+//! which waits until vcore 0 has parked and then makes `main` runnable from outside.
 //!
 //! # Windows, repetitions, figures
 //!
@@ -79,6 +73,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crossbeam_utils::CachePadded;
 use parlib::alarms::{self, AlarmWaiter};
 use parlib::uthread::{self, TlsMode};
 use parlib::vcore;
@@ -208,17 +203,13 @@ impl Side {
 // Shared state. One window runs at a time; whoever starts a window resets what it uses
 // before starting it, when nobody else touches it.
 
-/// Keeps each hot word on its own 128-byte line pair (see `common::PerVcore` for why 128).
-#[repr(C, align(128))]
-struct Line<T>(T);
-
 /// Lateness of each alarm of the current window, ns.
 static LATENESS: [AtomicU64; MAX_SAMPLES] = [const { AtomicU64::new(0) }; MAX_SAMPLES];
 /// Alarms of the current window that have fired: the callback's index into
 /// [`LATENESS`], which it advances. `main` resets it before a window.
-static INDEX: Line<AtomicUsize> = Line(AtomicUsize::new(0));
+static INDEX: CachePadded<AtomicUsize> = CachePadded::new(AtomicUsize::new(0));
 /// Callbacks that found an interrupted uthread on the vcore.
-static INTERRUPTED: Line<AtomicU64> = Line(AtomicU64::new(0));
+static INTERRUPTED: CachePadded<AtomicU64> = CachePadded::new(AtomicU64::new(0));
 
 /// The parlib-rs side's two alarms. Each callback starts the other one (a waiter cannot
 /// be started again while its own callback runs). Statics never move, so they are pinned
@@ -229,10 +220,10 @@ static WAITERS: [AlarmWaiter; 2] = [AlarmWaiter::new(), AlarmWaiter::new()];
 static TARGET: AtomicUsize = AtomicUsize::new(0);
 static PERIOD_NS: AtomicU64 = AtomicU64::new(0);
 /// Set to 1 by the last callback of a window, which then wakes the driver (futex).
-static CHAIN_DONE: Line<AtomicU32> = Line(AtomicU32::new(0));
+static CHAIN_DONE: CachePadded<AtomicU32> = CachePadded::new(AtomicU32::new(0));
 
 /// Raised when a busy window is over; the spinner (uthread or Linux thread) polls it.
-static SPIN_STOP: Line<AtomicBool> = Line(AtomicBool::new(false));
+static SPIN_STOP: CachePadded<AtomicBool> = CachePadded::new(AtomicBool::new(false));
 
 /// Ends every window: the driver arrives (and, in a busy parlib-rs window, the spinner),
 /// and `main`, blocked in `wait`, runs again.
@@ -256,11 +247,11 @@ fn now_ns() -> u64 {
 fn on_alarm(w: &AlarmWaiter) {
     let late = now_ns().saturating_sub(w.deadline().ns());
     // Only this vcore runs the callbacks, one at a time: loads and stores do.
-    let i = INDEX.0.load(Ordering::Relaxed);
+    let i = INDEX.load(Ordering::Relaxed);
     LATENESS[i].store(late, Ordering::Relaxed);
-    INDEX.0.store(i + 1, Ordering::Relaxed);
+    INDEX.store(i + 1, Ordering::Relaxed);
     if uthread::interrupted().is_some() {
-        INTERRUPTED.0.store(INTERRUPTED.0.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        INTERRUPTED.store(INTERRUPTED.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
     if i + 1 < TARGET.load(Ordering::Relaxed) {
         // The other waiter's callback has returned (callbacks run one after the other
@@ -269,9 +260,9 @@ fn on_alarm(w: &AlarmWaiter) {
         next.set_rel(Duration::from_nanos(PERIOD_NS.load(Ordering::Relaxed)));
         Pin::static_ref(next).start();
     } else {
-        SPIN_STOP.0.store(true, Ordering::Relaxed);
-        CHAIN_DONE.0.store(1, Ordering::Release);
-        vcore::futex::wake(&CHAIN_DONE.0, 1);
+        SPIN_STOP.store(true, Ordering::Relaxed);
+        CHAIN_DONE.store(1, Ordering::Release);
+        vcore::futex::wake(&CHAIN_DONE, 1);
     }
 }
 
@@ -364,8 +355,8 @@ fn driver(jobs: mpsc::Receiver<Job>) {
     for job in jobs {
         match job {
             Job::AwaitChain { then_parked } => {
-                while CHAIN_DONE.0.load(Ordering::Acquire) == 0 {
-                    vcore::futex::wait(&CHAIN_DONE.0, 0);
+                while CHAIN_DONE.load(Ordering::Acquire) == 0 {
+                    vcore::futex::wait(&CHAIN_DONE, 0);
                 }
                 if then_parked {
                     // See "Why the callback starts the next alarm" in the module docs.
@@ -393,7 +384,7 @@ fn driver(jobs: mpsc::Receiver<Job>) {
 fn nanosleep_window(period: Duration, samples: usize, busy: bool, slack: Option<libc::c_ulong>) {
     let cpu = vcore::cpu_of(A).expect("vcore A");
     let period_ns = period.as_nanos() as u64;
-    SPIN_STOP.0.store(false, Ordering::Relaxed);
+    SPIN_STOP.store(false, Ordering::Relaxed);
     READY.store(0, Ordering::Release);
     std::thread::scope(|s| {
         if busy {
@@ -441,7 +432,7 @@ fn nanosleep_window(period: Duration, samples: usize, busy: bool, slack: Option<
             BASE_TASK[0].store(d.voluntary, Ordering::Relaxed);
             BASE_TASK[1].store(d.involuntary, Ordering::Relaxed);
             BASE_TASK[2].store(d.run_delay_ns, Ordering::Relaxed);
-            SPIN_STOP.0.store(true, Ordering::Relaxed); // the join publishes the rest
+            SPIN_STOP.store(true, Ordering::Relaxed); // the join publishes the rest
         });
     });
 }
@@ -450,7 +441,7 @@ fn nanosleep_window(period: Duration, samples: usize, busy: bool, slack: Option<
 /// never calling into libc, until [`SPIN_STOP`]. Returns how many rounds it made.
 fn spin_until_stopped() -> u64 {
     let mut rounds = 0u64;
-    while !SPIN_STOP.0.load(Ordering::Relaxed) {
+    while !SPIN_STOP.load(Ordering::Relaxed) {
         rounds = std::hint::black_box(rounds + 1);
         core::hint::spin_loop();
     }
@@ -487,12 +478,12 @@ fn parlib_window(
     assert!(others_parked(), "alarms: a vcore other than A is running");
     assert_eq!(vcore::id(), A, "main runs on vcore A");
     let tid = vcore::get(A).expect("vcore A").tid();
-    INDEX.0.store(0, Ordering::Relaxed);
-    INTERRUPTED.0.store(0, Ordering::Relaxed);
+    INDEX.store(0, Ordering::Relaxed);
+    INTERRUPTED.store(0, Ordering::Relaxed);
     TARGET.store(samples, Ordering::Relaxed);
     PERIOD_NS.store(period.as_nanos() as u64, Ordering::Relaxed);
-    CHAIN_DONE.0.store(0, Ordering::Relaxed);
-    SPIN_STOP.0.store(false, Ordering::Relaxed);
+    CHAIN_DONE.store(0, Ordering::Relaxed);
+    SPIN_STOP.store(false, Ordering::Relaxed);
     // The driver arrives when the last alarm has fired; a busy window's spinner when it
     // has stopped.
     DONE.reset(1 + usize::from(busy));
@@ -517,9 +508,9 @@ fn parlib_window(
     let counts = Counts {
         arms: alarms::arm_count() - arms,
         task: TaskStats::of(tid).since(before),
-        interrupted: INTERRUPTED.0.load(Ordering::Relaxed),
+        interrupted: INTERRUPTED.load(Ordering::Relaxed),
     };
-    assert_eq!(INDEX.0.load(Ordering::Relaxed), samples, "alarms: a callback is missing");
+    assert_eq!(INDEX.load(Ordering::Relaxed), samples, "alarms: a callback is missing");
     if spin_idle {
         common::set_spin_when_idle(A, false);
     }

@@ -91,15 +91,14 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parlib::events;
 use parlib::syscalls::io;
-use parlib::uthread::{self, Scheduler, TlsMode, Uthread};
+use parlib::uthread::{self, idle, Runnable, Scheduler, TlsMode};
 use parlib::vcore::{self, spin::SpinLock, Stack};
 
 #[path = "common/mod.rs"]
@@ -191,67 +190,20 @@ const VC: usize = 0;
 // ---------------------------------------------------------------------------------------
 // The scheduler: one FIFO queue, for vcore 0.
 
-/// Our uthread record. `Uthread` comes first, so the pointer the uthread layer hands back
-/// also points to the record around it.
-#[repr(C)]
-struct Record {
-    uth: Uthread,
-    /// What it runs; taken once by `record_main`.
-    body: Option<Box<dyn FnOnce() + Send>>,
-}
-
-const _: () = assert!(core::mem::offset_of!(Record, uth) == 0);
-
-/// A run-queue entry. The pointer moves between tasks only through the queue's lock.
-struct Entry(NonNull<Uthread>);
-// SAFETY: a uthread record may be handed to vcore 0 by any task (the driver wakes `main`);
-// the queue lock orders the hand-over.
-unsafe impl Send for Entry {}
-
-/// The echo bench's scheduler (see the module docs for why not `common`'s).
-///
-/// Parking uses `common`'s *sleeping handshake*: the idle vcore stores `sleeping = true`
-/// and then looks at its queue once more under the queue lock; a producer pushes under
-/// that lock and then loads `sleeping`. The lock orders the two, so one of them sees the
-/// other, and whoever swaps `sleeping` back to false owns the outcome: the vcore cancels
-/// its park, or the producer requests the vcore until it is up.
+/// The echo bench's scheduler (see the module docs for why not `common`'s). An idle
+/// vcore parks with `uthread::idle::park`, in the lock-ordered form of its handshake: a
+/// push reads `idle::is_parking` under the queue lock that the parker's `validate` takes.
 struct EchoSched {
-    queue: SpinLock<VecDeque<Entry>>,
-    /// Set by vcore 0 just before it parks.
-    sleeping: AtomicBool,
+    queue: SpinLock<VecDeque<Runnable<()>>>,
 }
 
-static SCHED: EchoSched =
-    EchoSched { queue: SpinLock::new(VecDeque::new()), sleeping: AtomicBool::new(false) };
-
-impl EchoSched {
-    fn enqueue(&self, uth: NonNull<Uthread>) {
-        self.queue.lock().push_back(Entry(uth));
-        // Relaxed is enough for the first look: the queue lock provides the order.
-        if self.sleeping.load(Ordering::Relaxed) && self.sleeping.swap(false, Ordering::AcqRel) {
-            if vcore::try_id() == Some(VC) {
-                // We are vcore 0 itself, woken from its park by readiness: the waiters are
-                // woken by `handle_events` in `vcore_entry` (or, if still PARKED, in the
-                // park hook, which this request then ends) before `sched_entry` clears
-                // `sleeping`. We run, so we reach sched_entry; spinning would wait for us.
-                let _ = vcore::request_specific(VC);
-            } else {
-                // The vcore is parked or committed to parking: a few instructions away.
-                while !vcore::request_specific(VC).expect("vcore 0 exists") {
-                    core::hint::spin_loop();
-                }
-            }
-        }
-    }
-}
+static SCHED: EchoSched = EchoSched { queue: SpinLock::new(VecDeque::new()) };
 
 impl Scheduler for EchoSched {
+    type Thread = ();
+
     // Vcore context on vcore 0: run the next uthread, or poll, or park.
     fn sched_entry(&self) -> ! {
-        if self.sleeping.load(Ordering::Relaxed) {
-            // Woken by someone other than a producer: stop advertising that we park.
-            self.sleeping.store(false, Ordering::Relaxed);
-        }
         loop {
             // When the queue was first found empty with nothing to handle: read the clock
             // only once idle, so a busy vcore's switches do not pay for it.
@@ -259,8 +211,8 @@ impl Scheduler for EchoSched {
             loop {
                 // A separate statement: the guard must be dropped before run_uthread.
                 let next = self.queue.lock().pop_front();
-                if let Some(Entry(uth)) = next {
-                    uthread::run_uthread(uth);
+                if let Some(t) = next {
+                    uthread::run_uthread(t);
                 }
                 // handle_events polls this vcore's epoll instance (parlib-syscalls' poll
                 // hook) and runs queued events; it returns how much it did.
@@ -274,56 +226,33 @@ impl Scheduler for EchoSched {
                 }
                 core::hint::spin_loop();
             }
-            self.sleeping.store(true, Ordering::SeqCst);
-            let empty = self.queue.lock().is_empty();
-            if !empty && self.sleeping.swap(false, Ordering::AcqRel) {
-                continue; // we cancelled our own park: run what arrived
-            }
-            // The queue is empty, or a producer owns our wake-up and requests us until we
-            // park: park either way. parlib-syscalls' park hook sleeps in epoll_wait.
-            vcore::yield_vcore();
+            // parlib-syscalls' park hook makes a parked vcore sleep in epoll_wait.
+            idle::park(|| !self.queue.lock().is_empty(), || {});
         }
     }
 
-    fn thread_runnable(&self, uth: NonNull<Uthread>) {
-        self.enqueue(uth);
+    fn thread_runnable(&self, t: Runnable<()>) {
+        let parking = {
+            let mut q = self.queue.lock();
+            q.push_back(t);
+            idle::is_parking(VC)
+        };
+        if parking {
+            let _ = vcore::notify(VC);
+        }
     }
 }
 
 /// Starts the uthread layer with [`EchoSched`] and turns the caller into the uthread
 /// `main` on vcore 0. Call once, from `main`.
 fn start_uthreads() {
-    let main = Box::leak(Box::new(Record { uth: Uthread::new(), body: None }));
-    // SAFETY: the record is leaked, so it stays valid for the rest of the process.
-    unsafe { uthread::lib_init(&SCHED, NonNull::from(&mut main.uth)) }.expect("uthread::lib_init");
+    uthread::lib_init(&SCHED, ()).expect("uthread::lib_init");
 }
 
 /// Starts `body` as a TLS-backed uthread on vcore 0.
 fn spawn(body: impl FnOnce() + Send + 'static) {
-    let r = Box::into_raw(Box::new(Record { uth: Uthread::new(), body: Some(Box::new(body)) }));
-    // SAFETY: `r` is a fresh allocation and `uth` its first field.
-    let uth = unsafe { NonNull::new_unchecked(&raw mut (*r).uth) };
     let stack = Stack::new(SERVER_STACK).expect("mmap a uthread stack");
-    // SAFETY: the record lives until record_main's exit callback frees it; `r` is what
-    // record_main expects as its argument.
-    unsafe { uthread::init(uth, record_main, r.cast(), stack, TlsMode::Backed) }.expect("uthread::init");
-    uthread::runnable(uth);
-}
-
-/// Every spawned uthread starts here, runs its body, and frees itself on exit.
-fn record_main(arg: *mut ()) -> ! {
-    let r = arg.cast::<Record>();
-    // SAFETY: `arg` is the Record spawn made for this uthread; only it touches `body`.
-    let body = unsafe { (*r).body.take() }.expect("a uthread runs its body once");
-    body();
-    uthread::exit_with(|uth| {
-        // SAFETY: vcore context; the uthread is Done and off its stack, and `uth` is the
-        // first field of the Box<Record> that spawn leaked.
-        unsafe {
-            uthread::cleanup(uth);
-            drop(Box::from_raw(uth.as_ptr().cast::<Record>()));
-        }
-    })
+    uthread::runnable(uthread::create((), stack, TlsMode::Backed, body).expect("uthread::create"));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -407,8 +336,7 @@ static SERVER_ERRORS: AtomicUsize = AtomicUsize::new(0);
 /// The uthread server's acceptor: `n` connections, a handler uthread each.
 fn parlib_acceptor(listener: i32, n: usize) {
     for _ in 0..n {
-        let fd = io::accept(listener, core::ptr::null_mut(), core::ptr::null_mut())
-            .unwrap_or_else(|e| panic!("echo: io::accept failed: errno {e}"));
+        let (fd, _) = io::accept(listener).unwrap_or_else(|e| panic!("echo: io::accept failed: {e}"));
         set_nodelay(fd);
         spawn(move || parlib_echo(fd));
         PARLIB_ACCEPTED.fetch_add(1, Ordering::Release);
@@ -419,9 +347,9 @@ fn parlib_acceptor(listener: i32, n: usize) {
 fn parlib_echo(fd: i32) {
     let mut buf = [0u8; SERVER_BUF];
     loop {
-        match io::read(fd, buf.as_mut_ptr(), buf.len()) {
+        match io::read(fd, &mut buf) {
             Ok(0) => break,
-            Ok(n) => match io::write(fd, buf.as_ptr(), n) {
+            Ok(n) => match io::write(fd, &buf[..n]) {
                 Ok(w) if w == n => {}
                 _ => {
                     SERVER_ERRORS.fetch_add(1, Ordering::Relaxed);

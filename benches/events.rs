@@ -57,6 +57,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crossbeam_utils::CachePadded;
 use parlib::events::{self, EventMsg, EventType, EV_USER_BASE};
 use parlib::uthread;
 use parlib::vcore;
@@ -134,17 +135,13 @@ const EV_PONG: EventType = EventType(EV_USER_BASE.0 + 2);
 const EV_INTERRUPT: EventType = EventType(EV_USER_BASE.0 + 3);
 const EV_STAMP: EventType = EventType(EV_USER_BASE.0 + 4);
 
-/// Keeps each hot word on its own 128-byte line pair (see `common::PerVcore` for why 128).
-#[repr(C, align(128))]
-struct Line<T>(T);
-
 /// Ends every window: the last event handler (parlib-rs side) or the driver (baselines)
 /// arrives, and `main`, blocked in `wait`, runs again.
 static DONE: Completion = Completion::new();
 
 /// Raised by the driver when a timed window is over; every timed loop polls it once per
 /// operation (a load of a line that stays shared until the one store).
-static STOP: Line<AtomicBool> = Line(AtomicBool::new(false));
+static STOP: CachePadded<AtomicBool> = CachePadded::new(AtomicBool::new(false));
 
 /// `roundtrip`, parlib-rs side. Written only by handlers on vcore A, read by `main` after
 /// `DONE`.
@@ -157,22 +154,23 @@ static RT: RoundTrips =
     RoundTrips { count: AtomicU64::new(0), start_ns: AtomicU64::new(0), end_ns: AtomicU64::new(0) };
 
 /// `interrupt`: handler runs, and how many of them found an interrupted uthread.
-static INT_HANDLED: Line<AtomicU64> = Line(AtomicU64::new(0));
-static INT_INTERRUPTED: Line<AtomicU64> = Line(AtomicU64::new(0));
+static INT_HANDLED: CachePadded<AtomicU64> = CachePadded::new(AtomicU64::new(0));
+static INT_INTERRUPTED: CachePadded<AtomicU64> = CachePadded::new(AtomicU64::new(0));
 /// `interrupt`, baseline: deliveries of `BASELINE_SIGNAL`.
-static SIG_DELIVERED: Line<AtomicU64> = Line(AtomicU64::new(0));
+static SIG_DELIVERED: CachePadded<AtomicU64> = CachePadded::new(AtomicU64::new(0));
 
 /// `spinning`: one latency per sample, written by the receiver.
 static LATENCY: [AtomicU64; MAX_SAMPLES] = [const { AtomicU64::new(0) }; MAX_SAMPLES];
 /// `spinning`: the receiver's acknowledgement, the number of samples it has recorded.
-static ACK: Line<AtomicU64> = Line(AtomicU64::new(0));
+static ACK: CachePadded<AtomicU64> = CachePadded::new(AtomicU64::new(0));
 /// `spinning`, baseline: the "message", stamp and sequence number on one line, like an
 /// event in its ring slot.
 struct FlagSlot {
     stamp: AtomicU64,
     seq: AtomicU64,
 }
-static FLAG: Line<FlagSlot> = Line(FlagSlot { stamp: AtomicU64::new(0), seq: AtomicU64::new(0) });
+static FLAG: CachePadded<FlagSlot> =
+    CachePadded::new(FlagSlot { stamp: AtomicU64::new(0), seq: AtomicU64::new(0) });
 
 /// Operations and elapsed ns of the last timed baseline window, written before the
 /// driver arrives at `DONE`.
@@ -180,11 +178,11 @@ static BASE_OPS: AtomicU64 = AtomicU64::new(0);
 static BASE_ELAPSED: AtomicU64 = AtomicU64::new(0);
 
 /// `roundtrip`, baseline: the futex word each thread sleeps on ([`post`], [`take`]).
-static FUTEX_A: Line<AtomicU32> = Line(AtomicU32::new(0));
-static FUTEX_B: Line<AtomicU32> = Line(AtomicU32::new(0));
+static FUTEX_A: CachePadded<AtomicU32> = CachePadded::new(AtomicU32::new(0));
+static FUTEX_B: CachePadded<AtomicU32> = CachePadded::new(AtomicU32::new(0));
 /// `roundtrip` floor: the counter thread A stores and the echo thread B stores back.
-static PING: Line<AtomicU64> = Line(AtomicU64::new(0));
-static PONG: Line<AtomicU64> = Line(AtomicU64::new(0));
+static PING: CachePadded<AtomicU64> = CachePadded::new(AtomicU64::new(0));
+static PONG: CachePadded<AtomicU64> = CachePadded::new(AtomicU64::new(0));
 /// Set by thread A of a two-thread baseline once it has stopped: B exits instead of
 /// answering.
 static QUIT: AtomicBool = AtomicBool::new(false);
@@ -226,7 +224,7 @@ fn on_ping(_: &EventMsg, _: EventType) {
 /// On A: one round trip done; start the next, or end the window.
 fn on_pong(_: &EventMsg, _: EventType) {
     RT.count.store(RT.count.load(Ordering::Relaxed) + 1, Ordering::Relaxed); // only A writes
-    if !STOP.0.load(Ordering::Relaxed) {
+    if !STOP.load(Ordering::Relaxed) {
         send(EV_PING, B, &EventMsg::default());
     } else {
         RT.end_ns.store(now_ns(), Ordering::Relaxed);
@@ -237,9 +235,9 @@ fn on_pong(_: &EventMsg, _: EventType) {
 /// On the sending uthread's own vcore, reached by interrupting it.
 fn on_interrupt(_: &EventMsg, _: EventType) {
     // Only this vcore writes the counters, so a load and a store do (no locked add).
-    INT_HANDLED.0.store(INT_HANDLED.0.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    INT_HANDLED.store(INT_HANDLED.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     if uthread::interrupted().is_some() {
-        INT_INTERRUPTED.0.store(INT_INTERRUPTED.0.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        INT_INTERRUPTED.store(INT_INTERRUPTED.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
 }
 
@@ -247,12 +245,12 @@ fn on_interrupt(_: &EventMsg, _: EventType) {
 fn on_stamp(msg: &EventMsg, _: EventType) {
     let now = now_ns();
     LATENCY[msg.arg1 as usize].store(now.saturating_sub(msg.arg0), Ordering::Relaxed);
-    ACK.0.store(msg.arg1 + 1, Ordering::Release);
+    ACK.store(msg.arg1 + 1, Ordering::Release);
 }
 
 /// The baseline's empty handler: it only counts, as `on_interrupt` does.
 extern "C" fn on_baseline_signal(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    SIG_DELIVERED.0.store(SIG_DELIVERED.0.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    SIG_DELIVERED.store(SIG_DELIVERED.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
 fn install_baseline_handler() {
@@ -326,7 +324,7 @@ fn driver(jobs: mpsc::Receiver<Job>) {
 /// Ends a timed window `window` from now.
 fn stop_after(window: Duration) {
     std::thread::sleep(window);
-    STOP.0.store(true, Ordering::Relaxed);
+    STOP.store(true, Ordering::Relaxed);
 }
 
 fn all_parked() -> bool {
@@ -396,8 +394,8 @@ fn take(word: &AtomicU32) {
 /// after both are ready; stores the count and the elapsed ns for `main`.
 fn futex_pingpong(window: Duration) {
     let (cpu_a, cpu_b) = (vcore::cpu_of(A).expect("vcore A"), vcore::cpu_of(B).expect("vcore B"));
-    FUTEX_A.0.store(EMPTY, Ordering::Relaxed);
-    FUTEX_B.0.store(EMPTY, Ordering::Relaxed);
+    FUTEX_A.store(EMPTY, Ordering::Relaxed);
+    FUTEX_B.store(EMPTY, Ordering::Relaxed);
     QUIT.store(false, Ordering::Relaxed);
     READY.store(0, Ordering::Release);
     std::thread::scope(|s| {
@@ -405,11 +403,11 @@ fn futex_pingpong(window: Duration) {
             pin_to(cpu_b);
             arrive_and_wait_for(3);
             loop {
-                take(&FUTEX_B.0);
+                take(&FUTEX_B);
                 if QUIT.load(Ordering::Relaxed) {
                     return; // A has stopped: its last round trip was answered
                 }
-                post(&FUTEX_A.0);
+                post(&FUTEX_A);
             }
         });
         s.spawn(move || {
@@ -417,14 +415,14 @@ fn futex_pingpong(window: Duration) {
             arrive_and_wait_for(3);
             let mut n = 0u64;
             let t0 = now_ns();
-            while !STOP.0.load(Ordering::Relaxed) {
-                post(&FUTEX_B.0);
-                take(&FUTEX_A.0);
+            while !STOP.load(Ordering::Relaxed) {
+                post(&FUTEX_B);
+                take(&FUTEX_A);
                 n += 1;
             }
             let elapsed = now_ns() - t0;
             QUIT.store(true, Ordering::Relaxed); // published by the post
-            post(&FUTEX_B.0);
+            post(&FUTEX_B);
             BASE_OPS.store(n, Ordering::Relaxed); // published by the join
             BASE_ELAPSED.store(elapsed, Ordering::Relaxed);
         });
@@ -438,8 +436,8 @@ fn futex_pingpong(window: Duration) {
 /// are ready. Stores the count and the elapsed ns for `main`.
 fn spin_pingpong(window: Duration) {
     let (cpu_a, cpu_b) = (vcore::cpu_of(A).expect("vcore A"), vcore::cpu_of(B).expect("vcore B"));
-    PING.0.store(0, Ordering::Relaxed);
-    PONG.0.store(0, Ordering::Relaxed);
+    PING.store(0, Ordering::Relaxed);
+    PONG.store(0, Ordering::Relaxed);
     QUIT.store(false, Ordering::Relaxed);
     READY.store(0, Ordering::Release);
     std::thread::scope(|s| {
@@ -448,9 +446,9 @@ fn spin_pingpong(window: Duration) {
             arrive_and_wait_for(3);
             let mut last = 0;
             loop {
-                let v = PING.0.load(Ordering::Acquire);
+                let v = PING.load(Ordering::Acquire);
                 if v != last {
-                    PONG.0.store(v, Ordering::Release);
+                    PONG.store(v, Ordering::Release);
                     last = v;
                 } else if QUIT.load(Ordering::Relaxed) {
                     return;
@@ -464,10 +462,10 @@ fn spin_pingpong(window: Duration) {
             arrive_and_wait_for(3);
             let mut n = 0u64;
             let t0 = now_ns();
-            while !STOP.0.load(Ordering::Relaxed) {
+            while !STOP.load(Ordering::Relaxed) {
                 n += 1;
-                PING.0.store(n, Ordering::Release);
-                while PONG.0.load(Ordering::Acquire) != n {
+                PING.store(n, Ordering::Release);
+                while PONG.load(Ordering::Acquire) != n {
                     core::hint::spin_loop();
                 }
             }
@@ -491,18 +489,18 @@ fn signal_self(window: Duration) {
             pin_to(cpu);
             // SAFETY: getpid and gettid have no preconditions.
             let (pid, tid) = unsafe { (libc::getpid(), libc::gettid()) };
-            SIG_DELIVERED.0.store(0, Ordering::Relaxed);
+            SIG_DELIVERED.store(0, Ordering::Relaxed);
             arrive_and_wait_for(2);
             let mut n = 0u64;
             let t0 = now_ns();
-            while !STOP.0.load(Ordering::Relaxed) {
+            while !STOP.load(Ordering::Relaxed) {
                 // SAFETY: tgkill to this very thread, with a signal whose handler only
                 // counts; the signal is delivered before the call returns.
                 unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, BASELINE_SIGNAL) };
                 n += 1;
             }
             let elapsed = now_ns() - t0;
-            let got = SIG_DELIVERED.0.load(Ordering::Relaxed);
+            let got = SIG_DELIVERED.load(Ordering::Relaxed);
             assert_eq!(got, n, "interrupt baseline: {got} of {n} signals were delivered");
             BASE_OPS.store(n, Ordering::Relaxed); // published by the join
             BASE_ELAPSED.store(elapsed, Ordering::Relaxed);
@@ -516,8 +514,8 @@ fn signal_self(window: Duration) {
 /// on B's CPU spins on the sequence number and records now − stamp.
 fn flag_latencies(samples: usize) {
     let (cpu_a, cpu_b) = (vcore::cpu_of(A).expect("vcore A"), vcore::cpu_of(B).expect("vcore B"));
-    FLAG.0.seq.store(0, Ordering::Relaxed);
-    ACK.0.store(0, Ordering::Relaxed);
+    FLAG.seq.store(0, Ordering::Relaxed);
+    ACK.store(0, Ordering::Relaxed);
     READY.store(0, Ordering::Release);
     std::thread::scope(|s| {
         s.spawn(move || {
@@ -525,15 +523,15 @@ fn flag_latencies(samples: usize) {
             arrive_and_wait_for(2);
             let mut last = 0;
             while last < samples as u64 {
-                let seq = FLAG.0.seq.load(Ordering::Acquire);
+                let seq = FLAG.seq.load(Ordering::Acquire);
                 if seq == last {
                     core::hint::spin_loop();
                     continue;
                 }
                 let now = now_ns();
-                let stamp = FLAG.0.stamp.load(Ordering::Relaxed);
+                let stamp = FLAG.stamp.load(Ordering::Relaxed);
                 LATENCY[seq as usize - 1].store(now.saturating_sub(stamp), Ordering::Relaxed);
-                ACK.0.store(seq, Ordering::Release);
+                ACK.store(seq, Ordering::Release);
                 last = seq;
             }
         });
@@ -541,8 +539,8 @@ fn flag_latencies(samples: usize) {
             pin_to(cpu_a);
             arrive_and_wait_for(2);
             send_stamped(samples, |i, stamp| {
-                FLAG.0.stamp.store(stamp, Ordering::Relaxed);
-                FLAG.0.seq.store(i + 1, Ordering::Release);
+                FLAG.stamp.store(stamp, Ordering::Relaxed);
+                FLAG.seq.store(i + 1, Ordering::Release);
             });
         });
     });
@@ -558,7 +556,7 @@ fn send_stamped(samples: usize, post: impl Fn(u64, u64)) {
             core::hint::spin_loop();
         }
         post(i, now_ns());
-        while ACK.0.load(Ordering::Acquire) != i + 1 {
+        while ACK.load(Ordering::Acquire) != i + 1 {
             core::hint::spin_loop();
         }
     }
@@ -603,7 +601,7 @@ impl Timed {
 
 /// Blocks `main` until the current window's `DONE`; vcore A goes to its idle loop.
 fn run_window(jobs: &mpsc::Sender<Job>, job: Job) {
-    STOP.0.store(false, Ordering::Relaxed);
+    STOP.store(false, Ordering::Relaxed);
     DONE.reset(1);
     jobs.send(job).expect("driver alive"); // publishes the resets
     DONE.wait();
@@ -651,24 +649,24 @@ fn parlib_interrupt(jobs: &mpsc::Sender<Job>, window: Duration) -> Timed {
     });
     let me = vcore::id();
     assert_eq!(me, A, "main runs on vcore A");
-    INT_HANDLED.0.store(0, Ordering::Relaxed);
-    INT_INTERRUPTED.0.store(0, Ordering::Relaxed);
-    STOP.0.store(false, Ordering::Relaxed);
+    INT_HANDLED.store(0, Ordering::Relaxed);
+    INT_INTERRUPTED.store(0, Ordering::Relaxed);
+    STOP.store(false, Ordering::Relaxed);
     jobs.send(Job::Timer { window }).expect("driver alive");
     let msg = EventMsg::default();
     let (mut n, mut deferred) = (0u64, 0u64);
     let t0 = now_ns();
-    while !STOP.0.load(Ordering::Relaxed) {
+    while !STOP.load(Ordering::Relaxed) {
         send(EV_INTERRUPT, me, &msg);
         n += 1;
         // The handler runs on this task before tgkill returns: no ordering needed.
-        if INT_HANDLED.0.load(Ordering::Relaxed) != n {
+        if INT_HANDLED.load(Ordering::Relaxed) != n {
             deferred += 1;
         }
     }
     let elapsed_ns = now_ns() - t0;
-    spin_until("deferred notifications to be delivered", || INT_HANDLED.0.load(Ordering::Relaxed) == n);
-    let interrupted = INT_INTERRUPTED.0.load(Ordering::Relaxed);
+    spin_until("deferred notifications to be delivered", || INT_HANDLED.load(Ordering::Relaxed) == n);
+    let interrupted = INT_INTERRUPTED.load(Ordering::Relaxed);
     assert_eq!(
         interrupted, n,
         "interrupt: only {interrupted} of {n} handler runs interrupted the sending uthread"
@@ -683,7 +681,7 @@ fn signal_interrupt(jobs: &mpsc::Sender<Job>, window: Duration) -> Timed {
 
 /// `samples` stamped events from `main` on A to B spinning in `sched_entry`.
 fn parlib_spinning(samples: usize) -> Vec<u64> {
-    ACK.0.store(0, Ordering::Relaxed);
+    ACK.store(0, Ordering::Relaxed);
     common::set_spin_when_idle(B, true);
     let b = vcore::get(B).expect("vcore B");
     spin_until("vcore B to spin in its idle loop", || {

@@ -89,6 +89,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, O
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crossbeam_utils::CachePadded;
 use parlib::sync::{RawCondvar, RawMutex};
 use parlib::uthread::TlsMode;
 use parlib::vcore;
@@ -277,37 +278,41 @@ impl Cond for PthreadCond {
     }
 }
 
-/// Keeps each lock and hot word on its own 128-byte line pair (see `common::PerVcore` for
-/// why 128 and not 64).
-#[repr(C, align(128))]
-struct Line<T>(T);
-
 /// What the contended cases of one side use.
 struct Prims<M, C> {
     /// The three mutexes `handoff` rotates.
-    rotation: [Line<M>; 3],
+    rotation: [CachePadded<M>; 3],
     /// The mutex and the condvar of `condvar`.
-    mutex: Line<M>,
-    cond: Line<C>,
+    mutex: CachePadded<M>,
+    cond: CachePadded<C>,
 }
 
 static PARLIB: Prims<RawMutex, RawCondvar> = Prims {
-    rotation: [Line(RawMutex::new()), Line(RawMutex::new()), Line(RawMutex::new())],
-    mutex: Line(RawMutex::new()),
-    cond: Line(RawCondvar::new()),
+    rotation: [
+        CachePadded::new(RawMutex::new()),
+        CachePadded::new(RawMutex::new()),
+        CachePadded::new(RawMutex::new()),
+    ],
+    mutex: CachePadded::new(RawMutex::new()),
+    cond: CachePadded::new(RawCondvar::new()),
 };
 
 static PTHREAD: Prims<PthreadMutex, PthreadCond> = Prims {
-    rotation: [Line(PthreadMutex::new()), Line(PthreadMutex::new()), Line(PthreadMutex::new())],
-    mutex: Line(PthreadMutex::new()),
-    cond: Line(PthreadCond::new()),
+    rotation: [
+        CachePadded::new(PthreadMutex::new()),
+        CachePadded::new(PthreadMutex::new()),
+        CachePadded::new(PthreadMutex::new()),
+    ],
+    mutex: CachePadded::new(PthreadMutex::new()),
+    cond: CachePadded::new(PthreadCond::new()),
 };
 
 /// The locks of `uncontended`, each alone on its line pair.
-static UNC_RAW: Line<RawMutex> = Line(RawMutex::new());
-static UNC_PTHREAD: Line<PthreadMutex> = Line(PthreadMutex::new());
-static UNC_PARLIB_MUTEX: Line<parlib::sync::Mutex<u64>> = Line(parlib::sync::Mutex::new(0));
-static UNC_STD_MUTEX: Line<std::sync::Mutex<u64>> = Line(std::sync::Mutex::new(0));
+static UNC_RAW: CachePadded<RawMutex> = CachePadded::new(RawMutex::new());
+static UNC_PTHREAD: CachePadded<PthreadMutex> = CachePadded::new(PthreadMutex::new());
+static UNC_PARLIB_MUTEX: CachePadded<parlib::sync::Mutex<u64>> =
+    CachePadded::new(parlib::sync::Mutex::new(0));
+static UNC_STD_MUTEX: CachePadded<std::sync::Mutex<u64>> = CachePadded::new(std::sync::Mutex::new(0));
 
 // ---------------------------------------------------------------------------------------
 // The state of one contended window, shared by A and B of either side. One window runs
@@ -327,7 +332,7 @@ struct Shared {
     turn: AtomicU32,
     /// Bumped in every critical section with a plain load and store, not an atomic
     /// read-modify-write: only mutual exclusion keeps it exact.
-    counter: Line<AtomicU64>,
+    counter: CachePadded<AtomicU64>,
     /// A's and B's counts: acquisitions (`handoff`) or passes (`condvar`).
     a_ops: AtomicU64,
     b_ops: AtomicU64,
@@ -347,7 +352,7 @@ static S: Shared = Shared {
     b_ready: AtomicBool::new(false),
     quit: AtomicBool::new(false),
     turn: AtomicU32::new(TURN_A),
-    counter: Line(AtomicU64::new(0)),
+    counter: CachePadded::new(AtomicU64::new(0)),
     a_ops: AtomicU64::new(0),
     b_ops: AtomicU64::new(0),
     a_seen: AtomicU64::new(0),
@@ -364,7 +369,7 @@ impl Shared {
         }
         self.turn.store(TURN_A, Ordering::Relaxed);
         for c in [
-            &self.counter.0,
+            &self.counter,
             &self.a_ops,
             &self.b_ops,
             &self.a_seen,
@@ -381,7 +386,7 @@ impl Shared {
 /// The critical section's work: a non-atomic increment, exact only under mutual exclusion.
 #[inline(always)]
 fn bump() {
-    let c = &S.counter.0;
+    let c = &S.counter;
     c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
@@ -413,9 +418,9 @@ fn task_cpu_ns() -> u64 {
 
 /// `handoff`, side A (see the module docs): until `window` is over, at step k unlock
 /// `m[k % 3]` and lock `m[(k + 2) % 3]`.
-fn handoff_a<L: Lock>(m: &[Line<L>; 3], window: Duration, yield_now: fn()) {
-    m[0].0.lock();
-    m[1].0.lock();
+fn handoff_a<L: Lock>(m: &[CachePadded<L>; 3], window: Duration, yield_now: fn()) {
+    m[0].lock();
+    m[1].lock();
     S.a_ready.store(true, Ordering::Release);
     while !S.b_ready.load(Ordering::Acquire) {
         yield_now();
@@ -431,9 +436,9 @@ fn handoff_a<L: Lock>(m: &[Line<L>; 3], window: Duration, yield_now: fn()) {
                 break e;
             }
         }
-        m[give].0.unlock(); // B waits on it: wakes B
-        held += u64::from(m[take].0.is_locked());
-        m[take].0.lock(); // B holds it: blocks until B's unlock
+        m[give].unlock(); // B waits on it: wakes B
+        held += u64::from(m[take].is_locked());
+        m[take].lock(); // B holds it: blocks until B's unlock
         bump();
         k += 1;
         (give, take) = (next3(give), next3(take));
@@ -442,8 +447,8 @@ fn handoff_a<L: Lock>(m: &[Line<L>; 3], window: Duration, yield_now: fn()) {
     // Top of step k: A holds m[k % 3] and m[(k + 1) % 3]. `quit` is published to B by the
     // unlock of m[k % 3], which B waits for.
     S.quit.store(true, Ordering::Relaxed);
-    m[give].0.unlock();
-    m[next3(give)].0.unlock();
+    m[give].unlock();
+    m[next3(give)].unlock();
     S.elapsed_ns.store(elapsed.as_nanos() as u64, Ordering::Relaxed);
     S.a_cpu_ns.store(cpu, Ordering::Relaxed);
     S.a_ops.store(k, Ordering::Relaxed);
@@ -452,26 +457,26 @@ fn handoff_a<L: Lock>(m: &[Line<L>; 3], window: Duration, yield_now: fn()) {
 
 /// `handoff`, side B: at step k lock `m[k % 3]`, then unlock `m[(k + 2) % 3]`, until A
 /// says `quit`.
-fn handoff_b<L: Lock>(m: &[Line<L>; 3], yield_now: fn()) {
+fn handoff_b<L: Lock>(m: &[CachePadded<L>; 3], yield_now: fn()) {
     while !S.a_ready.load(Ordering::Acquire) {
         yield_now();
     }
-    m[2].0.lock();
+    m[2].lock();
     let cpu0 = task_cpu_ns();
     S.b_ready.store(true, Ordering::Release);
     let (mut k, mut held) = (0u64, 0u64);
     let (mut take, mut give) = (0usize, 2usize); // k % 3, (k + 2) % 3
     loop {
-        held += u64::from(m[take].0.is_locked());
-        m[take].0.lock(); // A holds it: blocks until A's unlock
+        held += u64::from(m[take].is_locked());
+        m[take].lock(); // A holds it: blocks until A's unlock
         bump();
         k += 1;
         if S.quit.load(Ordering::Relaxed) {
-            m[take].0.unlock();
-            m[give].0.unlock();
+            m[take].unlock();
+            m[give].unlock();
             break;
         }
-        m[give].0.unlock(); // A waits on it: wakes A
+        m[give].unlock(); // A waits on it: wakes A
         (take, give) = (next3(take), next3(give));
     }
     S.b_cpu_ns.store(task_cpu_ns() - cpu0, Ordering::Relaxed);
@@ -572,8 +577,8 @@ fn spawn_team() {
             match (work, is_a) {
                 (WORK_HANDOFF, true) => handoff_a(&p.rotation, window, common::yield_now),
                 (WORK_HANDOFF, false) => handoff_b(&p.rotation, common::yield_now),
-                (WORK_CONDVAR, true) => condvar_a(&p.mutex.0, &p.cond.0, window, common::yield_now),
-                (WORK_CONDVAR, false) => condvar_b(&p.mutex.0, &p.cond.0),
+                (WORK_CONDVAR, true) => condvar_a(&*p.mutex, &*p.cond, window, common::yield_now),
+                (WORK_CONDVAR, false) => condvar_b(&*p.mutex, &*p.cond),
                 _ => {
                     DONE.arrive();
                     return;
@@ -634,7 +639,7 @@ fn driver(jobs: mpsc::Receiver<Job>) {
             Job::Pthread { window } => {
                 s.spawn(move || {
                     pin_to(cpu);
-                    let m = &UNC_PTHREAD.0;
+                    let m = &*UNC_PTHREAD;
                     store_base(time_ops(window, || {
                         let m = black_box(m);
                         m.lock();
@@ -645,7 +650,7 @@ fn driver(jobs: mpsc::Receiver<Job>) {
             Job::Std { window } => {
                 s.spawn(move || {
                     pin_to(cpu);
-                    let m = &UNC_STD_MUTEX.0;
+                    let m = &*UNC_STD_MUTEX;
                     *m.lock().expect("std mutex") = 0;
                     let t = time_ops(window, || *black_box(m).lock().expect("std mutex") += 1);
                     assert_eq!(*m.lock().expect("std mutex"), t.ops, "std::sync::Mutex: lost increments");
@@ -665,11 +670,11 @@ fn driver(jobs: mpsc::Receiver<Job>) {
             Job::Condvar { window } => {
                 s.spawn(move || {
                     pin_to(cpu);
-                    condvar_b(&PTHREAD.mutex.0, &PTHREAD.cond.0);
+                    condvar_b(&*PTHREAD.mutex, &*PTHREAD.cond);
                 });
                 s.spawn(move || {
                     pin_to(cpu);
-                    condvar_a(&PTHREAD.mutex.0, &PTHREAD.cond.0, window, linux_yield);
+                    condvar_a(&*PTHREAD.mutex, &*PTHREAD.cond, window, linux_yield);
                 });
             }
         });
@@ -753,7 +758,7 @@ impl Sample {
 }
 
 fn parlib_raw(rep: usize, window: Duration) -> Sample {
-    let m = &UNC_RAW.0;
+    let m = &*UNC_RAW;
     Sample::uncontended(
         rep,
         time_ops(window, || {
@@ -765,7 +770,7 @@ fn parlib_raw(rep: usize, window: Duration) -> Sample {
 }
 
 fn parlib_mutex(rep: usize, window: Duration) -> Sample {
-    let m = &UNC_PARLIB_MUTEX.0;
+    let m = &*UNC_PARLIB_MUTEX;
     *m.lock() = 0;
     let t = time_ops(window, || *black_box(m).lock() += 1);
     assert_eq!(*m.lock(), t.ops, "parlib Mutex<u64>: lost increments");
@@ -806,15 +811,15 @@ fn contended_cpu_ns(side: Side) -> u64 {
 fn handoff_sample(rep: usize, side: Side) -> Sample {
     let k = S.a_ops.load(Ordering::Relaxed);
     let b = S.b_ops.load(Ordering::Relaxed);
-    let counter = S.counter.0.load(Ordering::Relaxed);
+    let counter = S.counter.load(Ordering::Relaxed);
     let held = S.a_seen.load(Ordering::Relaxed) + S.b_seen.load(Ordering::Relaxed);
     assert!(k > 0, "handoff: no hand-over in the window");
     assert_eq!(b, k + 1, "handoff: A acquired {k} times, so B must have acquired k + 1 times");
     assert_eq!(counter, 2 * k + 1, "handoff: the counter lost increments: critical sections overlapped");
-    for m in PARLIB.rotation.iter().map(|l| &l.0) {
+    for m in PARLIB.rotation.iter().map(|l| &**l) {
         assert!(!m.is_locked(), "handoff: a parlib mutex left locked");
     }
-    for m in PTHREAD.rotation.iter().map(|l| &l.0) {
+    for m in PTHREAD.rotation.iter().map(|l| &**l) {
         assert!(!m.is_locked(), "handoff: a pthread mutex left locked");
     }
     if side == Side::Uthreads {
@@ -835,7 +840,7 @@ fn handoff_sample(rep: usize, side: Side) -> Sample {
 fn condvar_sample(rep: usize, side: Side) -> Sample {
     let k = S.a_ops.load(Ordering::Relaxed);
     let b = S.b_ops.load(Ordering::Relaxed);
-    let counter = S.counter.0.load(Ordering::Relaxed);
+    let counter = S.counter.load(Ordering::Relaxed);
     let waits = S.a_seen.load(Ordering::Relaxed) + S.b_seen.load(Ordering::Relaxed);
     assert!(k > 0, "condvar: no round trip in the window");
     assert_eq!(b, k, "condvar: A passed the turn {k} times, B {b}");

@@ -2,7 +2,7 @@
 //! (FS base) swap.
 //!
 //! `uthread_switch/tls` and `uthread_switch/no_tls`: [`WORKERS`] uthreads share vcore 0,
-//! each yielding in a loop (`yield_with(true, paused)` under the FIFO scheduler of
+//! each yielding in a loop (`yield_with(paused)` under the FIFO scheduler of
 //! `common/`), so every yield is one switch uthread -> vcore context -> next uthread.
 //! The `main` uthread drives: it opens every worker's gate, blocks on a completion and is
 //! woken by the last worker, so it is not in the rotation and, in `no_tls`, no switch

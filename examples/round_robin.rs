@@ -1,53 +1,45 @@
 //! A complete round-robin scheduler written against the `Scheduler` trait.
 //!
-//! One global FIFO run queue shared by every vcore. Copy it as the starting point for a
-//! scheduler of your own.
+//! One global FIFO run queue shared by every vcore; idle vcores park and are woken when
+//! work arrives. Copy it as the starting point for a scheduler of your own: it has no
+//! `unsafe` code.
 //!
 //! * `cargo run --release --example round_robin`: cooperative; 1000 uthreads yield.
 //! * `cargo run --release --example round_robin -- --preempt`: preemptive; uthreads
 //!   spin without ever yielding, and a ticking `EV_USER_IPI` source interrupts them.
 
 use std::collections::VecDeque;
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parlib::events::{self, EventMsg, EventType, EV_USER_IPI};
-use parlib::uthread::{self, Scheduler, TlsMode, Uthread};
-use parlib::vcore::{self, spin::SpinLock, Stack};
+use parlib::uthread::{self, idle, Runnable, Scheduler, TlsMode};
+use parlib::vcore::{self, spin::SpinLock};
 
-/// Our thread record. `Uthread` comes first, so a `NonNull<Uthread>` from the uthread
-/// layer is also a pointer to the `Thread` around it.
-#[repr(C)]
-struct Thread {
-    uth: Uthread,
-    body: Option<Box<dyn FnOnce() + Send>>,
-}
-
-/// A queue entry. The pointer is shared between vcores only through the queue's lock.
-struct Entry(NonNull<Uthread>);
-// SAFETY: a uthread record may be run by any vcore; the lock orders the hand-over.
-unsafe impl Send for Entry {}
-
+/// The scheduler: a queue of runnable uthreads. The uthread layer hands them over as
+/// owned `Runnable` handles, so a uthread is in the queue, running, or elsewhere (blocked
+/// in a lock, sleeping), never two of these at once.
 struct RoundRobin {
-    queue: SpinLock<VecDeque<Entry>>,
-    /// Vcores we have not yielded. At least one stays awake, so nothing is stranded.
-    awake: AtomicUsize,
+    queue: SpinLock<VecDeque<Runnable<()>>>,
 }
 
-/// How long an idle vcore polls the queue before giving itself back to the system.
-/// About 20 µs of `pause`s: longer than a typical yield-to-yield gap, far shorter than
-/// the ~50 µs a futex wake-up of a parked vcore costs here.
+/// How long an idle vcore polls the queue before parking. About 20 µs of `pause`s:
+/// longer than a typical yield-to-yield gap, far shorter than the ~50 µs a futex wake-up
+/// of a parked vcore costs here.
 const IDLE_SPINS: u32 = 2000;
 
 impl Scheduler for RoundRobin {
-    // Vcore context: pick the next uthread or give the vcore back.
+    /// What we keep per uthread: nothing. A scheduler that needs a priority, a home
+    /// vcore or a deadline puts it here (see `examples/priority.rs`).
+    type Thread = ();
+
+    // Vcore context: pick the next uthread, or park until there is one.
     fn sched_entry(&self) -> ! {
         loop {
             for _ in 0..IDLE_SPINS {
                 let next = self.queue.lock().pop_front();
-                if let Some(Entry(uth)) = next {
-                    uthread::run_uthread(uth); // never returns
+                if let Some(t) = next {
+                    uthread::run_uthread(t); // never returns
                 }
                 // An idle vcore stays in vcore context, so it must look for events
                 // itself (alarms, wake-ups); they may make uthreads runnable.
@@ -56,57 +48,33 @@ impl Scheduler for RoundRobin {
                 }
                 std::hint::spin_loop();
             }
-            // Idle: yield the vcore unless we are the last one awake.
-            if self.awake.fetch_sub(1, Ordering::AcqRel) > 1 {
-                vcore::yield_vcore(); // parks; later requests restart us in vcore_entry
-            }
-            self.awake.fetch_add(1, Ordering::AcqRel);
+            // Park, unless work arrived meanwhile: `idle::park` closes the race with
+            // `idle::wake_any` below, so no wake-up is lost. Woken, the vcore starts
+            // afresh in `vcore_entry`.
+            idle::park(|| !self.queue.lock().is_empty(), || {});
         }
     }
 
-    // A uthread may run: queue it at the tail, and wake a vcore if some are asleep.
-    fn thread_runnable(&self, uth: NonNull<Uthread>) {
-        self.queue.lock().push_back(Entry(uth));
-        if self.awake.load(Ordering::Relaxed) < vcore::max_vcores() {
-            self.awake.fetch_add(vcore::request(1).unwrap_or(0), Ordering::AcqRel);
-        }
+    // A uthread may run: queue it at the tail, and wake a parked vcore if there is one.
+    fn thread_runnable(&self, t: Runnable<()>) {
+        self.queue.lock().push_back(t);
+        idle::wake_any();
     }
-    // thread_paused (a yield) defaults to thread_runnable; blocking, syscalls and faults
-    // keep their defaults: this scheduler has no blocking primitives of its own.
+    // thread_paused (a yield, a preemption) defaults to thread_runnable; blocking,
+    // syscalls and exits keep their defaults (an exited uthread's handle is dropped,
+    // which frees it).
 }
 
-static SCHED: RoundRobin = RoundRobin { queue: SpinLock::new(VecDeque::new()), awake: AtomicUsize::new(1) };
+static SCHED: RoundRobin = RoundRobin { queue: SpinLock::new(VecDeque::new()) };
 
 /// Starts `body` as a new uthread with its own TLS.
 fn spawn(body: impl FnOnce() + Send + 'static) {
-    let t = Box::into_raw(Box::new(Thread { uth: Uthread::new(), body: Some(Box::new(body)) }));
-    // SAFETY: `t` is a fresh allocation; `uth` is its first field.
-    let uth = unsafe { NonNull::new_unchecked(&raw mut (*t).uth) };
-    let stack = Stack::with_default_size().expect("mmap a uthread stack");
-    // SAFETY: the record lives until thread_main's exit callback frees it.
-    unsafe { uthread::init(uth, thread_main, t.cast(), stack, TlsMode::Backed) }.expect("uthread::init");
-    uthread::runnable(uth);
-}
-
-/// Every spawned uthread starts here.
-fn thread_main(arg: *mut ()) -> ! {
-    let t = arg.cast::<Thread>();
-    // SAFETY: `arg` is the Thread that spawn made for this uthread.
-    let body = unsafe { (*t).body.take() }.expect("a thread runs once");
-    body();
-    uthread::exit_with(|uth| {
-        // Vcore context: the uthread is Done and off its stack, so free everything.
-        // SAFETY: `uth` is the first field of a Box<Thread> made by spawn.
-        unsafe {
-            uthread::cleanup(uth);
-            drop(Box::from_raw(uth.as_ptr().cast::<Thread>()));
-        }
-    })
+    uthread::spawn((), TlsMode::Backed, body).expect("spawn a uthread");
 }
 
 /// Gives the vcore to the next uthread in line.
 fn yield_now() {
-    uthread::yield_with(true, uthread::paused);
+    uthread::yield_with(uthread::paused);
 }
 
 const THREADS: usize = 1000;
@@ -114,15 +82,16 @@ const YIELDS: usize = 100;
 
 /// Preemption: every `TICK`, a plain thread sends `EV_USER_IPI` to every vcore. The
 /// event interrupts the running uthread at its next safe point; our handler, in vcore
-/// context, hands it back to the queue, and the scheduler runs the next. 1 ms: signals
-/// cost 10-20 µs of a vcore's time here, so ticks much below 100 µs would eat the CPU.
+/// context, takes it off the vcore and hands it back to the queue, and the scheduler runs
+/// the next. 1 ms: signals cost 10-20 µs of a vcore's time here, so ticks much below
+/// 100 µs would eat the CPU.
 const TICK: Duration = Duration::from_millis(1);
 static PREEMPTIONS: AtomicUsize = AtomicUsize::new(0);
 
 fn on_tick(_: &EventMsg, _: EventType) {
-    if let Some(uth) = uthread::interrupted() {
+    if let Some(preempted) = uthread::take_interrupted() {
         PREEMPTIONS.fetch_add(1, Ordering::Relaxed);
-        uthread::paused(uth); // back to the tail of the queue
+        uthread::paused(preempted); // back to the tail of the queue
     }
 }
 
@@ -162,13 +131,9 @@ fn preemptive_demo() {
 }
 
 fn main() {
-    // `main` gets a Thread record too, so every NonNull<Uthread> is a Thread.
-    let main = Box::leak(Box::new(Thread { uth: Uthread::new(), body: None }));
-    // SAFETY: the record is leaked, so it lives for the rest of the process.
-    unsafe { uthread::lib_init(&SCHED, NonNull::from(&mut main.uth)) }.expect("uthread::lib_init");
-    // We are now a uthread on vcore 0. Wake the others.
-    let more = vcore::request(vcore::max_vcores() - 1).expect("request vcores");
-    SCHED.awake.fetch_add(more, Ordering::AcqRel);
+    // From here on `main` is a uthread on vcore 0; the other vcores start as work for
+    // them appears.
+    uthread::lib_init(&SCHED, ()).expect("uthread::lib_init");
     if std::env::args().any(|a| a == "--preempt") {
         return preemptive_demo();
     }
@@ -176,7 +141,7 @@ fn main() {
     static GO: AtomicUsize = AtomicUsize::new(0);
     static DONE: AtomicUsize = AtomicUsize::new(0);
     static RUNS_ON: [AtomicUsize; 64] = [const { AtomicUsize::new(0) }; 64];
-    for i in 0..THREADS {
+    for _ in 0..THREADS {
         spawn(move || {
             // Wait at the gate, so every vcore has uthreads to run once it opens.
             while GO.load(Ordering::Acquire) == 0 {
@@ -186,7 +151,6 @@ fn main() {
                 RUNS_ON[vcore::id() % 64].fetch_add(1, Ordering::Relaxed);
                 yield_now();
             }
-            assert!(i < THREADS);
             DONE.fetch_add(1, Ordering::Release);
         });
     }

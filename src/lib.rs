@@ -15,7 +15,20 @@
 //! | [`upthread`] | `parlib-upthread` | the canonical scheduler and the pthread-compatible API (its C ABI is `upthread/clib`) |
 //!
 //! The benchmarks in `benches/` measure them against Linux threads; the examples in
-//! `examples/` include a complete round-robin scheduler.
+//! `examples/` include a complete round-robin scheduler and a priority scheduler.
+//!
+//! ## Example
+//!
+//! Threads on upthread, the canonical scheduler (the layers' own docs show their
+//! examples with these same `parlib::` paths):
+//!
+//! ```no_run
+//! use parlib::upthread;
+//!
+//! upthread::init().expect("start upthread"); // main is now a uthread on vcore 0
+//! let h = upthread::spawn(|| 6 * 7);
+//! assert_eq!(h.join().unwrap(), 42);
+//! ```
 
 #![warn(missing_docs)]
 

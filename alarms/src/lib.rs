@@ -24,9 +24,11 @@
 //! ## Example
 //!
 //! ```no_run
+//! # // As a user of the facade crate `parlib` writes it; here, its paths mapped.
+//! # mod parlib { pub(crate) use parlib_alarms as alarms; }
 //! use std::time::Duration;
 //! // On a uthread (after uthread::lib_init and alarms::init):
-//! parlib_alarms::sleep(Duration::from_millis(5)); // other uthreads run meanwhile
+//! parlib::alarms::sleep(Duration::from_millis(5)); // other uthreads run meanwhile
 //! ```
 
 #![warn(missing_docs)]

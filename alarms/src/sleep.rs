@@ -19,7 +19,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use core::time::Duration;
 
 use parlib_sync::Deadline;
-use parlib_uthread::{self as uthread, BlockReason, Interrupted, Uthread, WaitInterrupt};
+use parlib_uthread::{self as uthread, BlockReason, Blocked, Interrupted, Uthread, WaitInterrupt, Yielded};
 
 use crate::waiter::AlarmWaiter;
 
@@ -33,8 +33,12 @@ pub fn sleep(d: Duration) {
 pub fn sleep_until(t: Deadline) {
     let Some(w) = wake_up_alarm(t) else { return };
     let w = pin!(w);
-    let wr = w.as_ref();
-    uthread::yield_with(true, move |uth| block_until_alarm(uth, wr));
+    let wp = addr_of(w.as_ref());
+    uthread::yield_with(move |me| {
+        // SAFETY: the alarm is pinned on the blocked uthread's stack, which stays put
+        // until `wake` makes it runnable again.
+        block_until_alarm(me, unsafe { pinned_at(wp) });
+    });
     // Woken by `wake`. Dropping `w` waits until its callback has returned.
 }
 
@@ -46,27 +50,31 @@ pub fn sleep_until(t: Deadline) {
 pub fn sleep_until_interruptible(t: Deadline) -> Result<(), Interrupted> {
     let Some(w) = wake_up_alarm(t) else { return Ok(()) };
     let w = pin!(w);
-    let wr = w.as_ref();
-    let sleeper =
-        Sleeper { alarm: wr.get_ref(), armed: AtomicBool::new(false), interrupted: AtomicBool::new(false) };
+    let wp = addr_of(w.as_ref());
+    let sleeper = Sleeper {
+        alarm: w.as_ref().get_ref(),
+        armed: AtomicBool::new(false),
+        interrupted: AtomicBool::new(false),
+    };
     let sp = &sleeper as *const Sleeper as usize;
     let reg = WaitInterrupt::new(interrupt_sleep, sp);
     let regp = &reg as *const WaitInterrupt as usize;
-    uthread::yield_with(true, move |uth| {
-        block_until_alarm(uth, wr);
-        // SAFETY: the sleeper and the registration are on the blocked uthread's stack,
-        // which stays put until it runs again.
-        let s = unsafe { &*(sp as *const Sleeper) };
+    uthread::yield_with(move |me| {
+        // SAFETY: the alarm, the sleeper and the registration are on the blocked
+        // uthread's stack, which stays put until it runs again.
+        let (wr, s) = unsafe { (pinned_at(wp), &*(sp as *const Sleeper)) };
+        let me = block_until_alarm(me, wr);
         // Set before `arm` publishes the registration: from then on an interrupter can
         // stop the alarm and wake the sleeper, whose frame may then be gone.
         s.armed.store(true, Ordering::Relaxed);
         // SAFETY: the uthread that just yielded; `reg` stays in place until `disarm`.
-        if !unsafe { uthread::interrupt::arm(uth, regp as *const WaitInterrupt) } {
+        if !unsafe { uthread::interrupt::arm(me, regp as *const WaitInterrupt) } {
             // An interrupt was pending: end the sleep now, unless the alarm already did.
             s.armed.store(false, Ordering::Relaxed);
             s.interrupted.store(true, Ordering::Release);
             if wr.stop() {
-                uthread::runnable(uth);
+                // SAFETY: the alarm will never run `wake` now, so the wake-up is ours.
+                uthread::runnable(unsafe { Blocked::from_raw(me) });
             }
         }
     });
@@ -96,13 +104,30 @@ fn wake_up_alarm(t: Deadline) -> Option<AlarmWaiter> {
     Some(w)
 }
 
-/// In the yield callback (vcore context): blocks `uth`, then starts `w` to wake it. In
-/// that order, so the callback can only find the uthread blocked; the alarm runs on
-/// this vcore, so not before this yield callback has returned.
-fn block_until_alarm(uth: NonNull<Uthread>, w: Pin<&AlarmWaiter>) {
-    uthread::has_blocked(uth, BlockReason::Sleep);
-    w.set_data(uth.as_ptr() as usize); // for `wake`
+/// In the yield callback (vcore context): blocks the uthread, then starts `w` to wake it;
+/// returns the blocked uthread's identity. In that order, so the callback can only find
+/// the uthread blocked; the alarm runs on this vcore, so not before this yield callback
+/// has returned.
+fn block_until_alarm(me: Yielded, w: Pin<&AlarmWaiter>) -> NonNull<Uthread> {
+    let me = uthread::has_blocked(me, BlockReason::Sleep).into_raw();
+    w.set_data(me.as_ptr() as usize); // for `wake`, which rebuilds the handle
     w.start();
+    me
+}
+
+/// The address of a pinned alarm, for a yield callback (which must not borrow from the
+/// uthread's stack).
+fn addr_of(w: Pin<&AlarmWaiter>) -> usize {
+    w.get_ref() as *const AlarmWaiter as usize
+}
+
+/// The pinned alarm at `addr`.
+///
+/// # Safety
+/// `addr` came from [`addr_of`] for an alarm that is still pinned in place.
+unsafe fn pinned_at<'a>(addr: usize) -> Pin<&'a AlarmWaiter> {
+    // SAFETY: the caller's contract: the alarm is alive and pinned.
+    unsafe { Pin::new_unchecked(&*(addr as *const AlarmWaiter)) }
 }
 
 /// The state an interrupt of [`sleep_until_interruptible`] needs; on the sleeper's stack.
@@ -124,13 +149,14 @@ fn interrupt_sleep(arg: usize) -> bool {
     s.interrupted.store(true, Ordering::Release);
     // SAFETY: the alarm's data word, set to the blocked uthread before the registration
     // was published; its alarm will never wake it now, so it is ours to wake.
-    uthread::runnable(unsafe { NonNull::new_unchecked(s.alarm.data() as *mut Uthread) });
+    uthread::runnable(unsafe { Blocked::from_raw(NonNull::new_unchecked(s.alarm.data() as *mut Uthread)) });
     true
 }
 
 fn wake(w: &AlarmWaiter) {
-    // SAFETY: `block_until_alarm` stored the blocked uthread here before starting the alarm.
-    uthread::runnable(unsafe { NonNull::new_unchecked(w.data() as *mut Uthread) });
+    // SAFETY: `block_until_alarm` stored the blocked uthread here before starting the
+    // alarm, and an alarm that fires was not stopped: the wake-up is ours.
+    uthread::runnable(unsafe { Blocked::from_raw(NonNull::new_unchecked(w.data() as *mut Uthread)) });
 }
 
 fn thread_sleep_until(t: Deadline) {

@@ -41,6 +41,7 @@ use core::pin::Pin;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use core::time::Duration;
 
+use crossbeam_utils::Backoff;
 use parlib_sync::Deadline;
 
 use crate::pvc;
@@ -182,12 +183,13 @@ impl AlarmWaiter {
     /// Never from the alarm's own callback, which would wait for itself: callers check
     /// `pvc::in_own_callback` first.
     pub(crate) fn wait_while_firing(&self) {
+        let backoff = Backoff::new();
         while self.state.load(Ordering::Acquire) == FIRING {
             if let Some(me) = parlib_uthread::current() {
                 // SAFETY: `current()` just returned it.
-                unsafe { parlib_uthread::yield_current_with(me, true, parlib_uthread::paused) };
+                unsafe { parlib_uthread::yield_current_with(me, parlib_uthread::paused) };
             } else {
-                core::hint::spin_loop();
+                backoff.spin(); // a plain thread: the callback runs on a vcore meanwhile
             }
         }
     }

@@ -7,8 +7,7 @@
 //! Everything runs on one uthread pinned to vcore 0 with notifications disabled around
 //! each batch of starts, so no expiry is handled in the middle of a batch.
 
-#[path = "../../uthread/tests/common/mod.rs"]
-mod common;
+use parlib_testsched as common;
 mod support;
 
 use std::pin::Pin;

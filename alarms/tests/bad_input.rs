@@ -3,17 +3,16 @@
 //! or resetting alarms never started, starting twice or without a callback, malformed
 //! timespecs, and timed waits before `parlib_alarms::init`.
 
-#[path = "../../uthread/tests/common/mod.rs"]
-mod common;
+use parlib_testsched as common;
 mod support;
 
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::probe::{assert_no_crash_or_hang, assert_unwound_with, expect_unwinding_panic};
 use parlib_alarms::{AlarmWaiter, Deadline};
 use parlib_sync::{Errno, RawCondvar, RawMutex, RawSemaphore, MUTEX_ERRORCHECK};
+use parlib_testkit::probe::{assert_no_crash_or_hang, assert_unwound_with, expect_unwinding_panic};
 use parlib_testkit::{child_outcome, isolated};
 use parlib_vcore as vcore;
 use support::{now, Task};
@@ -375,10 +374,7 @@ fn sleep_on_a_uthread_before_alarms_init_fails_with_a_message() {
 fn racing_starts_of_one_alarm_on_two_vcores_let_exactly_one_win() {
     isolated!(TIMEOUT, {
         support::init_runtime(common::init);
-        if vcore::max_vcores() < 2 {
-            println!("skipped: this test needs two vcores");
-            return;
-        }
+        common::require_vcores(2);
         static W: AlarmWaiter = AlarmWaiter::new();
         static RAN: AtomicU32 = AtomicU32::new(0);
         static READY: AtomicU32 = AtomicU32::new(0);

@@ -3,8 +3,7 @@
 //! came before the sleep ends it at once and only it, and interrupts racing the
 //! deadline end each sleep exactly once, never before its deadline unless interrupted.
 
-#[path = "../../uthread/tests/common/mod.rs"]
-mod common;
+use parlib_testsched as common;
 mod support;
 
 use std::ptr::NonNull;

@@ -10,8 +10,7 @@
 //! queues an `EV_ALARM` for its own vcore and calls `parlib_events::handle_events`, as
 //! `send_to_full` does when its own queue has messages ready.
 
-#[path = "../../uthread/tests/common/mod.rs"]
-mod common;
+use parlib_testsched as common;
 mod support;
 
 use std::pin::Pin;

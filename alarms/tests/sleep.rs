@@ -1,8 +1,7 @@
 //! `sleep` blocks only the calling uthread (DESIGN §6), never wakes early, and on a plain
 //! thread sleeps the thread.
 
-#[path = "../../uthread/tests/common/mod.rs"]
-mod common;
+use parlib_testsched as common;
 mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -25,8 +25,7 @@
 //! acknowledgement). The starter touches a waiter only in a `FREE` slot, on the vcore its
 //! callback runs on, so never while the callback is still running.
 
-#[path = "../../uthread/tests/common/mod.rs"]
-mod common;
+use parlib_testsched as common;
 mod support;
 
 use std::pin::Pin;
@@ -418,10 +417,7 @@ fn a_restart_from_a_uthread_lets_its_vcore_run_other_uthreads_until_the_callback
     static RESTARTING: AtomicBool = AtomicBool::new(false);
     isolated!(Duration::from_secs(60), {
         support::init_runtime(common::init);
-        if vcore::max_vcores() < 2 {
-            println!("skipped: this test needs two vcores");
-            return;
-        }
+        common::require_vcores(2);
         W.init_waiter(slow);
         // Started on vcore 0, the callback runs there and holds it until released.
         let starter = Task::uthread_on(0, || {

@@ -6,8 +6,7 @@
 //! Deadlines a waiter must *not* reach are an hour away: only a lost wake-up gets there,
 //! and the watchdog fails the test long before.
 
-#[path = "../../uthread/tests/common/mod.rs"]
-mod common;
+use parlib_testsched as common;
 mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};

@@ -6,47 +6,20 @@
 //!
 //! * one FIFO run queue per vcore, a [`SpinLock`]`<VecDeque>` padded to 128 bytes;
 //! * every uthread has a *home* vcore, chosen by [`spawn_on`], and never migrates: a
-//!   yield ([`yield_now`] = `yield_with(true, paused)`) and a wake-up both push it onto
+//!   yield ([`yield_now`] = `yield_with(paused)`) and a wake-up both push it onto
 //!   its home queue, and `sched_entry` only ever pops the queue of the vcore it runs on;
 //! * an idle vcore also polls its event queue ([`events::events_pending`]) and runs
 //!   [`events::handle_events`] when something is there, so an event sent to a vcore that
 //!   sits in `sched_entry` is handled there, with no signal and no wake-up;
 //! * a vcore whose queue stays empty for [`IDLE_POLLS`] polls parks with
-//!   [`vcore::yield_vcore`]; whoever next puts work on its queue requests it again with
-//!   [`vcore::request_specific`] (the "sleeping" handshake below). [`set_spin_when_idle`]
-//!   keeps a vcore polling instead, for benches that measure a vcore spinning in
-//!   `sched_entry`;
+//!   `uthread::idle::park`; whoever next puts work on its queue wakes it (the library's
+//!   handshake, in its lock-ordered form: the push reads `idle::is_parking` under the
+//!   queue lock that the parker's `validate` takes, so a push needs no fence).
+//!   [`set_spin_when_idle`] keeps a vcore polling instead, for benches that measure a
+//!   vcore spinning in `sched_entry`;
 //! * [`Gate`] and [`Completion`] block and wake uthreads (and let plain Linux threads
 //!   wake them): the benchmark driver, the `main` uthread, waits on a `Completion`
 //!   while the measured uthreads run.
-//!
-//! # The sleeping handshake (no lost wake-ups)
-//!
-//! `vcore::request_specific(v)` does nothing if `v` is still running, so a vcore that
-//! decides to park must not miss work queued between its decision and its park. Each
-//! vcore has a `sleeping` flag next to its queue:
-//!
-//! 1. the idle vcore stores `sleeping = true`, then looks at its queue once more, under
-//!    the queue lock;
-//! 2. a producer pushes under the same lock, then loads `sleeping`;
-//! 3. the queue lock orders the two critical sections. If the vcore's look came second it
-//!    sees the new entry; if the push came second, the producer sees `sleeping == true`
-//!    (the vcore's store happens before its unlock, which happens before the producer's
-//!    lock);
-//! 4. whoever of the two swaps `sleeping` back to false owns the outcome: the vcore
-//!    cancels its park and runs the entry, or the producer spins on
-//!    `request_specific(v)` until it succeeds, which it does as soon as the vcore has
-//!    stored `PARKED` (a few instructions later: the vcore is committed to parking).
-//!
-//! `sleeping` starts true for every vcore but 0: they start parked, and `lib_init`
-//! requests only vcore 0. A vcore that finds `sleeping` still set on entering
-//! `sched_entry` (woken by someone else) clears it, so no producer is left spinning on a
-//! vcore that is running.
-//!
-//! [`set_spin_when_idle`]`(v, true)` is a producer of the same kind: it stores
-//! `spin_when_idle` and then loads `sleeping`, while an idle vcore stores `sleeping` and
-//! then loads `spin_when_idle` (all SeqCst, Dekker's pattern), so at least one of the two
-//! sees the other, and the `sleeping` swap of step 4 again decides who owns the outcome.
 
 #![allow(dead_code)] // each bench uses a different subset
 
@@ -54,8 +27,9 @@ use std::collections::VecDeque;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use crossbeam_utils::CachePadded;
 use parlib::events;
-use parlib::uthread::{self, BlockReason, Scheduler, TlsMode, Uthread};
+use parlib::uthread::{self, idle, BlockReason, Blocked, Runnable, Scheduler, TlsMode, Uthread};
 use parlib::vcore::{self, spin::SpinLock, Stack};
 
 /// Vcores this scheduler can drive. Its per-vcore records are a static array so that
@@ -74,38 +48,17 @@ pub const IDLE_POLLS: u32 = 2000;
 /// `BlockReason::Other` code of a uthread blocked on a [`Gate`].
 const BLOCKED_ON_GATE: u32 = 1;
 
-/// Our uthread record. `Uthread` comes first, so a `NonNull<Uthread>` from the uthread
-/// layer also points to the `Thread` around it.
-#[repr(C)]
-struct Thread {
-    uth: Uthread,
-    /// The vcore whose queue this uthread always goes back to.
-    home: usize,
-    /// What it runs; taken once by `thread_main`.
-    body: Option<Box<dyn FnOnce() + Send>>,
-}
+/// What this scheduler keeps per uthread: the vcore whose queue it always goes back to.
+pub struct Home(usize);
 
-const _: () = assert!(core::mem::offset_of!(Thread, uth) == 0);
-
-/// A run-queue entry. The pointer moves between tasks only through the queue's lock.
-struct Entry(NonNull<Uthread>);
-// SAFETY: a uthread record may be handed to any vcore (or a plain thread waking it); the
-// queue lock orders the hand-over, and the uthread layer's state checks catch misuse.
-unsafe impl Send for Entry {}
-
-/// One vcore's share of the scheduler.
-///
-/// Aligned to 128 bytes, not 64: the L2 spatial prefetcher of Intel parts since Sandy
+/// One vcore's share of the scheduler, on cache lines of its own: `CachePadded` pads to
+/// 128 bytes on x86-64 because the L2 spatial prefetcher of Intel parts since Sandy
 /// Bridge completes every 64-byte line to its 128-byte-aligned pair (Intel 64 and IA-32
 /// Architectures Optimization Reference Manual, "Data Prefetching"), and AMD Zen's L2
 /// up/down prefetcher fetches the adjacent line too, so two vcores' queues only 64 bytes
-/// apart would still false-share. crossbeam-utils' `CachePadded` pads to 128 on x86-64
-/// for this reason (citing the same manual), as does `parlib_vcore::Vcore`.
-#[repr(C, align(128))]
+/// apart would still false-share.
 struct PerVcore {
-    queue: SpinLock<VecDeque<Entry>>,
-    /// Set by the vcore just before it parks (see the module docs).
-    sleeping: AtomicBool,
+    queue: SpinLock<VecDeque<Runnable<Home>>>,
     /// While set, the vcore never parks when idle: it keeps polling its run queue and
     /// its events ([`set_spin_when_idle`]).
     spin_when_idle: AtomicBool,
@@ -113,58 +66,51 @@ struct PerVcore {
 
 impl PerVcore {
     const fn new() -> PerVcore {
-        PerVcore {
-            queue: SpinLock::new(VecDeque::new()),
-            sleeping: AtomicBool::new(false),
-            spin_when_idle: AtomicBool::new(false),
-        }
+        PerVcore { queue: SpinLock::new(VecDeque::new()), spin_when_idle: AtomicBool::new(false) }
     }
 }
 
 /// The scheduler: per-vcore FIFO queues, no migration, park when idle.
 struct BenchSched {
-    vcores: [PerVcore; MAX_VCORES],
+    vcores: [CachePadded<PerVcore>; MAX_VCORES],
 }
 
-static SCHED: BenchSched = BenchSched { vcores: [const { PerVcore::new() }; MAX_VCORES] };
+static SCHED: BenchSched = BenchSched { vcores: [const { CachePadded::new(PerVcore::new()) }; MAX_VCORES] };
 
 impl BenchSched {
-    /// Queues `uth` on its home vcore and requests that vcore if it parked or is parking.
+    /// Queues `t` on its home vcore and wakes that vcore if it parked or is parking.
     #[inline]
-    fn enqueue(&self, uth: NonNull<Uthread>) {
-        // SAFETY: every uthread this scheduler sees is the first field of a `Thread`
-        // (spawn_on and start make them all), alive until its exit callback frees it.
-        let home = unsafe { uth.cast::<Thread>().as_ref() }.home;
+    fn enqueue(&self, t: Runnable<Home>) {
+        let home = t.0;
         let pv = &self.vcores[home];
-        pv.queue.lock().push_back(Entry(uth));
-        // Step 2 of the handshake. Relaxed is enough: the queue lock provides the order.
-        if pv.sleeping.load(Ordering::Relaxed) && pv.sleeping.swap(false, Ordering::AcqRel) {
-            // Step 4: we own the wake-up. The vcore is parked or about to be.
-            while !vcore::request_specific(home).expect("home vcore exists") {
-                core::hint::spin_loop();
-            }
+        let parking = {
+            let mut q = pv.queue.lock();
+            q.push_back(t);
+            // The park handshake's read, under the lock the parker's `validate` takes.
+            idle::is_parking(home)
+        };
+        if parking {
+            let _ = vcore::notify(home);
         }
     }
 }
 
 impl Scheduler for BenchSched {
+    type Thread = Home;
+
     // Vcore context: run the next uthread of this vcore's queue, or park.
     fn sched_entry(&self) -> ! {
         // SAFETY: the uthread layer calls sched_entry only in vcore context, on a vcore task.
         let id = unsafe { vcore::this_unchecked() }.id();
         let pv = &self.vcores[id];
-        if pv.sleeping.load(Ordering::Relaxed) {
-            // Woken by someone other than a producer: stop advertising that we park.
-            pv.sleeping.store(false, Ordering::Relaxed);
-        }
         loop {
             let mut idle_polls = 0;
             while idle_polls < IDLE_POLLS {
                 // A separate statement: the guard must be dropped before run_uthread,
                 // which never returns (an `if let` would keep it to the end of the block).
                 let next = pv.queue.lock().pop_front();
-                if let Some(Entry(uth)) = next {
-                    uthread::run_uthread(uth);
+                if let Some(t) = next {
+                    uthread::run_uthread(t);
                 }
                 // Only when the queue is empty, so a busy vcore's switches pay nothing.
                 // A sender found us in vcore context, so it only queued and set
@@ -179,45 +125,27 @@ impl Scheduler for BenchSched {
                 }
                 core::hint::spin_loop();
             }
-            // Step 1 of the handshake.
-            pv.sleeping.store(true, Ordering::SeqCst);
-            let empty = pv.queue.lock().is_empty();
-            let spin = pv.spin_when_idle.load(Ordering::SeqCst);
-            if (!empty || spin) && pv.sleeping.swap(false, Ordering::AcqRel) {
-                continue; // we cancelled our own park; run what arrived, or keep spinning
-            }
-            // Either the queue is empty, or a producer owns our wake-up and is spinning
-            // until we park: park now either way.
-            vcore::yield_vcore();
+            idle::park(|| !pv.queue.lock().is_empty() || pv.spin_when_idle.load(Ordering::SeqCst), || {});
         }
     }
 
-    fn thread_runnable(&self, uth: NonNull<Uthread>) {
-        self.enqueue(uth);
+    fn thread_runnable(&self, t: Runnable<Home>) {
+        self.enqueue(t);
     }
-
-    fn thread_paused(&self, uth: NonNull<Uthread>) {
-        self.enqueue(uth);
-    }
-    // thread_has_blocked: the default (nothing); a Gate keeps the uthread until `open`.
+    // thread_paused defaults to thread_runnable; thread_has_blocked: the default
+    // (nothing), a Gate keeps the uthread until `open`; thread_exited: the default
+    // (drop the handle: the uthread is freed).
 }
 
 /// Starts the uthread layer with this scheduler and turns the caller into the uthread
-/// `main` on vcore 0 (its home). No other vcore is requested: [`spawn_on`] requests
-/// them as it puts uthreads there. Call once, from a plain thread (normally `main`).
+/// `main` on vcore 0 (its home). No other vcore runs until [`spawn_on`] puts uthreads
+/// there. Call once, from a plain thread (normally `main`).
 pub fn start() {
-    // Every vcore but 0 starts parked and must be requested by the first producer that
-    // queues work on it; vcore 0 is requested by lib_init itself, to run `main`.
-    for pv in &SCHED.vcores[1..] {
-        pv.sleeping.store(true, Ordering::Relaxed);
-    }
-    let main = Box::leak(Box::new(Thread { uth: Uthread::new(), home: 0, body: None }));
-    // SAFETY: the record is leaked, so it stays valid for the rest of the process.
-    unsafe { uthread::lib_init(&SCHED, NonNull::from(&mut main.uth)) }.expect("uthread::lib_init");
+    uthread::lib_init(&SCHED, Home(0)).expect("uthread::lib_init");
 }
 
 /// Keeps vcore `vc` polling in `sched_entry` when it is idle (`on`), instead of parking
-/// after [`IDLE_POLLS`] empty polls; requests it if it is parked or about to park. With
+/// after [`IDLE_POLLS`] empty polls; wakes it if it is parked or about to park. With
 /// `on == false` the vcore parks again once it has been idle for `IDLE_POLLS` polls.
 pub fn set_spin_when_idle(vc: usize, on: bool) {
     assert!(
@@ -225,13 +153,9 @@ pub fn set_spin_when_idle(vc: usize, on: bool) {
         "set_spin_when_idle: vcore {vc} is not one of the {} usable",
         usable_vcores()
     );
-    let pv = &SCHED.vcores[vc];
-    pv.spin_when_idle.store(on, Ordering::SeqCst);
-    // The producer's side of the handshake (module docs), with `spin_when_idle` as the work.
-    if on && pv.sleeping.load(Ordering::SeqCst) && pv.sleeping.swap(false, Ordering::AcqRel) {
-        while !vcore::request_specific(vc).expect("vcore exists") {
-            core::hint::spin_loop();
-        }
+    SCHED.vcores[vc].spin_when_idle.store(on, Ordering::SeqCst);
+    if on {
+        idle::wake(vc); // the flag is work the parker's `validate` looks for
     }
 }
 
@@ -242,39 +166,17 @@ pub fn usable_vcores() -> usize {
 
 /// Starts `body` as a new uthread whose home is vcore `vc`, with its own TLS
 /// ([`TlsMode::Backed`]) or on the vcore's ([`TlsMode::None`]). It runs once `vc` gets
-/// to it in FIFO order; `vc` is requested if it was parked.
+/// to it in FIFO order; `vc` is woken if it was parked.
 pub fn spawn_on(vc: usize, tls: TlsMode, body: impl FnOnce() + Send + 'static) {
     assert!(vc < usable_vcores(), "spawn_on: vcore {vc} is not one of the {} usable", usable_vcores());
-    let t = Box::into_raw(Box::new(Thread { uth: Uthread::new(), home: vc, body: Some(Box::new(body)) }));
-    // SAFETY: `t` is a fresh allocation and `uth` its first field.
-    let uth = unsafe { NonNull::new_unchecked(&raw mut (*t).uth) };
     let stack = Stack::with_default_size().expect("mmap a uthread stack");
-    // SAFETY: the record lives until thread_main's exit callback frees it; `t` is what
-    // thread_main expects as its argument.
-    unsafe { uthread::init(uth, thread_main, t.cast(), stack, tls) }.expect("uthread::init");
-    uthread::runnable(uth);
-}
-
-/// Every spawned uthread starts here, runs its body, and frees itself on exit.
-fn thread_main(arg: *mut ()) -> ! {
-    let t = arg.cast::<Thread>();
-    // SAFETY: `arg` is the Thread spawn_on made for this uthread; only it touches `body`.
-    let body = unsafe { (*t).body.take() }.expect("a uthread runs its body once");
-    body();
-    uthread::exit_with(|uth| {
-        // SAFETY: vcore context; the uthread is Done and off its stack, and `uth` is the
-        // first field of the Box<Thread> that spawn_on leaked.
-        unsafe {
-            uthread::cleanup(uth);
-            drop(Box::from_raw(uth.as_ptr().cast::<Thread>()));
-        }
-    })
+    uthread::runnable(uthread::create(Home(vc), stack, tls, body).expect("uthread::create"));
 }
 
 /// Gives the vcore to the next uthread in its queue: one uthread switch.
 #[inline]
 pub fn yield_now() {
-    uthread::yield_with(true, uthread::paused);
+    uthread::yield_with(uthread::paused);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -319,19 +221,22 @@ impl Gate {
         if self.state.compare_exchange(OPEN, SHUT, Ordering::Acquire, Ordering::Relaxed).is_ok() {
             return;
         }
-        uthread::yield_with(true, |uth| {
+        let state = &self.state as *const AtomicUsize as usize;
+        uthread::yield_with(move |me| {
+            // SAFETY: a gate outlives its waiter's wait (the type's docs).
+            let state = unsafe { &*(state as *const AtomicUsize) };
             // Vcore context. Blocked first, published second: once the address is in
             // `state` an opener may make it runnable at once.
-            uthread::has_blocked(uth, BlockReason::Other(BLOCKED_ON_GATE));
-            if self
-                .state
-                .compare_exchange(SHUT, uth.as_ptr() as usize, Ordering::AcqRel, Ordering::Acquire)
+            let me = uthread::has_blocked(me, BlockReason::Other(BLOCKED_ON_GATE)).into_raw();
+            if state
+                .compare_exchange(SHUT, me.as_ptr() as usize, Ordering::AcqRel, Ordering::Acquire)
                 .is_err()
             {
                 // Opened since our first look; only `open` writes while we are the
                 // waiter, and it leaves OPEN. Take it and go on.
-                self.state.store(SHUT, Ordering::Relaxed);
-                uthread::runnable(uth);
+                state.store(SHUT, Ordering::Relaxed);
+                // SAFETY: our own handle, never published.
+                uthread::runnable(unsafe { Blocked::from_raw(me) });
             }
         });
     }
@@ -351,9 +256,9 @@ impl Gate {
             }
         }
         if s != SHUT {
-            // SAFETY: a waiter's address is stored only by `pass`, for a uthread that is
-            // Blocked and kept alive until it runs again.
-            uthread::runnable(unsafe { NonNull::new_unchecked(s as *mut Uthread) });
+            // SAFETY: a waiter's address is its Blocked handle's pointer, stored only by
+            // `pass`; taking it out of `state` makes its wake-up ours.
+            uthread::runnable(unsafe { Blocked::from_raw(NonNull::new_unchecked(s as *mut Uthread)) });
         }
     }
 }

@@ -4,25 +4,28 @@
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
+use crossbeam_utils::CachePadded;
 use parlib_uthread::BlockReason;
 
 use crate::errno::Errno;
+
 use crate::waitq::{block, QLock, WaitQueue, Waiter};
 
 /// Buckets in the address hash. 256 keeps collisions rare for the few hundred
 /// concurrently contended words a program typically has, at 32 KiB of table.
 const BUCKETS: usize = 256;
 
-/// One bucket: a queue lock and the waiters of every word that hashes here. Padded to
-/// 128 bytes so buckets do not false-share (see `parlib_vcore::Vcore`).
-#[repr(C, align(128))]
+/// One bucket: a queue lock and the waiters of every word that hashes here.
 struct Bucket {
     qlock: QLock,
     waiters: WaitQueue,
 }
 
-static TABLE: [Bucket; BUCKETS] =
-    [const { Bucket { qlock: QLock(AtomicU32::new(0)), waiters: WaitQueue::new() } }; BUCKETS];
+/// Each bucket on its own pair of cache lines, so buckets do not false-share
+/// (`CachePadded` is 128 bytes on x86-64, for the adjacent-line prefetcher).
+static TABLE: [CachePadded<Bucket>; BUCKETS] =
+    [const { CachePadded::new(Bucket { qlock: QLock(AtomicU32::new(0)), waiters: WaitQueue::new() }) };
+        BUCKETS];
 
 fn bucket(addr: usize) -> &'static Bucket {
     // Fibonacci hashing of the word address (4-byte aligned, so drop the low bits).

@@ -64,7 +64,9 @@
 //! ## Example
 //!
 //! ```
-//! use parlib_sync::{Condvar, Mutex};
+//! # // As a user of the facade crate `parlib` writes it; here, its paths mapped.
+//! # mod parlib { pub(crate) use parlib_sync as sync; }
+//! use parlib::sync::{Condvar, Mutex};
 //! // Works the same on uthreads; here, from plain threads.
 //! static READY: Mutex<bool> = Mutex::new(false);
 //! static CV: Condvar = Condvar::new();

@@ -14,8 +14,10 @@ use core::cell::UnsafeCell;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
-/// A waiter's node. 128-byte aligned: each waiter spins on its own line pair.
-#[repr(align(128))]
+use crossbeam_utils::CachePadded;
+
+/// A waiter's node. Each lives in a `CachePadded` (128 bytes on x86-64, for the
+/// adjacent-line prefetcher), so each waiter spins on its own pair of cache lines.
 struct Node {
     next: AtomicPtr<Node>,
     locked: AtomicBool,
@@ -51,8 +53,10 @@ impl<T: ?Sized> McsLock<T> {
     /// Runs `f` holding the lock.
     pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         let disabled = self.pdr && parlib_vcore::notif::disable_if_uthread();
-        let node = Node { next: AtomicPtr::new(ptr::null_mut()), locked: AtomicBool::new(true) };
-        let me = &node as *const Node as *mut Node;
+        let node =
+            CachePadded::new(Node { next: AtomicPtr::new(ptr::null_mut()), locked: AtomicBool::new(true) });
+        let node: &Node = &node;
+        let me = node as *const Node as *mut Node;
         let prev = self.tail.swap(me, Ordering::AcqRel); // step 1
         if !prev.is_null() {
             // SAFETY: `prev` stays alive until it has handed us the lock (step 3), which
@@ -86,7 +90,7 @@ impl<T: ?Sized> McsLock<T> {
                 }
             }
         }
-        let _release = Release(self, &node, disabled);
+        let _release = Release(self, node, disabled);
         // SAFETY: we hold the lock until `_release` drops.
         f(unsafe { &mut *self.data.get() })
     }

@@ -34,7 +34,8 @@ use core::cell::{Cell, UnsafeCell};
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use parlib_uthread::{self as uthread, BlockReason, Uthread, WaitInterrupt};
+use crossbeam_utils::Backoff;
+use parlib_uthread::{self as uthread, BlockReason, Blocked, Uthread, WaitInterrupt};
 
 use crate::errno::Errno;
 use crate::timeout::{self, Deadline, TimeoutSlot};
@@ -49,8 +50,12 @@ impl QLock {
     pub(crate) fn lock(&self) -> QGuard<'_> {
         let pdr = vcore::notif::disable_if_uthread();
         while self.0.swap(1, Ordering::Acquire) != 0 {
+            // Test-and-test-and-set, with exponential backoff between the looks so that
+            // contending vcores do not hammer the line (crossbeam's `spin`, which only
+            // issues `pause`; never `snooze`, whose `sched_yield` would stall a vcore).
+            let backoff = Backoff::new();
             while self.0.load(Ordering::Relaxed) != 0 {
-                core::hint::spin_loop();
+                backoff.spin();
             }
         }
         QGuard { lock: self, pdr }
@@ -160,7 +165,10 @@ impl Waiter {
     pub(crate) unsafe fn wake(w: *mut Waiter) {
         // SAFETY: the node is alive until its owner sees the wake-up; we read it first.
         match unsafe { (*w).who } {
-            Who::Uthread(u) => uthread::runnable(u),
+            // SAFETY: the node's uthread blocked (its yield callback called has_blocked
+            // before releasing the queue lock we took to unlink it), and unlinking it
+            // made its wake-up ours alone.
+            Who::Uthread(u) => uthread::runnable(unsafe { Blocked::from_raw(u) }),
             Who::Thread => {
                 // SAFETY: as above. After the store the owner may return and its stack
                 // frame vanish; a futex wake on a stale address is harmless.
@@ -202,8 +210,10 @@ pub(crate) fn block(guard: QGuard<'_>, node: &Waiter, reason: BlockReason) {
             let lock = guard.lock as *const QLock as usize;
             let pdr = guard.pdr;
             core::mem::forget(guard);
-            uthread::yield_with(true, move |uth| {
-                uthread::has_blocked(uth, reason);
+            uthread::yield_with(move |me| {
+                // The node already names the uthread: a waker rebuilds the handle from it
+                // (`Waiter::wake`) once it has unlinked the node.
+                let _ = uthread::has_blocked(me, reason).into_raw();
                 // SAFETY: the lock lives in the primitive, which outlives its waiters.
                 unsafe { (*(lock as *const QLock)).unlock_raw() };
             });

@@ -19,8 +19,7 @@
 //! still touches the object afterwards either changes those bytes (seen) or sees them
 //! (re-blocks, spins), and the test names it instead of hanging.
 
-#[path = "../../uthread/tests/common/mod.rs"]
-mod common;
+use parlib_testsched as common;
 mod support;
 
 use std::ptr::NonNull;
@@ -170,10 +169,7 @@ fn mutex_destroyed_by_the_last_user(rounds: usize) {
     const WORDS: usize = std::mem::size_of::<RawMutex>() / 8;
     const FREED: u64 = u64::MAX;
     common::init();
-    if vcore::max_vcores() < 2 {
-        println!("skipped: needs two vcores");
-        return;
-    }
+    common::require_vcores(2);
     // Shown with the output if the test fails: the straggling unlock may also crash on
     // the garbage it reads (a "waiter" at 0xffff...) before the check below can see it.
     eprintln!(

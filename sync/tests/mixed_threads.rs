@@ -4,8 +4,7 @@
 //! contention, and with directed hand-overs in both directions where the waiter is
 //! known to be queued before it is woken.
 
-#[path = "../../uthread/tests/common/mod.rs"]
-mod common;
+use parlib_testsched as common;
 mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

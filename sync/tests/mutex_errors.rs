@@ -22,8 +22,7 @@
 //! them all without the runtime (plain threads only, as a C program using the raw API
 //! from ordinary threads would).
 
-#[path = "../../uthread/tests/common/mod.rs"]
-mod common;
+use parlib_testsched as common;
 mod support;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

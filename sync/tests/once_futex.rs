@@ -11,8 +11,7 @@
 //!   threads alike, and only waiters of its own word even when words share a hash
 //!   bucket.
 
-#[path = "../../uthread/tests/common/mod.rs"]
-mod common;
+use parlib_testsched as common;
 mod support;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

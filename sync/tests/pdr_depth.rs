@@ -7,8 +7,7 @@
 //! interrupted again. The `blocking_does_not_leak_notification_disable_depth` tests are
 //! named after that bug.
 
-#[path = "../../uthread/tests/common/mod.rs"]
-mod common;
+use parlib_testsched as common;
 mod support;
 
 use std::ptr::NonNull;

@@ -5,8 +5,7 @@
 //! * readers never starve either: every reader that queued during a write enters when
 //!   that writer leaves, all together, before a writer that queued after them.
 
-#[path = "../../uthread/tests/common/mod.rs"]
-mod common;
+use parlib_testsched as common;
 mod support;
 
 use std::ptr::NonNull;

@@ -14,8 +14,7 @@
 //! upthread's `capi_rwlock` tests exercise. No test depends on how fast anything runs:
 //! deadlines only decide *which* of the allowed outcomes happens.
 
-#[path = "../../uthread/tests/common/mod.rs"]
-mod common;
+use parlib_testsched as common;
 mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};

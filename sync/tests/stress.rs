@@ -14,8 +14,7 @@
 //! run of the same workload (no ticks) separates the sync layer's own correctness from
 //! that of preemption.
 
-#[path = "../../uthread/tests/common/mod.rs"]
-mod common;
+use parlib_testsched as common;
 mod support;
 
 use std::hint::black_box;

@@ -4,18 +4,17 @@
 //! hanging the vcore. Calls that need no waiting (uncontended locks, trylocks, posts,
 //! signals, futex wakes) work there, and may wake uthreads.
 
-#[path = "../../uthread/tests/common/mod.rs"]
-mod common;
+use parlib_testsched as common;
 mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::probe::assert_aborted_with;
 use parlib_events::{self as events, EventMsg, EventType, EV_USER_BASE};
 use parlib_sync::{
     futex_wait, futex_wake, Condvar, Mutex, Once, RawBarrier, RawCondvar, RawMutex, RawRwLock, RawSemaphore,
 };
+use parlib_testkit::probe::assert_aborted_with;
 use parlib_testkit::{child_outcome, isolated};
 use parlib_uthread::TlsMode;
 use parlib_vcore as vcore;

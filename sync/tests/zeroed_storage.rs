@@ -15,8 +15,7 @@
 //! The sizes are also checked at compile time inside the crate; these tests document
 //! them against the `libc` crate's types and glibc's numbers (x86-64).
 
-#[path = "../../uthread/tests/common/mod.rs"]
-mod common;
+use parlib_testsched as common;
 mod support;
 
 use std::alloc::{alloc_zeroed, Layout};

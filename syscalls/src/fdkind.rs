@@ -19,7 +19,7 @@ use std::collections::HashMap;
 
 use parlib_sync::PdrSpinLock;
 
-use crate::io::sys;
+use crate::raw::sys;
 
 /// Descriptors below this have their kind in a flat table; larger ones in a map.
 pub const MAX_CACHED_FD: usize = 65536;

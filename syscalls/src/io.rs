@@ -1,512 +1,215 @@
-//! The wrappers. Each returns `Ok(value)` or `Err(errno)`, never touching `errno`
-//! (the C face in `cabi` sets it). Outside a uthread each is the plain call, with one
-//! exception: on a descriptor we made non-blocking, a plain thread's call still blocks
-//! (we wait with `poll`), so its semantics do not change under it.
+//! The safe face: one wrapper per call, over the function of the same name in
+//! [`raw`], with the same semantics (how it avoids blocking the vcore, what a
+//! plain thread's call does, `SIGPIPE`, interrupts). Buffers are slices, vectors are
+//! [`IoSliceMut`]/[`IoSlice`], paths are [`CStr`], socket addresses are [`SockAddr`],
+//! sleeps take a [`Duration`]; errors are [`std::io::Error`]s carrying the call's errno
+//! ([`raw_os_error`](std::io::Error::raw_os_error)). No wrapper touches `errno`.
+//!
+//! `recvmsg` and `sendmsg` are only in [`raw`] (`unsafe`): a `msghdr` is made
+//! of raw pointers (name, iovecs, control data) whose validity no safe signature here
+//! checks.
 
-use parlib_uthread as uthread;
-use parlib_vcore::arch::syscall6;
+use std::ffi::CStr;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::time::Duration;
 
-use crate::fdkind::{self, Kind};
-use crate::offload::{offload_sys, record};
-use crate::poll::{wait_io, wake_closed};
+use crate::raw;
+pub use crate::sockaddr::SockAddr;
 
-/// A raw system call: `Ok(result)` or `Err(errno)`.
-#[inline]
-pub(crate) fn sys(nr: libc::c_long, a: [usize; 6]) -> Result<usize, i32> {
-    // SAFETY: the wrappers pass arguments as the kernel expects them; the kernel checks
-    // user pointers and reports EFAULT.
-    let r = unsafe { syscall6(nr as usize, a[0], a[1], a[2], a[3], a[4], a[5]) };
-    if r < 0 {
-        Err(-r as i32)
-    } else {
-        Ok(r as usize)
-    }
+/// An errno result as an `io::Result`.
+fn os<T>(r: Result<T, i32>) -> io::Result<T> {
+    r.map_err(io::Error::from_raw_os_error)
 }
 
-const IN: u32 = libc::EPOLLIN as u32;
-const OUT: u32 = libc::EPOLLOUT as u32;
-
-fn on_uthread() -> bool {
-    uthread::current().is_some()
+/// `read(2)` into `buf`: at most `buf.len()` bytes; `Ok(0)` at EOF.
+pub fn read(fd: i32, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of its length and borrowed for the whole call.
+    os(unsafe { raw::read(fd, buf.as_mut_ptr(), buf.len()) })
 }
 
-/// Retries `attempt` until it does not report `EAGAIN` (waiting for `events` on `fd`
-/// between tries) unless the `EAGAIN` is the user's. `EINTR` restarts, as `SA_RESTART`
-/// would. `(nr, args)` is the call the user made, shown to the scheduler while the
-/// uthread waits (`thread_blockon_sysc`).
-fn io_loop(
-    fd: i32,
-    k: Kind,
-    events: u32,
-    (nr, args): (libc::c_long, [usize; 6]),
-    mut attempt: impl FnMut() -> Result<usize, i32>,
-) -> Result<usize, i32> {
-    loop {
-        match attempt() {
-            Err(libc::EINTR) => continue,
-            Err(libc::EAGAIN) if !fdkind::user_wants_eagain(fd, k) => {
-                match wait_ready(fd, events, (nr, args), libc::EAGAIN) {
-                    Err(libc::EINTR) if crate::go_on_after_interrupt(true) => {}
-                    r => r?,
-                }
-            }
-            r => return r,
-        }
-    }
+/// `write(2)` of `buf`. On a blocking pipe or stream socket it writes all of `buf`
+/// unless an error stops it after some progress (then the count so far).
+pub fn write(fd: i32, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for reads of its length and borrowed for the whole call.
+    os(unsafe { raw::write(fd, buf.as_ptr(), buf.len()) })
 }
 
-/// A plain thread's call `attempt` (the user's call `(nr, args)`): the call itself,
-/// except that on a descriptor we made non-blocking it waits (with `poll`) and retries,
-/// to keep blocking semantics. A plain thread never classifies a descriptor (that could
-/// set `O_NONBLOCK` under others' feet).
-fn on_plain_thread(
-    fd: i32,
-    events: u32,
-    call: (libc::c_long, [usize; 6]),
-    mut attempt: impl FnMut() -> Result<usize, i32>,
-) -> Result<usize, i32> {
-    if fdkind::nonblock_is_ours(fd) {
-        io_loop(fd, Kind::OursNonblock, events, call, attempt)
-    } else {
-        attempt()
-    }
+/// An offset as `off_t`: `EINVAL` above `i64::MAX`, as the kernel gives for a negative
+/// one.
+fn offset(off: u64) -> io::Result<i64> {
+    i64::try_from(off).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
-/// Waits until `fd` is ready for `events`, as the calling thread waits: a uthread blocks
-/// until its vcore's epoll instance reports readiness (the scheduler sees the user's call
-/// `(nr, args)`, which would have blocked with `err`; `EINTR` if the wait is
-/// interrupted), a plain thread waits in `poll`.
-fn wait_ready(fd: i32, events: u32, (nr, args): (libc::c_long, [usize; 6]), err: i32) -> Result<(), i32> {
-    if on_uthread() {
-        let mut rec = record(nr, args);
-        rec.err = err;
-        wait_io(fd, events, &mut rec)
-    } else {
-        thread_wait(fd, events)
-    }
-}
-
-/// A plain thread waits for readiness with `poll`.
-fn thread_wait(fd: i32, events: u32) -> Result<(), i32> {
-    let mut p = libc::pollfd { fd, events: events as i16, revents: 0 };
-    loop {
-        match sys(libc::SYS_poll, [&mut p as *mut libc::pollfd as usize, 1, usize::MAX, 0, 0, 0]) {
-            Err(libc::EINTR) => continue,
-            r => return r.map(drop),
-        }
-    }
-}
-
-/// Runs the call `nr(args)` on `fd` by kind: offloaded for regular files, in the retry
-/// loop for the rest (`sock`, the same call as a non-blocking socket call, for sockets).
-fn by_kind(
-    fd: i32,
-    events: u32,
-    nr: libc::c_long,
-    args: [usize; 6],
-    sock: impl Fn() -> Result<usize, i32>,
-) -> Result<usize, i32> {
-    let plain = || sys(nr, args);
-    if !on_uthread() {
-        return on_plain_thread(fd, events, (nr, args), plain);
-    }
-    loop {
-        let k = fdkind::kind(fd)?;
-        let r = match k {
-            Kind::Regular => return offload_sys(nr, args),
-            Kind::Socket => io_loop(fd, k, events, (nr, args), &sock),
-            _ => io_loop(fd, k, events, (nr, args), plain),
-        };
-        if r == Err(libc::ENOTSOCK) && k == Kind::Socket {
-            fdkind::forget(fd); // the descriptor was reused behind our back
-            continue;
-        }
-        return r;
-    }
-}
-
-/// `read(2)`.
-pub fn read(fd: i32, buf: *mut u8, n: usize) -> Result<usize, i32> {
-    by_kind(fd, IN, libc::SYS_read, [fd as usize, buf as usize, n, 0, 0, 0], || {
-        sys(libc::SYS_recvfrom, [fd as usize, buf as usize, n, libc::MSG_DONTWAIT as usize, 0, 0])
-    })
-}
-
-/// `write(2)`.
-pub fn write(fd: i32, buf: *const u8, n: usize) -> Result<usize, i32> {
-    write_all_if_blocking(fd, n, |done| {
-        // `done <= n`: still inside the caller's buffer; only the kernel dereferences it.
-        let (b, left) = (buf.wrapping_add(done), n - done);
-        by_kind(fd, OUT, libc::SYS_write, [fd as usize, b as usize, left, 0, 0, 0], || {
-            sys(libc::SYS_sendto, [fd as usize, b as usize, left, libc::MSG_DONTWAIT as usize, 0, 0])
-        })
-    })
-}
-
-/// A blocking `write` or `send` on a pipe or stream socket writes everything (POSIX);
-/// our non-blocking attempts may write part, so go on, waiting for room, until all of it
-/// is written, an error stops us (after some progress: the count so far, as the kernel
-/// would report it), or the descriptor is one whose short writes are the user's to see.
-fn write_all_if_blocking(
-    fd: i32,
-    n: usize,
-    mut step: impl FnMut(usize) -> Result<usize, i32>,
-) -> Result<usize, i32> {
-    let mut done = 0;
-    loop {
-        match step(done) {
-            Ok(k) => {
-                done += k;
-                if done >= n || k == 0 {
-                    return Ok(done);
-                }
-                // Only a partial write asks whether the caller blocks: for a socket that
-                // costs an fcntl, which a complete write (the common case) never needs.
-                let blocking = match fdkind::cached(fd) {
-                    Some(Kind::OursNonblock) => true,
-                    Some(Kind::Socket) => !fdkind::user_wants_eagain(fd, Kind::Socket),
-                    _ => false,
-                };
-                if !blocking {
-                    return Ok(done);
-                }
-            }
-            Err(e) => return if done > 0 { Ok(done) } else { Err(e) },
-        }
-    }
-}
-
-fn msghdr(iov: *const libc::iovec, cnt: i32) -> libc::msghdr {
-    // SAFETY: an all-zero msghdr is valid (no name, no control data).
-    let mut m: libc::msghdr = unsafe { core::mem::zeroed() };
-    m.msg_iov = iov as *mut libc::iovec;
-    m.msg_iovlen = cnt.max(0) as usize;
-    m
-}
-
-/// libc's `EINVAL` for a vector count outside `0..=IOV_MAX` (the socket path would
-/// otherwise see `Ok(0)` or `EMSGSIZE`).
-fn check_iov_count(cnt: i32) -> Result<(), i32> {
-    if (0..=libc::UIO_MAXIOV).contains(&cnt) {
-        Ok(())
-    } else {
-        Err(libc::EINVAL)
-    }
-}
-
-/// `readv(2)`.
-pub fn readv(fd: i32, iov: *const libc::iovec, cnt: i32) -> Result<usize, i32> {
-    check_iov_count(cnt)?;
-    by_kind(fd, IN, libc::SYS_readv, [fd as usize, iov as usize, cnt as usize, 0, 0, 0], || {
-        let mut m = msghdr(iov, cnt);
-        sys(
-            libc::SYS_recvmsg,
-            [fd as usize, &mut m as *mut libc::msghdr as usize, libc::MSG_DONTWAIT as usize, 0, 0, 0],
-        )
-    })
-}
-
-/// `writev(2)`. (Unlike `write`, a partial write of a vector is returned as it is.)
-pub fn writev(fd: i32, iov: *const libc::iovec, cnt: i32) -> Result<usize, i32> {
-    check_iov_count(cnt)?;
-    by_kind(fd, OUT, libc::SYS_writev, [fd as usize, iov as usize, cnt as usize, 0, 0, 0], || {
-        let m = msghdr(iov, cnt);
-        sys(
-            libc::SYS_sendmsg,
-            [fd as usize, &m as *const libc::msghdr as usize, libc::MSG_DONTWAIT as usize, 0, 0, 0],
-        )
-    })
-}
-
-/// `pread(2)`: positioned I/O is for files, which go to the backing thread.
-pub fn pread(fd: i32, buf: *mut u8, n: usize, off: i64) -> Result<usize, i32> {
-    offload_sys(libc::SYS_pread64, [fd as usize, buf as usize, n, off as usize, 0, 0])
-}
-
-/// `pwrite(2)`.
-pub fn pwrite(fd: i32, buf: *const u8, n: usize, off: i64) -> Result<usize, i32> {
-    offload_sys(libc::SYS_pwrite64, [fd as usize, buf as usize, n, off as usize, 0, 0])
-}
-
-/// Socket calls with per-call flags: `nr(args(flags))`. The user's `MSG_DONTWAIT` keeps
-/// its meaning; a plain thread makes the plain call.
-fn sock_call(
-    fd: i32,
-    flags: i32,
-    events: u32,
-    nr: libc::c_long,
-    args: impl Fn(i32) -> [usize; 6],
-) -> Result<usize, i32> {
-    let call = |f: i32| sys(nr, args(f));
-    if flags & libc::MSG_DONTWAIT != 0 {
-        return call(flags);
-    }
-    if !on_uthread() {
-        return on_plain_thread(fd, events, (nr, args(flags)), || call(flags));
-    }
-    let k = fdkind::kind(fd)?;
-    io_loop(fd, k, events, (nr, args(flags)), || call(flags | libc::MSG_DONTWAIT))
-}
-
-/// `recv(2)`.
-pub fn recv(fd: i32, buf: *mut u8, n: usize, flags: i32) -> Result<usize, i32> {
-    recvfrom(fd, buf, n, flags, core::ptr::null_mut(), core::ptr::null_mut())
-}
-
-/// `recvfrom(2)`.
-pub fn recvfrom(
-    fd: i32,
-    buf: *mut u8,
-    n: usize,
-    flags: i32,
-    addr: *mut libc::sockaddr,
-    len: *mut libc::socklen_t,
-) -> Result<usize, i32> {
-    sock_call(fd, flags, IN, libc::SYS_recvfrom, |f| {
-        [fd as usize, buf as usize, n, f as usize, addr as usize, len as usize]
-    })
-}
-
-/// `recvmsg(2)`.
-pub fn recvmsg(fd: i32, msg: *mut libc::msghdr, flags: i32) -> Result<usize, i32> {
-    sock_call(fd, flags, IN, libc::SYS_recvmsg, |f| [fd as usize, msg as usize, f as usize, 0, 0, 0])
-}
-
-/// `send(2)`. Like libc's, it raises `SIGPIPE` on a connection the peer closed, unless
-/// `flags` has `MSG_NOSIGNAL`.
-pub fn send(fd: i32, buf: *const u8, n: usize, flags: i32) -> Result<usize, i32> {
-    sendto(fd, buf, n, flags, core::ptr::null(), 0)
-}
-
-/// `sendto(2)`.
-pub fn sendto(
-    fd: i32,
-    buf: *const u8,
-    n: usize,
-    flags: i32,
-    addr: *const libc::sockaddr,
-    len: libc::socklen_t,
-) -> Result<usize, i32> {
-    if flags & libc::MSG_DONTWAIT != 0 {
-        return sys(
-            libc::SYS_sendto,
-            [fd as usize, buf as usize, n, flags as usize, addr as usize, len as usize],
-        );
-    }
-    write_all_if_blocking(fd, n, |done| {
-        // `done <= n`: still inside the caller's buffer; only the kernel dereferences it.
-        let b = buf.wrapping_add(done);
-        sock_call(fd, flags, OUT, libc::SYS_sendto, |f| {
-            [fd as usize, b as usize, n - done, f as usize, addr as usize, len as usize]
-        })
-    })
-}
-
-/// `sendmsg(2)`.
-pub fn sendmsg(fd: i32, msg: *const libc::msghdr, flags: i32) -> Result<usize, i32> {
-    sock_call(fd, flags, OUT, libc::SYS_sendmsg, |f| [fd as usize, msg as usize, f as usize, 0, 0, 0])
-}
-
-/// `accept(2)`.
-pub fn accept(fd: i32, addr: *mut libc::sockaddr, len: *mut libc::socklen_t) -> Result<i32, i32> {
-    accept4(fd, addr, len, 0)
-}
-
-/// `accept4(2)`. The listening socket is made non-blocking (remembered as ours, so the
-/// user's view of blocking is kept); accepted sockets are blocking unless asked otherwise.
-pub fn accept4(
-    fd: i32,
-    addr: *mut libc::sockaddr,
-    len: *mut libc::socklen_t,
-    flags: i32,
-) -> Result<i32, i32> {
-    let args = [fd as usize, addr as usize, len as usize, flags as usize, 0, 0];
-    let call = || sys(libc::SYS_accept4, args);
-    let r = if !on_uthread() {
-        on_plain_thread(fd, IN, (libc::SYS_accept4, args), call)
-    } else if fdkind::kind(fd)? != Kind::Socket {
-        return call().map(|v| v as i32); // not a socket: the kernel's ENOTSOCK
-    } else if fdkind::make_socket_nonblocking(fd)? {
-        io_loop(fd, Kind::OursNonblock, IN, (libc::SYS_accept4, args), call)
-    } else {
-        call() // the user's own non-blocking listener
-    };
-    let nfd = r? as i32;
-    wake_closed(nfd); // a stale registration of this number, if a close bypassed us
-    fdkind::note_socket(nfd);
-    Ok(nfd)
-}
-
-/// `connect(2)`. On a uthread the socket is made non-blocking (remembered as ours); on a
-/// plain thread the call is the plain one unless the socket is already ours-non-blocking
-/// (a uthread connected or accepted on it). Then, on either:
+/// `pread(2)` into `buf` at `off`, off the vcore.
 ///
-/// * `EINPROGRESS` (TCP and most families): wait for writability (as the thread waits:
-///   `wait_ready`), then read the outcome from `SO_ERROR`;
-/// * `EAGAIN` (a Unix stream socket whose listener's backlog is full: the kernel offers no
-///   readiness to wait for, the blocking call sleeps on the listener's queue): the call
-///   is made blocking (the flag is ours) and offloaded (on a plain thread: made in
-///   place), so it waits in the kernel, off the vcore, exactly as libc's `connect` would;
-///   the flag is restored after.
-pub fn connect(fd: i32, addr: *const libc::sockaddr, len: libc::socklen_t) -> Result<(), i32> {
-    let args = [fd as usize, addr as usize, len as usize, 0, 0, 0];
-    let call = || sys(libc::SYS_connect, args).map(drop);
-    let ours = if on_uthread() {
-        fdkind::kind(fd)? == Kind::Socket && fdkind::make_socket_nonblocking(fd)?
-    } else {
-        fdkind::nonblock_is_ours(fd) // a plain thread never classifies (see `on_plain_thread`)
-    };
-    if !ours {
-        // Plain threads' other descriptors, non-sockets (the kernel's ENOTSOCK), the user's
-        // own non-blocking sockets.
-        return call();
-    }
-    match call() {
-        Err(libc::EINPROGRESS) | Err(libc::EINTR) => {
-            wait_ready(fd, OUT, (libc::SYS_connect, args), libc::EINPROGRESS)?;
-            so_error(fd)
-        }
-        Err(libc::EAGAIN) => {
-            fdkind::set_nonblock(fd, false)?;
-            let r = offload_sys(libc::SYS_connect, args).map(drop);
-            if fdkind::set_nonblock(fd, true).is_err() {
-                // Only EBADF fails this: another thread closed `fd` during the connect.
-                // The connect's result stands, as libc's connect would return it: a
-                // connection that was made must not look failed (the caller would retry
-                // and meet EISCONN). Forget the descriptor, so nothing relies on the
-                // flag we could not restore.
-                fdkind::forget(fd);
-            }
-            r
-        }
-        r => r,
-    }
+/// # Errors
+/// `EINVAL` for an offset above `i64::MAX`; the kernel's errors.
+pub fn pread(fd: i32, buf: &mut [u8], off: u64) -> io::Result<usize> {
+    let off = offset(off)?;
+    // SAFETY: `buf` is valid for writes of its length and borrowed for the whole call.
+    os(unsafe { raw::pread(fd, buf.as_mut_ptr(), buf.len(), off) })
 }
 
-/// The outcome of a non-blocking `connect` on `fd` that has finished: its pending error
-/// (`SO_ERROR`, which reading clears), `Ok` if none.
-fn so_error(fd: i32) -> Result<(), i32> {
-    let mut err: i32 = 0;
-    let mut l = core::mem::size_of::<i32>() as libc::socklen_t;
-    sys(
-        libc::SYS_getsockopt,
-        [
-            fd as usize,
-            libc::SOL_SOCKET as usize,
-            libc::SO_ERROR as usize,
-            &mut err as *mut i32 as usize,
-            &mut l as *mut _ as usize,
-            0,
-        ],
-    )?;
-    if err == 0 {
-        Ok(())
-    } else {
-        Err(err)
-    }
+/// `pwrite(2)` of `buf` at `off`, off the vcore.
+///
+/// # Errors
+/// `EINVAL` for an offset above `i64::MAX`; the kernel's errors.
+pub fn pwrite(fd: i32, buf: &[u8], off: u64) -> io::Result<usize> {
+    let off = offset(off)?;
+    // SAFETY: `buf` is valid for reads of its length and borrowed for the whole call.
+    os(unsafe { raw::pwrite(fd, buf.as_ptr(), buf.len(), off) })
+}
+
+/// A slice count as `readv`/`writev` take it. A count above `i32::MAX` stays above
+/// `IOV_MAX`, so the call fails with `EINVAL` as any count above `IOV_MAX` does.
+fn iov_count(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// `readv(2)`: scatters what it reads over `bufs`, in order.
+///
+/// # Errors
+/// `EINVAL` for more than `IOV_MAX` (1024) slices; the kernel's errors.
+pub fn readv(fd: i32, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
+    let cnt = iov_count(bufs.len());
+    // SAFETY: std guarantees `IoSliceMut` is ABI-compatible with `iovec` on Unix, so
+    // `bufs` is an array of `bufs.len()` iovecs, each over a buffer valid for writes of
+    // its length, all borrowed mutably for the whole call.
+    os(unsafe { raw::readv(fd, bufs.as_mut_ptr().cast::<libc::iovec>(), cnt) })
+}
+
+/// `writev(2)`: gathers `bufs`, in order. A partial write is returned as it is.
+///
+/// # Errors
+/// `EINVAL` for more than `IOV_MAX` (1024) slices; the kernel's errors.
+pub fn writev(fd: i32, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    let cnt = iov_count(bufs.len());
+    // SAFETY: std guarantees `IoSlice` is ABI-compatible with `iovec` on Unix, so `bufs`
+    // is an array of `bufs.len()` iovecs, each over a buffer valid for reads of its
+    // length, all borrowed for the whole call.
+    os(unsafe { raw::writev(fd, bufs.as_ptr().cast::<libc::iovec>(), cnt) })
+}
+
+/// `recv(2)` into `buf` with `flags` (`MSG_*`; `MSG_DONTWAIT` is the plain call).
+pub fn recv(fd: i32, buf: &mut [u8], flags: i32) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of its length and borrowed for the whole call.
+    os(unsafe { raw::recv(fd, buf.as_mut_ptr(), buf.len(), flags) })
+}
+
+/// `send(2)` of `buf` with `flags`. Like libc's, it raises `SIGPIPE` on a connection the
+/// peer closed, unless `flags` has `MSG_NOSIGNAL`.
+pub fn send(fd: i32, buf: &[u8], flags: i32) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for reads of its length and borrowed for the whole call.
+    os(unsafe { raw::send(fd, buf.as_ptr(), buf.len(), flags) })
+}
+
+/// `recvfrom(2)` into `buf`: the count and the sender's address, which is empty
+/// ([`SockAddr::is_empty`]) where the kernel reports none (a connected TCP socket, an
+/// unnamed Unix peer).
+pub fn recvfrom(fd: i32, buf: &mut [u8], flags: i32) -> io::Result<(usize, SockAddr)> {
+    os(SockAddr::from_kernel(|addr, len| {
+        // SAFETY: `buf` is valid for writes of its length and borrowed for the whole
+        // call; `addr` and `len` are a fresh address storage and its size.
+        unsafe { raw::recvfrom(fd, buf.as_mut_ptr(), buf.len(), flags, addr, len) }
+    }))
+}
+
+/// `sendto(2)` of `buf` to `addr`, with `flags`; `SIGPIPE` as for [`send`].
+pub fn sendto(fd: i32, buf: &[u8], flags: i32, addr: &SockAddr) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for reads of its length, `addr` for reads of its length;
+    // both are borrowed for the whole call.
+    os(unsafe { raw::sendto(fd, buf.as_ptr(), buf.len(), flags, addr.as_ptr(), addr.len()) })
+}
+
+/// `accept(2)`: the new descriptor and the peer's address.
+pub fn accept(fd: i32) -> io::Result<(i32, SockAddr)> {
+    accept4(fd, 0)
+}
+
+/// `accept4(2)` with `flags` (`SOCK_NONBLOCK`, `SOCK_CLOEXEC`): the new descriptor and
+/// the peer's address. On a uthread the listening socket is made non-blocking
+/// (remembered as ours, so plain threads' calls still block); the accepted socket is
+/// blocking unless `flags` says otherwise.
+pub fn accept4(fd: i32, flags: i32) -> io::Result<(i32, SockAddr)> {
+    os(SockAddr::from_kernel(|addr, len| {
+        // SAFETY: `addr` and `len` are a fresh address storage and its size.
+        unsafe { raw::accept4(fd, addr, len, flags) }
+    }))
+}
+
+/// `connect(2)` to `addr`. Blocks only the calling uthread until the connection is made
+/// or refused (see [`raw::connect`]).
+pub fn connect(fd: i32, addr: &SockAddr) -> io::Result<()> {
+    // SAFETY: `addr` is valid for reads of its length and borrowed for the whole call.
+    os(unsafe { raw::connect(fd, addr.as_ptr(), addr.len()) })
 }
 
 /// `socket(2)`.
-pub fn socket(domain: i32, ty: i32, proto: i32) -> Result<i32, i32> {
-    let fd = sys(libc::SYS_socket, [domain as usize, ty as usize, proto as usize, 0, 0, 0])? as i32;
-    wake_closed(fd);
-    fdkind::note_socket(fd);
-    Ok(fd)
+pub fn socket(domain: i32, ty: i32, proto: i32) -> io::Result<i32> {
+    os(raw::socket(domain, ty, proto))
 }
 
-/// `pipe2(2)` (`pipe` is `pipe2` with no flags).
-pub fn pipe2(fds: &mut [i32; 2], flags: i32) -> Result<(), i32> {
-    sys(libc::SYS_pipe2, [fds.as_mut_ptr() as usize, flags as usize, 0, 0, 0, 0])?;
-    for &fd in fds.iter() {
-        wake_closed(fd);
-        fdkind::forget(fd);
-    }
-    Ok(())
+/// `pipe2(2)` with `flags` (`O_CLOEXEC`, `O_NONBLOCK`, ...): `[read end, write end]`.
+pub fn pipe2(flags: i32) -> io::Result<[i32; 2]> {
+    let mut fds = [-1; 2];
+    os(raw::pipe2(&mut fds, flags))?;
+    Ok(fds)
 }
 
-/// `open(2)`: on the backing thread (it may block on the file system).
-pub fn open(path: *const libc::c_char, flags: i32, mode: libc::mode_t) -> Result<i32, i32> {
-    openat(libc::AT_FDCWD, path, flags, mode)
+/// `open(2)`, off the vcore (it may block on the file system). `mode` is used only with
+/// `O_CREAT` or `O_TMPFILE`.
+pub fn open(path: &CStr, flags: i32, mode: libc::mode_t) -> io::Result<i32> {
+    // SAFETY: `path` is NUL-terminated and borrowed for the whole call.
+    os(unsafe { raw::open(path.as_ptr(), flags, mode) })
 }
 
-/// `openat(2)`.
-pub fn openat(dirfd: i32, path: *const libc::c_char, flags: i32, mode: libc::mode_t) -> Result<i32, i32> {
-    let fd =
-        offload_sys(libc::SYS_openat, [dirfd as usize, path as usize, flags as usize, mode as usize, 0, 0])?
-            as i32;
-    wake_closed(fd);
-    fdkind::forget(fd);
-    Ok(fd)
+/// `openat(2)`, off the vcore: `path` relative to the directory `dirfd` (or
+/// `libc::AT_FDCWD`).
+pub fn openat(dirfd: i32, path: &CStr, flags: i32, mode: libc::mode_t) -> io::Result<i32> {
+    // SAFETY: `path` is NUL-terminated and borrowed for the whole call.
+    os(unsafe { raw::openat(dirfd, path.as_ptr(), flags, mode) })
 }
 
 /// `close(2)`: wakes any uthread waiting on `fd` first (it retries and gets `EBADF`).
-pub fn close(fd: i32) -> Result<(), i32> {
-    wake_closed(fd);
-    fdkind::forget(fd);
-    sys(libc::SYS_close, [fd as usize, 0, 0, 0, 0, 0]).map(drop)
+pub fn close(fd: i32) -> io::Result<()> {
+    os(raw::close(fd))
 }
 
-/// `poll(2)`. With a zero timeout it is the plain call; otherwise a uthread waits off
-/// the vcore (its backing thread, or an offload worker).
-pub fn poll(fds: *mut libc::pollfd, n: libc::nfds_t, timeout_ms: i32) -> Result<usize, i32> {
-    let args = [fds as usize, n as usize, timeout_ms as isize as usize, 0, 0, 0];
-    if timeout_ms == 0 {
-        sys(libc::SYS_poll, args)
-    } else {
-        offload_sys(libc::SYS_poll, args)
+/// `poll(2)` of `fds` for `timeout_ms` milliseconds (negative: no timeout): how many
+/// have events, which are in their `revents`. With a zero timeout it is the plain call;
+/// otherwise a uthread waits off the vcore.
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usize> {
+    // SAFETY: `fds` is valid for reads and writes of its length and borrowed mutably for
+    // the whole call.
+    os(unsafe { raw::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) })
+}
+
+/// `d` as a `timespec`. Seconds beyond `i64::MAX` (292 billion years) saturate rather
+/// than turn negative.
+fn timespec(d: Duration) -> libc::timespec {
+    libc::timespec {
+        tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(d.subsec_nanos()),
     }
 }
 
-/// `nanosleep(2)`: a uthread sleeps with an alarm. An interrupted sleep (crate docs)
-/// fails with `EINTR` and the time left in `rem`, unless the interrupt policy says to
-/// sleep on.
+/// Sleeps for `d` (`nanosleep(2)`); a uthread sleeps with an alarm.
 ///
 /// # Errors
-/// `EINVAL` for a negative time or `tv_nsec` outside `0..1e9`.
-pub fn nanosleep(req: &libc::timespec, rem: Option<&mut libc::timespec>) -> Result<(), i32> {
-    if req.tv_sec < 0 || !(0..1_000_000_000).contains(&req.tv_nsec) {
-        return Err(libc::EINVAL);
-    }
-    if !on_uthread() {
-        let remp = rem.map_or(core::ptr::null_mut(), |r| r as *mut libc::timespec);
-        return sys(libc::SYS_nanosleep, [req as *const _ as usize, remp as usize, 0, 0, 0, 0]).map(drop);
-    }
-    let d = parlib_sync::Deadline::after(core::time::Duration::new(req.tv_sec as u64, req.tv_nsec as u32));
-    loop {
-        match parlib_alarms::sleep_until_interruptible(d) {
-            Ok(()) => break,
-            Err(_) if crate::go_on_after_interrupt(false) => continue,
-            Err(_) => {
-                if let Some(r) = rem {
-                    let left = d.ns().saturating_sub(parlib_sync::now_ns());
-                    *r = libc::timespec {
-                        tv_sec: (left / 1_000_000_000) as i64,
-                        tv_nsec: (left % 1_000_000_000) as i64,
-                    };
-                }
-                return Err(libc::EINTR);
-            }
-        }
-    }
-    if let Some(r) = rem {
-        *r = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    }
-    Ok(())
+/// `EINTR` if the sleep was interrupted (a signal on a plain thread; on a uthread an
+/// interrupt the interrupt policy does not sleep on, crate docs). [`sleep`] says how
+/// much was left.
+pub fn nanosleep(d: Duration) -> io::Result<()> {
+    os(raw::nanosleep(&timespec(d), None))
 }
 
-/// `usleep(3)`.
-pub fn usleep(us: u64) -> Result<(), i32> {
-    let req = libc::timespec { tv_sec: (us / 1_000_000) as i64, tv_nsec: ((us % 1_000_000) * 1000) as i64 };
-    nanosleep(&req, None)
-}
-
-/// `sleep(3)`: the whole seconds left unslept, as glibc counts them (0 unless the sleep
-/// was interrupted: by a signal on a plain thread, by an interrupt on a uthread).
-pub fn sleep(secs: u32) -> u32 {
-    let req = libc::timespec { tv_sec: secs as i64, tv_nsec: 0 };
+/// Sleeps for `d`, as [`nanosleep`]; returns the time left unslept: zero unless the sleep
+/// was interrupted (the Rust form of `sleep(3)`'s seconds left).
+pub fn sleep(d: Duration) -> Duration {
     let mut rem = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    match nanosleep(&req, Some(&mut rem)) {
-        Err(libc::EINTR) => rem.tv_sec as u32,
-        _ => 0,
+    match raw::nanosleep(&timespec(d), Some(&mut rem)) {
+        // Both fields are in range: the kernel's or the layer's remainder of a valid time.
+        Err(libc::EINTR) => Duration::new(rem.tv_sec as u64, rem.tv_nsec as u32),
+        _ => Duration::ZERO,
     }
 }

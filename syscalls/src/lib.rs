@@ -7,11 +7,13 @@
 //!
 //! | module | what it holds |
 //! |---|---|
-//! | [`io`] | the Rust face: one wrapper per call, `Result<_, errno>`, never touching `errno` |
-//! | [`cabi`] | the C face: `parlib_read` ... with libc's signatures; sets `errno` on failure |
+//! | [`io`] | the Rust face: one safe wrapper per call over [`raw`], with slices, [`CStr`](std::ffi::CStr) paths, [`SockAddr`](io::SockAddr) addresses, `std::io::Result` |
+//! | [`raw`] | the wrappers themselves: raw pointers (`unsafe fn`s), `Result<_, errno>`, never touching `errno`; `recvmsg`/`sendmsg` are only here |
+//! | [`cabi`] | the C face: `parlib_read` ... with libc's signatures, over [`raw`]; sets `errno` on failure |
 //! | `fdkind` | what each descriptor is (socket, pipe-like, regular file, the user's non-blocking) and so how its calls avoid blocking |
 //! | [`poll`](mod@poll) | readiness: one epoll instance per vcore, the park hook, the poll hook |
 //! | `offload` | how a uthread blocks in a call (its `Syscall` record) and the offload of calls that cannot be non-blocking |
+//! | `sockaddr` | [`SockAddr`](io::SockAddr), an owned socket address of any family |
 //!
 //! How each call avoids blocking the vcore:
 //!
@@ -29,6 +31,18 @@
 //!   semantics, not calls: on a descriptor this layer made non-blocking, a plain thread's
 //!   call waits with `poll` and retries, so it still blocks as the thread expects.
 //!
+//! Underneath:
+//!
+//! * A blocked uthread shows its scheduler the call it is blocked in
+//!   (`Scheduler::thread_blockon_sysc`): a `Syscall` record on its stack, handed over in
+//!   one place (`offload::block_on_sysc`).
+//! * A parked vcore runs no scheduler callback: readiness its park hook collects is
+//!   stashed and reported by the vcore's next `handle_events`, in vcore context.
+//! * Each descriptor's kind is remembered by number, at any number (a table below
+//!   [`MAX_CACHED_FD`], a map above), so a non-blocking flag the layer set stays known as
+//!   its own. The calls that make a descriptor (`socket`, `accept`, `pipe2`, `open`,
+//!   `openat`) clear any stale readiness registration of its number.
+//!
 //! Results and errors are libc's: EOF is `Ok(0)`; `EPIPE` comes with `SIGPIPE` (the
 //! socket path's `sendto` raises it as `write` does) unless `MSG_NOSIGNAL`; `ECONNRESET`,
 //! `EBADF`, `EFAULT` (the kernel checks the pointers; the C face checks the ones libc
@@ -42,8 +56,16 @@
 //! `open`, `nanosleep`, ...), so in a process that links `libupthread.so` a call to
 //! `libc::read` *is* a call to [`cabi::parlib_read`]. This crate, and everything it calls,
 //! must therefore never use libc's wrapper of any of those names: internally every such
-//! call is a raw system call (`io::sys`, `syscall6`), as are the epoll and eventfd calls.
+//! call is a raw system call (`raw::sys`, `syscall6`), as are the epoll and eventfd calls.
 //! Otherwise the layer recurses into itself.
+//!
+//! ## Dependencies
+//!
+//! Only `libc` (types, constants, `__errno_location`) and the parlib layers below. The
+//! system calls are made raw, not through a crate such as `nix` or `rustix`, for the
+//! reason above: every interposed name must bypass libc's wrapper, and a crate that may
+//! call that wrapper (now or in a later version) would recurse. The Rust face returns
+//! `std::io::Result`, the error carrying the errno ([`raw_os_error`](std::io::Error::raw_os_error)).
 //!
 //! ## Where it sits
 //!
@@ -59,22 +81,24 @@
 //! Call [`init`] after `parlib_uthread::lib_init` (and `parlib_alarms::init`).
 //!
 //! ```no_run
+//! use parlib_syscalls::io;
+//!
 //! // In a uthread, after parlib_syscalls::init():
-//! let mut fds = [0; 2];
-//! parlib_syscalls::io::pipe2(&mut fds, libc::O_CLOEXEC).unwrap();
+//! let [r, w] = io::pipe2(libc::O_CLOEXEC)?;
 //! let mut buf = [0u8; 16];
-//! // Blocks only this uthread until another one writes to fds[1].
-//! let n = parlib_syscalls::io::read(fds[0], buf.as_mut_ptr(), buf.len()).unwrap();
-//! # let _ = n;
+//! // Blocks only this uthread until another one writes to `w`.
+//! let n = io::read(r, &mut buf)?;
+//! # let _ = (n, w);
+//! # Ok::<(), std::io::Error>(())
 //! ```
 //!
 //! ## Where it differs from DESIGN §7
 //!
-//! * **One epoll instance per vcore, not one for all.** Issue 6 asks that readiness land
-//!   on the vcore that blocked, so a ready socket costs no thread hop and no cross-vcore
-//!   traffic. The price: readiness for a uthread whose vcore is kept busy by a uthread
-//!   that never yields waits for that vcore's next entry into vcore context (any yield,
-//!   block, event or preemption tick), instead of being taken by an idle vcore. Under
+//! * **One epoll instance per vcore, not one for all.** Readiness lands on the vcore that
+//!   blocked, so a ready socket costs no thread hop and no cross-vcore traffic. The
+//!   price: readiness for a uthread whose vcore is kept busy by a uthread that never
+//!   yields waits for that vcore's next entry into vcore context (any yield, block,
+//!   event or preemption tick), instead of being taken by an idle vcore. Under
 //!   cooperative scheduling everything else queued on that vcore waits the same way;
 //!   a scheduler that preempts bounds it by its period. The test
 //!   `readiness_for_a_waiter_on_a_busy_vcore_is_delivered_by_that_vcore_when_it_next_schedules`
@@ -82,24 +106,6 @@
 //! * **`main` and TLS-less uthreads offload to workers**, not to a backing thread (they
 //!   have none): see `offload`. The calls offloaded are raw system calls, so the thread
 //!   they run on does not matter.
-//!
-//! ## Changes of the issue-6 gap pass
-//!
-//! * No internal call reaches libc's wrappers (the epoll/eventfd set-up and the eventfd
-//!   read were libc calls).
-//! * Every syscall block fills a `Syscall` record (the user's call) on the uthread's
-//!   stack and hands the uthread over in one place (`offload::block_on_sysc`).
-//! * `main` and TLS-less uthreads no longer block their vcore in offloaded calls.
-//! * The park hook no longer calls scheduler callbacks from a parked vcore: readiness it
-//!   collects is stashed and reported by the vcore's next `handle_events`, in vcore
-//!   context, with the vcore running.
-//! * Descriptors >= [`MAX_CACHED_FD`] keep their kind (in a map), so non-blocking flags
-//!   the layer set stay recognised as its own.
-//! * A Unix `connect` that finds the listener's backlog full waits (offloaded blocking
-//!   call) instead of returning the layer's `EAGAIN`.
-//! * Plain threads' socket calls and `accept` are the plain call unless the layer made
-//!   the descriptor non-blocking; `sleep` returns the seconds left when interrupted;
-//!   `open`/`openat` clear stale readiness registrations of the new number.
 //!
 //! ## Interrupted waits
 //!
@@ -124,6 +130,8 @@ mod fdkind;
 pub mod io;
 mod offload;
 pub mod poll;
+pub mod raw;
+mod sockaddr;
 
 pub use fdkind::MAX_CACHED_FD;
 pub use offload::{MAX_WORKERS, SYSC_DONE};

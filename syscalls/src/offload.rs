@@ -43,10 +43,10 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use parlib_events::{EventMsg, EventType, EV_SYSCALL};
 use parlib_sync::PdrSpinLock;
-use parlib_uthread::{self as uthread, Syscall, Uthread};
+use parlib_uthread::{self as uthread, Blocked, Syscall, Uthread, Yielded};
 use parlib_vcore::futex;
 
-use crate::io::sys;
+use crate::raw::sys;
 
 /// [`Syscall::flags`] bit: the call has completed; `retval` and `err` hold its result.
 pub const SYSC_DONE: u32 = 1;
@@ -74,11 +74,17 @@ fn finish(rec: &mut Syscall, r: Result<usize, i32>) {
     rec.flags.fetch_or(SYSC_DONE, Ordering::Release);
 }
 
-/// In a yield callback (vcore context): `uth` blocks in the system call `sysc` and its
-/// scheduler is told (`Scheduler::thread_blockon_sysc`). It comes back through
-/// `uthread::runnable`.
-pub(crate) fn block_on_sysc(uth: NonNull<Uthread>, sysc: NonNull<Syscall>) {
-    uthread::blockon_sysc(uth, sysc);
+/// In a yield callback (vcore context): the uthread blocks in the system call at `sysc`
+/// (the address of its `Syscall` record, on its own stack) and its scheduler is told
+/// (`Scheduler::thread_blockon_sysc`). It comes back through `uthread::runnable` with
+/// the handle returned.
+///
+/// # Safety
+/// `sysc` is the address of the blocked uthread's live `Syscall` record.
+pub(crate) unsafe fn block_on_sysc(me: Yielded, sysc: usize) -> Blocked {
+    // SAFETY: the caller's contract; the record stays on the uthread's stack while it
+    // is blocked.
+    uthread::blockon_sysc(me, unsafe { &*(sysc as *const Syscall) })
 }
 
 /// Runs the raw system call `nr(args)` where it may block (see the module docs), the
@@ -88,8 +94,7 @@ pub(crate) fn offload_sys(nr: libc::c_long, args: [usize; 6]) -> Result<usize, i
         return sys(nr, args);
     }
     let mut rec = record(nr, args);
-    let recp = NonNull::from(&mut rec);
-    let recu = recp.as_ptr() as usize;
+    let recu = &mut rec as *mut Syscall as usize;
     let mut job = move || {
         // SAFETY: `rec` is a local of `offload_sys`, which does not touch it again until
         // the job has run (on a backing thread or a worker while this uthread is blocked,
@@ -97,8 +102,10 @@ pub(crate) fn offload_sys(nr: libc::c_long, args: [usize; 6]) -> Result<usize, i
         let rec = unsafe { &mut *(recu as *mut Syscall) };
         finish(rec, sys(nr, args));
     };
-    if !uthread::run_sysc_on_backing(&mut job, recp, complete) {
-        on_worker(&mut job, recp);
+    // SAFETY: the record is read (by the scheduler) only while the uthread blocks,
+    // before the job that writes it runs.
+    if !uthread::run_sysc_on_backing(&mut job, unsafe { &*(recu as *const Syscall) }, complete) {
+        on_worker(&mut job, recu);
     }
     match rec.err {
         0 if rec.flags.load(Ordering::Acquire) & SYSC_DONE != 0 => Ok(rec.retval as usize),
@@ -107,19 +114,22 @@ pub(crate) fn offload_sys(nr: libc::c_long, args: [usize; 6]) -> Result<usize, i
     }
 }
 
-/// On the thread that ran the call: the uthread `uth` is done waiting; the vcore it
-/// blocked on makes it runnable.
-fn complete(uth: NonNull<Uthread>, vcore: usize) {
+/// On the thread that ran the call: the uthread is done waiting; the vcore it blocked on
+/// makes it runnable.
+fn complete(uth: Blocked, vcore: usize) {
+    let uth = uth.into_raw();
     let msg = EventMsg { arg0: uth.as_ptr() as u64, ..Default::default() };
     if parlib_events::send_event(&msg, EV_SYSCALL, vcore).is_err() {
-        uthread::runnable(uth); // no events layer: wake it from here
+        // No events layer: wake it from here.
+        // SAFETY: the handle given up just above, whose event was not sent.
+        uthread::runnable(unsafe { Blocked::from_raw(uth) });
     }
 }
 
 /// The `EV_SYSCALL` handler, in the issuing vcore's vcore context.
 pub(crate) fn on_syscall_event(msg: &EventMsg, _: EventType) {
-    // SAFETY: `complete` sends the blocked uthread's record.
-    uthread::runnable(unsafe { NonNull::new_unchecked(msg.arg0 as *mut Uthread) });
+    // SAFETY: `complete` sends the pointer of the blocked uthread's handle, once.
+    uthread::runnable(unsafe { Blocked::from_raw(NonNull::new_unchecked(msg.arg0 as *mut Uthread)) });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -128,7 +138,8 @@ pub(crate) fn on_syscall_event(msg: &EventMsg, _: EventType) {
 /// A call queued for a worker; on the blocked uthread's stack.
 struct Job {
     run: *mut (dyn FnMut() + 'static),
-    uth: NonNull<Uthread>,
+    /// The blocked uthread, set by its yield callback before the job is queued.
+    uth: Option<Blocked>,
     vcore: usize,
     next: *mut Job,
 }
@@ -161,8 +172,9 @@ static QUEUE: PdrSpinLock<Queue> = PdrSpinLock::new(Queue {
 /// Bumped for every queued job; idle workers sleep on it.
 static KICK: AtomicU32 = AtomicU32::new(0);
 
-/// Runs `job` on an offload worker while the calling uthread blocks on `rec`.
-fn on_worker(job: &mut dyn FnMut(), recp: NonNull<Syscall>) {
+/// Runs `job` on an offload worker while the calling uthread blocks on the `Syscall`
+/// record at `rec` (on its stack).
+fn on_worker(job: &mut dyn FnMut(), rec: usize) {
     let start = {
         let mut q = QUEUE.lock();
         q.announced += 1;
@@ -186,13 +198,14 @@ fn on_worker(job: &mut dyn FnMut(), recp: NonNull<Syscall>) {
     // SAFETY: only the lifetime is erased: the job lives on this stack, which stays put
     // until the worker has run it and `complete` has woken us.
     let run: *mut (dyn FnMut() + 'static) = unsafe { core::mem::transmute(job as *mut dyn FnMut()) };
-    let mut j = Job { run, uth: NonNull::dangling(), vcore: 0, next: core::ptr::null_mut() };
+    let mut j = Job { run, uth: None, vcore: 0, next: core::ptr::null_mut() };
     let jp = &mut j as *mut Job as usize;
-    uthread::yield_with(true, move |uth| {
-        block_on_sysc(uth, recp);
+    uthread::yield_with(move |me| {
+        // SAFETY: `rec` is the caller's record, on this uthread's stack.
+        let me = unsafe { block_on_sysc(me, rec) };
         // SAFETY: the job is on the blocked uthread's stack; no worker has seen it yet.
         let j = unsafe { &mut *(jp as *mut Job) };
-        j.uth = uth;
+        j.uth = Some(me);
         j.vcore = parlib_vcore::id();
         let mut q = QUEUE.lock();
         if q.tail.is_null() {
@@ -245,7 +258,7 @@ fn worker_main() {
         // closure it points at (both on its stack) are ours until then.
         let (uth, vcore) = unsafe {
             (*(*job).run)();
-            ((*job).uth, (*job).vcore)
+            ((*job).uth.take().expect("the yield callback stores the blocked uthread"), (*job).vcore)
         };
         complete(uth, vcore);
     }

@@ -53,12 +53,12 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use parlib_sync::PdrSpinLock;
-use parlib_uthread::{self as uthread, Syscall, Uthread, WaitInterrupt};
+use parlib_uthread::{self as uthread, Blocked, Syscall, Uthread, WaitInterrupt};
 use parlib_vcore::{self as vcore, ParkHook, Vcore};
 
 use crate::fdkind::MAX_CACHED_FD;
-use crate::io::sys;
 use crate::offload::block_on_sysc;
+use crate::raw::sys;
 
 /// How often a busy vcore with waiters polls its epoll instance when the last poll found
 /// nothing: a zero-timeout `epoll_wait` costs about half a microsecond here, so polling on
@@ -80,6 +80,7 @@ const INTERRUPTED: u8 = 2;
 
 /// A uthread waiting for readiness; on its stack while it waits.
 pub(crate) struct IoWaiter {
+    /// The waiting uthread; whoever takes the waiter out of its wait wakes it ([`wake`]).
     uth: NonNull<Uthread>,
     fd: i32,
     events: u32,
@@ -241,22 +242,25 @@ pub(crate) fn wait_io(fd: i32, events: u32, sysc: &mut Syscall) -> Result<(), i3
     let regp = &reg as *const WaitInterrupt as usize;
     let armed = AtomicBool::new(false);
     let armedp = &armed as *const AtomicBool as usize;
-    let sysc = NonNull::from(sysc);
-    uthread::yield_with(true, move |uth| {
-        block_on_sysc(uth, sysc);
+    let sysc = sysc as *mut Syscall as usize;
+    uthread::yield_with(move |me| {
+        // SAFETY: `sysc` is the caller's record, on this uthread's stack.
+        let me = unsafe { block_on_sysc(me, sysc) }.into_raw();
         // SAFETY: the waiter, its registration and `armed` live on the blocked uthread's
         // stack until it is woken; `reg` stays there until `disarm` below.
         let w = unsafe { &*(waddr as *const IoWaiter) };
-        if !unsafe { uthread::interrupt::arm(uth, regp as *const WaitInterrupt) } {
+        if !unsafe { uthread::interrupt::arm(me, regp as *const WaitInterrupt) } {
             w.state.store(INTERRUPTED, Ordering::Relaxed); // an interrupt was pending
-            uthread::runnable(uth);
+                                                           // SAFETY: not yet published anywhere: the wake-up is ours.
+            unsafe { wake(me) };
             return;
         }
         // SAFETY: as above.
         unsafe { &*(armedp as *const AtomicBool) }.store(true, Ordering::Relaxed);
         if let Err(e) = enqueue(vcore::id(), fd, w) {
             w.error.store(e, Ordering::Relaxed);
-            uthread::runnable(uth);
+            // SAFETY: a failed enqueue published the waiter nowhere.
+            unsafe { wake(me) };
         }
     });
     if armed.load(Ordering::Relaxed) {
@@ -273,6 +277,17 @@ pub(crate) fn wait_io(fd: i32, events: u32, sysc: &mut Syscall) -> Result<(), i3
         0 => Ok(()),
         e => Err(e),
     }
+}
+
+/// Wakes the blocked uthread of a waiter taken out of its wait.
+///
+/// # Safety
+/// The caller took the waiter out of its wait (unlinked it, or settled its state, under
+/// the lock that decides the race), so the wake-up is its alone; the uthread blocked
+/// before its waiter was published.
+unsafe fn wake(uth: NonNull<Uthread>) {
+    // SAFETY: the caller's contract.
+    uthread::runnable(unsafe { Blocked::from_raw(uth) });
 }
 
 /// The interrupt function of [`wait_io`] (module docs, step 2).
@@ -294,7 +309,8 @@ fn interrupt_io(arg: usize) -> bool {
             pv.count.fetch_sub(1, Ordering::Relaxed);
             w.state.store(INTERRUPTED, Ordering::Release);
             drop(waiting);
-            uthread::runnable(w.uth);
+            // SAFETY: unlinked and marked by us under the vcore lock.
+            unsafe { wake(w.uth) };
             return true;
         }
         // Not queued: taken out already (WOKEN), or not yet queued (`enqueue` sees the mark).
@@ -318,7 +334,8 @@ fn enqueue(id: usize, fd: i32, w: &IoWaiter) -> Result<(), i32> {
         }
         if w.state.load(Ordering::Acquire) == INTERRUPTED {
             drop(waiting);
-            uthread::runnable(w.uth);
+            // SAFETY: an interrupt that found the waiter unqueued left its wake-up to us.
+            unsafe { wake(w.uth) };
             return Ok(());
         }
         let st = waiting.by_fd.entry(fd).or_default();
@@ -326,7 +343,8 @@ fn enqueue(id: usize, fd: i32, w: &IoWaiter) -> Result<(), i32> {
             st.ready &= !w.events | STICKY;
             w.state.store(WOKEN, Ordering::Release);
             drop(waiting);
-            uthread::runnable(w.uth);
+            // SAFETY: never queued, and marked WOKEN by us under the vcore lock.
+            unsafe { wake(w.uth) };
             return Ok(());
         }
         st.waiters.push(Ptr(w));
@@ -370,7 +388,8 @@ fn register_here(id: usize, fd: i32) -> Result<(), i32> {
                 (*p.0).state.store(WOKEN, Ordering::Release);
                 (*p.0).uth
             };
-            uthread::runnable(uth);
+            // SAFETY: taken out of the moved list and marked by us under REG_LOCK.
+            unsafe { wake(uth) };
         }
         return Err(e);
     }
@@ -471,7 +490,8 @@ fn report(pv: &VcorePoll, fd: i32, revents: u32) -> usize {
     pv.count.fetch_sub(ready.len(), Ordering::Relaxed);
     let n = ready.len();
     for u in ready {
-        uthread::runnable(u);
+        // SAFETY: taken out and marked WOKEN by us under the vcore lock.
+        unsafe { wake(u) };
     }
     n
 }
@@ -576,6 +596,7 @@ pub(crate) fn wake_closed(fd: i32) {
             (*p.0).state.store(WOKEN, Ordering::Release); // taken out under REG_LOCK
             (*p.0).uth
         };
-        uthread::runnable(uth);
+        // SAFETY: taken out and marked WOKEN by us under REG_LOCK.
+        unsafe { wake(uth) };
     }
 }

@@ -9,14 +9,13 @@
 
 use std::collections::VecDeque;
 use std::ffi::CString;
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parlib_syscalls::io;
 use parlib_testkit::isolated;
-use parlib_uthread::{self as uthread, BlockReason, Scheduler, Syscall, TlsMode, Uthread};
-use parlib_vcore::{spin::SpinLock, Stack};
+use parlib_uthread::{self as uthread, BlockReason, Exited, Record, Runnable, Scheduler, Syscall, TlsMode};
+use parlib_vcore::spin::SpinLock;
 
 /// Bounds a hang only; nothing here depends on speed.
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -24,13 +23,9 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 /// What the scheduler saw of one `thread_blockon_sysc`: number, first and third argument.
 type Seen = (usize, usize, usize);
 
-struct Entry(NonNull<Uthread>);
-// SAFETY: records move between vcore context and uthreads only through the queue's lock.
-unsafe impl Send for Entry {}
-
 /// One FIFO for the one vcore; records the blocking callbacks.
 struct Recorder {
-    queue: SpinLock<VecDeque<Entry>>,
+    queue: SpinLock<VecDeque<Runnable<()>>>,
     sysc: SpinLock<Vec<Seen>>,
     has_blocked_syscall: AtomicUsize,
 }
@@ -43,11 +38,13 @@ static SCHED: Recorder = Recorder {
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 
 impl Scheduler for Recorder {
+    type Thread = ();
+
     fn sched_entry(&self) -> ! {
         loop {
             let next = self.queue.lock().pop_front();
-            if let Some(Entry(u)) = next {
-                uthread::run_uthread(u);
+            if let Some(t) = next {
+                uthread::run_uthread(t);
             }
             if parlib_events::events_pending() {
                 parlib_events::handle_events();
@@ -56,59 +53,34 @@ impl Scheduler for Recorder {
         }
     }
 
-    fn thread_runnable(&self, uth: NonNull<Uthread>) {
-        self.queue.lock().push_back(Entry(uth));
+    fn thread_runnable(&self, t: Runnable<()>) {
+        self.queue.lock().push_back(t);
     }
 
-    fn thread_has_blocked(&self, _: NonNull<Uthread>, reason: BlockReason) {
+    fn thread_has_blocked(&self, _: &Record<()>, reason: BlockReason) {
         if reason == BlockReason::Syscall {
             self.has_blocked_syscall.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    fn thread_blockon_sysc(&self, _: NonNull<Uthread>, sysc: NonNull<Syscall>) {
-        // SAFETY: the syscall service passes a record that lives while the uthread waits.
-        let s = unsafe { sysc.as_ref() };
+    fn thread_blockon_sysc(&self, _: &Record<()>, s: &Syscall) {
         self.sysc.lock().push((s.num, s.args[0], s.args[2]));
     }
-}
 
-#[repr(C)]
-struct Thread {
-    uth: Uthread,
-    body: Option<Box<dyn FnOnce() + Send>>,
+    fn thread_exited(&self, t: Exited<()>) {
+        drop(t);
+        LIVE.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 fn spawn(tls: TlsMode, body: impl FnOnce() + Send + 'static) {
-    let t = Box::into_raw(Box::new(Thread { uth: Uthread::new(), body: Some(Box::new(body)) }));
-    // SAFETY: `t` is a fresh allocation; `uth` is its first field.
-    let uth = unsafe { NonNull::new_unchecked(&raw mut (*t).uth) };
     LIVE.fetch_add(1, Ordering::AcqRel);
-    let stack = Stack::with_default_size().expect("a uthread stack");
-    // SAFETY: the record lives until the exit callback frees it.
-    unsafe { uthread::init(uth, thread_main, t.cast(), stack, tls) }.expect("uthread::init");
-    uthread::runnable(uth);
-}
-
-fn thread_main(arg: *mut ()) -> ! {
-    // SAFETY: `spawn` passes its Thread; only this uthread takes the body.
-    let body = unsafe { (*arg.cast::<Thread>()).body.take() }.expect("runs once");
-    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_err() {
-        std::process::abort();
-    }
-    uthread::exit_with(|uth| {
-        // SAFETY: `uth` is the first field of the Box<Thread> made by spawn; it is Done.
-        unsafe {
-            uthread::cleanup(uth);
-            drop(Box::from_raw(uth.as_ptr().cast::<Thread>()));
-        }
-        LIVE.fetch_sub(1, Ordering::AcqRel);
-    })
+    uthread::spawn((), tls, body).expect("uthread::spawn");
 }
 
 fn yield_until(mut done: impl FnMut() -> bool) {
     while !done() {
-        uthread::yield_with(true, uthread::paused);
+        uthread::yield_with(uthread::paused);
     }
 }
 
@@ -123,32 +95,28 @@ fn each_blocking_call_reaches_the_scheduler_as_blockon_sysc_with_the_users_call(
         let path = std::env::temp_dir().join(format!("parlib-blockon-{}", std::process::id()));
         std::fs::write(&path, b"0123456789").unwrap();
         let cpath: &'static CString = Box::leak(Box::new(CString::new(path.to_str().unwrap()).unwrap()));
-        let main = Box::leak(Box::new(Thread { uth: Uthread::new(), body: None }));
-        // SAFETY: the record is leaked: it lives for the rest of the process.
-        unsafe { uthread::lib_init(&SCHED, NonNull::from(&mut main.uth)) }.expect("lib_init");
+        uthread::lib_init(&SCHED, ()).expect("lib_init");
         parlib_alarms::init().expect("alarms");
         parlib_syscalls::init().expect("syscalls");
 
-        let mut p = [-1; 2];
-        io::pipe2(&mut p, libc::O_CLOEXEC).expect("pipe2");
-        let [r, w] = p;
+        let [r, w] = io::pipe2(libc::O_CLOEXEC).expect("pipe2");
         spawn(TlsMode::None, move || {
             READER_BLOCKED.store(true, Ordering::Release);
             let mut b = [0u8; 3];
-            assert_eq!(io::read(r, b.as_mut_ptr(), 3), Ok(3));
+            assert_eq!(io::read(r, &mut b).map_err(|e| e.raw_os_error()), Ok(3));
             assert_eq!(&b, b"abc");
         });
         yield_until(|| READER_BLOCKED.load(Ordering::Acquire));
-        uthread::yield_with(true, uthread::paused); // the reader runs and blocks
-        assert_eq!(io::write(w, b"abc".as_ptr(), 3), Ok(3));
+        uthread::yield_with(uthread::paused); // the reader runs and blocks
+        assert_eq!(io::write(w, b"abc").map_err(|e| e.raw_os_error()), Ok(3));
         spawn(TlsMode::Backed, move || {
-            let fd = io::open(cpath.as_ptr(), libc::O_RDONLY, 0).expect("open");
+            let fd = io::open(cpath, libc::O_RDONLY, 0).expect("open");
             let mut b = [0u8; 4];
-            assert_eq!(io::pread(fd, b.as_mut_ptr(), 4, 3), Ok(4));
+            assert_eq!(io::pread(fd, &mut b, 3).map_err(|e| e.raw_os_error()), Ok(4));
             assert_eq!(&b, b"3456");
             io::close(fd).unwrap();
         });
-        let fd = io::open(cpath.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC, 0).expect("main's open");
+        let fd = io::open(cpath, libc::O_RDONLY | libc::O_CLOEXEC, 0).expect("main's open");
         yield_until(|| LIVE.load(Ordering::Acquire) == 0);
         io::close(fd).unwrap();
 

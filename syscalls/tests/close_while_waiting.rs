@@ -9,16 +9,17 @@
 //! blocked yet, its call would meet the closed descriptor and fail with `EBADF` all the
 //! same, so the assertions hold either way.
 
-#[path = "../../uthread/tests/common/mod.rs"]
-mod common;
+use parlib_testsched as common;
 mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 
+use std::time::Duration;
+
 use parlib_syscalls::io;
 use parlib_testkit::isolated;
 use parlib_uthread::TlsMode;
-use support::{errno_name, ONE_VCORE, TIMEOUT};
+use support::{errno_of, ONE_VCORE, TIMEOUT};
 
 static FD: AtomicI32 = AtomicI32::new(-1);
 static STARTED: AtomicUsize = AtomicUsize::new(0);
@@ -28,7 +29,7 @@ static WOKEN: AtomicUsize = AtomicUsize::new(0);
 fn read_expecting_ebadf() {
     let mut buf = [0u8; 16];
     STARTED.fetch_add(1, Ordering::AcqRel);
-    let r = io::read(FD.load(Ordering::Relaxed), buf.as_mut_ptr(), buf.len());
+    let r = errno_of(io::read(FD.load(Ordering::Relaxed), &mut buf));
     assert_eq!(r, Err(libc::EBADF), "a reader of a descriptor closed under it");
     WOKEN.fetch_add(1, Ordering::AcqRel);
 }
@@ -42,7 +43,7 @@ fn readers_then_close(fd: i32, readers: usize) {
     support::spawn(TlsMode::None, move || {
         assert_eq!(STARTED.load(Ordering::Acquire), readers, "the readers ran first (one vcore, FIFO)");
         assert_eq!(WOKEN.load(Ordering::Acquire), 0, "a reader returned from an empty descriptor");
-        assert_eq!(io::close(fd), Ok(()), "close");
+        assert_eq!(errno_of(io::close(fd)), Ok(()), "close");
     });
     common::wait_all();
     assert_eq!(WOKEN.load(Ordering::Relaxed), readers, "not every waiter woke");
@@ -89,18 +90,18 @@ fn closing_a_full_pipes_write_end_wakes_its_blocked_writer_with_ebadf() {
             let mut written = 0usize;
             // Fill the pipe; the write that finds no room blocks until the close.
             let e = loop {
-                match io::write(w, chunk.as_ptr(), chunk.len()) {
+                match io::write(w, &chunk) {
                     Ok(n) => written += n,
                     Err(e) => break e,
                 }
             };
             assert!(written > 0, "nothing was written before the pipe filled");
-            assert_eq!(e, libc::EBADF, "a writer of a descriptor closed under it: {}", errno_name(e));
+            assert_eq!(e.raw_os_error(), Some(libc::EBADF), "a writer of a descriptor closed under it: {e}");
             WRITER_DONE.store(true, Ordering::Release);
         });
         support::spawn(TlsMode::None, move || {
             assert!(!WRITER_DONE.load(Ordering::Acquire), "the writer returned from a full pipe");
-            assert_eq!(io::close(w), Ok(()), "close");
+            assert_eq!(errno_of(io::close(w)), Ok(()), "close");
         });
         common::wait_all();
         assert!(WRITER_DONE.load(Ordering::Relaxed));
@@ -112,16 +113,14 @@ fn closing_a_full_pipes_write_end_wakes_its_blocked_writer_with_ebadf() {
 #[test]
 fn a_close_on_another_vcore_wakes_the_waiter() {
     isolated!(TIMEOUT, {
-        if !support::init_runtime_across_vcores() {
-            return;
-        }
+        support::init_runtime_across_vcores();
         let [r, w] = support::pipe();
         FD.store(r, Ordering::Relaxed);
         support::spawn_on(1, TlsMode::None, read_expecting_ebadf);
         support::spawn_on(0, TlsMode::None, move || {
             common::wait_until(|| STARTED.load(Ordering::Acquire) == 1);
-            io::usleep(50_000).expect("usleep"); // let it block
-            assert_eq!(io::close(r), Ok(()), "close");
+            io::nanosleep(Duration::from_millis(50)).expect("nanosleep"); // let it block
+            assert_eq!(errno_of(io::close(r)), Ok(()), "close");
         });
         common::wait_all();
         assert_eq!(WOKEN.load(Ordering::Relaxed), 1);
@@ -139,7 +138,7 @@ fn a_close_by_a_plain_thread_wakes_the_waiting_uthread() {
         support::spawn(TlsMode::None, read_expecting_ebadf);
         common::yield_now(); // one vcore, FIFO: the reader has blocked when we are back
         assert_eq!((STARTED.load(Ordering::Relaxed), WOKEN.load(Ordering::Relaxed)), (1, 0));
-        let r = support::on_plain_thread(move || io::close(a));
+        let r = support::on_plain_thread(move || errno_of(io::close(a)));
         assert_eq!(r, Ok(()), "close on a plain thread");
         common::wait_all();
         assert_eq!(WOKEN.load(Ordering::Relaxed), 1);
@@ -155,8 +154,7 @@ fn closing_another_descriptor_wakes_nobody_and_a_reused_number_works() {
     static READ_FD: AtomicI32 = AtomicI32::new(-1);
     fn reader(expect: &'static [u8]) {
         let mut buf = [0u8; 32];
-        let n = io::read(READ_FD.load(Ordering::Relaxed), buf.as_mut_ptr(), buf.len())
-            .unwrap_or_else(|e| panic!("read: {}", errno_name(e)));
+        let n = io::read(READ_FD.load(Ordering::Relaxed), &mut buf).unwrap_or_else(|e| panic!("read: {e}"));
         assert_eq!(&buf[..n], expect, "the reader got other bytes");
         DONE.fetch_add(1, Ordering::Release);
     }
@@ -171,7 +169,7 @@ fn closing_another_descriptor_wakes_nobody_and_a_reused_number_works() {
         FD.store(r2, Ordering::Relaxed);
         support::spawn(TlsMode::None, read_expecting_ebadf);
         common::yield_now();
-        assert_eq!(io::close(r2), Ok(()));
+        assert_eq!(errno_of(io::close(r2)), Ok(()));
         for _ in 0..100 {
             common::yield_now();
         }

@@ -14,19 +14,19 @@
 //! costs a handful of entries over the window; a spinning writer enters the scheduler on
 //! every retry. The same measurement without the peer's shutdown is the control.
 
-#[path = "../../uthread/tests/common/mod.rs"]
-mod common;
+use parlib_testsched as common;
 mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use parlib_syscalls::io;
 use parlib_testkit::isolated;
 use parlib_uthread::TlsMode;
-use support::{errno_name, ONE_VCORE, TIMEOUT};
+use support::{ONE_VCORE, TIMEOUT};
 
 /// How long `main` sleeps while the writer is blocked.
-const WINDOW_US: u64 = 200_000;
+const WINDOW: Duration = Duration::from_millis(200);
 /// Entries into the scheduler a blocked writer may cause over the window: a real wait
 /// causes none after it blocked (the idle vcore polls inside `sched_entry`), so this only
 /// leaves room for `main`'s own sleep and wake-up. A spinning writer enters thousands of
@@ -46,9 +46,9 @@ fn writer(fd: i32, total: usize) {
     let chunk = vec![9u8; 4096];
     while WRITTEN.load(Ordering::Relaxed) < total {
         let n = (total - WRITTEN.load(Ordering::Relaxed)).min(chunk.len());
-        match io::write(fd, chunk.as_ptr(), n) {
+        match io::write(fd, &chunk[..n]) {
             Ok(k) => WRITTEN.fetch_add(k, Ordering::Relaxed),
-            Err(e) => panic!("write: {}", errno_name(e)),
+            Err(e) => panic!("write: {e}"),
         };
     }
     WRITER_DONE.store(true, Ordering::Release);
@@ -73,7 +73,7 @@ fn entries_while_a_writer_waits(half_closed: bool) -> u64 {
     assert!(!WRITER_DONE.load(Ordering::Acquire), "precondition: the writer filled the buffer and blocked");
     let stalled = WRITTEN.load(Ordering::Relaxed);
     let before = ENTRIES.load(Ordering::Relaxed);
-    io::usleep(WINDOW_US).expect("usleep");
+    io::nanosleep(WINDOW).expect("nanosleep");
     let entries = ENTRIES.load(Ordering::Relaxed) - before;
     assert_eq!(WRITTEN.load(Ordering::Relaxed), stalled, "the writer made progress with nobody reading");
     // Now read everything; the writer must finish.
@@ -100,7 +100,7 @@ fn a_writer_blocked_on_a_half_closed_socket_waits_without_spinning() {
         let entries = entries_while_a_writer_waits(true);
         assert!(
             entries <= MAX_ENTRIES,
-            "{entries} entries into the scheduler in {WINDOW_US} µs while the writer waited for room on a \
+            "{entries} entries into the scheduler in {WINDOW:?} while the writer waited for room on a \
              half-closed socket: it is spinning"
         );
     });

@@ -9,8 +9,7 @@
 //! once), then sends chunks of varying size, each read back and compared before the next,
 //! half-closes, and expects EOF with nothing more.
 
-#[path = "../../uthread/tests/common/mod.rs"]
-mod common;
+use parlib_testsched as common;
 mod support;
 
 use std::io::{Read, Write};
@@ -52,16 +51,12 @@ fn chunk_lens(id: usize) -> Vec<usize> {
 fn acceptor() {
     let lfd = LISTEN_FD.load(Ordering::Relaxed);
     for _ in 0..CLIENTS {
-        // SAFETY: an all-zero sockaddr_in is valid.
-        let mut peer: libc::sockaddr_in = unsafe { core::mem::zeroed() };
-        let mut len = core::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        let fd = io::accept(lfd, &mut peer as *mut libc::sockaddr_in as *mut libc::sockaddr, &mut len)
-            .unwrap_or_else(|e| panic!("accept: {}", support::errno_name(e)));
-        assert_eq!(len as usize, core::mem::size_of::<libc::sockaddr_in>(), "accept's address length");
-        assert_eq!(peer.sin_family, libc::AF_INET as libc::sa_family_t, "accept's address family");
+        let (fd, peer) = io::accept(lfd).unwrap_or_else(|e| panic!("accept: {e}"));
+        assert_eq!(peer.len() as usize, core::mem::size_of::<libc::sockaddr_in>(), "accept's address length");
+        assert_eq!(peer.family(), libc::AF_INET as libc::sa_family_t, "accept's address family");
         assert_eq!(
-            u32::from_be(peer.sin_addr.s_addr),
-            u32::from(std::net::Ipv4Addr::LOCALHOST),
+            peer.as_std().map(|a| a.ip()),
+            Some(std::net::Ipv4Addr::LOCALHOST.into()),
             "a peer that is not 127.0.0.1"
         );
         ACCEPTED.fetch_add(1, Ordering::Relaxed);
@@ -74,13 +69,13 @@ fn acceptor() {
 fn handler(fd: i32) {
     let mut buf = vec![0u8; 8192];
     loop {
-        match io::read(fd, buf.as_mut_ptr(), buf.len()) {
+        match io::read(fd, &mut buf) {
             Ok(0) => break,
             Ok(n) => {
                 support::write_all(fd, &buf[..n]);
                 BYTES_ECHOED.fetch_add(n as u64, Ordering::Relaxed);
             }
-            Err(e) => panic!("server read on fd {fd}: {}", support::errno_name(e)),
+            Err(e) => panic!("server read on fd {fd}: {e}"),
         }
     }
     support::close(fd);
@@ -100,15 +95,9 @@ fn connect_barrier(pause: impl Fn()) {
 /// A client on a uthread, through the layer.
 fn uthread_client(id: usize, port: u16) {
     let fd = io::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0)
-        .unwrap_or_else(|e| panic!("socket: {}", support::errno_name(e)));
-    let addr = support::loopback_addr(port);
-    io::connect(
-        fd,
-        &addr as *const libc::sockaddr_in as *const libc::sockaddr,
-        core::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-    )
-    .unwrap_or_else(|e| panic!("client {id}: connect: {}", support::errno_name(e)));
-    connect_barrier(|| io::usleep(1000).expect("usleep"));
+        .unwrap_or_else(|e| panic!("socket: {e}"));
+    io::connect(fd, &support::loopback_addr(port)).unwrap_or_else(|e| panic!("client {id}: connect: {e}"));
+    connect_barrier(|| io::nanosleep(Duration::from_millis(1)).expect("nanosleep"));
     let (mut out, mut back) = (vec![0u8; MAX_CHUNK], vec![0u8; MAX_CHUNK]);
     for (round, len) in chunk_lens(id).into_iter().enumerate() {
         fill_pattern(&mut out[..len], id as u64, round as u64);

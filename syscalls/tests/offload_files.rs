@@ -15,19 +15,18 @@
 //!
 //! Files are made with `std::fs` on the plain test thread before the runtime starts.
 
-#[path = "../../uthread/tests/common/mod.rs"]
-mod common;
+use parlib_testsched as common;
 mod support;
 
 use std::ffi::CString;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
-use parlib_syscalls::{cabi, io};
+use parlib_syscalls::{cabi, io, raw};
 use parlib_testkit::isolated;
 use parlib_uthread::TlsMode;
 use parlib_vcore as vcore;
-use support::{errno_name, Rng, ONE_VCORE, TIMEOUT};
+use support::{errno_of, Rng, ONE_VCORE, TIMEOUT};
 
 /// Size of the test file: several pages, not a multiple of any read size used.
 const FILE_LEN: usize = 100_003;
@@ -52,8 +51,7 @@ fn make_file(tag: &str) -> (PathBuf, &'static CString) {
 }
 
 fn open(path: &CString, flags: i32) -> i32 {
-    io::open(path.as_ptr(), flags | libc::O_CLOEXEC, 0o600)
-        .unwrap_or_else(|e| panic!("open {path:?}: {}", errno_name(e)))
+    io::open(path, flags | libc::O_CLOEXEC, 0o600).unwrap_or_else(|e| panic!("open {path:?}: {e}"))
 }
 
 /// Reads the whole file through `read` in chunks of varying size, then checks `pread` at
@@ -67,10 +65,10 @@ fn read_and_check(path: &CString, seed: u64, alone: bool) {
     let mut buf = vec![0u8; 9000];
     loop {
         let n = rng.range(1, buf.len());
-        match io::read(fd, buf.as_mut_ptr(), n) {
+        match io::read(fd, &mut buf[..n]) {
             Ok(0) => break,
             Ok(k) => got.extend_from_slice(&buf[..k]),
-            Err(e) => panic!("read: {}", errno_name(e)),
+            Err(e) => panic!("read: {e}"),
         }
     }
     assert_eq!(got.len(), FILE_LEN, "read returned a different length than the file's");
@@ -78,17 +76,18 @@ fn read_and_check(path: &CString, seed: u64, alone: bool) {
     for _ in 0..50 {
         let off = rng.range(0, FILE_LEN - 1);
         let n = rng.range(1, buf.len());
-        let k = io::pread(fd, buf.as_mut_ptr(), n, off as i64)
-            .unwrap_or_else(|e| panic!("pread: {}", errno_name(e)));
+        let k = io::pread(fd, &mut buf[..n], off as u64).unwrap_or_else(|e| panic!("pread: {e}"));
         assert_eq!(k, n.min(FILE_LEN - off), "pread of {n} at {off}: wrong length");
         assert!(buf[..k] == want[off..off + k], "pread of {n} at {off}: wrong bytes");
     }
-    assert_eq!(io::pread(fd, buf.as_mut_ptr(), 10, FILE_LEN as i64), Ok(0), "pread at the end");
-    assert_eq!(io::pread(fd, buf.as_mut_ptr(), 10, -1), Err(libc::EINVAL), "pread at a negative offset");
-    assert_eq!(io::read(fd, buf.as_mut_ptr(), 10), Ok(0), "read at EOF");
-    assert_eq!(io::close(fd), Ok(()), "close");
+    assert_eq!(errno_of(io::pread(fd, &mut buf[..10], FILE_LEN as u64)), Ok(0), "pread at the end");
+    // SAFETY: `buf` is valid for writes of 10 bytes.
+    let negative = unsafe { raw::pread(fd, buf.as_mut_ptr(), 10, -1) };
+    assert_eq!(negative, Err(libc::EINVAL), "pread at a negative offset (the raw layer's `off_t`)");
+    assert_eq!(errno_of(io::read(fd, &mut buf[..10])), Ok(0), "read at EOF");
+    assert_eq!(errno_of(io::close(fd)), Ok(()), "close");
     if alone {
-        assert_eq!(io::close(fd), Err(libc::EBADF), "closing twice");
+        assert_eq!(errno_of(io::close(fd)), Err(libc::EBADF), "closing twice");
     }
 }
 
@@ -130,20 +129,19 @@ fn file_writes_through_the_offload_path_land_in_the_file() {
             let mut at = 0;
             while at < want.len() {
                 let n = rng.range(1, 7000).min(want.len() - at);
-                let k = io::write(fd, want[at..].as_ptr(), n)
-                    .unwrap_or_else(|e| panic!("write: {}", errno_name(e)));
+                let k = io::write(fd, &want[at..at + n]).unwrap_or_else(|e| panic!("write: {e}"));
                 assert!(k > 0 && k <= n, "write of {n} bytes returned {k}");
                 at += k;
             }
             let patch = [0xA5u8; 333];
-            assert_eq!(io::pwrite(fd, patch.as_ptr(), patch.len(), 4096), Ok(patch.len()), "pwrite");
+            assert_eq!(errno_of(io::pwrite(fd, &patch, 4096)), Ok(patch.len()), "pwrite");
             let mut back = vec![0u8; patch.len()];
-            assert_eq!(io::pread(fd, back.as_mut_ptr(), back.len(), 4096), Ok(patch.len()), "pread");
+            assert_eq!(errno_of(io::pread(fd, &mut back, 4096)), Ok(patch.len()), "pread");
             assert_eq!(back, patch, "pread did not see pwrite's bytes");
-            assert_eq!(io::close(fd), Ok(()), "close");
+            assert_eq!(errno_of(io::close(fd)), Ok(()), "close");
             // Exclusive creation of an existing file fails on the offload path too.
             assert_eq!(
-                io::open(cpath.as_ptr(), libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, 0o600),
+                errno_of(io::open(cpath, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL, 0o600)),
                 Err(libc::EEXIST),
                 "O_EXCL on an existing file"
             );
@@ -191,7 +189,7 @@ fn a_failing_offloaded_open_sets_only_the_calling_uthreads_errno() {
         });
         support::spawn(TlsMode::Backed, move || {
             common::wait_until(|| A_READY.load(Ordering::Acquire));
-            assert_eq!(io::open(cmissing.as_ptr(), libc::O_RDONLY, 0), Err(libc::ENOENT), "io::open");
+            assert_eq!(errno_of(io::open(cmissing, libc::O_RDONLY, 0)), Err(libc::ENOENT), "io::open");
             support::set_errno(0);
             // SAFETY: a valid NUL-terminated path.
             let r = unsafe { cabi::parlib_open(cmissing.as_ptr(), libc::O_RDONLY, 0) };
@@ -224,10 +222,10 @@ fn tls_owner_tid() -> i32 {
 /// layer (both the open and the read are regular-file calls).
 fn opener_tid() -> i32 {
     let path = c"/proc/thread-self/stat";
-    let fd = io::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC, 0)
-        .unwrap_or_else(|e| panic!("open /proc/thread-self/stat: {}", errno_name(e)));
+    let fd = io::open(path, libc::O_RDONLY | libc::O_CLOEXEC, 0)
+        .unwrap_or_else(|e| panic!("open /proc/thread-self/stat: {e}"));
     let mut buf = [0u8; 64];
-    let n = io::read(fd, buf.as_mut_ptr(), buf.len()).expect("read /proc/thread-self/stat");
+    let n = io::read(fd, &mut buf).expect("read /proc/thread-self/stat");
     io::close(fd).expect("close");
     let s = std::str::from_utf8(&buf[..n]).unwrap();
     s.split(' ').next().unwrap().parse().expect("a thread id first in stat")
@@ -307,7 +305,7 @@ fn a_uthread_blocked_in_an_offloaded_open_does_not_block_its_vcore() {
             let mut buf = [0u8; 32];
             support::read_exact(fd, &mut buf[..5]);
             assert_eq!(&buf[..5], b"hello", "bytes through the FIFO");
-            assert_eq!(io::read(fd, buf.as_mut_ptr(), buf.len()), Ok(0), "EOF after the writer closed");
+            assert_eq!(errno_of(io::read(fd, &mut buf)), Ok(0), "EOF after the writer closed");
             support::close(fd);
         });
         support::spawn(TlsMode::Backed, move || {

@@ -9,8 +9,7 @@
 //! written yet), then the counter runs; the reader can only return once the counter has
 //! written, which it does after counting `SPINS` yields.
 
-#[path = "../../uthread/tests/common/mod.rs"]
-mod common;
+use parlib_testsched as common;
 mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
@@ -39,7 +38,7 @@ enum Face {
 
 fn read(face: Face, fd: i32, buf: &mut [u8]) -> Result<usize, i32> {
     match face {
-        Face::Rust => io::read(fd, buf.as_mut_ptr(), buf.len()),
+        Face::Rust => support::errno_of(io::read(fd, buf)),
         Face::C => {
             // SAFETY: `buf` is valid for writes of its length.
             let r = unsafe { cabi::parlib_read(fd, buf.as_mut_ptr().cast(), buf.len()) };
@@ -54,7 +53,7 @@ fn read(face: Face, fd: i32, buf: &mut [u8]) -> Result<usize, i32> {
 
 fn write(face: Face, fd: i32, buf: &[u8]) -> Result<usize, i32> {
     match face {
-        Face::Rust => io::write(fd, buf.as_ptr(), buf.len()),
+        Face::Rust => support::errno_of(io::write(fd, buf)),
         Face::C => {
             // SAFETY: `buf` is valid for reads of its length.
             let r = unsafe { cabi::parlib_write(fd, buf.as_ptr().cast(), buf.len()) };
@@ -150,7 +149,7 @@ fn many_blocked_readers_each_wake_with_their_own_pipes_data() {
             support::spawn(TlsMode::None, move || {
                 let mut buf = [0u8; 64];
                 BLOCKED.fetch_add(1, Ordering::Relaxed);
-                let n = io::read(f[0].load(Ordering::Relaxed), buf.as_mut_ptr(), buf.len()).expect("read");
+                let n = io::read(f[0].load(Ordering::Relaxed), &mut buf).expect("read");
                 let want = format!("message for reader {k}");
                 assert_eq!(&buf[..n], want.as_bytes(), "reader {k} got another pipe's data");
                 DONE.fetch_add(1, Ordering::Release);

@@ -1,5 +1,5 @@
 //! Outside a uthread the wrappers keep the system calls' blocking semantics (DESIGN §7:
-//! "Outside a uthread every wrapper is the plain syscall"; `io.rs`: "on a descriptor we
+//! "Outside a uthread every wrapper is the plain syscall"; `raw.rs`: "on a descriptor we
 //! made non-blocking, a plain thread's call still blocks"):
 //!
 //! * a plain thread's `io::read` of an empty pipe that the layer made non-blocking
@@ -11,17 +11,17 @@
 //!   threads alike: the layer must not wait on it (on one vcore, a wait would hang the
 //!   test), nor clear the user's flag.
 
-#[path = "../../uthread/tests/common/mod.rs"]
-mod common;
+use parlib_testsched as common;
 mod support;
 
+use std::io::IoSliceMut;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parlib_syscalls::io;
 use parlib_testkit::isolated;
 use parlib_uthread::TlsMode;
-use support::{errno_name, ONE_VCORE, TIMEOUT};
+use support::{errno_of, ONE_VCORE, TIMEOUT};
 
 /// How long the data source waits after the plain thread announced its call, so that the
 /// call is (almost surely) blocked in the kernel when the data comes. Only makes the test
@@ -69,11 +69,9 @@ fn plain_read_blocks_until_written(fd: i32, want: &'static [u8]) -> std::thread:
         assert!(!support::on_uthread());
         let mut buf = vec![0u8; want.len()];
         CALLING.store(true, Ordering::Release);
-        let r = io::read(fd, buf.as_mut_ptr(), buf.len());
+        let r = io::read(fd, &mut buf);
         let written = WRITTEN.load(Ordering::Acquire);
-        let n = r.unwrap_or_else(|e| {
-            panic!("a plain thread's read of an empty descriptor failed: {}", errno_name(e))
-        });
+        let n = r.unwrap_or_else(|e| panic!("a plain thread's read of an empty descriptor failed: {e}"));
         assert!(written, "the read returned before anything was written");
         assert_eq!(&buf[..n], &want[..n], "the read got other bytes");
         assert!(n > 0, "the read returned 0 (EOF) from an open, empty descriptor");
@@ -83,7 +81,7 @@ fn plain_read_blocks_until_written(fd: i32, want: &'static [u8]) -> std::thread:
 /// From a uthread: waits until the plain thread is calling, then `LATE`, then writes.
 fn write_late(fd: i32, data: &[u8]) {
     common::wait_until(|| CALLING.load(Ordering::Acquire));
-    io::usleep(LATE.as_micros() as u64).expect("usleep");
+    io::nanosleep(LATE).expect("nanosleep");
     WRITTEN.store(true, Ordering::Release);
     support::write_all(fd, data);
 }
@@ -135,9 +133,9 @@ fn a_plain_threads_write_to_a_full_pipe_the_layer_made_non_blocking_blocks_for_r
             support::fill_pattern(&mut data, 1, 2);
             let mut at = 0;
             while at < TOTAL {
-                match io::write(WRITE_FD.load(Ordering::Relaxed), data[at..].as_ptr(), TOTAL - at) {
+                match io::write(WRITE_FD.load(Ordering::Relaxed), &data[at..]) {
                     Ok(n) => at += n,
-                    Err(e) => panic!("a plain thread's write to a full pipe failed: {}", errno_name(e)),
+                    Err(e) => panic!("a plain thread's write to a full pipe failed: {e}"),
                 }
             }
         });
@@ -146,10 +144,11 @@ fn a_plain_threads_write_to_a_full_pipe_the_layer_made_non_blocking_blocks_for_r
         let mut got = vec![0u8; TOTAL];
         let mut at = 0;
         while at < TOTAL {
-            let n = io::read(r, got[at..].as_mut_ptr(), (TOTAL - at).min(16 * 1024)).expect("read");
+            let n = io::read(r, &mut got[at..(at + 16 * 1024).min(TOTAL)]).expect("read");
             assert!(n > 0, "EOF before the writer finished");
             at += n;
-            io::usleep(200).expect("usleep"); // read slowly: the writer keeps finding the pipe full
+            // Read slowly: the writer keeps finding the pipe full.
+            io::nanosleep(Duration::from_micros(200)).expect("nanosleep");
         }
         assert!(got == want, "the bytes through the pipe were altered");
         common::wait_until(|| t.is_finished());
@@ -170,8 +169,7 @@ fn a_plain_threads_accept_on_a_listener_the_layer_made_non_blocking_blocks() {
         let (lfd, port) = support::bound_loopback_socket(Some(16));
         LFD.store(lfd, Ordering::Relaxed);
         support::spawn(TlsMode::None, || {
-            let fd = io::accept(LFD.load(Ordering::Relaxed), core::ptr::null_mut(), core::ptr::null_mut())
-                .expect("accept on a uthread");
+            let (fd, _) = io::accept(LFD.load(Ordering::Relaxed)).expect("accept on a uthread");
             support::close(fd);
             ACCEPTED.fetch_add(1, Ordering::Release);
         });
@@ -188,14 +186,14 @@ fn a_plain_threads_accept_on_a_listener_the_layer_made_non_blocking_blocks() {
 
         let t = support::plain_thread(move || {
             CALLING.store(true, Ordering::Release);
-            let r = io::accept(LFD.load(Ordering::Relaxed), core::ptr::null_mut(), core::ptr::null_mut());
+            let r = io::accept(LFD.load(Ordering::Relaxed));
             let written = WRITTEN.load(Ordering::Acquire);
-            let fd = r.unwrap_or_else(|e| panic!("a plain thread's accept failed: {}", errno_name(e)));
+            let (fd, _) = r.unwrap_or_else(|e| panic!("a plain thread's accept failed: {e}"));
             assert!(written, "accept returned before anyone connected");
             support::close(fd);
         });
         common::wait_until(|| CALLING.load(Ordering::Acquire));
-        io::usleep(LATE.as_micros() as u64).expect("usleep");
+        io::nanosleep(LATE).expect("nanosleep");
         WRITTEN.store(true, Ordering::Release);
         let c2 = support::on_plain_thread(move || {
             std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect")
@@ -214,21 +212,18 @@ fn a_plain_threads_accept_on_a_listener_the_layer_made_non_blocking_blocks() {
 #[test]
 fn a_plain_threads_connect_on_a_socket_the_layer_made_non_blocking_waits_for_a_full_backlog() {
     static ACCEPTED: AtomicBool = AtomicBool::new(false);
-    fn sa(a: &libc::sockaddr_un) -> *const libc::sockaddr {
-        a as *const libc::sockaddr_un as *const libc::sockaddr
-    }
     isolated!(TIMEOUT, {
         support::init_runtime();
         let new_socket =
             || io::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0).expect("socket");
-        let (lfd, addr, len) = support::unix_listener("plain-connect", 0);
+        let (lfd, addr) = support::unix_listener("plain-connect", 0);
         let first = new_socket();
-        io::connect(first, sa(&addr), len).expect("the first connect fills the backlog");
+        io::connect(first, &addr).expect("the first connect fills the backlog");
         // SAFETY: plain socket calls on our own descriptor with a valid, sized address.
         let nb_connect = unsafe {
             let fd =
                 libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0);
-            let e = if libc::connect(fd, sa(&addr), len) == 0 { 0 } else { support::errno() };
+            let e = if libc::connect(fd, addr.as_ptr(), addr.len()) == 0 { 0 } else { support::errno() };
             libc::close(fd);
             e
         };
@@ -237,12 +232,8 @@ fn a_plain_threads_connect_on_a_socket_the_layer_made_non_blocking_waits_for_a_f
         // The test body is the uthread `main`: its connect to an unbound address fails.
         assert!(support::on_uthread());
         let fd = new_socket();
-        let (nowhere, nowhere_len) = support::unix_addr("plain-connect-nowhere");
-        assert_eq!(
-            io::connect(fd, sa(&nowhere), nowhere_len),
-            Err(libc::ECONNREFUSED),
-            "a uthread's connect"
-        );
+        let nowhere = support::unix_addr("plain-connect-nowhere");
+        assert_eq!(errno_of(io::connect(fd, &nowhere)), Err(libc::ECONNREFUSED), "a uthread's connect");
         assert_ne!(
             support::fd_flags(fd) & libc::O_NONBLOCK,
             0,
@@ -251,17 +242,15 @@ fn a_plain_threads_connect_on_a_socket_the_layer_made_non_blocking_waits_for_a_f
 
         let t = support::plain_thread(move || {
             CALLING.store(true, Ordering::Release);
-            let r = io::connect(fd, sa(&addr), len);
+            let r = io::connect(fd, &addr);
             let accepted = ACCEPTED.load(Ordering::Acquire);
-            r.unwrap_or_else(|e| {
-                panic!("a plain thread's connect to a full backlog failed: {}", errno_name(e))
-            });
+            r.unwrap_or_else(|e| panic!("a plain thread's connect to a full backlog failed: {e}"));
             assert!(accepted, "connect returned before the server accepted");
         });
         common::wait_until(|| CALLING.load(Ordering::Acquire));
-        io::usleep(LATE.as_micros() as u64).expect("usleep");
+        io::nanosleep(LATE).expect("nanosleep");
         ACCEPTED.store(true, Ordering::Release);
-        let a = io::accept(lfd, core::ptr::null_mut(), core::ptr::null_mut()).expect("accept");
+        let (a, _) = io::accept(lfd).expect("accept");
         common::wait_until(|| t.is_finished());
         t.join().expect("the plain connector failed (message above)");
         assert_ne!(
@@ -269,7 +258,7 @@ fn a_plain_threads_connect_on_a_socket_the_layer_made_non_blocking_waits_for_a_f
             0,
             "the layer did not restore its O_NONBLOCK after the blocking connect"
         );
-        let b = io::accept(lfd, core::ptr::null_mut(), core::ptr::null_mut()).expect("accept");
+        let (b, _) = io::accept(lfd).expect("accept");
         support::write_all(fd, b"hello");
         let mut got = [0u8; 5];
         support::read_exact(b, &mut got);
@@ -284,16 +273,13 @@ fn a_plain_threads_connect_on_a_socket_the_layer_made_non_blocking_waits_for_a_f
 fn would_block_calls(r: i32, w: i32) -> Vec<(&'static str, Result<usize, i32>)> {
     let mut buf = [0u8; 64];
     vec![
-        ("read", io::read(r, buf.as_mut_ptr(), buf.len())),
-        ("readv", {
-            let iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-            io::readv(r, &iov, 1)
-        }),
+        ("read", errno_of(io::read(r, &mut buf))),
+        ("readv", errno_of(io::readv(r, &mut [IoSliceMut::new(&mut buf)]))),
         ("write to a full descriptor", {
             // Fill it (the user's non-blocking writes stop short), then one more.
             let chunk = [1u8; 4096];
-            while io::write(w, chunk.as_ptr(), chunk.len()).is_ok() {}
-            io::write(w, chunk.as_ptr(), chunk.len())
+            while io::write(w, &chunk).is_ok() {}
+            errno_of(io::write(w, &chunk))
         }),
     ]
 }
@@ -332,11 +318,7 @@ fn user_nonblocking_gives_eagain(make: fn() -> [i32; 2]) {
 #[test]
 fn a_pipe_the_user_made_non_blocking_gives_eagain_to_uthreads_and_plain_threads() {
     isolated!(TIMEOUT, env = ONE_VCORE, {
-        user_nonblocking_gives_eagain(|| {
-            let mut fds = [-1; 2];
-            io::pipe2(&mut fds, libc::O_NONBLOCK | libc::O_CLOEXEC).expect("pipe2");
-            fds
-        });
+        user_nonblocking_gives_eagain(|| io::pipe2(libc::O_NONBLOCK | libc::O_CLOEXEC).expect("pipe2"));
     });
 }
 
@@ -365,13 +347,12 @@ fn accept_on_a_user_non_blocking_listener_gives_eagain() {
         // SAFETY: F_SETFL takes an integer.
         assert_eq!(unsafe { libc::fcntl(lfd, libc::F_SETFL, libc::O_NONBLOCK | libc::O_RDWR) }, 0);
         support::spawn(TlsMode::None, move || {
-            let r = io::accept(lfd, core::ptr::null_mut(), core::ptr::null_mut());
+            let r = errno_of(io::accept(lfd));
             RESULT.store(r.err().unwrap_or(0), Ordering::Relaxed);
         });
         common::wait_all();
         assert_eq!(RESULT.load(Ordering::Relaxed), libc::EAGAIN, "accept on a uthread");
-        let r =
-            support::on_plain_thread(move || io::accept(lfd, core::ptr::null_mut(), core::ptr::null_mut()));
+        let r = support::on_plain_thread(move || errno_of(io::accept(lfd)).map(|(fd, _)| fd));
         assert_eq!(r, Err(libc::EAGAIN), "accept on a plain thread");
         support::close(lfd);
     });
@@ -387,14 +368,14 @@ fn recv_with_msg_dontwait_gives_eagain_on_an_empty_blocking_socket() {
         let [a, b] = support::socketpair();
         support::spawn(TlsMode::None, move || {
             let mut buf = [0u8; 8];
-            let r = io::recv(a, buf.as_mut_ptr(), buf.len(), libc::MSG_DONTWAIT);
+            let r = errno_of(io::recv(a, &mut buf, libc::MSG_DONTWAIT));
             RESULT.store(r.err().unwrap_or(0), Ordering::Relaxed);
         });
         common::wait_all();
         assert_eq!(RESULT.load(Ordering::Relaxed), libc::EAGAIN, "recv(MSG_DONTWAIT) on a uthread");
         let r = support::on_plain_thread(move || {
             let mut buf = [0u8; 8];
-            io::recv(a, buf.as_mut_ptr(), buf.len(), libc::MSG_DONTWAIT)
+            errno_of(io::recv(a, &mut buf, libc::MSG_DONTWAIT))
         });
         assert_eq!(r, Err(libc::EAGAIN), "recv(MSG_DONTWAIT) on a plain thread");
         assert_eq!(support::fd_flags(a) & libc::O_NONBLOCK, 0, "the layer changed a socket's flags for recv");
@@ -412,18 +393,14 @@ fn connect_on_a_user_non_blocking_socket_gives_einprogress_like_libc() {
         let fd = io::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0)
             .expect("socket");
         let addr = support::loopback_addr(port);
-        let (a, len) = (
-            &addr as *const libc::sockaddr_in as *const libc::sockaddr,
-            core::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        );
         let e = if via_libc {
             // SAFETY: a valid address of the length given.
-            match unsafe { libc::connect(fd, a, len) } {
+            match unsafe { libc::connect(fd, addr.as_ptr(), addr.len()) } {
                 0 => 0,
                 _ => support::errno(),
             }
         } else {
-            io::connect(fd, a, len).err().unwrap_or(0)
+            errno_of(io::connect(fd, &addr)).err().unwrap_or(0)
         };
         support::close(fd);
         e
@@ -461,10 +438,10 @@ fn one_write_to_a_blocking_pipe_writes_everything_as_libc_does() {
             let mut buf = vec![0u8; 8192];
             let mut total = 0;
             loop {
-                match io::read(r, buf.as_mut_ptr(), buf.len()) {
+                match io::read(r, &mut buf) {
                     Ok(0) => return total,
                     Ok(n) => total += n,
-                    Err(e) => panic!("drain: {}", errno_name(e)),
+                    Err(e) => panic!("drain: {e}"),
                 }
             }
         })
@@ -483,8 +460,8 @@ fn one_write_to_a_blocking_pipe_writes_everything_as_libc_does() {
             0 => support::on_plain_thread(
                 move || unsafe { libc::write(w, data.as_ptr().cast(), TOTAL) } as usize
             ),
-            1 => support::on_plain_thread(move || io::write(w, data.as_ptr(), TOTAL).expect("write")),
-            _ => io::write(w, data.as_ptr(), TOTAL).expect("write"),
+            1 => support::on_plain_thread(move || io::write(w, &data).expect("write")),
+            _ => io::write(w, &data).expect("write"),
         };
         RESULTS[how].store(n, Ordering::Relaxed);
         support::close(w);
@@ -517,13 +494,12 @@ fn a_plain_threads_wrapper_call_leaves_the_descriptors_flags_alone() {
     parlib_testkit::isolated!(TIMEOUT, {
         support::init_runtime();
         let (before, after, libc_read) = support::on_plain_thread(|| {
-            let mut fds = [-1; 2];
-            io::pipe2(&mut fds, libc::O_CLOEXEC).expect("pipe2");
+            let fds = io::pipe2(libc::O_CLOEXEC).expect("pipe2");
             let before = support::fd_flags(fds[0]);
             // SAFETY: a one-byte write from a valid buffer.
             assert_eq!(unsafe { libc::write(fds[1], b"x".as_ptr().cast(), 1) }, 1);
             let mut b = [0u8; 1];
-            assert_eq!(io::read(fds[0], b.as_mut_ptr(), 1), Ok(1), "a plain io::read of a pipe with data");
+            assert_eq!(errno_of(io::read(fds[0], &mut b)), Ok(1), "a plain io::read of a pipe with data");
             let after = support::fd_flags(fds[0]);
             // What a plain libc reader of the (now empty) pipe gets, without blocking forever.
             let libc_read = if after & libc::O_NONBLOCK != 0 {

@@ -1,20 +1,21 @@
 //! `nanosleep`, `usleep` and `sleep` on a uthread sleep with an alarm (DESIGN §7 and the
 //! crate docs): they block only the calling uthread (another uthread on the same, single
 //! vcore keeps running meanwhile) and never return before the time asked, by the
-//! monotonic clock; zero-length sleeps return. Through the Rust and the C face, and on a
+//! monotonic clock; zero-length sleeps return. Through the safe Rust face (`Duration`s),
+//! the raw layer under it (`timespec`, microseconds, seconds) and the C face, and on a
 //! plain thread, where they are the plain calls.
 
-#[path = "../../uthread/tests/common/mod.rs"]
-mod common;
+use parlib_testsched as common;
 mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
-use parlib_syscalls::{cabi, io};
+use parlib_syscalls::{cabi, io, raw};
 use parlib_testkit::isolated;
 use parlib_uthread::TlsMode;
 use parlib_vcore as vcore;
-use support::{now_ns, Rng, ONE_VCORE, TIMEOUT};
+use support::{errno_of, now_ns, Rng, ONE_VCORE, TIMEOUT};
 
 /// Yields made by the spinner uthread.
 static SPINS: AtomicU64 = AtomicU64::new(0);
@@ -49,11 +50,11 @@ struct Sleep {
 
 const SLEEPS: &[Sleep] = &[
     Sleep {
-        name: "io::nanosleep(30 ms)",
+        name: "raw::nanosleep(30 ms)",
         ns: 30_000_000,
         run: || {
             let mut rem = libc::timespec { tv_sec: 7, tv_nsec: 7 };
-            io::nanosleep(&libc::timespec { tv_sec: 0, tv_nsec: 30_000_000 }, Some(&mut rem))
+            raw::nanosleep(&libc::timespec { tv_sec: 0, tv_nsec: 30_000_000 }, Some(&mut rem))
                 .expect("nanosleep");
             // A completed sleep leaves no remainder on a uthread (only an interrupted one,
             // under upthread, reports one). On a plain thread the kernel writes it only
@@ -65,14 +66,19 @@ const SLEEPS: &[Sleep] = &[
     Sleep {
         name: "io::nanosleep(1 s + 1 ns)",
         ns: 1_000_000_001,
-        run: || io::nanosleep(&libc::timespec { tv_sec: 1, tv_nsec: 1 }, None).expect("nanosleep"),
+        run: || io::nanosleep(Duration::new(1, 1)).expect("nanosleep"),
     },
-    Sleep { name: "io::usleep(20 000)", ns: 20_000_000, run: || io::usleep(20_000).expect("usleep") },
-    Sleep { name: "io::usleep(1)", ns: 1_000, run: || io::usleep(1).expect("usleep") },
     Sleep {
-        name: "io::sleep(1)",
+        name: "io::sleep(20 ms)",
+        ns: 20_000_000,
+        run: || assert_eq!(io::sleep(Duration::from_millis(20)), Duration::ZERO, "sleep's time left"),
+    },
+    Sleep { name: "raw::usleep(20 000)", ns: 20_000_000, run: || raw::usleep(20_000).expect("usleep") },
+    Sleep { name: "raw::usleep(1)", ns: 1_000, run: || raw::usleep(1).expect("usleep") },
+    Sleep {
+        name: "raw::sleep(1)",
         ns: 1_000_000_000,
-        run: || assert_eq!(io::sleep(1), 0, "sleep's unslept seconds"),
+        run: || assert_eq!(raw::sleep(1), 0, "sleep's unslept seconds"),
     },
     Sleep {
         name: "parlib_nanosleep(25 ms)",
@@ -88,13 +94,15 @@ const SLEEPS: &[Sleep] = &[
 ];
 
 const ZERO_SLEEPS: &[Sleep] = &[
+    Sleep { name: "io::nanosleep(0)", ns: 0, run: || io::nanosleep(Duration::ZERO).expect("nanosleep") },
+    Sleep { name: "io::sleep(0)", ns: 0, run: || assert_eq!(io::sleep(Duration::ZERO), Duration::ZERO) },
     Sleep {
-        name: "io::nanosleep(0)",
+        name: "raw::nanosleep(0)",
         ns: 0,
-        run: || io::nanosleep(&libc::timespec { tv_sec: 0, tv_nsec: 0 }, None).expect("nanosleep"),
+        run: || raw::nanosleep(&libc::timespec { tv_sec: 0, tv_nsec: 0 }, None).expect("nanosleep"),
     },
-    Sleep { name: "io::usleep(0)", ns: 0, run: || io::usleep(0).expect("usleep") },
-    Sleep { name: "io::sleep(0)", ns: 0, run: || assert_eq!(io::sleep(0), 0) },
+    Sleep { name: "raw::usleep(0)", ns: 0, run: || raw::usleep(0).expect("usleep") },
+    Sleep { name: "raw::sleep(0)", ns: 0, run: || assert_eq!(raw::sleep(0), 0) },
     Sleep { name: "parlib_usleep(0)", ns: 0, run: || assert_eq!(c_usleep(0), 0) },
     Sleep { name: "parlib_sleep(0)", ns: 0, run: || assert_eq!(c_sleep(0), 0) },
 ];
@@ -156,11 +164,12 @@ fn concurrent_sleepers_on_one_vcore_all_wake_no_earlier_than_asked() {
                     let spins = SPINS.load(Ordering::Relaxed);
                     let t0 = now_ns();
                     match round {
-                        0 => io::usleep(us).expect("usleep"),
-                        _ => {
+                        0 => raw::usleep(us).expect("usleep"),
+                        1 => {
                             let ts = libc::timespec { tv_sec: 0, tv_nsec: (us * 1000) as i64 };
-                            io::nanosleep(&ts, None).expect("nanosleep")
+                            raw::nanosleep(&ts, None).expect("nanosleep")
                         }
+                        _ => io::nanosleep(Duration::from_micros(us)).expect("nanosleep"),
                     }
                     if now_ns() - t0 < us * 1000 {
                         EARLY.fetch_add(1, Ordering::Relaxed);
@@ -181,7 +190,7 @@ fn concurrent_sleepers_on_one_vcore_all_wake_no_earlier_than_asked() {
     });
 }
 
-/// `poll` with a timeout runs on the backing thread of a backed uthread (io.rs): it
+/// `poll` with a timeout runs on the backing thread of a backed uthread (raw.rs): it
 /// blocks only that uthread, for at least its timeout when nothing is ready, and reports
 /// a ready descriptor; with a zero timeout it is the plain, non-blocking call.
 #[test]
@@ -192,11 +201,11 @@ fn poll_with_a_timeout_blocks_only_the_polling_uthread() {
         start_spinner();
         let [r, w] = support::pipe();
         support::spawn(TlsMode::Backed, move || {
-            let mut p = libc::pollfd { fd: r, events: libc::POLLIN, revents: 0 };
-            assert_eq!(io::poll(&mut p, 1, 0), Ok(0), "a zero-timeout poll of an empty pipe");
+            let mut p = [libc::pollfd { fd: r, events: libc::POLLIN, revents: 0 }];
+            assert_eq!(errno_of(io::poll(&mut p, 0)), Ok(0), "a zero-timeout poll of an empty pipe");
             let spins = SPINS.load(Ordering::Relaxed);
             let t0 = now_ns();
-            assert_eq!(io::poll(&mut p, 1, 50), Ok(0), "a 50 ms poll of an empty pipe");
+            assert_eq!(errno_of(io::poll(&mut p, 50)), Ok(0), "a 50 ms poll of an empty pipe");
             let waited = now_ns() - t0;
             assert!(waited >= 50_000_000, "poll returned after {waited} ns, before its 50 ms timeout");
             assert!(
@@ -204,8 +213,8 @@ fn poll_with_a_timeout_blocks_only_the_polling_uthread() {
                 "the other uthread did not run while this one polled"
             );
             support::write_all(w, b"x");
-            assert_eq!(io::poll(&mut p, 1, 10_000), Ok(1), "a poll of a readable pipe");
-            assert_ne!(p.revents & libc::POLLIN, 0, "revents of a readable pipe");
+            assert_eq!(errno_of(io::poll(&mut p, 10_000)), Ok(1), "a poll of a readable pipe");
+            assert_ne!(p[0].revents & libc::POLLIN, 0, "revents of a readable pipe");
             CHECKED.store(true, Ordering::Release);
             STOP_SPINNING.store(true, Ordering::Release);
         });

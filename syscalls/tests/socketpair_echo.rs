@@ -15,8 +15,7 @@
 //!   room (`EPOLLOUT`) while readers on the same descriptor wait for data (`EPOLLIN`),
 //!   often from another vcore.
 
-#[path = "../../uthread/tests/common/mod.rs"]
-mod common;
+use parlib_testsched as common;
 mod support;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -52,13 +51,13 @@ fn message_len(pair: usize, seq: usize) -> usize {
 fn echo(fd: i32) {
     let mut buf = vec![0u8; 4096];
     loop {
-        match io::read(fd, buf.as_mut_ptr(), buf.len()) {
+        match io::read(fd, &mut buf) {
             Ok(0) => break,
             Ok(n) => {
                 support::write_all(fd, &buf[..n]);
                 BYTES_ECHOED.fetch_add(n as u64, Ordering::Relaxed);
             }
-            Err(e) => panic!("echoer read on fd {fd}: {}", support::errno_name(e)),
+            Err(e) => panic!("echoer read on fd {fd}: {e}"),
         }
     }
     support::close(fd);
@@ -150,10 +149,10 @@ fn a_thousand_full_duplex_conversations_over_socketpairs_echo_every_byte_in_orde
                 let (mut seq, mut len, mut at) = (0, message_len(pair, 0), 0);
                 fill_pattern(&mut want[..len], pair as u64, 0);
                 loop {
-                    let n = match io::read(fd, buf.as_mut_ptr(), buf.len()) {
+                    let n = match io::read(fd, &mut buf) {
                         Ok(0) => break,
                         Ok(n) => n,
-                        Err(e) => panic!("receiver read on fd {fd}: {}", support::errno_name(e)),
+                        Err(e) => panic!("receiver read on fd {fd}: {e}"),
                     };
                     for &b in &buf[..n] {
                         assert!(seq < MESSAGES, "conversation {pair}: more bytes came back than were sent");

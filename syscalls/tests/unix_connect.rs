@@ -10,21 +10,21 @@
 //! libc's caller would and its vcore does not. (Until that fix, the `EAGAIN` reached a
 //! caller who never asked for non-blocking behaviour.)
 
-#[path = "../../uthread/tests/common/mod.rs"]
-mod common;
+use parlib_testsched as common;
 mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::time::Duration;
 
-use parlib_syscalls::io;
+use parlib_syscalls::io::{self, SockAddr};
 use parlib_testkit::isolated;
 use parlib_uthread::TlsMode;
-use support::{errno_name, TIMEOUT};
+use support::{errno_name, errno_of, TIMEOUT};
 
 /// `io::connect` of a fresh blocking Unix socket to `addr`; the socket, or the errno.
-fn connect_unix(addr: &libc::sockaddr_un, len: libc::socklen_t) -> Result<i32, i32> {
+fn connect_unix(addr: &SockAddr) -> Result<i32, i32> {
     let fd = io::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0).expect("socket");
-    match io::connect(fd, addr as *const libc::sockaddr_un as *const libc::sockaddr, len) {
+    match errno_of(io::connect(fd, addr)) {
         Ok(()) => Ok(fd),
         Err(e) => {
             support::close(fd);
@@ -40,13 +40,11 @@ fn uthreads_connect_to_a_unix_listener_and_talk() {
     static LFD: AtomicI32 = AtomicI32::new(-1);
     isolated!(TIMEOUT, {
         support::init_runtime();
-        let (lfd, addr, len) = support::unix_listener("talk", 128);
+        let (lfd, addr) = support::unix_listener("talk", 128);
         LFD.store(lfd, Ordering::Relaxed);
         support::spawn(TlsMode::None, || {
             for _ in 0..CLIENTS {
-                let fd =
-                    io::accept(LFD.load(Ordering::Relaxed), core::ptr::null_mut(), core::ptr::null_mut())
-                        .expect("accept");
+                let (fd, _) = io::accept(LFD.load(Ordering::Relaxed)).expect("accept");
                 support::spawn(TlsMode::None, move || {
                     let mut b = [0u8; 8];
                     support::read_exact(fd, &mut b);
@@ -58,7 +56,7 @@ fn uthreads_connect_to_a_unix_listener_and_talk() {
         });
         for k in 0..CLIENTS as u64 {
             support::spawn(TlsMode::None, move || {
-                let fd = connect_unix(&addr, len).unwrap_or_else(|e| panic!("connect: {}", errno_name(e)));
+                let fd = connect_unix(&addr).unwrap_or_else(|e| panic!("connect: {}", errno_name(e)));
                 support::write_all(fd, &k.to_le_bytes());
                 let mut b = [0u8; 8];
                 support::read_exact(fd, &mut b);
@@ -81,45 +79,45 @@ fn connect_to_a_unix_listener_with_a_full_backlog_waits_for_the_server_to_accept
     static SECOND_DONE: AtomicBool = AtomicBool::new(false);
     isolated!(TIMEOUT, {
         support::init_runtime();
-        let (lfd, addr, len) = support::unix_listener("backlog", 0);
+        let (lfd, addr) = support::unix_listener("backlog", 0);
         // What plain libc does: a blocking connect on a plain thread waits for an accept.
-        let first = connect_unix(&addr, len).expect("the first connect fills the backlog");
+        let first = connect_unix(&addr).expect("the first connect fills the backlog");
         let libc_client = support::plain_thread(move || {
             // SAFETY: plain socket calls with a valid, sized address.
             unsafe {
                 let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-                let r = libc::connect(fd, &addr as *const libc::sockaddr_un as *const libc::sockaddr, len);
+                let r = libc::connect(fd, addr.as_ptr(), addr.len());
                 let e = if r == 0 { 0 } else { support::errno() };
                 libc::close(fd);
                 e
             }
         });
-        io::usleep(100_000).expect("usleep");
+        io::nanosleep(Duration::from_millis(100)).expect("nanosleep");
         assert!(
             !libc_client.is_finished(),
             "precondition: plain libc's blocking connect waits on a full backlog"
         );
-        let a = io::accept(lfd, core::ptr::null_mut(), core::ptr::null_mut()).expect("accept");
+        let (a, _) = io::accept(lfd).expect("accept");
         common::wait_until(|| libc_client.is_finished());
         assert_eq!(libc_client.join().unwrap(), 0, "plain libc's connect after the accept");
-        let b = io::accept(lfd, core::ptr::null_mut(), core::ptr::null_mut()).expect("accept");
+        let (b, _) = io::accept(lfd).expect("accept");
         support::close(a);
         support::close(b);
         support::close(first);
 
         // Now the same through the layer, on a uthread.
-        let first = connect_unix(&addr, len).expect("the first connect fills the backlog");
+        let first = connect_unix(&addr).expect("the first connect fills the backlog");
         support::spawn(TlsMode::None, move || {
-            let r = connect_unix(&addr, len);
+            let r = connect_unix(&addr);
             SECOND.store(r.err().unwrap_or(0), Ordering::Relaxed);
             if let Ok(fd) = r {
                 support::close(fd);
             }
             SECOND_DONE.store(true, Ordering::Release);
         });
-        io::usleep(100_000).expect("usleep");
+        io::nanosleep(Duration::from_millis(100)).expect("nanosleep");
         let early = SECOND_DONE.load(Ordering::Acquire);
-        let a = io::accept(lfd, core::ptr::null_mut(), core::ptr::null_mut()).expect("accept");
+        let (a, _) = io::accept(lfd).expect("accept");
         common::wait_until(|| SECOND_DONE.load(Ordering::Acquire));
         let e = SECOND.load(Ordering::Relaxed);
         assert_eq!(

@@ -47,10 +47,14 @@
 //! ## Example
 //!
 //! ```no_run
-//! parlib_upthread::init().expect("start upthread");
+//! # // As a user of the facade crate `parlib` writes it; here, its paths mapped.
+//! # mod parlib { pub(crate) use parlib_upthread as upthread; }
+//! use parlib::upthread;
+//!
+//! upthread::init().expect("start upthread");
 //! let v = vec![1, 2, 3];
-//! let h = parlib_upthread::spawn(|| 6 * 7);
-//! let sum = parlib_upthread::scope(|s| {
+//! let h = upthread::spawn(|| 6 * 7);
+//! let sum = upthread::scope(|s| {
 //!     let a = s.spawn(|| v.iter().sum::<i32>()); // borrows `v`
 //!     a.join().unwrap()
 //! });
@@ -176,13 +180,11 @@ fn init_layers() -> Result<(), Error> {
     }
     env::apply(&env::read());
     sched::setup();
-    let main = record::alloc_main();
-    // SAFETY: main's record is leaked: it lives for the rest of the process.
-    let main = unsafe { main.as_ref() };
-    // SAFETY: as above.
-    unsafe { parlib_uthread::lib_init(&sched::SCHED, main.uth_ptr()) }.map_err(Error::Uthread)?;
-    // Now main, a uthread on vcore 0.
-    record::register(main);
+    parlib_uthread::lib_init(&sched::SCHED, record::Thread::new(record::Start::None, false, true))
+        .map_err(Error::Uthread)?;
+    // Now main, a uthread on vcore 0, whose record lives for the rest of the process.
+    let main = parlib_uthread::main_uthread().expect("lib_init made main a uthread");
+    record::register(main.as_ptr() as usize);
     parlib_alarms::init().map_err(Error::Alarms)?;
     parlib_syscalls::init().map_err(Error::Syscalls)?;
     parlib_syscalls::set_interrupt_policy(cancel::syscall_interrupt_policy);

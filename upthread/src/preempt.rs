@@ -86,7 +86,7 @@ pub(crate) fn on_tick(_: &AlarmWaiter) {
     if PERIOD_NS.load(Ordering::Relaxed) == 0 {
         return;
     }
-    if let Some(uth) = uthread::interrupted() {
-        uthread::paused(uth);
+    if let Some(preempted) = uthread::take_interrupted() {
+        uthread::paused(preempted);
     }
 }

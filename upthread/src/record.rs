@@ -1,9 +1,11 @@
-//! The thread record: what upthread keeps per thread, how records are allocated (at a
-//! random cache colour) and recycled, and the registry of live thread handles.
+//! The thread record: what upthread keeps per thread, and the registry of live thread
+//! handles.
 //!
-//! A record embeds the [`Uthread`] as its first field (`#[repr(C)]`), so the
-//! `NonNull<Uthread>` the uthread layer hands the scheduler is also a pointer to the
-//! [`Thread`] around it. An `upthread_t` is the record's address.
+//! [`Thread`] is upthread's per-thread data, the scheduler's `Thread` type: the uthread
+//! layer keeps it in every uthread's [`Record`] (allocated at a random cache colour and
+//! recycled there), and the handles the scheduler receives reach it through `Deref`. An
+//! `upthread_t` is the address of the whole record ([`Rec`]), which is also the address
+//! of its `Uthread`.
 //!
 //! # Lifecycle word (`life`)
 //!
@@ -19,14 +21,13 @@
 //! Exactly one party frees a record: the exit callback of a detached thread, or the join
 //! or detach that took it from `EXITED` to `REAPED`.
 
-use core::alloc::Layout;
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize};
 use std::collections::BTreeSet;
 
 use libc::{c_int, c_void};
-use parlib_uthread::Uthread;
+use parlib_uthread::{Record, Uthread};
 use parlib_vcore::spin::PdrSpinLock;
 
 use crate::cancel::CancelState;
@@ -52,11 +53,8 @@ pub(crate) enum Start {
     Rust(Box<dyn FnOnce() -> *mut c_void + Send>),
 }
 
-/// One upthread thread.
-#[repr(C)]
+/// One upthread thread: what the scheduler and the pthread functions keep for it.
 pub(crate) struct Thread {
-    /// The uthread layer's record: first, so the two pointers are one.
-    pub(crate) uth: Uthread,
     /// The vcore that last ran it ([`NO_VCORE`] before its first run): it goes back to
     /// that vcore's queue.
     pub(crate) last_vcore: AtomicUsize,
@@ -78,21 +76,21 @@ pub(crate) struct Thread {
     /// Its name (Rust `Builder::name`); read and written by the thread itself and its
     /// creator before it starts.
     pub(crate) name: UnsafeCell<Option<String>>,
-    /// Start of the allocation the record sits in (it is offset by its colour).
-    block: usize,
 }
+
+/// A thread's whole record: the uthread layer's part and upthread's.
+pub(crate) type Rec = Record<Thread>;
 
 // SAFETY: the non-atomic fields are touched by the thread itself only (`start`, `keys`,
 // `name` after start, the cancel cleanup chain), or by its creator before the thread is
-// published; the uthread layer's own record is Sync.
+// published.
 unsafe impl Sync for Thread {}
 // SAFETY: as above.
 unsafe impl Send for Thread {}
 
 impl Thread {
-    fn new(start: Start, detached: bool, is_main: bool, block: usize) -> Thread {
+    pub(crate) fn new(start: Start, detached: bool, is_main: bool) -> Thread {
         Thread {
-            uth: Uthread::new(),
             last_vcore: AtomicUsize::new(NO_VCORE),
             to_head: AtomicBool::new(false),
             life: AtomicUsize::new(if detached { DETACHED } else { JOINABLE }),
@@ -104,139 +102,49 @@ impl Thread {
             keys: UnsafeCell::new(KeyValues::new()),
             signals: SignalState::new(),
             name: UnsafeCell::new(None),
-            block,
         }
-    }
-
-    /// The record around a uthread of this scheduler.
-    ///
-    /// # Safety
-    /// `uth` must be a uthread created by upthread (every uthread of this process is,
-    /// once `init` has installed the scheduler), and alive.
-    #[inline]
-    pub(crate) unsafe fn from_uth<'a>(uth: NonNull<Uthread>) -> &'a Thread {
-        // SAFETY: `uth` is the first field of a `#[repr(C)]` Thread (the caller's
-        // contract), so the two addresses are equal.
-        unsafe { &*uth.as_ptr().cast::<Thread>() }
     }
 
     /// The record of the calling thread, or `None` outside upthread threads (vcore
     /// context, plain Linux threads, before `init`).
     #[inline]
-    pub(crate) fn current<'a>() -> Option<&'a Thread> {
-        // SAFETY: every uthread of this process is an upthread Thread once our scheduler
+    pub(crate) fn current<'a>() -> Option<&'a Rec> {
+        // SAFETY: every uthread of this process is an upthread thread once our scheduler
         // is installed, and the running one is alive.
-        parlib_uthread::current().filter(|_| crate::is_initialized()).map(|u| unsafe { Thread::from_uth(u) })
+        parlib_uthread::current()
+            .filter(|_| crate::is_initialized())
+            .map(|u| unsafe { u.cast::<Rec>().as_ref() })
     }
+}
 
+/// What a whole record adds to [`Thread`]'s fields: its identities.
+pub(crate) trait Identity {
+    /// The handle (`upthread_t`) of this thread: the record's address.
+    fn handle(&self) -> usize;
     /// This record as the uthread layer sees it.
+    fn uth_ptr(&self) -> NonNull<Uthread>;
+}
+
+impl Identity for Rec {
     #[inline]
-    pub(crate) fn uth_ptr(&self) -> NonNull<Uthread> {
-        NonNull::from(&self.uth)
+    fn handle(&self) -> usize {
+        self as *const Rec as usize
     }
 
-    /// The handle (`upthread_t`) of this thread.
     #[inline]
-    pub(crate) fn handle(&self) -> usize {
-        self as *const Thread as usize
+    fn uth_ptr(&self) -> NonNull<Uthread> {
+        NonNull::from(self.uthread())
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// Allocation with a random cache colour, and the free pool.
-
-/// Cache line size on x86-64.
-const LINE: usize = 64;
-/// Colours: records start at one of this many line offsets in their allocation. 64 lines
-/// span 4 KiB, the set-index range of a 32 KiB 8-way L1 with 64-byte lines (64 sets), so
-/// the colours cover every L1 set.
-const COLOURS: usize = 64;
-/// Freed records kept for reuse: enough for bursts of short-lived threads on every
-/// vcore; beyond it they go back to the allocator.
-const POOL_MAX: usize = 1024;
-
-fn layout() -> Layout {
-    let align = core::mem::align_of::<Thread>().max(LINE);
-    Layout::from_size_align(core::mem::size_of::<Thread>() + COLOURS * LINE, align)
-        .expect("the thread record layout is valid")
-}
-
-/// A random number of cache lines in `0..COLOURS`: splitmix64 over a counter.
-fn colour() -> usize {
-    static SEED: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
-    let mut z = SEED.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    ((z ^ (z >> 31)) % COLOURS as u64) as usize
-}
-
-/// A random colour in bytes, `0..COLOURS * LINE`: for stacks, whose tops are otherwise
-/// all page-aligned.
-pub(crate) fn colour_offset() -> usize {
-    colour() * LINE
-}
-
-/// Records ready for reuse (addresses of dropped-in-place `Thread`s, each still at its
-/// colour inside its block). PDR: taken on uthreads, returned in vcore context.
-static POOL: PdrSpinLock<Vec<usize>> = PdrSpinLock::new(Vec::new());
-
-/// A new record for a thread, from the pool or freshly allocated.
-///
-/// Why a colour: records (and the hot fields a scheduler touches on every switch) of
-/// identical threads would otherwise sit at the same offset of same-sized allocations,
-/// which the allocator tends to align alike, so they would map to the same cache sets
-/// and evict one another. A random line offset spreads them over the sets.
-pub(crate) fn alloc(start: Start, detached: bool) -> NonNull<Thread> {
-    let reused = POOL.lock().pop();
-    let (p, block) = match reused {
-        // SAFETY: pooled records were dropped in place by `free`, which left `block`
-        // readable.
-        Some(p) => (p as *mut Thread, unsafe { (*(p as *mut Thread)).block }),
-        None => {
-            // SAFETY: the layout has a non-zero size.
-            let block = unsafe { std::alloc::alloc(layout()) };
-            if block.is_null() {
-                std::alloc::handle_alloc_error(layout());
-            }
-            // SAFETY: the offset stays within the block, which has COLOURS lines spare.
-            (unsafe { block.add(colour() * LINE) }.cast::<Thread>(), block as usize)
-        }
-    };
-    // SAFETY: `p` lies inside a block of ours, aligned and with room for a record, and
-    // holds no live record (fresh, or dropped in place by `free`).
-    unsafe {
-        p.write(Thread::new(start, detached, false, block));
-        NonNull::new_unchecked(p)
-    }
-}
-
-/// The record of `main`: never freed.
-pub(crate) fn alloc_main() -> NonNull<Thread> {
-    let t = Box::leak(Box::new(Thread::new(Start::None, false, true, 0)));
-    NonNull::from(t)
-}
-
-/// Drops a record in place and keeps its memory for reuse (or frees it).
+/// The live record at `handle`.
 ///
 /// # Safety
-/// The thread must be cleaned up (`uthread::cleanup`) and referred to by nobody.
-pub(crate) unsafe fn free(t: NonNull<Thread>) {
-    let p = t.as_ptr();
-    // SAFETY: the caller's contract: nobody uses the record any more.
-    let block = unsafe { (*p).block };
-    // SAFETY: as above; the record was written by `alloc`.
-    unsafe { core::ptr::drop_in_place(p) };
-    // Keep `block` readable for the next `alloc` that reuses this record.
-    // SAFETY: the memory is ours and the field is plain data.
-    unsafe { core::ptr::addr_of_mut!((*p).block).write(block) };
-    let mut pool = POOL.lock();
-    if pool.len() < POOL_MAX {
-        pool.push(p as usize);
-        return;
-    }
-    drop(pool);
-    // SAFETY: `block` is the allocation `alloc` made with this layout.
-    unsafe { std::alloc::dealloc(block as *mut u8, layout()) };
+/// `handle` is a registered handle (or one whose record the caller otherwise knows to be
+/// alive).
+pub(crate) unsafe fn at<'a>(handle: usize) -> &'a Rec {
+    // SAFETY: the caller's contract.
+    unsafe { &*(handle as *const Rec) }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -248,22 +156,22 @@ pub(crate) unsafe fn free(t: NonNull<Thread>) {
 static LIVE: PdrSpinLock<BTreeSet<usize>> = PdrSpinLock::new(BTreeSet::new());
 
 /// Records a new handle.
-pub(crate) fn register(t: &Thread) {
-    LIVE.lock().insert(t.handle());
+pub(crate) fn register(handle: usize) {
+    LIVE.lock().insert(handle);
 }
 
 /// Forgets a handle (the record is being freed).
-pub(crate) fn unregister(t: &Thread) {
-    LIVE.lock().remove(&t.handle());
+pub(crate) fn unregister(handle: usize) {
+    LIVE.lock().remove(&handle);
 }
 
 /// Runs `f` on the live thread behind `handle` while the registry lock is held, so the
 /// record cannot be freed meanwhile. `f` must be short and must not block.
-pub(crate) fn with_live<R>(handle: usize, f: impl FnOnce(&Thread) -> R) -> Option<R> {
+pub(crate) fn with_live<R>(handle: usize, f: impl FnOnce(&Rec) -> R) -> Option<R> {
     let live = LIVE.lock();
     // SAFETY: a registered handle is the address of an allocated record, and records are
     // unregistered (under this lock) before they are freed.
-    live.contains(&handle).then(|| f(unsafe { &*(handle as *const Thread) }))
+    live.contains(&handle).then(|| f(unsafe { at(handle) }))
 }
 
 /// Posts a request (a cancel, a signal) to the thread behind `handle`, the shape both
@@ -280,7 +188,7 @@ pub(crate) fn post(
     act_on_self: impl FnOnce(&Thread),
 ) -> c_int {
     let me = Thread::current();
-    let to_self = |t: &Thread| me.is_some_and(|m| core::ptr::eq(m, t));
+    let to_self = |t: &Rec| me.is_some_and(|m| core::ptr::eq(m, t));
     let found = with_live(handle, |t| {
         if post(t) && !to_self(t) {
             // SAFETY: the registry lock keeps the record alive during the call.

@@ -24,23 +24,22 @@
 //!
 //! # Parking without losing a wake-up
 //!
-//! A thread queued on a parked vcore needs that vcore (or a thief) to run it. Parking and
-//! pushing follow a handshake through the queue's lock:
+//! An idle vcore parks with `parlib_uthread::idle::park`, whose handshake is the
+//! library's (its module docs). upthread takes the lock-ordered form of it, so that the
+//! push on every wake-up needs no fence:
 //!
-//! 1. a vcore about to park sets its `parking` flag, then takes its queue's lock and
-//!    looks at the queue, and after a SeqCst fence at every queue (when stealing) and at
-//!    its events; if it finds anything it clears the flag and goes back to work;
-//! 2. a pusher reads the flag while it holds the queue's lock, after queueing the
-//!    thread; if it is set, it *notifies* the vcore (`parlib_vcore::notify`).
+//! 1. the parking vcore's `validate` takes its queue's lock and looks at the queue (and
+//!    at the paused slot), then, after a SeqCst fence, at every queue (when stealing);
+//! 2. a pusher reads the target's parking flag (`idle::is_parking`) while it holds the
+//!    queue's lock, after queueing the thread; if it is set, it *notifies* the vcore
+//!    (`parlib_vcore::notify`) once the lock is released.
 //!
 //! The two critical sections are ordered by the lock: if the vcore's comes first, its
-//! flag store happens before the pusher reads the flag; if the pusher's comes first, the
-//! vcore sees the thread. So the push on every yield needs no fence. A
-//! notification cannot be lost between the vcore's last look and its park:
-//! `yield_vcore` re-checks `notif_pending` after marking itself parked and stays up if it
-//! is set, and a notification to a parked vcore wakes it. Notifying (rather than spinning
-//! in `request_specific` until the vcore has parked) also works when the pusher is the
-//! parking vcore itself, handling its events before its `sched_entry` clears the flag.
+//! flag store (made before `validate`) happens before the pusher reads the flag; if the
+//! pusher's comes first, the vcore sees the thread. A notification cannot be lost between
+//! the vcore's last look and its park: `yield_vcore` re-checks `notif_pending` after
+//! marking itself parked, and a notification to a parked vcore wakes it. Notifying also
+//! works when the pusher is the parking vcore itself, handling its events before it parks.
 //! The flag is only ever set while the vcore is in vcore context or parked, so the
 //! notification never interrupts a running thread.
 //!
@@ -49,7 +48,7 @@
 //! With [`can_vcore_request`] on (the default) vcores are not requested up front: a
 //! thread queued on a parked vcore wakes it (above), and when a queue holds more than one
 //! thread while some active vcore is parked, the pusher wakes one parked vcore so it can
-//! steal. Idle vcores park again after [`IDLE_SPINS`] rounds. With it off, every active
+//! steal (`idle::wake`, with its fence: that vcore's queue is not the one locked). Idle vcores park again after [`IDLE_SPINS`] rounds. With it off, every active
 //! vcore is requested and none ever parks.
 
 use core::ptr::NonNull;
@@ -57,14 +56,15 @@ use core::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, O
 use std::collections::VecDeque;
 use std::sync::OnceLock;
 
+use crossbeam_utils::CachePadded;
 use parlib_alarms::AlarmWaiter;
 use parlib_events as events;
 use parlib_sync::Errno;
-use parlib_uthread::{self as uthread, BlockReason, Scheduler, Syscall, Uthread};
+use parlib_uthread::{self as uthread, idle, BlockReason, Exited, Runnable, Scheduler, Syscall};
 use parlib_vcore::{self as vcore, spin::SpinLock};
 
 use crate::preempt;
-use crate::record::{Thread, NO_VCORE};
+use crate::record::{Rec, Thread, NO_VCORE};
 
 /// How many empty polling rounds an idle vcore makes before it parks. One round is a
 /// queue check, a steal attempt and an event check, about 10 ns when everything is
@@ -74,33 +74,23 @@ use crate::record::{Thread, NO_VCORE};
 /// `examples/round_robin.rs` uses too).
 pub const IDLE_SPINS: u32 = 2000;
 
-/// A queue entry. Records move between vcores only through a queue's lock.
-struct Entry(NonNull<Uthread>);
-// SAFETY: any vcore may run a uthread; the queue lock orders the hand-over.
-unsafe impl Send for Entry {}
-
-/// One vcore's scheduler state.
-///
-/// Aligned to 128 bytes so two vcores' hot fields never share a cache line pair:
-/// adjacent-line prefetch pulls in 64-byte lines in pairs on Intel and AMD parts
-/// (crossbeam-utils' `CachePadded` uses 128 on x86-64 for the same reason, as does
-/// `parlib_vcore::Vcore`).
-#[repr(C, align(128))]
+/// One vcore's scheduler state, on cache lines of its own (`CachePadded`: 128 bytes on
+/// x86-64, since adjacent-line prefetch pulls in 64-byte lines in pairs on Intel and AMD
+/// parts), so two vcores' hot fields never false-share.
 pub(crate) struct PerVcore {
-    queue: SpinLock<VecDeque<Entry>>,
+    /// Runnable threads; records move between vcores only through this lock.
+    queue: SpinLock<VecDeque<Runnable<Thread>>>,
     /// The queue's length, readable without the lock (for thieves and parkers).
     len: AtomicUsize,
-    /// Step 1 of the park handshake (module docs).
-    parking: AtomicBool,
     /// Whether this vcore counts itself into `AWAKE`.
     counted: AtomicBool,
     /// xorshift state for choosing victims; only this vcore touches it.
     rng: AtomicU64,
     /// The thread this vcore's context just paused (a yield or a preemption), not yet
-    /// queued: `sched_entry` queues it behind the others in the same critical section
-    /// that takes the next one, or runs it again if nobody else waits. Only this vcore's
-    /// context touches it.
-    paused: AtomicPtr<Uthread>,
+    /// queued (a `Runnable` given up with `into_raw`): `sched_entry` queues it behind the
+    /// others in the same critical section that takes the next one, or runs it again if
+    /// nobody else waits. Only this vcore's context touches it.
+    paused: AtomicPtr<Rec>,
     /// This vcore's preemption alarm (see `preempt`). Lives in the slice of a static
     /// `OnceLock`, never dropped or reset, so it never moves.
     pub(crate) preempt: AlarmWaiter,
@@ -112,7 +102,7 @@ pub(crate) struct Upsched;
 /// The one scheduler instance given to `uthread::lib_init`.
 pub(crate) static SCHED: Upsched = Upsched;
 
-static VCORES: OnceLock<Box<[PerVcore]>> = OnceLock::new();
+static VCORES: OnceLock<Box<[CachePadded<PerVcore>]>> = OnceLock::new();
 /// Vcores threads are placed on: `0..ACTIVE`.
 static ACTIVE: AtomicUsize = AtomicUsize::new(1);
 static CAN_REQUEST: AtomicBool = AtomicBool::new(true);
@@ -126,7 +116,7 @@ static WANTED: AtomicUsize = AtomicUsize::new(0);
 static NEXT_NEW: AtomicUsize = AtomicUsize::new(0);
 
 #[inline]
-fn pvs() -> &'static [PerVcore] {
+fn pvs() -> &'static [CachePadded<PerVcore>] {
     VCORES.get().map(|v| &v[..]).expect("upthread: scheduler used before parlib_upthread::init")
 }
 
@@ -138,16 +128,14 @@ pub(crate) fn setup() {
         let pv = PerVcore {
             queue: SpinLock::new(VecDeque::new()),
             len: AtomicUsize::new(0),
-            // Vcore 0 will run main without entering sched_entry first; the others
-            // are parked, and a push to them must wake them.
-            parking: AtomicBool::new(id != 0),
+            // Vcore 0 will run main without entering sched_entry first.
             counted: AtomicBool::new(id == 0),
             rng: AtomicU64::new(0x2545_F491_4F6C_DD1D ^ ((id as u64 + 1) << 32) | 1),
             paused: AtomicPtr::new(core::ptr::null_mut()),
             preempt: AlarmWaiter::new(),
         };
         pv.preempt.init_waiter(preempt::on_tick);
-        pv
+        CachePadded::new(pv)
     });
     let _ = VCORES.set(v.collect());
     let wanted = WANTED.load(Ordering::Acquire);
@@ -161,18 +149,18 @@ pub(crate) fn active() -> usize {
 }
 
 impl Upsched {
-    fn push(&self, target: usize, uth: NonNull<Uthread>, head: bool) {
+    fn push(&self, target: usize, t: Runnable<Thread>, head: bool) {
         let pv = &pvs()[target];
         let (parking, len) = {
             let mut q = pv.queue.lock();
             if head {
-                q.push_front(Entry(uth));
+                q.push_front(t);
             } else {
-                q.push_back(Entry(uth));
+                q.push_back(t);
             }
             pv.len.store(q.len(), Ordering::Relaxed);
             // Step 2 of the park handshake, inside the lock: see the module docs.
-            (pv.parking.load(Ordering::Relaxed), q.len())
+            (idle::is_parking(target), q.len())
         };
         if parking {
             let _ = vcore::notify(target);
@@ -190,7 +178,7 @@ impl Upsched {
     /// The next thread for this vcore: the head of its queue, with the thread it just
     /// paused going to the tail; the paused thread itself if the queue is empty; else a
     /// stolen one.
-    fn next(&self, id: usize, pv: &PerVcore) -> Option<NonNull<Uthread>> {
+    fn next(&self, id: usize, pv: &PerVcore) -> Option<Runnable<Thread>> {
         let Some(paused) = take_paused(pv) else {
             return self.pop_local(pv).or_else(|| self.steal(id, pv));
         };
@@ -198,23 +186,23 @@ impl Upsched {
             return Some(paused);
         }
         let mut q = pv.queue.lock();
-        let Some(Entry(head)) = q.pop_front() else { return Some(paused) };
-        q.push_back(Entry(paused));
+        let Some(head) = q.pop_front() else { return Some(paused) };
+        q.push_back(paused);
         Some(head)
     }
 
-    fn pop_local(&self, pv: &PerVcore) -> Option<NonNull<Uthread>> {
+    fn pop_local(&self, pv: &PerVcore) -> Option<Runnable<Thread>> {
         if pv.len.load(Ordering::Relaxed) == 0 {
             return None;
         }
         let mut q = pv.queue.lock();
-        let e = q.pop_front();
+        let t = q.pop_front();
         pv.len.store(q.len(), Ordering::Relaxed);
-        e.map(|Entry(u)| u)
+        t
     }
 
     /// Work stealing: two random victims, half of the longer; else one scan.
-    fn steal(&self, me: usize, pv: &PerVcore) -> Option<NonNull<Uthread>> {
+    fn steal(&self, me: usize, pv: &PerVcore) -> Option<Runnable<Thread>> {
         let n = active();
         if n < 2 || !CAN_STEAL.load(Ordering::Relaxed) {
             return None;
@@ -223,8 +211,8 @@ impl Upsched {
         let len = |v: usize| if v == me { 0 } else { pvs()[v].len.load(Ordering::Relaxed) };
         let pick = if len(a) >= len(b) { a } else { b };
         if len(pick) > 0 {
-            if let Some(u) = self.steal_from(pick, pv) {
-                return Some(u);
+            if let Some(t) = self.steal_from(pick, pv) {
+                return Some(t);
             }
         }
         let start = random_below(pv, n);
@@ -233,7 +221,7 @@ impl Upsched {
 
     /// Moves half (rounded up) of `victim`'s queue, from its tail, to `pv`'s; returns the
     /// first of them to run now.
-    fn steal_from(&self, victim: usize, pv: &PerVcore) -> Option<NonNull<Uthread>> {
+    fn steal_from(&self, victim: usize, pv: &PerVcore) -> Option<Runnable<Thread>> {
         let vq = &pvs()[victim];
         let mut taken = {
             let mut q = vq.queue.lock();
@@ -248,58 +236,52 @@ impl Upsched {
             q.append(&mut taken);
             pv.len.store(q.len(), Ordering::Relaxed);
         }
-        Some(first.0)
+        Some(first)
     }
 
-    /// Runs `uth` on this vcore. Only `sched_entry` calls it, in vcore context.
-    fn run(&self, id: usize, pv: &'static PerVcore, uth: NonNull<Uthread>) -> ! {
-        // SAFETY: every uthread of this scheduler is an upthread Thread, alive while queued.
-        let t = unsafe { Thread::from_uth(uth) };
+    /// Runs `t` on this vcore. Only `sched_entry` calls it, in vcore context.
+    fn run(&self, id: usize, pv: &'static PerVcore, mut t: Runnable<Thread>) -> ! {
         t.last_vcore.store(id, Ordering::Relaxed);
-        crate::signal::push_delivery(t, uth);
+        crate::signal::push_delivery(&mut t);
         preempt::arm(pv);
         // SAFETY: `run` is only called from `sched_entry`, in vcore context.
-        unsafe { uthread::run_uthread_in_vcore_context(uth) }
+        unsafe { uthread::run_uthread_in_vcore_context(t) }
     }
 
-    /// Step 1 of the park handshake; returns if the vcore must stay up.
-    fn try_park(&self, id: usize, pv: &PerVcore) {
-        pv.parking.store(true, Ordering::Relaxed);
-        // Step 1: the own queue is checked under its lock (the pusher's side of the
-        // handshake); the other queues and the events need the fence.
-        let own_work = !pv.queue.lock().is_empty() || !pv.paused.load(Ordering::Relaxed).is_null();
-        fence(Ordering::SeqCst);
-        let work = own_work
-            || (CAN_STEAL.load(Ordering::Relaxed)
-                && (0..active()).any(|v| pvs()[v].len.load(Ordering::Relaxed) > 0))
-            || events::events_pending();
-        if work {
-            pv.parking.store(false, Ordering::Relaxed);
-            return;
+    /// Whether vcore `id` has anything to run (step 1 of the park handshake): its own
+    /// queue under its lock, then (after a fence) the others when stealing, and events.
+    fn has_work(&self, pv: &PerVcore) -> bool {
+        if !pv.queue.lock().is_empty() || !pv.paused.load(Ordering::Relaxed).is_null() {
+            return true;
         }
-        self.park(id, pv)
+        // The other queues are not ordered by our lock: their pushers fence (`idle::wake`).
+        fence(Ordering::SeqCst);
+        CAN_STEAL.load(Ordering::Relaxed) && (0..active()).any(|v| pvs()[v].len.load(Ordering::Relaxed) > 0)
     }
 
-    fn park(&self, _id: usize, pv: &PerVcore) -> ! {
+    /// What a vcore does just before it parks: its preemption alarm and its count go.
+    fn before_sleep(&self, pv: &PerVcore) {
         preempt::disarm(pv);
         if pv.counted.swap(false, Ordering::AcqRel) {
             AWAKE.fetch_sub(1, Ordering::AcqRel);
         }
-        vcore::yield_vcore() // a notification or request restarts us in vcore_entry
     }
 
     /// A vcore beyond the active count hands its queue to the active vcores and parks.
     fn retire(&self, id: usize, pv: &PerVcore) -> ! {
-        pv.parking.store(true, Ordering::SeqCst);
-        let drained: Vec<Entry> = {
+        let drained: Vec<Runnable<Thread>> = {
             let mut q = pv.queue.lock();
             pv.len.store(0, Ordering::Relaxed);
-            take_paused(pv).into_iter().map(Entry).chain(q.drain(..)).collect()
+            take_paused(pv).into_iter().chain(q.drain(..)).collect()
         };
-        for Entry(u) in drained {
-            self.push(id % active(), u, false);
+        for t in drained {
+            self.push(id % active(), t, false);
         }
-        self.park(id, pv)
+        loop {
+            // Nothing is pushed to a retired vcore; it stays up only for its events.
+            idle::park(|| false, || self.before_sleep(pv));
+            events::handle_events();
+        }
     }
 }
 
@@ -316,12 +298,14 @@ fn place_new(n: usize) -> usize {
 }
 
 /// Empties `pv`'s paused slot; for its own vcore context.
-fn take_paused(pv: &PerVcore) -> Option<NonNull<Uthread>> {
+fn take_paused(pv: &PerVcore) -> Option<Runnable<Thread>> {
     // A load and a store rather than a swap: only the owner touches the slot, and a
     // locked swap would cost a barrier on every yield.
     let p = NonNull::new(pv.paused.load(Ordering::Relaxed))?;
     pv.paused.store(core::ptr::null_mut(), Ordering::Relaxed);
-    Some(p)
+    // SAFETY: `thread_paused` stored a Runnable given up with `into_raw`, and the slot
+    // is emptied before it is taken back, once.
+    Some(unsafe { Runnable::from_raw(p) })
 }
 
 fn random_below(pv: &PerVcore, n: usize) -> usize {
@@ -335,21 +319,20 @@ fn random_below(pv: &PerVcore, n: usize) -> usize {
 
 /// Wakes one parked active vcore other than `busy`, so it can steal.
 fn wake_one_parked(busy: usize) {
-    if let Some(v) = (0..active()).find(|&v| v != busy && pvs()[v].parking.load(Ordering::Relaxed)) {
-        let _ = vcore::notify(v);
+    if let Some(v) = (0..active()).find(|&v| v != busy && idle::is_parking(v)) {
+        idle::wake(v);
     }
 }
 
 impl Scheduler for Upsched {
+    type Thread = Thread;
+
     fn sched_entry(&self) -> ! {
         // SAFETY: sched_entry runs in vcore context, on a vcore task.
         let id = unsafe { vcore::this_unchecked() }.id();
         let pv = &pvs()[id];
-        // Both are usually already as wanted; a plain load avoids a locked write on
-        // every entry (every yield passes here).
-        if pv.parking.load(Ordering::Relaxed) {
-            pv.parking.store(false, Ordering::SeqCst);
-        }
+        // Usually already counted; a plain load avoids a locked write on every entry
+        // (every yield passes here).
         if !pv.counted.load(Ordering::Relaxed) && !pv.counted.swap(true, Ordering::AcqRel) {
             AWAKE.fetch_add(1, Ordering::AcqRel);
         }
@@ -358,8 +341,8 @@ impl Scheduler for Upsched {
         }
         loop {
             for _ in 0..IDLE_SPINS {
-                if let Some(u) = self.next(id, pv) {
-                    self.run(id, pv, u);
+                if let Some(t) = self.next(id, pv) {
+                    self.run(id, pv, t);
                 }
                 if events::events_pending() {
                     events::handle_events();
@@ -367,28 +350,23 @@ impl Scheduler for Upsched {
                 core::hint::spin_loop();
             }
             if CAN_REQUEST.load(Ordering::Relaxed) {
-                self.try_park(id, pv);
+                idle::park(|| self.has_work(pv), || self.before_sleep(pv));
             }
         }
     }
 
-    fn thread_runnable(&self, uth: NonNull<Uthread>) {
-        // SAFETY: every uthread of this scheduler is an upthread Thread; the caller holds it.
-        let t = unsafe { Thread::from_uth(uth) };
+    fn thread_runnable(&self, t: Runnable<Thread>) {
         let n = active();
-        let last = t.last_vcore.load(Ordering::Relaxed);
-        let target = match last {
+        let target = match t.last_vcore.load(Ordering::Relaxed) {
             NO_VCORE => place_new(n),
             v => v % n,
         };
         // A plain load first: the flag is rarely set, and a swap is a locked write.
         let head = t.to_head.load(Ordering::Relaxed) && t.to_head.swap(false, Ordering::Relaxed);
-        self.push(target, uth, head);
+        self.push(target, t, head);
     }
 
-    fn thread_paused(&self, uth: NonNull<Uthread>) {
-        // SAFETY: every uthread of this scheduler is an upthread Thread; the caller holds it.
-        let t = unsafe { Thread::from_uth(uth) };
+    fn thread_paused(&self, t: Runnable<Thread>) {
         let last = t.last_vcore.load(Ordering::Relaxed);
         // Every yield and preemption pauses the thread in the context of the vcore that
         // ran it; that vcore's `sched_entry` is next, so the thread waits in its slot.
@@ -398,23 +376,25 @@ impl Scheduler for Upsched {
             let pv = &pvs()[last];
             let here = vcore::get(last).is_ok_and(|v| v.on_vcore_stack());
             if here && pv.paused.load(Ordering::Relaxed).is_null() {
-                pv.paused.store(uth.as_ptr(), Ordering::Relaxed);
+                pv.paused.store(t.into_raw().as_ptr(), Ordering::Relaxed);
                 return;
             }
         }
-        self.thread_runnable(uth)
+        self.thread_runnable(t)
     }
 
-    fn thread_has_blocked(&self, uth: NonNull<Uthread>, reason: BlockReason) {
+    fn thread_has_blocked(&self, t: &Rec, reason: BlockReason) {
         if reason == BlockReason::Syscall {
-            // SAFETY: as in thread_runnable.
-            unsafe { Thread::from_uth(uth) }.to_head.store(true, Ordering::Relaxed);
+            t.to_head.store(true, Ordering::Relaxed);
         }
     }
 
-    fn thread_blockon_sysc(&self, uth: NonNull<Uthread>, _sysc: NonNull<Syscall>) {
-        // SAFETY: as in thread_runnable.
-        unsafe { Thread::from_uth(uth) }.to_head.store(true, Ordering::Relaxed);
+    fn thread_blockon_sysc(&self, t: &Rec, _sysc: &Syscall) {
+        t.to_head.store(true, Ordering::Relaxed);
+    }
+
+    fn thread_exited(&self, t: Exited<Thread>) {
+        crate::thread::finish(t);
     }
 }
 

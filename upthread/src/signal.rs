@@ -58,6 +58,7 @@
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use libc::{c_int, c_void, sigset_t};
+use parlib_uthread::Runnable;
 
 use crate::record::{self, Thread};
 
@@ -162,19 +163,20 @@ pub(crate) fn deliver_and_take(t: &Thread) -> Delivery {
     Delivery { handled: bits & HANDLED != 0, no_restart: bits & NO_RESTART != 0 }
 }
 
-/// In vcore context, before `uth` (the uthread of `t`) runs: if `t` has a pending,
-/// unmasked signal and is not inside a handler already, makes it deliver first thing
-/// when it resumes (module docs).
+/// In vcore context, before `t` runs: if it has a pending, unmasked signal and is not
+/// inside a handler already, makes it deliver first thing when it resumes (module docs).
 #[inline]
-pub(crate) fn push_delivery(t: &Thread, uth: core::ptr::NonNull<parlib_uthread::Uthread>) {
+pub(crate) fn push_delivery(t: &mut Runnable<Thread>) {
     let s = &t.signals;
     let ready = s.pending.load(Ordering::Acquire) & !s.mask.load(Ordering::Relaxed);
     if ready == 0 || s.delivering.load(Ordering::Acquire) {
         return;
     }
-    // SAFETY: the scheduler holds `uth` (taken from its queue, about to run it), and
-    // `deliver_on_resume` only needs the record, which lives while the thread does.
-    unsafe { parlib_uthread::push_call(uth, deliver_on_resume, t as *const Thread as usize) };
+    let arg = &**t as &Thread as *const Thread as usize;
+    // SAFETY: `deliver_on_resume` runs the thread's own handlers on its own stack and
+    // TLS (as a delivery at any safe point would), and only needs the record, which
+    // lives while the thread does.
+    unsafe { t.push_call(deliver_on_resume, arg) };
 }
 
 /// Runs on the thread itself, pushed by [`push_delivery`].

@@ -9,9 +9,10 @@
 //! acting on a cancellation. On its own stack and TLS it then:
 //! 1. runs its cleanup handlers, newest first (`cancel`);
 //! 2. runs its key destructors, up to [`PTHREAD_DESTRUCTOR_ITERATIONS`](crate::keys::PTHREAD_DESTRUCTOR_ITERATIONS) rounds (`keys`);
-//! 3. stores its exit value and leaves with `uthread::exit_with`. In vcore context the
-//!    exit callback updates the lifecycle word (see `record`): a detached thread is freed
-//!    at once; a joiner is woken; otherwise the record waits for a join or detach.
+//! 3. stores its exit value and leaves with `uthread::exit`. In vcore context the
+//!    scheduler's `thread_exited` ([`finish`]) updates the lifecycle word (see `record`):
+//!    a detached thread is freed at once; a joiner is woken; otherwise the record (its
+//!    `Exited` handle, given up) waits for a join or detach.
 //!
 //! `main` is different: after steps 1 and 2 it waits until every other thread has
 //! exited, then ends the process with status 0 (as glibc's `pthread_exit` from `main`
@@ -21,11 +22,13 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use libc::{c_int, c_ulong, c_void};
-use parlib_uthread::{self as uthread, BlockReason, TlsMode, Uthread, WaitInterrupt};
+use parlib_uthread::{
+    self as uthread, BlockReason, Blocked, Created, Exited, TlsMode, Uthread, WaitInterrupt,
+};
 use parlib_vcore::Stack;
 
 use crate::attr::{self, UpthreadAttr};
-use crate::record::{self, Start, Thread, CLAIMED, DETACHED, EXITED, JOINABLE, REAPED};
+use crate::record::{self, Identity, Rec, Start, Thread, CLAIMED, DETACHED, EXITED, JOINABLE, REAPED};
 
 /// A thread handle, like glibc's `pthread_t` (an `unsigned long`): the address of the
 /// thread's record. 0 is never a thread.
@@ -59,54 +62,43 @@ impl Default for SpawnOpts {
 }
 
 /// Creates a thread that is ready but not yet runnable: the caller publishes its handle
-/// and then calls [`launch`]. Initialises upthread first if needed.
+/// ([`Created::as_ptr`]) and then calls [`launch`]. Initialises upthread first if needed.
 ///
 /// # Errors
 /// `EAGAIN` if upthread cannot start, or no stack or backing thread can be had.
-pub(crate) fn prepare(start: Start, opts: SpawnOpts) -> Result<NonNull<Thread>, i32> {
+pub(crate) fn prepare(start: Start, opts: SpawnOpts) -> Result<Created<Thread>, i32> {
     crate::ensure_init().map_err(|_| libc::EAGAIN)?;
     let stack = match opts.stack {
         StackSpec::Size(n) => {
             let mut s = Stack::new(n).map_err(|_| libc::EAGAIN)?;
-            // The stack's colour, for the reason records have one (`record::alloc`).
-            s.set_start_offset(record::colour_offset().min(s.size() / 4));
+            // The stack's colour, for the reason records have one (`uthread::Record`).
+            s.set_start_offset(uthread::cache_colour().min(s.size() / 4));
             s
         }
         // SAFETY: upthread_attr_setstack's contract: the caller's memory is writable,
         // unused, and outlives the thread.
         StackSpec::User { lo, size } => unsafe { Stack::from_raw(lo as *mut u8, size) },
     };
-    let tp = record::alloc(start, opts.detached);
-    // SAFETY: a fresh record, ours alone until `launch`.
-    let t = unsafe { tp.as_ref() };
-    // SAFETY: as above: the thread has not started, so nobody else reads its name.
+    let t = uthread::create(Thread::new(start, opts.detached, false), stack, TlsMode::Backed, thread_main)
+        .map_err(|_| libc::EAGAIN)?;
+    // SAFETY: the thread has not started, so nobody else reads its name.
     unsafe { *t.name.get() = opts.name };
     if let Some(me) = Thread::current() {
         t.signals.inherit_mask(&me.signals); // POSIX: a new thread inherits the mask
     }
-    // SAFETY: the record lives until it is reaped, which needs the thread to have run;
-    // `thread_main` expects exactly this record as its argument.
-    let r = unsafe { uthread::init(t.uth_ptr(), thread_main, tp.as_ptr().cast(), stack, TlsMode::Backed) };
-    if r.is_err() {
-        // SAFETY: the uthread was never initialised, and nobody else knows the record.
-        unsafe { record::free(tp) };
-        return Err(libc::EAGAIN);
-    }
-    record::register(t);
-    Ok(tp)
+    record::register(t.as_ptr().as_ptr() as usize);
+    Ok(t)
 }
 
 /// Makes a prepared thread runnable.
-pub(crate) fn launch(t: NonNull<Thread>) {
+pub(crate) fn launch(t: Created<Thread>) {
     RUNNING.fetch_add(1, Ordering::AcqRel);
-    // SAFETY: `prepare` made it and only we hold it.
-    uthread::runnable(unsafe { t.as_ref() }.uth_ptr());
+    uthread::runnable(t);
 }
 
 /// First code of every thread.
-fn thread_main(arg: *mut ()) -> ! {
-    // SAFETY: `prepare` passes the thread's own record, alive until it is reaped.
-    let t = unsafe { &*arg.cast::<Thread>() };
+fn thread_main() {
+    let t = Thread::current().expect("an upthread thread runs on its own record");
     // SAFETY: only this thread touches `start` once it runs.
     let start = core::mem::replace(unsafe { &mut *t.start.get() }, Start::None);
     crate::signal::deliver_pending(t);
@@ -128,72 +120,71 @@ pub(crate) fn exit_current(t: &Thread, retval: *mut c_void) -> ! {
     if t.is_main {
         main_exit();
     }
-    uthread::exit_with(|uth| {
-        // Vcore context: the thread is Done and off its stack.
-        // SAFETY: an upthread uthread, alive until reaped below or by its joiner.
-        let t = unsafe { Thread::from_uth(uth) };
-        let last = RUNNING.fetch_sub(1, Ordering::SeqCst) == 1;
-        finish(t);
-        if last {
-            wake_main();
-        }
-    })
+    // SAFETY: pthread_exit's semantics: the thread's frames are abandoned (a C program
+    // expects that; a Rust thread exits by returning from its closure instead).
+    unsafe { uthread::exit() }
 }
 
-/// Step 3's callback: hand the exited thread to its joiner, or free it. After the
-/// lifecycle word changes, the record may be freed by a joiner at any moment, so this
-/// touches nothing of it afterwards.
-fn finish(t: &Thread) {
+/// Step 3, the scheduler's `thread_exited` in vcore context: hand the exited thread to
+/// its joiner, or free it. After the lifecycle word changes, the record may be freed by a
+/// joiner at any moment, so this touches nothing of it afterwards.
+pub(crate) fn finish(exited: Exited<Thread>) {
+    let last = RUNNING.fetch_sub(1, Ordering::SeqCst) == 1;
+    // Given up now: from the lifecycle word's change on, the reaper owns the record.
+    let tp = exited.into_raw();
+    // SAFETY: alive until reaped, which needs the word to change below.
+    let t = unsafe { tp.as_ref() };
     loop {
         let l = t.life.load(Ordering::Acquire);
         match l {
             DETACHED => {
                 // SAFETY: detached and exited: nobody else can reach the record.
-                unsafe { reap(NonNull::from(t)) };
-                return;
+                unsafe { reap(tp) };
+                break;
             }
             JOINABLE | CLAIMED => {
                 if t.life.compare_exchange(l, EXITED, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-                    return; // a claimer finds EXITED in its own callback and wakes itself
+                    break; // a claimer finds EXITED in its own callback and wakes itself
                 }
             }
             joiner => {
                 if t.life.compare_exchange(l, EXITED, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-                    // SAFETY: a blocked joiner stored its own, live uthread there.
-                    uthread::runnable(unsafe { NonNull::new_unchecked(joiner as *mut Uthread) });
-                    return;
+                    // SAFETY: a blocked joiner stored its Blocked handle's pointer there,
+                    // and taking the word from it makes its wake-up ours.
+                    uthread::runnable(unsafe {
+                        Blocked::from_raw(NonNull::new_unchecked(joiner as *mut Uthread))
+                    });
+                    break;
                 }
             }
         }
+    }
+    if last {
+        wake_main();
     }
 }
 
 /// Frees an exited thread's record and what its uthread holds.
 ///
 /// # Safety
-/// The thread must have exited, and the caller must be its one reaper (module docs of
-/// `record`).
-unsafe fn reap(t: NonNull<Thread>) {
-    // SAFETY: the caller's contract.
-    let r = unsafe { t.as_ref() };
-    record::unregister(r);
-    // SAFETY: the uthread is Done and nothing will run it again; then nobody refers to
-    // the record.
-    unsafe {
-        uthread::cleanup(r.uth_ptr());
-        record::free(t);
-    }
+/// `t` came from `Exited::into_raw` of an exited thread, and the caller is its one
+/// reaper (module docs of `record`).
+unsafe fn reap(t: NonNull<Rec>) {
+    record::unregister(t.as_ptr() as usize);
+    // SAFETY: the caller's contract: the handle given up at exit, taken back once.
+    drop(unsafe { Exited::from_raw(t) });
 }
 
 /// Blocks `main` until every other thread has exited, then ends the process.
 fn main_exit() -> ! {
     while RUNNING.load(Ordering::SeqCst) != 0 {
-        uthread::yield_with(true, |uth| {
-            uthread::has_blocked(uth, BlockReason::Join);
-            MAIN_WAITER.store(uth.as_ptr() as usize, Ordering::SeqCst);
+        uthread::yield_with(|me| {
+            let me = uthread::has_blocked(me, BlockReason::Join).into_raw();
+            MAIN_WAITER.store(me.as_ptr() as usize, Ordering::SeqCst);
             // The last exit may have come before we published ourselves.
             if RUNNING.load(Ordering::SeqCst) == 0 && MAIN_WAITER.swap(0, Ordering::SeqCst) != 0 {
-                uthread::runnable(uth);
+                // SAFETY: the swap took our own pointer back before any waker did.
+                uthread::runnable(unsafe { Blocked::from_raw(me) });
             }
         });
     }
@@ -204,17 +195,18 @@ fn main_exit() -> ! {
 fn wake_main() {
     let w = MAIN_WAITER.swap(0, Ordering::SeqCst);
     if w != 0 {
-        // SAFETY: main stored its blocked uthread; it is woken exactly once (swap).
-        uthread::runnable(unsafe { NonNull::new_unchecked(w as *mut Uthread) });
+        // SAFETY: main stored its Blocked handle's pointer; the swap makes us the one
+        // party that takes it.
+        uthread::runnable(unsafe { Blocked::from_raw(NonNull::new_unchecked(w as *mut Uthread)) });
     }
 }
 
 /// What a join or detach found.
 enum Claim {
     /// The thread still runs and we are its one joiner.
-    Wait(NonNull<Thread>),
+    Wait(NonNull<Rec>),
     /// It has exited and is ours to reap.
-    Reap(NonNull<Thread>),
+    Reap(NonNull<Rec>),
 }
 
 /// Joins `handle`: waits for it to exit, frees it, returns its exit value.
@@ -312,7 +304,7 @@ fn try_join(handle: usize) -> Option<Result<*mut c_void, i32>> {
 /// interrupt's compare-and-swap sees the publication or the callback sees the flag; the
 /// word can leave `me` only once (to `EXITED` by `finish`, or back to `CLAIMED`), and
 /// whoever moves it wakes the joiner.
-fn wait_for_exit(tp: NonNull<Thread>) -> bool {
+fn wait_for_exit(tp: NonNull<Rec>) -> bool {
     // SAFETY: claimed by us, so it is not freed before we reap it.
     let t = unsafe { tp.as_ref() };
     if Thread::current().is_none() {
@@ -328,26 +320,30 @@ fn wait_for_exit(tp: NonNull<Thread>) -> bool {
     let regp = &reg as *const WaitInterrupt as usize;
     let armed = AtomicBool::new(false);
     let armedp = &armed as *const AtomicBool as usize;
-    uthread::yield_with(true, move |uth| {
-        uthread::has_blocked(uth, BlockReason::Join);
+    uthread::yield_with(move |me| {
+        let uth = uthread::has_blocked(me, BlockReason::Join).into_raw();
         // SAFETY: the join record, the registration and `armed` are on the blocked
         // uthread's stack until it runs again; the target is claimed by it, so alive.
         let (jw, t) = unsafe { (&*(jwp as *const JoinWait), (*(jwp as *const JoinWait)).target.as_ref()) };
         let me = uth.as_ptr() as usize;
         jw.joiner.store(me, Ordering::Relaxed);
+        // SAFETY: each wake below is the one that takes the uthread back: before `arm`
+        // and before the publication nobody else knows it, and afterwards the word's
+        // compare-and-swap decides (the doc above).
+        let wake = || uthread::runnable(unsafe { Blocked::from_raw(uth) });
         // SAFETY: the uthread that just yielded; `reg` stays in place until `disarm`.
         if !unsafe { uthread::interrupt::arm(uth, regp as *const WaitInterrupt) } {
-            uthread::runnable(uth); // an interrupt is pending: do not wait
+            wake(); // an interrupt is pending: do not wait
             return;
         }
         // SAFETY: as above.
         unsafe { &*(armedp as *const AtomicBool) }.store(true, Ordering::Relaxed);
         if t.life.compare_exchange(CLAIMED, me, Ordering::SeqCst, Ordering::SeqCst).is_err() {
-            uthread::runnable(uth); // it exited meanwhile
+            wake(); // it exited meanwhile
         } else if jw.interrupted.load(Ordering::SeqCst)
             && t.life.compare_exchange(me, CLAIMED, Ordering::SeqCst, Ordering::SeqCst).is_ok()
         {
-            uthread::runnable(uth); // step 3
+            wake(); // step 3
         }
     });
     if armed.load(Ordering::Relaxed) {
@@ -359,7 +355,7 @@ fn wait_for_exit(tp: NonNull<Thread>) -> bool {
 
 /// What [`interrupt_join`] needs; on the joiner's stack.
 struct JoinWait {
-    target: NonNull<Thread>,
+    target: NonNull<Rec>,
     /// The joiner's uthread, set in its yield callback before it registers.
     joiner: AtomicUsize,
     interrupted: AtomicBool,
@@ -373,8 +369,9 @@ fn interrupt_join(arg: usize) -> bool {
     jw.interrupted.store(true, Ordering::SeqCst);
     let me = jw.joiner.load(Ordering::Relaxed);
     if t.life.compare_exchange(me, CLAIMED, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
-        // SAFETY: the joiner published itself and is blocked; we took it back.
-        uthread::runnable(unsafe { NonNull::new_unchecked(me as *mut Uthread) });
+        // SAFETY: the joiner published its Blocked handle's pointer and we took it back
+        // from the word: its wake-up is ours.
+        uthread::runnable(unsafe { Blocked::from_raw(NonNull::new_unchecked(me as *mut Uthread)) });
         return true;
     }
     false
@@ -418,7 +415,7 @@ pub(crate) fn yield_now() {
         return;
     };
     // SAFETY: `t` is the calling thread, so its uthread is `current()`.
-    unsafe { uthread::yield_current_with(t.uth_ptr(), true, uthread::paused) };
+    unsafe { uthread::yield_current_with(t.uth_ptr(), uthread::paused) };
     // Still `t`: a thread's record follows it across vcores.
     crate::signal::deliver_pending(t);
     crate::cancel::async_point(t);
@@ -460,7 +457,7 @@ pub unsafe extern "C" fn upthread_create(
     match prepare(Start::C(start, arg), opts) {
         Ok(t) => {
             // SAFETY: `thread` is writable (checked non-null; the caller's contract).
-            unsafe { *thread = t.as_ptr() as upthread_t };
+            unsafe { *thread = t.as_ptr().as_ptr() as upthread_t };
             launch(t);
             0
         }

@@ -18,7 +18,7 @@ use parlib_uthread::{State, Uthread};
 use support::{create, join, wait_until, TIMEOUT};
 
 /// Yields until thread `t` is blocked. An upthread handle is the address of its record,
-/// whose first field is its `Uthread` (`parlib_upthread::record`).
+/// a `parlib_uthread::Record`, which starts with its `Uthread`.
 fn wait_until_blocked(t: upthread_t) {
     // SAFETY: `t` is a live thread the caller has not joined; its record starts with its
     // uthread.
@@ -156,7 +156,7 @@ fn a_cancel_ends_a_join_and_leaves_the_target_joinable() {
 
 extern "C" fn in_sleep(_: *mut c_void) -> *mut c_void {
     with_mark(|| {
-        parlib_syscalls::io::sleep(3600);
+        parlib_syscalls::io::sleep(std::time::Duration::from_secs(3600));
     })
 }
 
@@ -174,8 +174,8 @@ fn a_cancel_ends_a_sleep() {
 
 extern "C" fn in_pipe_read(fd: *mut c_void) -> *mut c_void {
     with_mark(|| {
-        let mut b = 0u8;
-        let r = parlib_syscalls::io::read(fd as i32, &mut b, 1);
+        let mut b = [0u8; 1];
+        let r = parlib_syscalls::io::read(fd as i32, &mut b);
         panic!("read from a pipe nobody writes returned {r:?}");
     })
 }
@@ -184,8 +184,7 @@ extern "C" fn in_pipe_read(fd: *mut c_void) -> *mut c_void {
 fn a_cancel_ends_a_pipe_read() {
     parlib_testkit::isolated!(TIMEOUT, {
         support::init();
-        let mut fds = [0; 2];
-        parlib_syscalls::io::pipe2(&mut fds, libc::O_CLOEXEC).expect("pipe2");
+        let fds = parlib_syscalls::io::pipe2(libc::O_CLOEXEC).expect("pipe2");
         let t = create(in_pipe_read, fds[0] as usize);
         wait_until_blocked(t);
         assert_eq!(upthread_cancel(t), 0);

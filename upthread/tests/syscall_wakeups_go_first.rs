@@ -31,8 +31,7 @@ fn a_thread_back_from_a_syscall_runs_before_the_queue() {
         // `open` runs on the thread's backing thread; on a FIFO it blocks until a writer
         // opens it, so the thread stays blocked in the system call until we say so.
         let a = parlib_upthread::spawn(move || {
-            let fd =
-                parlib_syscalls::io::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC, 0).expect("open");
+            let fd = parlib_syscalls::io::open(&path, libc::O_RDONLY | libc::O_CLOEXEC, 0).expect("open");
             ORDER.lock().push("syscall");
             parlib_syscalls::io::close(fd).expect("close");
         });

@@ -9,9 +9,23 @@
 //!
 //! ```text
 //!   sync, alarms, syscalls, upthread, your scheduler   <- block / wake uthreads through this crate
-//!   parlib-uthread   this crate: Uthread, Scheduler, vcore_entry, yield / run, TLS, notif depth
+//!   parlib-uthread   this crate: records, handles, Scheduler, vcore_entry, yield / run, idle, TLS
+//!   parlib-events    event queues, notifications
 //!   parlib-vcore     vcores, context switch, FS base, stacks
 //! ```
+//!
+//! ## Map
+//!
+//! | item | what |
+//! |---|---|
+//! | [`Scheduler`] | the callbacks a scheduler implements; its `Thread` type is its per-thread data |
+//! | [`lib_init`], [`create`], [`spawn`] | start the layer (the caller becomes `main`), make uthreads |
+//! | [`Runnable`], [`Yielded`], [`Blocked`], [`Created`], [`Exited`] | owned handles: which one you hold says what you may do (`handle` docs) |
+//! | [`run_uthread`], [`yield_with`], [`paused`], [`runnable`], [`has_blocked`] | the moves between states |
+//! | [`idle`] | parking an idle vcore without losing a wake-up |
+//! | [`interrupt`] | ending a blocked uthread's wait early (cancellation, signals) |
+//! | [`tls`] | per-uthread TLS from backing threads, and running calls on them |
+//! | [`NotifGuard`] | keeping notifications (preemption) off over a critical section |
 //!
 //! ## The model
 //!
@@ -20,10 +34,12 @@
 //! them only through this crate:
 //!
 //! * [`vcore_entry`] is the single way into vcore context; it ends in
-//!   [`Scheduler::sched_entry`], which picks a uthread and calls [`run_uthread`].
+//!   [`Scheduler::sched_entry`], which picks a uthread and calls [`run_uthread`], or parks
+//!   the vcore with [`idle::park`].
 //! * A uthread leaves through [`yield_with`], whose callback runs in vcore context and
-//!   hands the uthread to someone: back to the scheduler ([`runnable`], [`paused`]) or to
-//!   a wait queue ([`has_blocked`]). [`exit_with`] leaves for good.
+//!   hands the uthread on: back to the scheduler ([`paused`], [`runnable`]) or to a wait
+//!   queue ([`has_blocked`], which returns the [`Blocked`] handle its waker will need).
+//!   Returning from its entry ends it, and the scheduler gets its [`Exited`] handle.
 //! * A scheduler's hot path may skip the checks it has already made:
 //!   [`yield_current_with`] for a uthread that looked itself up with [`current`], and
 //!   [`run_uthread_in_vcore_context`] from `sched_entry`. Each saves one vcore lookup
@@ -33,8 +49,29 @@
 //! how to end it; [`interrupt_wait`] does so exactly once, racing the normal wake-up
 //! safely (the protocol is in [`interrupt`]).
 //!
-//! Uthread records belong to the scheduler: it embeds [`Uthread`] as the first field of
-//! its own `#[repr(C)]` struct, allocates it, and calls [`init`] and [`cleanup`].
+//! ## Records and handles
+//!
+//! Every uthread has one record, allocated by this crate at a random cache colour and
+//! recycled through a pool: the uthread layer's [`Uthread`] and the scheduler's own data
+//! ([`Scheduler::Thread`]) side by side ([`Record`]). Nobody else ever holds a raw
+//! pointer it could run twice: a uthread that is not running is owned by one handle,
+//! and each move to another state consumes it. Raw pointers remain only behind
+//! `unsafe fn`s (`from_raw`, [`interrupt`]) for the sync primitives and services that
+//! need intrusive structures, each with one stated obligation.
+//!
+//! ## Where it differs from DESIGN §4
+//!
+//! * **This crate allocates the records**, not the scheduler: a [`Record`] holds the
+//!   [`Uthread`] and the scheduler's data (`Scheduler::Thread`) side by side. Only so can
+//!   it hand the scheduler typed handles without trusting a cast of the scheduler's,
+//!   give every scheduler cache-coloured, pooled records, and free a record exactly when
+//!   its [`Exited`] handle is dropped.
+//! * **`yield_with(f)` always saves the uthread**; a uthread ends by returning from its
+//!   entry (or by the `unsafe` [`exit`]), and the scheduler hears of it through
+//!   [`Scheduler::thread_exited`] (a callback later parlib's `sched_ops` has too). The
+//!   callback is `'static + Send`, since it runs while the uthread may already run again.
+//! * **`init` and `cleanup` are [`create`] and dropping [`Exited`]**; `runnable`,
+//!   `paused` and `has_blocked` take handles, not raw pointers.
 //!
 //! ## TLS
 //!
@@ -48,14 +85,14 @@
 //!
 //! A scheduler may preempt: a notification (`parlib-events`) interrupts a running
 //! uthread at its next *safe point* (never inside libc, the loader, libgcc_s or
-//! libstdc++, never with notifications disabled) and `vcore_entry` can hand it back to
-//! the scheduler with [`paused`]. Scheduler callbacks never run preemptibly: in vcore
-//! context notifications are off, and [`runnable`] called from a uthread disables them
-//! around the callback. A lock that a uthread shares with vcore context must disable
-//! notifications while a uthread holds it (`parlib_vcore::spin::PdrSpinLock`), or an
-//! interruption while holding it deadlocks the vcore. `std::sync` locks, including the
-//! one behind `println!`, are not protected: under preemption, hold them inside a
-//! [`NotifGuard`].
+//! libstdc++, never with notifications disabled) and an event handler can take it off
+//! its vcore with [`take_interrupted`] and hand it back with [`paused`]. Scheduler
+//! callbacks never run preemptibly: in vcore context notifications are off, and
+//! [`runnable`] called from a uthread disables them around the callback. A lock that a
+//! uthread shares with vcore context must disable notifications while a uthread holds it
+//! (`parlib_vcore::spin::PdrSpinLock`), or an interruption while holding it deadlocks
+//! the vcore. `std::sync` locks, including the one behind `println!`, are not protected:
+//! under preemption, hold them inside a [`NotifGuard`].
 //!
 //! ## Do not block the vcore
 //!
@@ -65,14 +102,62 @@
 //!
 //! ## Example
 //!
-//! `examples/round_robin.rs` is a complete scheduler (about 150 lines) that runs 1000
-//! uthreads on every vcore: `cargo run --release --example round_robin`.
+//! A complete FIFO scheduler; `examples/round_robin.rs` is the same with preemption and
+//! more comments, and `examples/priority.rs` a priority scheduler.
+//!
+//! ```
+//! use std::collections::VecDeque;
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! # // As a user of the facade crate `parlib` writes it; here, its paths mapped.
+//! # mod parlib { pub(crate) use parlib_events as events; pub(crate) use parlib_uthread as uthread; pub(crate) use parlib_vcore as vcore; }
+//! use parlib::uthread::{self, idle, Runnable, Scheduler, TlsMode};
+//! use parlib::vcore::spin::SpinLock;
+//!
+//! struct Fifo(SpinLock<VecDeque<Runnable<()>>>);
+//!
+//! impl Scheduler for Fifo {
+//!     type Thread = (); // no per-thread data
+//!     fn sched_entry(&self) -> ! {
+//!         loop {
+//!             let next = self.0.lock().pop_front();
+//!             match next {
+//!                 Some(t) => uthread::run_uthread(t),
+//!                 None => idle::park(|| !self.0.lock().is_empty(), || {}),
+//!             }
+//!             if parlib::events::events_pending() {
+//!                 parlib::events::handle_events();
+//!             }
+//!         }
+//!     }
+//!     fn thread_runnable(&self, t: Runnable<()>) {
+//!         self.0.lock().push_back(t);
+//!         idle::wake_any();
+//!     }
+//! }
+//!
+//! static FIFO: Fifo = Fifo(SpinLock::new(VecDeque::new()));
+//! static DONE: AtomicUsize = AtomicUsize::new(0);
+//!
+//! uthread::lib_init(&FIFO, ()).unwrap(); // we are now the uthread `main`
+//! for _ in 0..4 {
+//!     uthread::spawn((), TlsMode::Backed, || {
+//!         DONE.fetch_add(1, Ordering::Release);
+//!     })
+//!     .unwrap();
+//! }
+//! while DONE.load(Ordering::Acquire) < 4 {
+//!     uthread::yield_with(uthread::paused);
+//! }
+//! ```
 
 #![warn(missing_docs)]
 
 mod error;
+pub mod handle;
+pub mod idle;
 pub mod interrupt;
 mod notif;
+mod record;
 mod runtime;
 mod sched;
 mod switch;
@@ -80,13 +165,16 @@ pub mod tls;
 mod uthread;
 
 pub use error::Error;
+pub use handle::{Blocked, Created, Exited, IntoRunnable, Runnable, Yielded};
 pub use interrupt::{interrupt_wait, Interrupted, WaitInterrupt};
 pub use notif::{disable_notifs, enable_notifs, notif_disable_depth, NotifGuard};
+pub use record::{cache_colour, Record};
 pub use runtime::{lib_init, main_uthread, vcore_entry};
 pub use sched::{default_fault_policy, BlockReason, Fault, Scheduler, Syscall};
 pub use switch::{
-    blockon_sysc, cleanup, current, exit_with, has_blocked, has_exited, init, interrupted, paused, push_call,
-    run_current_uthread, run_uthread, run_uthread_in_vcore_context, runnable, yield_current_with, yield_with,
+    blockon_sysc, create, current, current_id, exit, has_blocked, interrupted, paused, run_current_uthread,
+    run_uthread, run_uthread_in_vcore_context, runnable, spawn, take_interrupted, with_current,
+    yield_current_with, yield_with,
 };
 pub use tls::{run_on_backing, run_sysc_on_backing};
 pub use uthread::{State, TlsMode, Uthread};

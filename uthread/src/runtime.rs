@@ -1,5 +1,6 @@
 //! `lib_init`, the scheduler registration and `vcore_entry`.
 
+use core::any::TypeId;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 use std::sync::OnceLock;
@@ -8,19 +9,28 @@ use parlib_vcore as vcore;
 use parlib_vcore::arch;
 
 use crate::error::Error;
-use crate::sched::{Fault, Scheduler};
+use crate::record;
+use crate::sched::{Dispatch, Fault, Scheduler};
 use crate::switch::resume;
 use crate::uthread::{State, Uthread};
 
-static SCHED: OnceLock<&'static dyn Scheduler> = OnceLock::new();
+/// The registered scheduler, and the type (and its name, for messages) of the per-thread
+/// data every record must hold.
+struct Registered {
+    sched: &'static dyn Dispatch,
+    thread_type: TypeId,
+    thread_type_name: &'static str,
+}
+
+static SCHED: OnceLock<Registered> = OnceLock::new();
 static MAIN: AtomicPtr<Uthread> = AtomicPtr::new(core::ptr::null_mut());
 static INIT: AtomicU8 = AtomicU8::new(0);
 
 /// The registered scheduler.
 #[inline]
-pub(crate) fn sched() -> &'static dyn Scheduler {
+pub(crate) fn sched() -> &'static dyn Dispatch {
     match SCHED.get() {
-        Some(s) => *s,
+        Some(r) => r.sched,
         None => not_initialized(),
     }
 }
@@ -30,19 +40,35 @@ fn not_initialized() -> ! {
     panic!("parlib-uthread used before uthread::lib_init")
 }
 
-/// Starts the uthread layer with `scheduler` and packages the caller as the uthread
-/// `main`: initialises the vcore layer if needed, installs [`vcore_entry`], starts the
-/// TLS pool, and moves the caller onto vcore 0. It returns there, as a uthread.
+/// Checks that records of `T` are what the registered scheduler expects: every record
+/// must be a `Record<Scheduler::Thread>`, since the handles the scheduler receives are
+/// typed by it. `Err(NotInitialized)` before `lib_init`.
 ///
-/// `main` is a record the scheduler allocated (`Idle`); it runs on the caller's own TLS.
+/// # Panics
+/// If `T` is not the scheduler's `Thread` type.
+pub(crate) fn check_thread_type<T: 'static>(what: &str) -> Result<(), Error> {
+    let Some(r) = SCHED.get() else { return Err(Error::NotInitialized) };
+    if r.thread_type != TypeId::of::<T>() {
+        panic!(
+            "{what}: the scheduler's Thread type is {}, not {}; every uthread's record holds \
+             the scheduler's own per-thread data",
+            r.thread_type_name,
+            core::any::type_name::<T>()
+        );
+    }
+    Ok(())
+}
+
+/// Starts the uthread layer with `scheduler` and packages the caller as the uthread
+/// `main`, whose record holds `main_thread`: initialises the vcore layer if needed,
+/// installs [`vcore_entry`], starts the TLS pool, and moves the caller onto vcore 0. It
+/// returns there, as a uthread. `main` runs on the caller's own TLS and never exits
+/// through the scheduler (its record is never freed).
 ///
 /// # Errors
 /// [`Error::AlreadyInitialized`] on a second call, [`Error::OnVcore`] if called on a
 /// vcore, or the vcore layer's error.
-///
-/// # Safety
-/// `main` must stay valid for the rest of the process.
-pub unsafe fn lib_init(scheduler: &'static dyn Scheduler, main: NonNull<Uthread>) -> Result<(), Error> {
+pub fn lib_init<S: Scheduler>(scheduler: &'static S, main_thread: S::Thread) -> Result<(), Error> {
     if vcore::this().is_some() {
         return Err(Error::OnVcore);
     }
@@ -54,32 +80,41 @@ pub unsafe fn lib_init(scheduler: &'static dyn Scheduler, main: NonNull<Uthread>
             vcore::lib_init()?;
         }
         parlib_events::init().map_err(|_| Error::NotInitialized)?;
+        crate::idle::init();
         crate::tls::start_refiller()
     })();
     if let Err(e) = started {
         INIT.store(0, Ordering::Release); // nothing moved yet: a retry may succeed
         return Err(e);
     }
-    let _ = SCHED.set(scheduler);
-    // SAFETY: the caller hands us `main` for the rest of the process.
-    let m = unsafe { main.as_ref() };
+    let _ = SCHED.set(Registered {
+        sched: scheduler,
+        thread_type: TypeId::of::<S::Thread>(),
+        thread_type_name: core::any::type_name::<S::Thread>(),
+    });
+    // Never freed: `main` ends the process rather than exiting through the scheduler.
+    let main = record::alloc(main_thread);
+    // SAFETY: a fresh record, alive for the rest of the process.
+    let m = unsafe { main.as_ref() }.uthread();
     m.transition("uthread::lib_init (main)", &[State::Idle], State::Running);
     // SAFETY: nothing else knows `main` yet. It runs on this task's TLS.
     unsafe { *m.tls.get() = arch::fs_base() };
-    MAIN.store(main.as_ptr(), Ordering::Release);
+    MAIN.store(main.as_ptr().cast(), Ordering::Release);
     vcore::set_entry(vcore_entry);
     // Moves this context onto vcore 0; vcore_entry there adopts it as `main`.
     vcore::request(1)?;
     Ok(())
 }
 
-/// The uthread `main` (the context that called `lib_init`), if it is initialised.
+/// The uthread `main` (the context that called `lib_init`), if it is initialised: an
+/// identity, comparable with [`current`](crate::current).
 pub fn main_uthread() -> Option<NonNull<Uthread>> {
     NonNull::new(MAIN.load(Ordering::Acquire))
 }
 
 /// The single entry into vcore context (DESIGN §2), installed by `lib_init`:
 ///
+/// 0. the vcore runs, so it is no longer parking ([`idle`](crate::idle));
 /// 1. adopt `main` if the first request just moved it here;
 /// 2. if a notification interrupted the current uthread, keep its saved context in it;
 ///    if it faulted, report the fault to the scheduler;
@@ -89,6 +124,7 @@ pub fn main_uthread() -> Option<NonNull<Uthread>> {
 pub fn vcore_entry() -> ! {
     // SAFETY: only vcore tasks run the entry.
     let vc = unsafe { vcore::this_unchecked() };
+    crate::idle::running(vc.id());
     if let Some(ctx) = vcore::take_main_context() {
         let m = MAIN.load(Ordering::Acquire);
         // SAFETY: `main` was registered by lib_init before the move and is running, so
@@ -126,7 +162,7 @@ pub fn vcore_entry() -> ! {
 }
 
 /// Step 2 for a fault: the faulting context was abandoned, so the uthread is `Done`
-/// (the scheduler may `cleanup` it) and the scheduler decides what else happens.
+/// (the scheduler gets its `Exited` handle) and the scheduler decides what else happens.
 ///
 /// # Safety
 /// In vcore context, with `u` this vcore's current uthread.
@@ -142,7 +178,6 @@ unsafe fn reflect_fault(vc: &vcore::Vcore, u: &Uthread, f: &vcore::FaultInfo) {
     // SAFETY: the uthread can never resume; the vcore lets go of it.
     unsafe { vc.set_current(core::ptr::null_mut(), 0) };
     u.set_state(State::Done);
-    // SAFETY: `u` is a live uthread record (the scheduler's).
-    let uth = unsafe { NonNull::new_unchecked(u as *const Uthread as *mut Uthread) };
-    sched().thread_refl_fault(uth, &fault);
+    // SAFETY: the vcore owned its running uthread, now Done, and hands it over whole.
+    unsafe { sched().refl_fault(NonNull::from(u), &fault) };
 }

@@ -3,6 +3,8 @@
 use core::ptr::NonNull;
 use core::sync::atomic::AtomicU32;
 
+use crate::handle::{Exited, Runnable};
+use crate::record::Record;
 use crate::uthread::Uthread;
 
 /// Why a uthread blocked: passed to [`Scheduler::thread_has_blocked`].
@@ -73,56 +75,71 @@ pub struct Fault {
 /// Callbacks must not block or yield; protect shared state with spinlocks
 /// (`parlib_vcore::spin`).
 ///
-/// | callback | when |
-/// |---|---|
-/// | [`sched_entry`](Scheduler::sched_entry) | a scheduling decision is needed |
-/// | [`thread_runnable`](Scheduler::thread_runnable) | a uthread may run again (after `init`, or after `has_blocked`) |
-/// | [`thread_paused`](Scheduler::thread_paused) | something external paused it; still runnable |
-/// | [`thread_has_blocked`](Scheduler::thread_has_blocked) | a sync primitive or service blocked it; it comes back only via `runnable` |
-/// | [`thread_blockon_sysc`](Scheduler::thread_blockon_sysc) | it issued a syscall that would block |
-/// | [`thread_refl_fault`](Scheduler::thread_refl_fault) | it raised SIGSEGV/SIGBUS/SIGFPE/SIGILL |
+/// Uthreads reach the scheduler as owned handles ([`Runnable`]), typed by the scheduler's
+/// own per-thread data [`Thread`](Scheduler::Thread), which every uthread's record holds
+/// (given to [`create`](crate::create) / [`spawn`](crate::spawn)).
 ///
-/// A complete example is `examples/round_robin.rs`.
-pub trait Scheduler: Sync {
-    /// Picks what the vcore does next: [`run_uthread`](crate::run_uthread), or
-    /// [`yield_vcore`](parlib_vcore::yield_vcore), or spin and look again. Never returns.
+/// | callback | when | gets |
+/// |---|---|---|
+/// | [`sched_entry`](Scheduler::sched_entry) | a scheduling decision is needed | |
+/// | [`thread_runnable`](Scheduler::thread_runnable) | a uthread may run again (new, or woken after it blocked) | the `Runnable` |
+/// | [`thread_paused`](Scheduler::thread_paused) | it yielded or was preempted; still runnable | the `Runnable` |
+/// | [`thread_has_blocked`](Scheduler::thread_has_blocked) | a sync primitive or service blocked it; it comes back only via `thread_runnable` | a look at its record |
+/// | [`thread_blockon_sysc`](Scheduler::thread_blockon_sysc) | it blocked in a system call | a look at its record and the call |
+/// | [`thread_exited`](Scheduler::thread_exited) | it exited | the `Exited` handle: dropping it frees the uthread |
+/// | [`thread_refl_fault`](Scheduler::thread_refl_fault) | it raised SIGSEGV/SIGBUS/SIGFPE/SIGILL; it will not run again | the `Exited` handle and the fault |
+///
+/// Complete examples: `examples/round_robin.rs` (FIFO) and `examples/priority.rs`.
+pub trait Scheduler: Sync + 'static {
+    /// The scheduler's own per-thread data, kept in every uthread's [`Record`] and reached
+    /// through the handles (`Deref`). `()` if it needs none.
+    type Thread: Send + Sync + 'static;
+
+    /// Picks what the vcore does next: [`run_uthread`](crate::run_uthread), or wait for
+    /// work with [`idle::park`](crate::idle::park). Never returns.
     ///
     /// A vcore that spins here waiting for work must also poll for events
     /// (`parlib_events::events_pending()`, then `handle_events()`): it never leaves vcore
     /// context, so events sent to it (alarm expiries, I/O completions, wake-ups) would
-    /// otherwise wait. A vcore parked with `yield_vcore` is woken by them instead.
+    /// otherwise wait. A vcore parked with `idle::park` is woken by them instead.
     fn sched_entry(&self) -> !;
 
-    /// `uth` may run: keep it until `sched_entry` runs it.
-    fn thread_runnable(&self, uth: NonNull<Uthread>);
+    /// `thread` may run: keep it until `sched_entry` runs it.
+    fn thread_runnable(&self, thread: Runnable<Self::Thread>);
 
-    /// `uth` was paused from outside (preempted, or a futex re-check); it is still
-    /// runnable. Defaults to [`thread_runnable`](Scheduler::thread_runnable).
-    fn thread_paused(&self, uth: NonNull<Uthread>) {
-        self.thread_runnable(uth);
+    /// `thread` yielded, or was paused from outside (preempted); it is still runnable.
+    /// Defaults to [`thread_runnable`](Scheduler::thread_runnable).
+    fn thread_paused(&self, thread: Runnable<Self::Thread>) {
+        self.thread_runnable(thread);
     }
 
-    /// `uth` blocked; whoever blocked it will call `runnable` later. Default: nothing.
-    fn thread_has_blocked(&self, uth: NonNull<Uthread>, reason: BlockReason) {
-        let _ = (uth, reason);
+    /// `thread` blocked; whoever blocked it will make it runnable later. Default: nothing.
+    fn thread_has_blocked(&self, thread: &Record<Self::Thread>, reason: BlockReason) {
+        let _ = (thread, reason);
     }
 
-    /// `uth` blocked in a system call. Default: nothing (the syscall service makes it
+    /// `thread` blocked in a system call. Default: nothing (the syscall service makes it
     /// runnable when the call completes).
-    fn thread_blockon_sysc(&self, uth: NonNull<Uthread>, sysc: NonNull<Syscall>) {
-        let _ = (uth, sysc);
+    fn thread_blockon_sysc(&self, thread: &Record<Self::Thread>, sysc: &Syscall) {
+        let _ = (thread, sysc);
     }
 
-    /// `uth` faulted. Default: print which uthread faulted, how and where, then abort.
-    fn thread_refl_fault(&self, uth: NonNull<Uthread>, fault: &Fault) {
-        default_fault_policy(uth, fault)
+    /// `thread` exited (its entry returned, or it called [`exit`](crate::exit)), and no
+    /// longer runs on its stack. Default: drop the handle, which frees the uthread.
+    fn thread_exited(&self, thread: Exited<Self::Thread>) {
+        drop(thread);
+    }
+
+    /// `thread` faulted; its context was abandoned, so it is exited. Default: print which
+    /// uthread faulted, how and where, then abort.
+    fn thread_refl_fault(&self, thread: Exited<Self::Thread>, fault: &Fault) {
+        default_fault_policy(thread.uthread(), fault)
     }
 }
 
 /// The default fault policy: report and abort the process.
-pub fn default_fault_policy(uth: NonNull<Uthread>, fault: &Fault) -> ! {
-    // SAFETY: the uthread layer passes a live uthread.
-    let id = unsafe { uth.as_ref() }.id();
+pub fn default_fault_policy(uth: &Uthread, fault: &Fault) -> ! {
+    let id = uth.id();
     let what = if fault.stack_overflow {
         "stack overflow (hit its stack guard page)".to_string()
     } else {
@@ -133,6 +150,58 @@ pub fn default_fault_policy(uth: NonNull<Uthread>, fault: &Fault) -> ! {
         fault.addr, fault.pc
     );
     std::process::abort()
+}
+
+/// The scheduler with its `Thread` type erased, as the uthread layer stores it: every
+/// method takes the base record and rebuilds the typed handle.
+pub(crate) trait Dispatch: Sync {
+    fn sched_entry(&self) -> !;
+    /// # Safety (all of the below)
+    /// `uth` is the base of a `Record<Self::Thread>` (every record is: `create` checks the
+    /// type) in the state the callback's handle stands for, and the caller gives up its
+    /// ownership.
+    unsafe fn runnable(&self, uth: NonNull<Uthread>);
+    unsafe fn paused(&self, uth: NonNull<Uthread>);
+    unsafe fn has_blocked(&self, uth: NonNull<Uthread>, reason: BlockReason);
+    unsafe fn blockon_sysc(&self, uth: NonNull<Uthread>, sysc: &Syscall);
+    unsafe fn exited(&self, uth: NonNull<Uthread>);
+    unsafe fn refl_fault(&self, uth: NonNull<Uthread>, fault: &Fault);
+}
+
+impl<S: Scheduler> Dispatch for S {
+    #[inline]
+    fn sched_entry(&self) -> ! {
+        Scheduler::sched_entry(self)
+    }
+    #[inline]
+    unsafe fn runnable(&self, uth: NonNull<Uthread>) {
+        // SAFETY: the caller's contract (trait docs).
+        self.thread_runnable(unsafe { Runnable::from_uthread(uth) })
+    }
+    #[inline]
+    unsafe fn paused(&self, uth: NonNull<Uthread>) {
+        // SAFETY: the caller's contract.
+        self.thread_paused(unsafe { Runnable::from_uthread(uth) })
+    }
+    #[inline]
+    unsafe fn has_blocked(&self, uth: NonNull<Uthread>, reason: BlockReason) {
+        // SAFETY: the caller's contract; the record stays alive while the caller's
+        // Blocked handle does.
+        self.thread_has_blocked(unsafe { Record::from_uthread(uth).as_ref() }, reason)
+    }
+    #[inline]
+    unsafe fn blockon_sysc(&self, uth: NonNull<Uthread>, sysc: &Syscall) {
+        // SAFETY: as for has_blocked.
+        self.thread_blockon_sysc(unsafe { Record::from_uthread(uth).as_ref() }, sysc)
+    }
+    unsafe fn exited(&self, uth: NonNull<Uthread>) {
+        // SAFETY: the caller's contract.
+        self.thread_exited(unsafe { Exited::from_uthread(uth) })
+    }
+    unsafe fn refl_fault(&self, uth: NonNull<Uthread>, fault: &Fault) {
+        // SAFETY: the caller's contract.
+        self.thread_refl_fault(unsafe { Exited::from_uthread(uth) }, fault)
+    }
 }
 
 fn signal_name(sig: i32) -> String {

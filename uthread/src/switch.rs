@@ -2,7 +2,7 @@
 //!
 //! # A yield, step by step
 //!
-//! `yield_with(true, f)` on uthread U:
+//! `yield_with(f)` on uthread U:
 //! 1. U's state becomes `Yielding`; U disables notifications (a `%gs`-relative
 //!    increment), which pins it to the vcore V it runs on, then looks V up and marks it
 //!    as in vcore context; U's saved depth excludes the pin;
@@ -10,10 +10,12 @@
 //!    on it);
 //! 3. `arch::save_and_call` pushes U's callee-saved registers on U's stack, stores the
 //!    stack pointer in U's record and calls `yield_tail` at the top of V's stack;
-//! 4. `yield_tail` clears V's current uthread, moves `f` onto V's stack and calls
-//!    `f(U)`: typically "enqueue U" (then `runnable`) or "remember U" (then
-//!    `has_blocked`). From the moment `f` publishes U, another vcore may resume it, so
-//!    `f` must not touch U's stack afterwards: everything it owns was moved off it;
+//! 4. `yield_tail` clears V's current uthread, moves `f` onto V's stack and calls it
+//!    with U's [`Yielded`] handle: typically "reschedule U" ([`paused`]) or "remember U"
+//!    ([`has_blocked`], then keep the [`Blocked`] handle where a waker finds it). From
+//!    the moment `f` hands U on, another vcore may resume it, so `f` must not touch U's
+//!    stack afterwards: it is `'static` and `Send`, so it cannot borrow from it, and
+//!    what it owns was moved off it;
 //! 5. `vcore_entry` runs: the scheduler picks the next uthread;
 //! 6. `run_uthread(W)` records W as current, leaves vcore context, loads W's FS base and
 //!    loads W's context: W returns from its own `yield_with`.
@@ -27,108 +29,94 @@ use parlib_vcore::arch;
 use parlib_vcore::{Stack, Vcore};
 
 use crate::error::Error;
-use crate::runtime::{sched, vcore_entry};
-use crate::sched::BlockReason;
+use crate::handle::{Blocked, Created, IntoRunnable, Runnable, Yielded};
+use crate::record::{self, Record};
+use crate::runtime::{check_thread_type, sched, vcore_entry};
+use crate::sched::{BlockReason, Syscall};
 use crate::tls;
 use crate::uthread::{State, TlsMode, Uthread};
 
 /// Ids for messages; 0 is `main`.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Prepares `uth` to run `entry(arg)` on `stack`, with its own TLS or none. The uthread
-/// is `Created`; give it to the scheduler with [`runnable`].
+/// Creates a uthread that will run `entry` on `stack`, with its own TLS or none, and
+/// whose record holds `thread`, the scheduler's per-thread data. It is not yet runnable:
+/// publish [`Created::as_ptr`] where needed, then hand it to the scheduler with
+/// [`runnable`]. [`spawn`] does both at once.
 ///
-/// `entry` never returns: it ends with [`exit_with`]. A panic that escapes it aborts the
-/// process with a message naming the uthread.
+/// When `entry` returns, the uthread exits and the scheduler gets its
+/// [`Exited`](crate::Exited) handle (`thread_exited`). A panic that escapes `entry`
+/// aborts the process with a message naming the uthread.
 ///
 /// # Errors
-/// [`Error::Tls`] if no backing thread could be had for [`TlsMode::Backed`].
+/// [`Error::NotInitialized`] before [`lib_init`](crate::lib_init); [`Error::Tls`] if no
+/// backing thread could be had for [`TlsMode::Backed`].
 ///
 /// # Panics
-/// If `uth` is not `Idle` (new, or cleaned up).
-///
-/// # Safety
-/// `uth` must stay valid until [`cleanup`]; `arg` must be valid for whatever `entry`
-/// does with it.
-pub unsafe fn init(
-    uth: NonNull<Uthread>,
-    entry: fn(*mut ()) -> !,
-    arg: *mut (),
+/// If `T` is not the scheduler's [`Thread`](crate::Scheduler::Thread) type.
+pub fn create<T: Send + Sync + 'static>(
+    thread: T,
     stack: Stack,
     tls: TlsMode,
-) -> Result<(), Error> {
-    // SAFETY: the caller keeps `uth` alive; an Idle uthread is touched by nobody else.
-    let u = unsafe { uth.as_ref() };
-    let s = u.state();
-    if s != State::Idle {
-        panic!(
-            "uthread::init: uthread {} is {s}; only a new or cleaned-up uthread can be initialised",
-            u.id()
-        );
-    }
+    entry: impl FnOnce() + Send + 'static,
+) -> Result<Created<T>, Error> {
+    check_thread_type::<T>("uthread::create")?;
     let backing = match tls {
         TlsMode::Backed => Some(tls::take()?),
         TlsMode::None => None,
     };
-    // SAFETY: as above, the record is ours alone until `runnable` publishes it.
+    let rec = record::alloc(thread);
+    // SAFETY: a fresh record, ours alone until the Created handle publishes it.
+    let u = unsafe { rec.as_ref() }.uthread();
+    let base = Record::base(rec);
+    // SAFETY: as above; the context starts `uthread_start` with the record's base.
     unsafe {
-        *u.ctx.get() = arch::init_context(stack.top(), uthread_start, uth.as_ptr() as usize);
+        *u.ctx.get() = arch::init_context(stack.top(), uthread_start, base.as_ptr() as usize);
         *u.tls.get() = backing.map_or(0, |b| b.as_ref().fs_base());
-        *u.entry.get() = Some(entry);
-        *u.arg.get() = arg;
+        *u.entry.get() = Some(Box::new(entry));
         *u.stack.get() = Some(stack);
         *u.backing.get() = backing;
     }
-    u.notif_depth.store(0, Ordering::Relaxed);
-    u.wait_interrupt.store(0, Ordering::Relaxed); // no interrupt left over from a previous life
     u.id.store(NEXT_ID.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
     u.set_state(State::Created);
+    Ok(Created::new(rec))
+}
+
+/// [`create`] on a new stack of the default size, then [`runnable`]: starts `entry` as a
+/// new uthread whose record holds `thread`.
+///
+/// # Errors
+/// As [`create`], and the vcore layer's error if no stack can be mapped.
+///
+/// # Panics
+/// As [`create`].
+pub fn spawn<T: Send + Sync + 'static>(
+    thread: T,
+    tls: TlsMode,
+    entry: impl FnOnce() + Send + 'static,
+) -> Result<(), Error> {
+    let stack = Stack::with_default_size()?;
+    runnable(create(thread, stack, tls, entry)?);
     Ok(())
 }
 
-/// First code of every uthread: runs `entry(arg)` and turns an escaping panic into a
+/// First code of every uthread: runs its entry, then exits. An escaping panic becomes a
 /// clear abort instead of unwinding into the trampoline.
 unsafe extern "C" fn uthread_start(uth: usize) -> ! {
-    // SAFETY: `init` passes the uthread's own, live record.
+    // SAFETY: `create` passes the uthread's own, live record.
     let u = unsafe { &*(uth as *const Uthread) };
-    // SAFETY: set by init before the uthread could run.
-    let (entry, arg) = unsafe { ((*u.entry.get()).expect("init sets the entry"), *u.arg.get()) };
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> () { entry(arg) }));
-    if r.is_err() {
+    // SAFETY: set by create; only the uthread itself takes it, once.
+    let entry = unsafe { (*u.entry.get()).take() }.expect("create sets the entry");
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(entry)).is_err() {
         eprintln!("parlib: uthread {} panicked and nothing caught it; aborting", u.id());
+        std::process::abort()
     }
-    std::process::abort()
+    // SAFETY: the entry has returned, so no frame of it is left to borrow from.
+    unsafe { exit() }
 }
 
-/// Releases what `init` took: the backing thread exits (running the uthread's TLS
-/// destructors on its TLS) and the stack goes back to the pool. The record is `Idle`
-/// again and may be reused.
-///
-/// # Panics
-/// If the uthread has not exited.
-///
-/// # Safety
-/// `uth` must be valid; call from vcore context or another uthread, never from `uth`.
-pub unsafe fn cleanup(uth: NonNull<Uthread>) {
-    // SAFETY: the caller passes a valid record.
-    let u = unsafe { uth.as_ref() };
-    let s = u.state();
-    if s != State::Done {
-        panic!("uthread::cleanup: uthread {} is {s}; only an exited uthread can be cleaned up", u.id());
-    }
-    // SAFETY: a Done uthread never runs again, so nothing uses its TLS or stack.
-    unsafe {
-        if let Some(b) = (*u.backing.get()).take() {
-            tls::release(b);
-        }
-        drop((*u.stack.get()).take());
-        *u.tls.get() = 0;
-        *u.ctx.get() = arch::Context::EMPTY;
-    }
-    u.set_state(State::Idle);
-}
-
-/// The uthread running this code, or `None` in vcore context and on plain threads.
+/// The uthread running this code, or `None` in vcore context and on plain threads: an
+/// identity (compare it, or pass it to the `unsafe` services that take one).
 #[inline]
 pub fn current() -> Option<NonNull<Uthread>> {
     // Two %gs-relative loads: each reads the vcore the caller runs on at that instant,
@@ -136,15 +124,59 @@ pub fn current() -> Option<NonNull<Uthread>> {
     NonNull::new(vcore::running_uthread_raw().cast())
 }
 
+/// The number of the uthread running this code (`main` is 0), or `None` in vcore context
+/// and on plain threads.
+#[inline]
+pub fn current_id() -> Option<u64> {
+    // SAFETY: the running uthread's record lives at least until it exits, which it cannot
+    // do while it runs this call.
+    current().map(|u| unsafe { u.as_ref() }.id())
+}
+
+/// Runs `f` on the record of the uthread running this code: the scheduler's per-thread
+/// data of the caller (`None` in vcore context and on plain threads).
+///
+/// # Panics
+/// If `T` is not the scheduler's [`Thread`](crate::Scheduler::Thread) type.
+pub fn with_current<T: 'static, R>(f: impl FnOnce(&Record<T>) -> R) -> Option<R> {
+    let me = current()?;
+    // Cannot fail after `current()` found a uthread: lib_init has run.
+    let _ = check_thread_type::<T>("uthread::with_current");
+    // SAFETY: every record is a `Record<Scheduler::Thread>` (create checks the type), the
+    // type is `T` (checked just now), and the running uthread's record lives at least
+    // until it exits, which it cannot do while `f` runs (`exit` is unsafe for that
+    // reason: nothing may borrow from an exiting uthread).
+    Some(f(unsafe { Record::<T>::from_uthread(me).as_ref() }))
+}
+
 /// In vcore context: the uthread this vcore was running when a notification interrupted
-/// it, which `vcore_entry` resumes unless an event handler [`paused`] it. `None`
-/// elsewhere, or if the vcore had no uthread running.
+/// it, which `vcore_entry` resumes unless an event handler takes it with
+/// [`take_interrupted`]. An identity; `None` elsewhere, or if the vcore had no uthread
+/// running.
 pub fn interrupted() -> Option<NonNull<Uthread>> {
     let vc = vcore::this()?;
     if !vc.in_vcore_context() {
         return None;
     }
     NonNull::new(vc.current().cast())
+}
+
+/// In vcore context: takes the uthread a notification interrupted off this vcore, so
+/// that `vcore_entry` does not resume it (preemption). Hand the [`Yielded`] handle on,
+/// usually to [`paused`]. `None` elsewhere, or if the vcore had no uthread running.
+pub fn take_interrupted() -> Option<Yielded> {
+    let vc = vcore::this()?;
+    if !vc.in_vcore_context() {
+        return None;
+    }
+    let u = NonNull::new(vc.current().cast::<Uthread>())?;
+    // SAFETY: in vcore context the current uthread is switched out (vcore_entry stored
+    // its context) and owned by this vcore; detaching it hands that ownership over.
+    unsafe {
+        vc.set_current(core::ptr::null_mut(), 0);
+        u.as_ref().transition("uthread::take_interrupted", &[State::Running], State::Yielding);
+        Some(Yielded::from_base(u))
+    }
 }
 
 /// Pins the running uthread `u` to its vcore (notifications disabled, so no preemption
@@ -185,20 +217,24 @@ fn not_in_vcore_context(what: &str) -> ! {
     panic!("{what} must be called in vcore context (from a Scheduler callback)")
 }
 
-/// Switches the running uthread out and runs `f(uth)` in vcore context, then the
-/// scheduler (see the module docs). With `save_state`, the uthread resumes here when it
-/// is next run; without, it can never resume (use [`exit_with`]).
+/// Switches the running uthread out and runs `f` in vcore context with its [`Yielded`]
+/// handle, then the scheduler (see the module docs). The uthread resumes here when it is
+/// next run.
 ///
-/// `f` must hand the uthread to someone (`runnable`, `paused`, or a wait queue and
-/// `has_blocked`) or it is lost. Once it has, it must not touch the uthread's stack.
+/// `f` must hand the uthread on: [`paused`] (a yield), or [`has_blocked`] and keep the
+/// [`Blocked`] handle where its waker will find it. It is `'static` and `Send` because it
+/// runs on the vcore's stack, possibly while the uthread already runs again elsewhere, so
+/// it must not borrow from the uthread's stack. Services that keep state on that stack
+/// (a wait-queue node) pass its address as a number and argue in their own `unsafe`
+/// blocks why it is still there.
 ///
 /// # Panics
 /// Outside a uthread.
 #[inline]
-pub fn yield_with<F: FnOnce(NonNull<Uthread>)>(save_state: bool, f: F) {
+pub fn yield_with<F: FnOnce(Yielded) + Send + 'static>(f: F) {
     let Some(uth) = current() else { not_on_uthread("uthread::yield_with") };
     // SAFETY: `current()` just returned it.
-    unsafe { yield_current_with(uth, save_state, f) }
+    unsafe { yield_current_with(uth, f) }
 }
 
 /// [`yield_with`] for a caller that already holds [`current()`]: a scheduler's yield
@@ -210,7 +246,43 @@ pub fn yield_with<F: FnOnce(NonNull<Uthread>)>(save_state: bool, f: F) {
 /// # Panics
 /// If `uth` is not running.
 #[inline]
-pub unsafe fn yield_current_with<F: FnOnce(NonNull<Uthread>)>(uth: NonNull<Uthread>, save_state: bool, f: F) {
+pub unsafe fn yield_current_with<F: FnOnce(Yielded) + Send + 'static>(uth: NonNull<Uthread>, f: F) {
+    // SAFETY: the running uthread's own record (the caller's contract).
+    unsafe { switch_out(uth, true, f) }
+}
+
+/// Ends the calling uthread: it becomes `Done`, and in vcore context the scheduler gets
+/// its [`Exited`](crate::Exited) handle (`thread_exited`). Returning from the uthread's
+/// entry does the same, and is the safe way.
+///
+/// # Safety
+/// The uthread's frames are abandoned, not unwound (their destructors do not run, and
+/// the stack and record are freed): nothing may borrow from them beyond this call (a
+/// scoped thread, a wait-queue node, a pinned value, a reference from
+/// [`with_current`]).
+///
+/// # Panics
+/// Outside a uthread.
+pub unsafe fn exit() -> ! {
+    let Some(uth) = current() else { not_on_uthread("uthread::exit") };
+    let exited = |y: Yielded| {
+        // Vcore context, off the exited stack: hand the exited uthread over whole.
+        // SAFETY: the uthread is Done, and the Yielded handle owned it.
+        unsafe { sched().exited(y.into_base()) }
+    };
+    // SAFETY: the running uthread's own record; the caller gives up its frames.
+    unsafe { switch_out(uth, false, exited) };
+    unreachable!("an exited uthread was resumed")
+}
+
+/// Steps 1 to 4 of the module docs: switch the running uthread `uth` out (saving its
+/// context with `save_state`; else it is `Done`) and run `f` in vcore context.
+///
+/// # Safety
+/// `uth` is the running uthread's own record (`current()`); without `save_state`, its
+/// frames are abandoned.
+#[inline]
+unsafe fn switch_out<F: FnOnce(Yielded)>(uth: NonNull<Uthread>, save_state: bool, f: F) {
     // SAFETY: the running uthread's own record (the caller's contract).
     let u: &Uthread = unsafe { uth.as_ref() };
     // Check (a misuse panics with nothing pinned), pin, and only then change the state: a
@@ -240,12 +312,13 @@ pub unsafe fn yield_current_with<F: FnOnce(NonNull<Uthread>)>(uth: NonNull<Uthre
 
 #[inline(always)]
 fn has_own_tls(u: &Uthread) -> bool {
-    // SAFETY: `tls` only changes in init / cleanup, never while the uthread runs.
+    // SAFETY: `tls` only changes in create and when the record is freed, never while the
+    // uthread runs.
     unsafe { *u.tls.get() != 0 }
 }
 
 /// Step 4 of the module docs, in vcore context on the vcore stack.
-unsafe extern "C" fn yield_tail<F: FnOnce(NonNull<Uthread>)>(fp: usize, up: usize) -> ! {
+unsafe extern "C" fn yield_tail<F: FnOnce(Yielded)>(fp: usize, up: usize) -> ! {
     // SAFETY: only vcore tasks reach vcore context.
     let vc = unsafe { vcore::this_unchecked() };
     // SAFETY: the uthread is switched out; the vcore has none until it runs the next.
@@ -253,30 +326,24 @@ unsafe extern "C" fn yield_tail<F: FnOnce(NonNull<Uthread>)>(fp: usize, up: usiz
     // SAFETY: `fp` points at the ManuallyDrop<F> on the suspended uthread's stack, which
     // nobody can resume before `f` publishes it; reading moves `f` onto this stack.
     let f: F = unsafe { ManuallyDrop::into_inner(core::ptr::read(fp as *const ManuallyDrop<F>)) };
-    // SAFETY: `up` is the uthread that just yielded; its record is alive.
-    f(unsafe { NonNull::new_unchecked(up as *mut Uthread) });
+    // SAFETY: `up` is the uthread that just switched out (Yielding, or Done for an
+    // exit), owned by this vcore until `f` hands it on.
+    f(unsafe { Yielded::from_base(NonNull::new_unchecked(up as *mut Uthread)) });
     vcore_entry()
 }
 
-/// Ends the running uthread: it becomes `Done` and `f(uth)` runs in vcore context
-/// (typically: note the exit, wake a joiner, `cleanup`). Its stack is not saved.
+/// Runs `thread` on this vcore, leaving vcore context. Never returns.
 ///
 /// # Panics
-/// Outside a uthread.
-pub fn exit_with<F: FnOnce(NonNull<Uthread>)>(f: F) -> ! {
-    yield_with(false, f);
-    unreachable!("an exited uthread was resumed")
-}
-
-/// Runs `uth` on this vcore, leaving vcore context. Never returns.
-///
-/// # Panics
-/// Outside vcore context, or if `uth` is not `Runnable` (already running, blocked,
-/// exited, never made runnable).
-pub fn run_uthread(uth: NonNull<Uthread>) -> ! {
-    in_vcore_context("uthread::run_uthread");
+/// Outside vcore context.
+pub fn run_uthread<T>(thread: Runnable<T>) -> ! {
+    if !vcore::in_vcore_context() {
+        // The handle is leaked, not dropped: a dropped Runnable would panic again.
+        core::mem::forget(thread);
+        not_in_vcore_context("uthread::run_uthread");
+    }
     // SAFETY: checked just now.
-    unsafe { run_uthread_in_vcore_context(uth) }
+    unsafe { run_uthread_in_vcore_context(thread) }
 }
 
 /// [`run_uthread`] for a caller that knows it runs in vcore context, such as a
@@ -284,16 +351,16 @@ pub fn run_uthread(uth: NonNull<Uthread>) -> ! {
 ///
 /// # Safety
 /// The caller runs in vcore context.
-///
-/// # Panics
-/// If `uth` is not `Runnable`.
-pub unsafe fn run_uthread_in_vcore_context(uth: NonNull<Uthread>) -> ! {
+#[inline]
+pub unsafe fn run_uthread_in_vcore_context<T>(thread: Runnable<T>) -> ! {
     // SAFETY: vcore context runs on a vcore task (the caller's contract).
     let vc = unsafe { vcore::this_unchecked() };
-    // SAFETY: the scheduler hands us a uthread it holds, so its record is alive.
+    let uth = thread.into_raw().cast::<Uthread>();
+    // SAFETY: the Runnable handle owned the record, which lives until its Exited handle
+    // is dropped.
     let u = unsafe { uth.as_ref() };
     u.transition("uthread::run_uthread", &[State::Runnable], State::Running);
-    // SAFETY: we just took the uthread from Runnable to Running: it is ours to resume.
+    // SAFETY: we took the uthread from Runnable to Running: it is ours to resume.
     unsafe { resume(vc, u) }
 }
 
@@ -325,8 +392,8 @@ pub(crate) unsafe fn resume(vc: &Vcore, u: &Uthread) -> ! {
     let tls = if own != 0 { own } else { vc.tls() };
     // In vcore context the FS base is the vcore's own; the uthread's TLS is used by nobody
     // else (its backing thread is parked). The context was saved by a yield, an
-    // interruption, the move of `main`, or built by init. A signal between leaving vcore
-    // context and the stack switch finds `rsp` on the vcore stack and is retried.
+    // interruption, the move of `main`, or built by create. A signal between leaving
+    // vcore context and the stack switch finds `rsp` on the vcore stack and is retried.
     // SAFETY: `u` is ours (the caller's contract), and the points above hold.
     unsafe {
         vc.set_current(u as *const Uthread as *mut (), tls);
@@ -341,107 +408,63 @@ pub(crate) unsafe fn resume(vc: &Vcore, u: &Uthread) -> ! {
     }
 }
 
-/// Makes `uth` call `f(arg)` first thing when it next runs, on its own stack and TLS,
-/// then continue where it left off (`parlib_vcore::arch::push_call`). For schedulers
-/// that must run code *as* a switched-out uthread: upthread runs a thread-directed
-/// signal's handler this way on a preempted thread. `f` runs with the uthread's
-/// notification depth, as ordinary uthread code.
-///
-/// # Safety
-/// The caller holds `uth` and nothing resumes it meanwhile: a scheduler between taking
-/// it from its queue and [`run_uthread`], or a waker before [`runnable`]. Its stack must
-/// have room for `f`.
-///
-/// # Panics
-/// If `uth` is running or done (it has no suspended context).
-pub unsafe fn push_call(uth: NonNull<Uthread>, f: unsafe extern "C" fn(usize), arg: usize) {
-    // SAFETY: the caller holds the uthread (contract), so its record is alive.
-    let u = unsafe { uth.as_ref() };
-    let s = u.state();
-    assert!(
-        matches!(s, State::Created | State::Runnable | State::Blocked),
-        "uthread::push_call: uthread {} is {s}; only a suspended uthread can take a call",
-        u.id()
-    );
-    // SAFETY: suspended and held by the caller, so its context is saved and stable.
-    unsafe { arch::push_call(&mut *u.ctx.get(), f, arg) };
-}
-
-/// Records that `uth` blocked for `reason`, and tells the scheduler. Call it from a
-/// yield callback *before* publishing the uthread to whoever will wake it.
-///
-/// # Panics
-/// If `uth` is not `Yielding`.
-pub fn has_blocked(uth: NonNull<Uthread>, reason: BlockReason) {
-    // SAFETY: the caller holds the uthread it just switched out.
+/// Records that the uthread of `yielded` blocked for `reason`, tells the scheduler
+/// (`thread_has_blocked`), and returns the handle its waker needs. Call it from a yield
+/// callback *before* publishing the uthread to whoever will wake it.
+#[must_use = "a blocked uthread runs again only when its Blocked handle is made runnable"]
+pub fn has_blocked(yielded: Yielded, reason: BlockReason) -> Blocked {
+    let uth = yielded.into_base();
+    // SAFETY: the Yielded handle owned the record.
     unsafe { uth.as_ref() }.transition("uthread::has_blocked", &[State::Yielding], State::Blocked);
-    sched().thread_has_blocked(uth, reason);
-}
-
-/// Records that `uth` blocked in the system call `sysc` and tells the scheduler
-/// ([`Scheduler::thread_blockon_sysc`](crate::Scheduler::thread_blockon_sysc); parlib's
-/// `uthread_blockon_sysc`). It replaces [`has_blocked`] for syscall blocks: call it from
-/// a yield callback *before* publishing the uthread to whoever completes the call, which
-/// then makes it [`runnable`]. `sysc` must stay valid until then.
-///
-/// # Panics
-/// If `uth` is not `Yielding`.
-pub fn blockon_sysc(uth: NonNull<Uthread>, sysc: NonNull<crate::Syscall>) {
-    // SAFETY: the caller holds the uthread it just switched out.
-    unsafe { uth.as_ref() }.transition("uthread::blockon_sysc", &[State::Yielding], State::Blocked);
-    sched().thread_blockon_sysc(uth, sysc);
-}
-
-/// Hands a paused uthread back to the scheduler: one that just yielded, or the vcore's
-/// current uthread after a notification interrupted it (preemption: called from an
-/// event handler, in vcore context). It stays runnable.
-///
-/// # Panics
-/// If `uth` is neither `Yielding` nor the interrupted current uthread of this vcore.
-pub fn paused(uth: NonNull<Uthread>) {
-    // SAFETY: the caller holds `uth` (a yielding uthread, or the interrupted current).
-    let yielding = unsafe { uth.as_ref() }.state() == State::Yielding;
-    // A yielding uthread (the common case: every yield) needs no vcore lookup.
-    if let Some(vc) = if yielding { None } else { vcore::this() } {
-        if vc.in_vcore_context() && vc.current() == uth.as_ptr().cast() {
-            // The interrupted uthread: vcore_entry already stored its context.
-            // SAFETY: it is this vcore's current uthread; detaching it hands it over.
-            unsafe { vc.set_current(core::ptr::null_mut(), 0) };
-            // SAFETY: as above, it is ours until thread_paused publishes it.
-            unsafe { uth.as_ref() }.transition("uthread::paused", &[State::Running], State::Runnable);
-            sched().thread_paused(uth);
-            return;
-        }
+    // SAFETY: a Blocked uthread of the scheduler's type, owned by the handle returned.
+    unsafe {
+        sched().has_blocked(uth, reason);
+        Blocked::from_base(uth)
     }
-    // SAFETY: the caller holds the uthread it just switched out.
-    unsafe { uth.as_ref() }.transition("uthread::paused", &[State::Yielding], State::Runnable);
-    sched().thread_paused(uth);
 }
 
-/// Makes `uth` runnable: a new uthread, one that just yielded, or one that was blocked.
-///
-/// # Panics
-/// If `uth` is running, already runnable, exited or never initialised.
+/// Records that the uthread of `yielded` blocked in the system call `sysc` and tells the
+/// scheduler ([`Scheduler::thread_blockon_sysc`](crate::Scheduler::thread_blockon_sysc);
+/// parlib's `uthread_blockon_sysc`). It replaces [`has_blocked`] for syscall blocks:
+/// call it from a yield callback *before* publishing the uthread to whoever completes
+/// the call, which then makes it [`runnable`].
+#[must_use = "a blocked uthread runs again only when its Blocked handle is made runnable"]
+pub fn blockon_sysc(yielded: Yielded, sysc: &Syscall) -> Blocked {
+    let uth = yielded.into_base();
+    // SAFETY: the Yielded handle owned the record.
+    unsafe { uth.as_ref() }.transition("uthread::blockon_sysc", &[State::Yielding], State::Blocked);
+    // SAFETY: as in has_blocked.
+    unsafe {
+        sched().blockon_sysc(uth, sysc);
+        Blocked::from_base(uth)
+    }
+}
+
+/// Hands a uthread that yielded (or was taken off its vcore by [`take_interrupted`]:
+/// preemption) back to the scheduler, still runnable (`thread_paused`).
 #[inline]
-pub fn runnable(uth: NonNull<Uthread>) {
-    // SAFETY: the caller holds the uthread (it created it, switched it out or woke it).
-    unsafe { uth.as_ref() }.transition(
-        "uthread::runnable",
-        &[State::Created, State::Yielding, State::Blocked],
-        State::Runnable,
-    );
+pub fn paused(yielded: Yielded) {
+    let uth = yielded.into_base();
+    // SAFETY: the Yielded handle owned the record.
+    unsafe { uth.as_ref() }.transition("uthread::paused", &[State::Yielding], State::Runnable);
+    // SAFETY: a Runnable uthread of the scheduler's type, handed over whole.
+    unsafe { sched().paused(uth) }
+}
+
+/// Makes a uthread runnable (`thread_runnable`): a new one ([`Created`]), one that just
+/// yielded ([`Yielded`]), or one that was blocked ([`Blocked`]). Callable from a uthread,
+/// vcore context or a plain thread.
+#[inline]
+pub fn runnable(thread: impl IntoRunnable) {
+    let (uth, expected) = thread.into_parts();
+    // SAFETY: the handle owned the record.
+    unsafe { uth.as_ref() }.transition("uthread::runnable", expected, State::Runnable);
     // Callbacks run as if in vcore context: when a uthread makes another runnable, the
     // scheduler's locks must not be held across an interruption (see PdrSpinLock).
     let disabled = vcore::notif::disable_if_uthread();
-    sched().thread_runnable(uth);
+    // SAFETY: a Runnable uthread of the scheduler's type, handed over whole.
+    unsafe { sched().runnable(uth) };
     if disabled {
         parlib_events::enable_notifs();
     }
-}
-
-/// `cleanup` refuses a uthread that is not `Done`; this tells a scheduler whether a
-/// record can be cleaned (for example when reaping).
-pub fn has_exited(uth: NonNull<Uthread>) -> bool {
-    // SAFETY: the caller passes a valid record.
-    unsafe { uth.as_ref() }.state() == State::Done
 }

@@ -28,7 +28,6 @@ use parlib_vcore::spin::PdrSpinLock;
 use parlib_vcore::{arch, futex};
 
 use crate::error::Error;
-use crate::uthread::Uthread;
 
 /// Parked backing threads the refiller keeps ready. Uthread creation in bursts drains
 /// the pool; 16 covers a burst per vcore on small machines while costing 16 idle threads.
@@ -58,10 +57,11 @@ pub(crate) struct Backing {
 /// stack.
 struct Job<'a> {
     run: &'a mut dyn FnMut(),
-    uth: NonNull<Uthread>,
+    /// The blocked uthread, set by its yield callback before the job is posted.
+    uth: Option<crate::Blocked>,
     /// The vcore the uthread blocked on.
     vcore: usize,
-    complete: fn(NonNull<Uthread>, usize),
+    complete: fn(crate::Blocked, usize),
 }
 
 impl Backing {
@@ -186,7 +186,8 @@ extern "C" fn backing_main(arg: *mut libc::c_void) -> *mut libc::c_void {
                 // runs, so the job (on its stack) and its TLS (ours) are ours meanwhile.
                 let job = unsafe { &mut *(b.job.load(Ordering::Acquire) as *mut Job<'_>) };
                 (job.run)();
-                let (uth, vcore, complete) = (job.uth, job.vcore, job.complete);
+                let uth = job.uth.take().expect("the yield callback stores the blocked uthread");
+                let (vcore, complete) = (job.vcore, job.complete);
                 b.cmd.store(CMD_IDLE, Ordering::Release); // before `complete`: the uthread may post again
                 complete(uth, vcore);
             }
@@ -201,8 +202,9 @@ extern "C" fn backing_main(arg: *mut libc::c_void) -> *mut libc::c_void {
 /// Runs `job` on the calling uthread's backing thread, on the uthread's own TLS, while
 /// only the uthread blocks: for system calls that cannot be made non-blocking (regular
 /// files, `open`, `stat`, name resolution). When `job` has run, the backing thread calls
-/// `complete(uth, vcore)` with the vcore the uthread blocked on; it must make the uthread
-/// runnable again (the syscall layer sends an `EV_SYSCALL` event to that vcore).
+/// `complete(uthread, vcore)` with the blocked uthread and the vcore it blocked on; it
+/// must make the uthread runnable again (the syscall layer sends an `EV_SYSCALL` event to
+/// that vcore).
 ///
 /// Returns false, without running `job`, if the caller is not a uthread with a backing
 /// thread (TLS-less uthreads, `main`, plain threads): run the job inline instead.
@@ -210,46 +212,55 @@ extern "C" fn backing_main(arg: *mut libc::c_void) -> *mut libc::c_void {
 pub fn run_on_backing(
     job: &mut dyn FnMut(),
     reason: crate::BlockReason,
-    complete: fn(NonNull<Uthread>, usize),
+    complete: fn(crate::Blocked, usize),
 ) -> bool {
-    backing_job(job, Blocked::Reason(reason), complete)
+    backing_job(job, Why::Reason(reason), complete)
 }
 
 /// [`run_on_backing`] for a system call: the uthread blocks through
-/// [`blockon_sysc`](crate::blockon_sysc) with `sysc` (which must stay valid until
-/// `complete` has run) instead of `has_blocked`.
+/// [`blockon_sysc`](crate::blockon_sysc) with `sysc` instead of `has_blocked`.
 #[must_use = "false means the job did not run"]
 pub fn run_sysc_on_backing(
     job: &mut dyn FnMut(),
-    sysc: NonNull<crate::Syscall>,
-    complete: fn(NonNull<Uthread>, usize),
+    sysc: &crate::Syscall,
+    complete: fn(crate::Blocked, usize),
 ) -> bool {
-    backing_job(job, Blocked::Sysc(sysc), complete)
+    backing_job(job, Why::Sysc(sysc as *const crate::Syscall as usize), complete)
 }
 
+/// How the uthread blocks for a backing job.
 #[derive(Clone, Copy)]
-enum Blocked {
+enum Why {
     Reason(crate::BlockReason),
-    Sysc(NonNull<crate::Syscall>),
+    /// The address of the `Syscall` record on the blocked uthread's stack.
+    Sysc(usize),
 }
 
-fn backing_job(job: &mut dyn FnMut(), blocked: Blocked, complete: fn(NonNull<Uthread>, usize)) -> bool {
+fn backing_job(job: &mut dyn FnMut(), why: Why, complete: fn(crate::Blocked, usize)) -> bool {
     let Some(uth) = crate::current() else { return false };
-    // SAFETY: the running uthread's record; `backing` only changes in init / cleanup.
+    // SAFETY: the running uthread's record; `backing` only changes in create and when the
+    // record is freed.
     let Some(backing) = (unsafe { *uth.as_ref().backing.get() }) else { return false };
-    let mut j = Job { run: job, uth, vcore: 0, complete };
+    let backing = backing.as_ptr() as usize;
+    let mut j = Job { run: job, uth: None, vcore: 0, complete };
     let jp = &mut j as *mut Job<'_> as usize;
-    crate::yield_with(true, move |uth| {
-        match blocked {
-            Blocked::Reason(r) => crate::has_blocked(uth, r),
-            Blocked::Sysc(s) => crate::blockon_sysc(uth, s),
-        }
+    crate::yield_with(move |me| {
+        let blocked = match why {
+            Why::Reason(r) => crate::has_blocked(me, r),
+            // SAFETY: the record is on the blocked uthread's stack, which stays put while
+            // it is blocked (it runs again only after `complete`).
+            Why::Sysc(s) => crate::blockon_sysc(me, unsafe { &*(s as *const crate::Syscall) }),
+        };
         // SAFETY: the job is on the blocked uthread's stack; the backing thread has not
-        // seen it yet.
-        unsafe { (*(jp as *mut Job<'_>)).vcore = parlib_vcore::id() };
+        // seen it yet, so it is ours to fill in.
+        unsafe {
+            let j = &mut *(jp as *mut Job<'_>);
+            j.vcore = parlib_vcore::id();
+            j.uth = Some(blocked);
+        }
         // SAFETY: the backing record lives while its uthread does; the job lives on the
         // uthread's stack, which stays put while it is blocked.
-        let b = unsafe { backing.as_ref() };
+        let b = unsafe { &*(backing as *const Backing) };
         b.job.store(jp, Ordering::Release);
         b.cmd.store(CMD_RUN, Ordering::Release);
         futex::wake(&b.cmd, 1);

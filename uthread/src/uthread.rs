@@ -1,22 +1,24 @@
 //! The `Uthread` record and its state machine.
 //!
-//! # States
+//! # States, and the handle that holds each
 //!
-//! | state | meaning | entered by | left by |
+//! Every state but `Running` is owned by exactly one handle (see `handle`), so a safe
+//! caller can only ask for the transitions its handle allows.
+//!
+//! | state | held by | entered by | left by |
 //! |---|---|---|---|
-//! | `Idle` | not initialised (new, or after `cleanup`) | `Uthread::new`, `cleanup` | `init` |
-//! | `Created` | initialised, not yet handed to the scheduler | `init` | `runnable` |
-//! | `Runnable` | the scheduler holds it and may run it | `runnable`, `paused` | `run_uthread` |
-//! | `Running` | it runs on a vcore | `run_uthread` | `yield_with` |
-//! | `Yielding` | switched out; its yield callback is deciding its fate | `yield_with` | `runnable`, `paused`, `has_blocked` |
-//! | `Blocked` | a sync primitive or service holds it | `has_blocked` | `runnable` |
-//! | `Done` | it exited; its record and stack are still allocated | `exit_with` | `cleanup` |
+//! | `Idle` | the allocator | a fresh or recycled record | `create` |
+//! | `Created` | [`Created`](crate::Created) | `create` | `runnable` (or dropping it: freed) |
+//! | `Runnable` | [`Runnable`](crate::Runnable), given to the scheduler | `runnable`, `paused` | `run_uthread` |
+//! | `Running` | the vcore that runs it | `run_uthread` | `yield_with`, `take_interrupted`, exit |
+//! | `Yielding` | [`Yielded`](crate::Yielded), given to a yield callback | `yield_with`, `take_interrupted` | `runnable`, `paused`, `has_blocked`, `blockon_sysc` |
+//! | `Blocked` | [`Blocked`](crate::Blocked), kept by whoever will wake it | `has_blocked`, `blockon_sysc` | `runnable` |
+//! | `Done` | [`Exited`](crate::Exited), given to `thread_exited` | exit, a fault | dropping it: freed |
 //!
-//! Every library call checks the state it expects and panics, naming the uthread and
-//! its state, on a mismatch (running a uthread twice, waking one that was never
-//! blocked...). The checks are a plain load and store, not a compare-and-swap: they
-//! catch misuse by one party reliably, and two vcores racing to run the same uthread
-//! with high probability, without putting a locked instruction on every switch.
+//! The library calls still check the state they expect and panic, naming the uthread
+//! and its state, on a mismatch: only the `unsafe` raw conversions (`from_raw`) can get
+//! there. The checks are a plain load and store, not a compare-and-swap, so they cost no
+//! locked instruction on a switch.
 
 use core::cell::UnsafeCell;
 use core::fmt;
@@ -81,21 +83,10 @@ pub enum TlsMode {
     None,
 }
 
-/// The base uthread record. A scheduler embeds it as the *first* field of its own
-/// `#[repr(C)]` thread struct and converts back with an offset (`memoffset`), as parlib's
-/// C code does with casts:
-///
-/// ```
-/// use parlib_uthread::Uthread;
-/// #[repr(C)]
-/// struct MyThread {
-///     uth: Uthread,   // first, so a NonNull<Uthread> is also a pointer to MyThread
-///     ticket: u64,
-/// }
-/// assert_eq!(memoffset::offset_of!(MyThread, uth), 0);
-/// ```
-///
-/// The scheduler allocates and frees the record; the uthread layer never does.
+/// The base uthread record: what the uthread layer keeps for every uthread. It heads
+/// every [`Record`](crate::Record), the allocation that also holds the scheduler's own
+/// per-thread data; schedulers see it through their handles (`handle.uthread()`), never
+/// build one themselves.
 #[repr(C)]
 pub struct Uthread {
     /// Saved context while switched out.
@@ -106,30 +97,25 @@ pub struct Uthread {
     /// Notification disable depth (see `notif`).
     pub(crate) notif_depth: AtomicU32,
     pub(crate) id: AtomicU64,
-    pub(crate) entry: UnsafeCell<Option<fn(*mut ()) -> !>>,
-    pub(crate) arg: UnsafeCell<*mut ()>,
+    /// What it runs; taken by the uthread itself when it first runs.
+    pub(crate) entry: UnsafeCell<Option<Box<dyn FnOnce() + Send>>>,
     pub(crate) stack: UnsafeCell<Option<Stack>>,
     pub(crate) backing: UnsafeCell<Option<NonNull<Backing>>>,
     /// The interrupt slot: how to end its interruptible wait early (`interrupt`).
     pub(crate) wait_interrupt: AtomicUsize,
 }
 
-// SAFETY: a uthread record is handed between vcores by the scheduler, whose queues (and
-// their locks) order every access to the non-atomic fields: only the vcore that runs or
-// switches the uthread out touches `ctx`, `tls`, `entry`, `arg`, `stack` and `backing`.
+// SAFETY: a uthread record is handed between vcores by owned handles, whose transfer
+// (through a scheduler's queues and their locks) orders every access to the non-atomic
+// fields: only the holder of the uthread's handle, or the vcore running it, touches
+// `ctx`, `tls`, `entry`, `stack` and `backing`; `entry` is a `Send` closure.
 unsafe impl Sync for Uthread {}
 // SAFETY: as above.
 unsafe impl Send for Uthread {}
 
-impl Default for Uthread {
-    fn default() -> Self {
-        Uthread::new()
-    }
-}
-
 impl Uthread {
-    /// A fresh, `Idle` record; give it to `init` before use.
-    pub const fn new() -> Uthread {
+    /// A fresh, `Idle` record.
+    pub(crate) const fn new() -> Uthread {
         Uthread {
             ctx: UnsafeCell::new(Context::EMPTY),
             tls: UnsafeCell::new(0),
@@ -137,7 +123,6 @@ impl Uthread {
             notif_depth: AtomicU32::new(0),
             id: AtomicU64::new(0),
             entry: UnsafeCell::new(None),
-            arg: UnsafeCell::new(core::ptr::null_mut()),
             stack: UnsafeCell::new(None),
             backing: UnsafeCell::new(None),
             wait_interrupt: AtomicUsize::new(0),
@@ -150,7 +135,7 @@ impl Uthread {
         State::from_u8(self.state.load(Ordering::Acquire))
     }
 
-    /// A process-unique number for messages (`main` is 0), set by `init`.
+    /// A process-unique number for messages (`main` is 0), set by `create`.
     #[inline]
     pub fn id(&self) -> u64 {
         self.id.load(Ordering::Relaxed)
@@ -159,13 +144,15 @@ impl Uthread {
     /// Whether it runs on its own TLS.
     #[inline]
     pub fn has_tls(&self) -> bool {
-        // SAFETY: `tls` is written only by init / lib_init before the uthread is shared.
+        // SAFETY: `tls` is written only by `create` / `lib_init`, before the uthread is shared,
+        // and by the destruction of its `Exited` handle, after which nobody can ask.
         unsafe { *self.tls.get() != 0 }
     }
 
     /// Its stack's guard range, for fault reports (empty if it has no stack of ours).
     pub fn stack_guard(&self) -> core::ops::Range<usize> {
-        // SAFETY: `stack` is written only by init and cleanup, when nothing runs on it.
+        // SAFETY: `stack` is written only by `create` and the destruction of the `Exited`
+        // handle, when nothing runs on it.
         unsafe { (*self.stack.get()).as_ref().map_or(0..0, Stack::guard_range) }
     }
 

@@ -22,7 +22,7 @@
 //! own vcore context would then wait behind). With one vcore there is no other vcore to
 //! send to, so the relayed ids are sent directly.
 
-mod common;
+use parlib_testsched as common;
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering};
@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use parlib_events::{self as events, EventMsg, EventType, EV_USER_BASE};
 use parlib_testkit::isolated;
-use parlib_uthread::{self as uthread, BlockReason, TlsMode, Uthread};
+use parlib_uthread::{self as uthread, BlockReason, Blocked, TlsMode, Uthread};
 use parlib_vcore as vcore;
 
 const EV_COUNT: EventType = EventType(EV_USER_BASE.0 + 1);
@@ -71,16 +71,18 @@ static MAIN_WAITING: AtomicPtr<Uthread> = AtomicPtr::new(core::ptr::null_mut());
 fn wake_main() {
     let m = MAIN_WAITING.swap(core::ptr::null_mut(), Ordering::AcqRel);
     if let Some(m) = NonNull::new(m) {
-        uthread::runnable(m);
+        // SAFETY: main stored the pointer of its Blocked handle; the swap makes us the
+        // one party that takes it.
+        uthread::runnable(unsafe { Blocked::from_raw(m) });
     }
 }
 
 /// Blocks main until every event has been handled.
 fn wait_for_all_events() {
     while HANDLED.load(Ordering::Acquire) < TOTAL {
-        uthread::yield_with(true, |main| {
-            uthread::has_blocked(main, BlockReason::Event);
-            MAIN_WAITING.store(main.as_ptr(), Ordering::Release);
+        uthread::yield_with(|main| {
+            let main = uthread::has_blocked(main, BlockReason::Event);
+            MAIN_WAITING.store(main.into_raw().as_ptr(), Ordering::Release);
             // The last event may have been handled before main was published.
             if HANDLED.load(Ordering::Acquire) >= TOTAL {
                 wake_main();

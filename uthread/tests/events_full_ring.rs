@@ -9,14 +9,14 @@
 //!   send, a uthread interrupted inside a send, and handlers that flood their own ring
 //!   all make progress (each was a deadlock or a stack overflow once).
 
-mod common;
+use parlib_testsched as common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::probe::{assert_unwound_with, expect_unwinding_panic};
 use parlib_events::{self as events, EventMsg, EventType, EV_USER_BASE, OVERFLOW_CAPACITY, QUEUE_CAPACITY};
+use parlib_testkit::probe::{assert_unwound_with, expect_unwinding_panic};
 use parlib_testkit::{child_outcome, isolated};
 use parlib_uthread::{self as uthread, TlsMode};
 use parlib_vcore as vcore;
@@ -348,9 +348,8 @@ fn a_uthread_interrupted_inside_send_event_does_not_leave_its_vcore_waiting_behi
         events::register_handler(EV_FORWARD, forward).unwrap();
         let (fd, page) = uffd::held_back_page();
         // Main must not be on vcore 0, which U will block.
-        while vcore::id() != 1 {
-            common::yield_now();
-        }
+        common::pin_current(Some(1));
+        assert_eq!(vcore::id(), 1);
         common::spawn_on(0, TlsMode::Backed, move || {
             // SAFETY: the page is mapped, readable and aligned; reading it blocks until
             // the test supplies its contents.
@@ -432,14 +431,10 @@ fn uthreads_on_two_vcores_sending_to_each_others_full_rings_make_progress() {
     // The same exchange from uthreads, which notifications interrupt: a uthread waiting
     // for room in the other vcore's ring is interrupted to drain its own, so both finish.
     const BURST: usize = 4 * QUEUE_CAPACITY;
-    const NEEDS_TWO: &str = "this test needs two vcores";
     static READY: AtomicUsize = AtomicUsize::new(0);
     let out = child_outcome!(TIMEOUT, {
         common::init();
-        if vcore::max_vcores() < 2 {
-            println!("{NEEDS_TWO}");
-            return;
-        }
+        common::require_vcores(2);
         events::register_handler(EV_COUNT, count).unwrap();
         for v in 0..2 {
             common::spawn_on(v, TlsMode::Backed, move || {
@@ -455,10 +450,6 @@ fn uthreads_on_two_vcores_sending_to_each_others_full_rings_make_progress() {
         common::wait_until(|| HANDLED.load(Ordering::SeqCst) == 2 * BURST);
         common::wait_all();
     });
-    if out.finished && out.stdout.contains(NEEDS_TWO) {
-        eprintln!("skipped: {NEEDS_TWO}");
-        return;
-    }
     assert!(
         out.finished && out.status.is_some_and(|s| s.success()),
         "child failed or hung\n{}",

@@ -4,10 +4,9 @@
 //! overflow; the default policy names the uthread and the fault, then aborts. The vcore
 //! that ran the faulting uthread goes on scheduling the others.
 
-mod common;
+use parlib_testsched as common;
 
 use std::os::unix::process::ExitStatusExt;
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -69,17 +68,14 @@ struct Seen {
 static SEEN: SpinLock<Vec<Seen>> = SpinLock::new(Vec::new());
 static FAULTS: AtomicUsize = AtomicUsize::new(0);
 
-fn record(uth: NonNull<Uthread>, fault: &Fault) {
-    // SAFETY: the uthread layer passes a live record.
-    let u = unsafe { uth.as_ref() };
+fn record(u: &Uthread, fault: &Fault) {
     SEEN.lock().push(Seen { id: u.id(), state: u.state(), fault: *fault });
     FAULTS.fetch_add(1, Ordering::Release);
 }
 
 /// The id of the running uthread.
 fn my_id() -> u64 {
-    // SAFETY: the current uthread's record is alive while it runs.
-    unsafe { uthread::current().expect("on a uthread").as_ref() }.id()
+    uthread::current_id().expect("on a uthread")
 }
 
 /// Runs `body` (which must fault) on a new uthread and returns what the hook saw, checking

@@ -3,7 +3,7 @@
 //! the x87 control word) keeps it across yields and migrations, while the other
 //! uthreads on the same vcore, and vcore context itself, keep the default.
 
-mod common;
+use parlib_testsched as common;
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -116,7 +116,7 @@ fn keep_rounding(mode: Rounding) {
     // together), then YIELDS more times.
     while !STARTED.load(Ordering::Acquire) || y < YIELDS {
         y += 1;
-        uthread::yield_with(true, |uth| {
+        uthread::yield_with(|uth| {
             VCORE_CTX_CHECKS.fetch_add(1, Ordering::Relaxed);
             if !runs_with(Rounding::Nearest) {
                 VCORE_CTX_WRONG.fetch_add(1, Ordering::Relaxed);

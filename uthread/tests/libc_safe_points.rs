@@ -6,7 +6,7 @@
 //!
 //! Both tests run on one vcore (`VCORE_LIMIT=1`) under a fast preempting tick.
 
-mod common;
+use parlib_testsched as common;
 
 use std::ffi::CStr;
 use std::hint::black_box;
@@ -176,7 +176,7 @@ fn a_notification_during_a_long_libc_call_waits_until_the_call_returns() {
         if let Some(u) = uthread::interrupted() {
             if u.as_ptr() == SPINNER.load(Ordering::Acquire) {
                 INTERRUPTS.fetch_add(1, Ordering::Relaxed);
-                uthread::paused(u);
+                uthread::paused(uthread::take_interrupted().expect("it was interrupted"));
             }
         }
     }

@@ -2,7 +2,7 @@
 //! packaged as the uthread `main`, moved onto vcore 0, and keeps its own TLS there and
 //! wherever it migrates afterwards.
 
-mod common;
+use parlib_testsched as common;
 
 use std::cell::{Cell, RefCell};
 use std::time::Duration;

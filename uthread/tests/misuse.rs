@@ -3,49 +3,51 @@
 //! by the test and reported by exit status; a panic in vcore context cannot unwind and
 //! must abort after printing its message.
 
-mod common;
+use parlib_testsched as common;
 
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::probe::{assert_aborted_with, assert_unwound_with, expect_unwinding_panic};
+use parlib_testkit::probe::{assert_aborted_with, assert_unwound_with, expect_unwinding_panic};
 use parlib_testkit::{child_outcome, isolated};
-use parlib_uthread::{self as uthread, Error, Scheduler, State, TlsMode, Uthread};
-use parlib_vcore::{self as vcore, Stack};
+use parlib_uthread::{self as uthread, Blocked, Error, Runnable, Scheduler, TlsMode};
+use parlib_vcore::{self as vcore, spin::SpinLock, Stack};
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// A scheduler that must never be used: every `lib_init` given it is refused.
 struct Refused;
 impl Scheduler for Refused {
+    type Thread = u64;
     fn sched_entry(&self) -> ! {
         panic!("a refused scheduler was used")
     }
-    fn thread_runnable(&self, _: NonNull<Uthread>) {
+    fn thread_runnable(&self, _: Runnable<u64>) {
         panic!("a refused scheduler was used")
     }
 }
 static REFUSED: Refused = Refused;
 
-/// A fresh, leaked (so forever valid) uthread record.
-fn leaked_record() -> NonNull<Uthread> {
-    NonNull::from(Box::leak(Box::new(Uthread::new())))
-}
-
-/// A uthread that is initialised but never handed to a scheduler (`Created`).
-fn created_uthread() -> NonNull<Uthread> {
-    fn never_runs(_: *mut ()) -> ! {
-        unreachable!("this uthread is never made runnable")
+/// A scheduler that keeps the one uthread made runnable where a test can take it, and
+/// otherwise only ever runs `main` (which never yields in these tests).
+struct Stash(SpinLock<Option<Runnable<()>>>);
+impl Scheduler for Stash {
+    type Thread = ();
+    fn sched_entry(&self) -> ! {
+        loop {
+            let next = self.0.lock().take();
+            if let Some(t) = next {
+                uthread::run_uthread(t);
+            }
+            std::hint::spin_loop();
+        }
     }
-    let uth = leaked_record();
-    let stack = Stack::with_default_size().expect("mmap a stack");
-    // SAFETY: the record is leaked, so it outlives the uthread; the entry ignores `arg`.
-    unsafe { uthread::init(uth, never_runs, core::ptr::null_mut(), stack, TlsMode::None) }
-        .expect("uthread::init");
-    uth
+    fn thread_runnable(&self, t: Runnable<()>) {
+        *self.0.lock() = Some(t);
+    }
 }
+static STASH: Stash = Stash(SpinLock::new(None));
 
 #[test]
 fn lib_init_twice_is_an_error() {
@@ -56,21 +58,16 @@ fn lib_init_twice_is_an_error() {
         let (res_tx, res_rx) = mpsc::channel();
         let plain = std::thread::spawn(move || {
             go_rx.recv().unwrap();
-            // SAFETY: the record is leaked, so it lives for the rest of the process.
-            res_tx.send(unsafe { uthread::lib_init(&REFUSED, leaked_record()) }).unwrap();
+            res_tx.send(uthread::lib_init(&REFUSED, 7)).unwrap();
         });
 
         common::init();
         let main = uthread::main_uthread().unwrap();
 
-        // From a uthread, that is, on a vcore: refused as such, record untouched.
-        let spare = leaked_record();
-        // SAFETY: the record is leaked, so it lives for the rest of the process.
-        let e = unsafe { uthread::lib_init(&REFUSED, spare) }.expect_err("lib_init on a vcore");
+        // From a uthread, that is, on a vcore: refused as such.
+        let e = uthread::lib_init(&REFUSED, 7).expect_err("lib_init on a vcore");
         assert_eq!(e, Error::OnVcore);
         assert_eq!(e.errno(), libc::EBUSY);
-        // SAFETY: leaked, so valid.
-        assert_eq!(unsafe { spare.as_ref() }.state(), State::Idle);
 
         // From a plain thread, after a successful lib_init.
         go_tx.send(()).unwrap();
@@ -95,13 +92,9 @@ fn lib_init_twice_is_an_error() {
 #[test]
 fn lib_init_with_a_bad_vcore_limit_is_an_error_and_can_be_retried() {
     isolated!(TIMEOUT, env = &[(vcore::VCORE_LIMIT_ENV, "abc")], {
-        let record = leaked_record();
-        // SAFETY: the record is leaked, so it lives for the rest of the process.
-        let e = unsafe { uthread::lib_init(&REFUSED, record) }.expect_err("VCORE_LIMIT=abc");
+        let e = uthread::lib_init(&REFUSED, 7).expect_err("VCORE_LIMIT=abc");
         assert_eq!(e, Error::Vcore(vcore::Error::BadVcoreLimit("abc".into())));
         assert_eq!(e.errno(), libc::EINVAL);
-        // SAFETY: leaked, so valid.
-        assert_eq!(unsafe { record.as_ref() }.state(), State::Idle, "main's record is untouched");
         assert!(uthread::current().is_none() && uthread::main_uthread().is_none());
         // Nothing started, so a corrected environment may be retried. No other thread of
         // this child reads the environment now.
@@ -135,7 +128,7 @@ fn yield_vcore_from_a_uthread_panics() {
 #[test]
 fn yield_with_from_a_plain_thread_panics() {
     let out = child_outcome!(TIMEOUT, {
-        expect_unwinding_panic(|| uthread::yield_with(true, uthread::paused));
+        expect_unwinding_panic(|| uthread::yield_with(uthread::paused));
     });
     assert_unwound_with(&out, "uthread::yield_with must be called from a uthread");
 }
@@ -149,7 +142,7 @@ fn yield_with_from_a_thread_started_on_a_uthread_panics() {
         common::init();
         let plain = std::thread::spawn(|| {
             INHERITED_GS.store(parlib_vcore::arch::gs_base(), Ordering::Relaxed);
-            uthread::yield_with(true, uthread::paused)
+            uthread::yield_with(uthread::paused)
         });
         common::wait_until(|| plain.is_finished());
         if INHERITED_GS.load(Ordering::Relaxed) == 0 {
@@ -168,77 +161,79 @@ fn yield_with_from_a_thread_started_on_a_uthread_panics() {
 #[test]
 fn run_uthread_outside_vcore_context_panics() {
     let out = child_outcome!(TIMEOUT, {
-        common::init();
-        let uth = created_uthread();
-        expect_unwinding_panic(|| uthread::run_uthread(uth));
+        uthread::lib_init(&STASH, ()).expect("lib_init");
+        uthread::spawn((), TlsMode::None, || {}).expect("spawn");
+        // `main` holds the Runnable the scheduler was given, on a uthread.
+        let stolen = STASH.0.lock().take().expect("the scheduler stashed the new uthread");
+        expect_unwinding_panic(|| uthread::run_uthread(stolen));
     });
     assert_unwound_with(&out, "uthread::run_uthread must be called in vcore context");
 }
 
 #[test]
-fn running_a_uthread_that_is_already_running_aborts_with_a_message() {
-    // main spins on vcore 0, Running; a uthread pinned to vcore 1 yields, and its
-    // callback (vcore context, on vcore 1) tries to run main too.
-    const NEEDS_TWO: &str = "this test needs two vcores";
-    let out = child_outcome!(TIMEOUT, {
-        common::init();
-        if vcore::max_vcores() < 2 {
-            println!("{NEEDS_TWO}");
-            return;
-        }
-        common::spawn_on(1, TlsMode::Backed, || {
-            let main = uthread::main_uthread().unwrap();
-            uthread::yield_with(true, move |_| uthread::run_uthread(main));
-        });
-        loop {
-            std::hint::spin_loop(); // Running on vcore 0 until the abort
-        }
-    });
-    if out.finished && out.stdout.contains(NEEDS_TWO) {
-        eprintln!("skipped: {NEEDS_TWO}");
-        return;
-    }
-    assert_aborted_with(&out, "uthread::run_uthread: uthread 0 is already running");
-}
-
-#[test]
-fn making_the_running_uthread_runnable_panics() {
-    // The same check as above, reachable with one vcore: hand the scheduler the uthread
-    // that is running.
+fn waking_the_running_uthread_through_a_forged_handle_panics() {
+    // Only `unsafe` code can forge a handle; the layer's state check still catches the
+    // forgery before anything is touched.
     let out = child_outcome!(TIMEOUT, {
         common::init();
         let me = uthread::current().unwrap();
-        expect_unwinding_panic(|| uthread::runnable(me));
+        expect_unwinding_panic(|| {
+            // SAFETY: deliberately broken (`me` is running, not blocked): the test is
+            // that the state check refuses it before the scheduler sees anything.
+            uthread::runnable(unsafe { Blocked::from_raw(me) })
+        });
     });
     assert_unwound_with(&out, "uthread::runnable: uthread 0 is already running");
 }
 
 #[test]
-fn cleanup_of_a_uthread_that_has_not_exited_panics() {
-    let out = child_outcome!(TIMEOUT, {
-        common::init();
-        let uth = created_uthread();
-        expect_unwinding_panic(|| {
-            // SAFETY: a valid (leaked) record, and we are not it; cleanup must refuse it.
-            unsafe { uthread::cleanup(uth) }
-        });
+fn create_before_lib_init_is_an_error() {
+    isolated!(TIMEOUT, {
+        let stack = Stack::with_default_size().unwrap();
+        let e = uthread::create((), stack, TlsMode::None, || {}).expect_err("create before lib_init");
+        assert_eq!(e, Error::NotInitialized);
+        assert_eq!(uthread::spawn((), TlsMode::None, || {}).err(), Some(Error::NotInitialized));
     });
-    assert_unwound_with(&out, "is Created; only an exited uthread can be cleaned up");
 }
 
 #[test]
-fn initialising_a_uthread_twice_panics() {
+fn creating_a_uthread_with_another_record_type_than_the_schedulers_panics() {
     let out = child_outcome!(TIMEOUT, {
         common::init();
-        let uth = created_uthread();
-        fn entry(_: *mut ()) -> ! {
-            unreachable!()
-        }
         let stack = Stack::with_default_size().unwrap();
         expect_unwinding_panic(|| {
-            // SAFETY: a valid (leaked) record; init must refuse it, since it is not Idle.
-            let _ = unsafe { uthread::init(uth, entry, core::ptr::null_mut(), stack, TlsMode::None) };
+            let _ = uthread::create(5u32, stack, TlsMode::None, || {});
         });
     });
-    assert_unwound_with(&out, "is Created; only a new or cleaned-up uthread can be initialised");
+    assert_unwound_with(&out, "the scheduler's Thread type is parlib_testsched::Pin, not u32");
+}
+
+#[test]
+fn a_yield_callback_that_drops_the_uthread_aborts_naming_it() {
+    let out = child_outcome!(TIMEOUT, {
+        common::init();
+        common::spawn(TlsMode::Backed, || uthread::yield_with(drop));
+        common::wait_all();
+    });
+    assert_aborted_with(&out, "a Yielded handle of uthread 1 was dropped");
+}
+
+#[test]
+fn exit_from_a_plain_thread_panics() {
+    let out = child_outcome!(TIMEOUT, {
+        expect_unwinding_panic(|| {
+            // SAFETY: nothing borrows from this frame; the call must refuse a plain thread.
+            unsafe { uthread::exit() }
+        });
+    });
+    assert_unwound_with(&out, "uthread::exit must be called from a uthread");
+}
+
+#[test]
+fn parking_outside_vcore_context_panics() {
+    let out = child_outcome!(TIMEOUT, {
+        common::init();
+        expect_unwinding_panic(|| uthread::idle::park(|| false, || {}));
+    });
+    assert_unwound_with(&out, "uthread::idle::park must be called in vcore context");
 }

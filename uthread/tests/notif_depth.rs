@@ -6,7 +6,7 @@
 //! Every test runs on one vcore (`VCORE_LIMIT=1`) so that all events go to the vcore the
 //! test runs on.
 
-mod common;
+use parlib_testsched as common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //! Every test runs on one vcore (`VCORE_LIMIT=1`), so without preemption a spinning
 //! uthread would keep the only vcore forever and the watchdog would fail the test.
 
-mod common;
+use parlib_testsched as common;
 
 use std::hint::black_box;
 use std::ptr::NonNull;
@@ -175,7 +175,7 @@ fn uthreads_preempted_in_the_middle_of_yielding_are_not_paused_twice() {
     const YIELDERS: usize = 16;
     static YIELDS: AtomicU64 = AtomicU64::new(0);
     fn pause_whatever_was_interrupted(_: &EventMsg, _: EventType) {
-        if let Some(u) = uthread::interrupted() {
+        if let Some(u) = uthread::take_interrupted() {
             uthread::paused(u);
         }
     }

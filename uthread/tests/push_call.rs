@@ -1,9 +1,9 @@
-//! `uthread::push_call`: a call pushed onto a switched-out uthread runs first thing when
-//! it next runs, as that uthread (its stack, its TLS, outside vcore context), and then
+//! `push_call` on a uthread's handle: a call pushed onto a switched-out uthread runs first
+//! thing when it next runs, as that uthread (its stack, its TLS, outside vcore context), and then
 //! the uthread continues exactly where it was: after a block, and after a preemption in
 //! the middle of a compute loop.
 
-mod common;
+use parlib_testsched as common;
 
 use std::hint::black_box;
 use std::ptr::NonNull;
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use parlib_events::{self as events, EventMsg, EventType, EV_USER_IPI};
 use parlib_testkit::isolated;
-use parlib_uthread::{self as uthread, BlockReason, TlsMode, Uthread};
+use parlib_uthread::{self as uthread, BlockReason, Blocked, TlsMode, Uthread};
 use parlib_vcore as vcore;
 
 const ONE_VCORE: &[(&str, &str)] = &[(vcore::VCORE_LIMIT_ENV, "1")];
@@ -44,19 +44,22 @@ fn a_call_pushed_onto_a_blocked_uthread_runs_as_it_before_it_continues() {
         let u = common::spawn(TlsMode::Backed, || {
             MARK.with(|m| m.set(0xfeed));
             let before = black_box(0x1234_5678_u64);
-            uthread::yield_with(true, |me| {
-                uthread::has_blocked(me, BlockReason::Other(7));
-                BLOCKED.store(me.as_ptr(), Ordering::Release);
+            uthread::yield_with(|me| {
+                let me = uthread::has_blocked(me, BlockReason::Other(7));
+                BLOCKED.store(me.into_raw().as_ptr(), Ordering::Release);
             });
             // The pushed call has run by now, and the locals survived it.
             RESUMED_AFTER_CALL
                 .store(CALLS.load(Ordering::SeqCst) == 5 && before == 0x1234_5678, Ordering::SeqCst);
         });
         common::wait_until(|| !BLOCKED.load(Ordering::Acquire).is_null());
-        // SAFETY: the uthread is Blocked and only this test wakes it.
-        unsafe { uthread::push_call(u, record_call, 5) };
+        // SAFETY: the uthread stored its Blocked handle's pointer; only this test takes it.
+        let mut blocked =
+            unsafe { Blocked::from_raw(NonNull::new(BLOCKED.load(Ordering::Acquire)).unwrap()) };
+        // SAFETY: `record_call` only touches statics and TLS, with a few bytes of stack.
+        unsafe { blocked.push_call(record_call, 5) };
         assert_eq!(CALLS.load(Ordering::SeqCst), 0, "the call ran before the uthread did");
-        uthread::runnable(u);
+        uthread::runnable(blocked);
         common::wait_all();
         assert_eq!(CALLS.load(Ordering::SeqCst), 5);
         assert_eq!(CALLED_ON.load(Ordering::SeqCst), u.as_ptr(), "the call ran on another uthread");
@@ -75,18 +78,16 @@ fn a_call_pushed_onto_a_preempted_uthread_leaves_its_computation_intact() {
     static PUSHED: AtomicUsize = AtomicUsize::new(0);
     static STOP: AtomicBool = AtomicBool::new(false);
     static SPINNER_OK: AtomicBool = AtomicBool::new(false);
-    /// Tick handler, in vcore context on the only vcore: preempt, and push a call onto
-    /// the spinner each time (it sits in the run queue, which nothing else drains until
-    /// this vcore schedules).
+    /// Tick handler, in vcore context on the only vcore: push a call onto the spinner
+    /// each time it is interrupted, and preempt it.
     fn on_tick(_: &EventMsg, _: EventType) {
-        let Some(u) = uthread::interrupted() else { return };
-        uthread::paused(u);
-        if u.as_ptr() == SPINNER.load(Ordering::Acquire) && PUSHED.load(Ordering::Relaxed) < 200 {
+        let Some(mut u) = uthread::take_interrupted() else { return };
+        if u.as_ptr().as_ptr() == SPINNER.load(Ordering::Acquire) && PUSHED.load(Ordering::Relaxed) < 200 {
             PUSHED.fetch_add(1, Ordering::Relaxed);
-            // SAFETY: one vcore, and we are its vcore context: nothing resumes the
-            // spinner before this handler returns.
-            unsafe { uthread::push_call(u, record_call, 1) };
+            // SAFETY: `record_call` only touches statics and TLS, with a few bytes of stack.
+            unsafe { u.push_call(record_call, 1) };
         }
+        uthread::paused(u);
     }
     isolated!(TIMEOUT, env = ONE_VCORE, {
         common::init();
@@ -122,13 +123,4 @@ fn a_call_pushed_onto_a_preempted_uthread_leaves_its_computation_intact() {
         assert!(!CALLED_IN_VCORE_CONTEXT.load(Ordering::SeqCst));
         assert!(SPINNER_OK.load(Ordering::SeqCst), "the spinner's registers changed across pushed calls");
     });
-}
-
-#[test]
-#[should_panic(expected = "only a suspended uthread can take a call")]
-fn pushing_a_call_onto_a_uthread_without_a_suspended_context_is_refused() {
-    // Outside any runtime: a fresh record is Idle, with no context to push onto.
-    let u = Box::leak(Box::new(Uthread::new()));
-    // SAFETY: refused before anything is touched.
-    unsafe { uthread::push_call(NonNull::from(u), record_call, 1) };
 }

@@ -12,7 +12,7 @@
 //! patterns. Nearly all of its time is spent idling, so nearly every interruption lands
 //! there, with all the patterns live.
 
-mod common;
+use parlib_testsched as common;
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
@@ -358,9 +358,9 @@ static SLOTS: [Slot; MAX_SPINNERS] = [const {
 /// spinner to stop once it has enough, and preempts whatever was interrupted, so that
 /// another spinner (with other values in every register) runs before it resumes.
 fn on_tick(_: &EventMsg, _: EventType) {
-    let Some(u) = uthread::interrupted() else { return };
+    let Some(u) = uthread::take_interrupted() else { return };
     for s in &SLOTS {
-        if s.uth.load(Ordering::Acquire) == u.as_ptr() && s.in_asm.load(Ordering::Acquire) {
+        if s.uth.load(Ordering::Acquire) == u.as_ptr().as_ptr() && s.in_asm.load(Ordering::Acquire) {
             let n = s.interrupts.fetch_add(1, Ordering::Relaxed) + 1;
             s.vcores.fetch_or(1 << vcore::id(), Ordering::Relaxed);
             if n >= INTERRUPTS_PER_SPINNER {
@@ -617,8 +617,8 @@ fn vcore_context_runs_with_the_direction_flag_clear_when_the_interrupted_uthread
         if rflags_now() & DF != 0 {
             DF_IN_VCORE_CONTEXT.fetch_add(1, Ordering::Relaxed);
         }
-        let Some(u) = uthread::interrupted() else { return };
-        let spinner = Some(u) != uthread::main_uthread();
+        let Some(u) = uthread::take_interrupted() else { return };
+        let spinner = Some(u.as_ptr()) != uthread::main_uthread();
         if spinner && IN_ASM.load(Ordering::Acquire) && INTERRUPTS.fetch_add(1, Ordering::Relaxed) + 1 >= 200
         {
             STOP.store(1, Ordering::Relaxed);

@@ -4,13 +4,13 @@
 //! `thread_runnable`, yield and exit callbacks). parlib's C version was 8 bytes off at
 //! uthread entry (DESIGN §3).
 
-mod common;
+use parlib_testsched as common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::probe::stack_is_abi_aligned;
 use parlib_testkit::isolated;
+use parlib_testkit::probe::stack_is_abi_aligned;
 use parlib_uthread::{self as uthread, TlsMode};
 use parlib_vcore as vcore;
 
@@ -49,7 +49,7 @@ const YIELDS: usize = 20;
 fn body() {
     check(Site::UthreadEntry);
     for _ in 0..YIELDS {
-        uthread::yield_with(true, |uth| {
+        uthread::yield_with(|uth| {
             check(Site::YieldCallback);
             uthread::paused(uth);
         });

@@ -4,7 +4,7 @@
 //! TLS). Each vcore gets a pinned uthread, so coverage of every vcore is deterministic;
 //! unpinned uthreads do the same while migrating.
 
-mod common;
+use parlib_testsched as common;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

@@ -8,7 +8,7 @@
 //! While the uthread blocks in `read`, its whole vcore blocks; the test runs on one
 //! vcore and the data comes from a plain thread.
 
-mod common;
+use parlib_testsched as common;
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
@@ -57,7 +57,7 @@ fn on_tick_counting(pause: bool) {
     {
         INTERRUPTED_IN_READ.fetch_add(1, Ordering::Relaxed);
         if pause {
-            uthread::paused(u);
+            uthread::paused(uthread::take_interrupted().expect("it was interrupted"));
         }
     }
 }

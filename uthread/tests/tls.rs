@@ -6,7 +6,7 @@
 //! The scenarios run twice: with whatever FS-base mechanism the machine offers
 //! (`wrfsbase` on Linux 5.9+) and with the `arch_prctl` fallback forced.
 
-mod common;
+use parlib_testsched as common;
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -2,7 +2,7 @@
 //! is always handed back to its waiter, even when its function panics (regression: the
 //! panic skipped the `done` mark, and the waiter spun in `disarm` forever).
 
-mod common;
+use parlib_testsched as common;
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};

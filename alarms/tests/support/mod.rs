@@ -1,5 +1,5 @@
 //! Helpers shared by the alarms test files (`mod support;`), next to the uthread test
-//! scheduler they all include as `common` (`uthread/tests/common/mod.rs`).
+//! scheduler they all use as `common` (the crate `parlib-testsched`).
 
 #![allow(dead_code)]
 

@@ -1,9 +1,8 @@
-//! Helpers shared by the sync test files, next to the uthread test scheduler (`common`,
-//! included from `uthread/tests/common/mod.rs`). Each test file says
+//! Helpers shared by the sync test files, next to the test scheduler (`common`, the
+//! crate `parlib-testsched`). Each test file says
 //!
 //! ```ignore
-//! #[path = "../../uthread/tests/common/mod.rs"]
-//! mod common;
+//! use parlib_testsched as common;
 //! mod support;
 //! ```
 //!

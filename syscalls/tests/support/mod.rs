@@ -1,15 +1,17 @@
 //! Helpers shared by the syscalls test files (`mod support;`), next to the uthread test
-//! scheduler they all include as `common` (`uthread/tests/common/mod.rs`).
+//! scheduler they all use as `common` (the crate `parlib-testsched`).
 //!
 //! Every helper that does I/O goes through `parlib_syscalls::io`, so descriptors are
 //! created and closed through the layer (it forgets a descriptor's kind and readiness
-//! registration only when its own `close` wrapper closes it).
+//! registration only when its own `close` wrapper closes it). Tests compare results as
+//! `Result<_, errno>` ([`errno_of`]), so an error is checked down to its errno.
 
 #![allow(dead_code)]
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use parlib_syscalls::io;
+use parlib_syscalls::io::{self, SockAddr};
 use parlib_uthread::TlsMode;
 
 /// A watchdog long enough for a loaded machine running a debug build: the tests never
@@ -28,15 +30,11 @@ pub fn init_runtime() {
     parlib_syscalls::init().expect("parlib_syscalls::init after parlib_alarms::init");
 }
 
-/// [`init_runtime`] for a test across vcores: false (saying why) if there is only one,
-/// and the test should return.
-pub fn init_runtime_across_vcores() -> bool {
+/// [`init_runtime`] for a test across vcores: fails the test, saying why, if there is
+/// only one (it would check nothing).
+pub fn init_runtime_across_vcores() {
     init_runtime();
-    let several = parlib_vcore::max_vcores() >= 2;
-    if !several {
-        eprintln!("one vcore only: nothing to test across vcores");
-    }
-    several
+    crate::common::require_vcores(2);
 }
 
 /// Starts `f` as a uthread on any vcore. A panic in it (a failed assertion) aborts the
@@ -90,9 +88,7 @@ pub fn on_uthread() -> bool {
 
 /// A pipe made through the layer: `[read end, write end]`.
 pub fn pipe() -> [i32; 2] {
-    let mut fds = [-1; 2];
-    io::pipe2(&mut fds, libc::O_CLOEXEC).expect("pipe2");
-    fds
+    io::pipe2(libc::O_CLOEXEC).expect("pipe2")
 }
 
 /// A connected pair of Unix stream sockets. There is no socketpair wrapper; the layer
@@ -110,10 +106,10 @@ pub fn socketpair() -> [i32; 2] {
 /// Writes all of `buf` to `fd` through the layer.
 pub fn write_all(fd: i32, mut buf: &[u8]) {
     while !buf.is_empty() {
-        match io::write(fd, buf.as_ptr(), buf.len()) {
+        match io::write(fd, buf) {
             Ok(0) => panic!("write to fd {fd} wrote nothing"),
             Ok(n) => buf = &buf[n..],
-            Err(e) => panic!("write to fd {fd}: {}", errno_name(e)),
+            Err(e) => panic!("write to fd {fd}: {e}"),
         }
     }
 }
@@ -121,10 +117,10 @@ pub fn write_all(fd: i32, mut buf: &[u8]) {
 /// Fills `buf` from `fd` through the layer; panics at EOF.
 pub fn read_exact(fd: i32, mut buf: &mut [u8]) {
     while !buf.is_empty() {
-        match io::read(fd, buf.as_mut_ptr(), buf.len()) {
+        match io::read(fd, buf) {
             Ok(0) => panic!("read from fd {fd}: EOF with {} bytes still expected", buf.len()),
             Ok(n) => buf = &mut buf[n..],
-            Err(e) => panic!("read from fd {fd}: {}", errno_name(e)),
+            Err(e) => panic!("read from fd {fd}: {e}"),
         }
     }
 }
@@ -134,17 +130,23 @@ pub fn read_to_end(fd: i32) -> Vec<u8> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; 4096];
     loop {
-        match io::read(fd, buf.as_mut_ptr(), buf.len()) {
+        match io::read(fd, &mut buf) {
             Ok(0) => return out,
             Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) => panic!("read from fd {fd}: {}", errno_name(e)),
+            Err(e) => panic!("read from fd {fd}: {e}"),
         }
     }
 }
 
 /// Closes `fd` through the layer, which must succeed.
 pub fn close(fd: i32) {
-    io::close(fd).unwrap_or_else(|e| panic!("close fd {fd}: {}", errno_name(e)));
+    io::close(fd).unwrap_or_else(|e| panic!("close fd {fd}: {e}"));
+}
+
+/// The safe face's result with its error as the errno, for exact comparisons. Every
+/// error of the face carries one; one that does not fails the test.
+pub fn errno_of<T>(r: std::io::Result<T>) -> Result<T, i32> {
+    r.map_err(|e| e.raw_os_error().unwrap_or_else(|| panic!("an error without an errno: {e}")))
 }
 
 /// The calling thread's (or uthread's, if it has TLS) `errno`.
@@ -204,14 +206,9 @@ pub fn fill_pattern(buf: &mut [u8], stream: u64, seq: u64) {
     }
 }
 
-/// `sockaddr_in` for 127.0.0.1:`port` (port in host order).
-pub fn loopback_addr(port: u16) -> libc::sockaddr_in {
-    // SAFETY: an all-zero sockaddr_in is valid.
-    let mut a: libc::sockaddr_in = unsafe { core::mem::zeroed() };
-    a.sin_family = libc::AF_INET as libc::sa_family_t;
-    a.sin_port = port.to_be();
-    a.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
-    a
+/// 127.0.0.1:`port`.
+pub fn loopback_addr(port: u16) -> SockAddr {
+    SockAddr::from(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
 }
 
 /// A TCP socket bound to 127.0.0.1 on a free port (plain libc calls), listening if
@@ -230,45 +227,38 @@ pub fn bound_loopback_socket(backlog: Option<i32>) -> (i32, u16) {
             core::mem::size_of::<i32>() as libc::socklen_t,
         );
         let a = loopback_addr(0);
-        let len = core::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        let r = libc::bind(fd, &a as *const libc::sockaddr_in as *const libc::sockaddr, len);
+        let r = libc::bind(fd, a.as_ptr(), a.len());
         assert_eq!(r, 0, "bind 127.0.0.1:0: {}", std::io::Error::last_os_error());
         if let Some(b) = backlog {
             assert_eq!(libc::listen(fd, b), 0, "listen: {}", std::io::Error::last_os_error());
         }
         let mut got: libc::sockaddr_in = core::mem::zeroed();
-        let mut glen = len;
+        let mut glen = core::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
         let r = libc::getsockname(fd, &mut got as *mut libc::sockaddr_in as *mut libc::sockaddr, &mut glen);
         assert_eq!(r, 0, "getsockname: {}", std::io::Error::last_os_error());
         (fd, u16::from_be(got.sin_port))
     }
 }
 
-/// An abstract Unix socket address unique to this process and `tag`, and its length.
-pub fn unix_addr(tag: &str) -> (libc::sockaddr_un, libc::socklen_t) {
-    // SAFETY: an all-zero sockaddr_un is valid.
-    let mut a: libc::sockaddr_un = unsafe { core::mem::zeroed() };
-    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
+/// An abstract Unix socket address unique to this process and `tag` (no file to clean
+/// up).
+pub fn unix_addr(tag: &str) -> SockAddr {
     let name = format!("parlib-syscalls-{tag}-{}", std::process::id());
-    // Abstract address: a leading NUL, then the name (no file to clean up).
-    for (i, b) in name.bytes().enumerate() {
-        a.sun_path[i + 1] = b as libc::c_char;
-    }
-    (a, (core::mem::size_of::<libc::sa_family_t>() + 1 + name.len()) as libc::socklen_t)
+    SockAddr::unix_abstract(name.as_bytes()).expect("a short abstract name")
 }
 
 /// A listening Unix stream socket (plain libc calls) on [`unix_addr`]`(tag)`, with
 /// `backlog`; returns it and its address.
-pub fn unix_listener(tag: &str, backlog: i32) -> (i32, libc::sockaddr_un, libc::socklen_t) {
-    let (a, len) = unix_addr(tag);
+pub fn unix_listener(tag: &str, backlog: i32) -> (i32, SockAddr) {
+    let a = unix_addr(tag);
     // SAFETY: plain socket calls on our own descriptor with a valid, sized address.
     unsafe {
         let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
         assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
-        let r = libc::bind(fd, &a as *const libc::sockaddr_un as *const libc::sockaddr, len);
+        let r = libc::bind(fd, a.as_ptr(), a.len());
         assert_eq!(r, 0, "bind: {}", std::io::Error::last_os_error());
         assert_eq!(libc::listen(fd, backlog), 0, "listen: {}", std::io::Error::last_os_error());
-        (fd, a, len)
+        (fd, a)
     }
 }
 
@@ -299,10 +289,11 @@ pub fn read_to_end_of(fd: i32, total: usize) -> usize {
     let mut buf = vec![0u8; 16 * 1024];
     let mut got = 0;
     while got < total {
-        match io::read(fd, buf.as_mut_ptr(), buf.len().min(total - got)) {
+        let want = buf.len().min(total - got);
+        match io::read(fd, &mut buf[..want]) {
             Ok(0) => panic!("read from fd {fd}: EOF after {got} of {total} bytes"),
             Ok(n) => got += n,
-            Err(e) => panic!("read from fd {fd}: {}", errno_name(e)),
+            Err(e) => panic!("read from fd {fd}: {e}"),
         }
     }
     got

@@ -84,7 +84,7 @@ fn try_take(w: &AtomicI32) -> bool {
 /// Step 3: lets the holder run if it waits for this vcore (or this CPU).
 fn give_way() {
     if parlib_uthread::current().is_some() {
-        parlib_uthread::yield_with(true, parlib_uthread::paused);
+        parlib_uthread::yield_with(parlib_uthread::paused);
     } else if !parlib_vcore::in_vcore_context() {
         // SAFETY: sched_yield has no preconditions.
         unsafe { libc::sched_yield() };
