@@ -4,7 +4,7 @@
 //! For C cores (1, and all the process may use) and T threads per core (1 and 8):
 //!
 //! * **uthreads**: T TLS-backed uthreads on each of vcores `0..C` (never migrating), each
-//!   calling `yield_with(true, paused)` in a loop under the FIFO scheduler of `common/`;
+//!   calling `yield_with(paused)` in a loop under the FIFO scheduler of `common/`;
 //!   with C = 1 the other vcores stay parked;
 //! * **Linux threads**: T `std` threads pinned with `sched_setaffinity` to each of the
 //!   same C CPUs, each calling `sched_yield()` in a loop, while every vcore is parked.
@@ -14,6 +14,12 @@
 //! that must be idle are parked), sleeps for the window, then raises the stop flag. Each
 //! worker counts its yields between the two flags. ns per switch per core =
 //! elapsed x C / total yields; switches/s = total yields / elapsed.
+//!
+//! With T = 1 nothing else is runnable on a core: a Linux thread's `sched_yield` finds
+//! no other thread and returns (a system call round trip, no switch), and a uthread's
+//! yield goes through its scheduler back to itself. Those cases (`c1t1`, `callt1`)
+//! measure a *yield*, not a switch, and are labelled so (`measures=yield`); T = 8
+//! measures switches.
 //!
 //! Each configuration runs one untimed warm-up window per side, then R repetitions
 //! (uthreads and Linux alternating which goes first); figures are medians over the R.
@@ -315,6 +321,10 @@ impl CaseResult {
     fn ratio(&self) -> f64 {
         self.linux_ns().median / self.uthread_ns().median
     }
+    /// What a loop iteration is (module docs).
+    fn measures(&self) -> &'static str {
+        harness::yield_measures(self.per_core)
+    }
 }
 
 fn run_case(jobs: &mpsc::Sender<Job>, s: &Settings, cores: usize, per_core: usize) -> CaseResult {
@@ -344,15 +354,16 @@ fn table(results: &[CaseResult]) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "| case | cores | threads/core | uthread ns/switch/core (min-max) | linux ns/switch/core (min-max) | uthread switches/s | linux switches/s | ratio |"
+        "| case | measures | cores | threads/core | uthread ns/op/core (min-max) | linux ns/op/core (min-max) | uthread ops/s | linux ops/s | ratio |"
     );
-    let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(t, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in results {
         let (u, l) = (r.uthread_ns(), r.linux_ns());
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {:.1} ({:.1}-{:.1}) | {:.1} ({:.1}-{:.1}) | {:.3e} | {:.3e} | {:.2} |",
+            "| {} | {} | {} | {} | {:.1} ({:.1}-{:.1}) | {:.1} ({:.1}-{:.1}) | {:.3e} | {:.3e} | {:.2} |",
             r.case,
+            r.measures(),
             r.cores,
             r.per_core,
             u.median,
@@ -372,9 +383,10 @@ fn table(results: &[CaseResult]) -> String {
 fn result_line(r: &CaseResult) -> String {
     let (u, l) = (r.uthread_ns().median, r.linux_ns().median);
     format!(
-        "RESULT ctxswitch case={} cores={} threads_per_core={} uthread_ns={:.1} linux_ns={:.1} \
+        "RESULT ctxswitch case={} measures={} cores={} threads_per_core={} uthread_ns={:.1} linux_ns={:.1} \
          uthread_switches_per_s={:.0} linux_switches_per_s={:.0} ratio={:.2}",
         r.case,
+        r.measures(),
         r.cores,
         r.per_core,
         u,
@@ -424,15 +436,15 @@ fn plot(
     let hi = stats.iter().map(|(u, l)| u.max.max(l.max)).fold(0.0, f64::max) * 3.0;
     let names: Vec<String> = results
         .iter()
-        .map(|r| format!("{}: {}x{}, ratio {:.1}", r.case, r.cores, r.per_core, r.ratio()))
+        .map(|r| format!("{} ({}): {}x{}, ratio {:.1}", r.case, r.measures(), r.cores, r.per_core, r.ratio()))
         .collect();
     let frame = report::Frame {
-        title: "ctxswitch: ns per switch per core (median, min-max), lower is better",
+        title: "ctxswitch: ns per yield or switch per core (median, min-max), lower is better",
         title_size: 20,
         band: 70,
         head,
         names: &names,
-        y_desc: "ns per switch per core (log)",
+        y_desc: "ns per yield or switch per core (log)",
         y: (lo, hi),
         legend: SeriesLabelPosition::UpperLeft,
     };

@@ -13,6 +13,9 @@
 //! * **upthread**: `UPTHREAD_VCORES=C`, `UPTHREAD_SCHED_PERIOD_US=0` (cooperative), the
 //!   other knobs at their defaults; upthread places the workers on its vcores itself.
 //!
+//! With T = 1 a yield finds nothing else to run on its core, so those cases measure a
+//! *yield*, not a switch, and are labelled so (`measures=yield`).
+//!
 //! ns per switch per core = elapsed x C / yields. One repetition runs each side once,
 //! as a fresh process with one untimed warm-up and one measured window; the sides
 //! alternate which goes first. Figures are medians over R repetitions; the ratio is
@@ -158,15 +161,16 @@ fn table(results: &[CaseResult]) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "| case | cores | threads/core | upthread ns/switch/core (min-max) | glibc ns/switch/core (min-max) | ratio |"
+        "| case | measures | cores | threads/core | upthread ns/op/core (min-max) | glibc ns/op/core (min-max) | ratio |"
     );
-    let _ = writeln!(t, "|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(t, "|---|---|---:|---:|---:|---:|---:|");
     for r in results {
         let (u, g) = (r.stat(Side::Upthread), r.stat(Side::Glibc));
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {:.1} ({:.1}-{:.1}) | {:.1} ({:.1}-{:.1}) | {:.2} |",
+            "| {} | {} | {} | {} | {:.1} ({:.1}-{:.1}) | {:.1} ({:.1}-{:.1}) | {:.2} |",
             r.case,
+            harness::yield_measures(r.per_core),
             r.cores,
             r.per_core,
             u.median,
@@ -183,8 +187,9 @@ fn table(results: &[CaseResult]) -> String {
 
 fn result_line(r: &CaseResult) -> String {
     format!(
-        "RESULT pthread_ctxswitch case={} cores={} threads_per_core={} upthread_ns={:.1} glibc_ns={:.1} ratio={:.2}",
+        "RESULT pthread_ctxswitch case={} measures={} cores={} threads_per_core={} upthread_ns={:.1} glibc_ns={:.1} ratio={:.2}",
         r.case,
+        harness::yield_measures(r.per_core),
         r.cores,
         r.per_core,
         r.stat(Side::Upthread).median,
@@ -232,7 +237,10 @@ fn plot(
         results.iter().map(|r| (r.stat(Side::Upthread), r.stat(Side::Glibc))).collect();
     let lo = stats.iter().map(|(u, g)| u.min.min(g.min)).fold(f64::INFINITY, f64::min) / 2.0;
     let hi = stats.iter().map(|(u, g)| u.max.max(g.max)).fold(0.0, f64::max) * 3.0;
-    let names: Vec<String> = results.iter().map(|r| format!("{}: ratio {:.1}", r.case, r.ratio())).collect();
+    let names: Vec<String> = results
+        .iter()
+        .map(|r| format!("{} ({}): ratio {:.1}", r.case, harness::yield_measures(r.per_core), r.ratio()))
+        .collect();
     let frame = report::Frame {
         title: "pthread_ctxswitch: the same C program, ns per sched_yield per core (median, min-max)",
         title_size: 18,

@@ -36,6 +36,18 @@ impl CaseFilter {
     }
 }
 
+/// What one loop iteration of a yield benchmark measures with `per_core` threads on each
+/// core: with one, nothing else is runnable, so a Linux thread's `sched_yield` returns
+/// without switching (a system call round trip) and a uthread's yield comes back to
+/// itself: a *yield*. With more, each yield is a *switch*.
+pub fn yield_measures(per_core: usize) -> &'static str {
+    if per_core == 1 {
+        "yield"
+    } else {
+        "switch"
+    }
+}
+
 /// Which run `cargo` asked for.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Mode {
