@@ -6,12 +6,16 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-echo "== debug: unit, integration and doc tests"
+echo "== debug: unit, integration and doc tests (compile-fail doc tests included)"
 cargo test --workspace
 
 echo "== release: unit and integration tests (the switch paths are compiled differently)"
 cargo test --workspace --release --tests
 
-echo "== the round-robin example: 1000 uthreads yielding on every vcore, then preempted spinners"
+echo "== every bench in its smoke mode (no --bench flag): a bench that no longer runs fails here"
+cargo test --release --benches -p parlib
+
+echo "== the examples: 1000 uthreads yielding on every vcore, preempted spinners, priorities"
 timeout 120 cargo run --release --example round_robin
 timeout 120 cargo run --release --example round_robin -- --preempt
+timeout 120 cargo run --release --example priority
