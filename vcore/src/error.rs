@@ -52,8 +52,9 @@ impl Error {
         }
     }
 
-    pub(crate) fn last_os(what: &'static str) -> Error {
-        Error::Os { what, errno: std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO) }
+    /// A failed system call, as nix reports it.
+    pub(crate) fn os(what: &'static str, errno: nix::errno::Errno) -> Error {
+        Error::Os { what, errno: errno as i32 }
     }
 }
 

@@ -50,6 +50,28 @@
 //! assert!(!vcore::in_vcore_context());
 //! ```
 //!
+//! ## Dependencies
+//!
+//! | crate | what for |
+//! |---|---|
+//! | `nix` | the set-up calls made on ordinary threads: CPU affinity ([`CpuSet`]), stack `mmap` / `mprotect` / `munmap`, installing the signal handlers, a helper thread's signal mask |
+//! | `libc` | types and constants, and the calls below |
+//!
+//! Raw `libc`, or a raw system call through [`arch::syscall6`], stays where nix would be
+//! wrong or has nothing to offer:
+//! * **Signal handlers and what they call** (`notif`'s notification and fault handlers,
+//!   the timer hook they run, a fault handler restoring the default action). A handler
+//!   runs on whatever TLS was running, often a uthread's, and nix reports failure through
+//!   that TLS's `errno`, which belongs to the application.
+//! * **Code that runs on a TLS that is not its own, or on none**: moving `main` (the
+//!   handoff stack blocks every signal with `rt_sigprocmask`), the FS/GS base
+//!   (`arch_prctl`), `getcpu`.
+//! * **futex, `tgkill` and the timers' `timer_settime`**: called from uthreads and from
+//!   handlers, so they must not touch `errno` ([`futex`], [`notify`]).
+//! * **What nix 0.30 does not wrap**: `sigaltstack`, `pthread_create` and its attributes,
+//!   `pthread_atfork`, `getauxval`, `dl_iterate_phdr`, `sysconf`'s page size (behind a
+//!   feature of its own).
+//!
 //! ## Caveats
 //!
 //! * Vcore tasks own their GS base; do not use GS on them.

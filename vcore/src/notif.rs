@@ -59,6 +59,8 @@
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+
 use crate::arch::{self, Context};
 use crate::error::Error;
 use crate::vcore::{enter, get, this, this_unchecked, Vcore};
@@ -72,7 +74,8 @@ pub const NOTIF_SIGNAL: i32 = libc::SIGUSR1;
 /// where one signal steals 9-19 µs.
 pub const RETRY_NS: i64 = 50_000;
 
-const FAULT_SIGNALS: [i32; 4] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGFPE, libc::SIGILL];
+const FAULT_SIGNALS: [Signal; 4] = [Signal::SIGSEGV, Signal::SIGBUS, Signal::SIGFPE, Signal::SIGILL];
+const _: () = assert!(Signal::SIGUSR1 as i32 == NOTIF_SIGNAL);
 
 /// A synchronous fault raised while a uthread ran, as the handler saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -294,45 +297,42 @@ impl Vcore {
 // ---------------------------------------------------------------------------------------
 // Handlers.
 
-struct Previous([libc::sigaction; 4]);
-// SAFETY: plain data, written once before any handler runs.
-unsafe impl Sync for Previous {}
-unsafe impl Send for Previous {}
-static PREVIOUS: OnceLock<Previous> = OnceLock::new();
+/// The fault signals' handlers from before ours, in `FAULT_SIGNALS` order.
+static PREVIOUS: OnceLock<[SigAction; 4]> = OnceLock::new();
 
 /// Installs the notification and fault handlers and finds the unsafe text ranges.
 /// Called once by `lib_init`.
 pub(crate) fn install() -> Result<(), Error> {
     find_unsafe_ranges();
-    // SAFETY: sigaction with fully initialised structures; previous handlers are kept.
-    unsafe {
-        let mut sa: libc::sigaction = core::mem::zeroed();
-        sa.sa_sigaction = on_notify as *const () as usize;
-        sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
-        libc::sigemptyset(&mut sa.sa_mask);
-        if libc::sigaction(NOTIF_SIGNAL, &sa, core::ptr::null_mut()) != 0 {
-            return Err(Error::last_os("sigaction (SIGUSR1)"));
-        }
-        let mut prev: [libc::sigaction; 4] = core::mem::zeroed();
-        let mut fa: libc::sigaction = core::mem::zeroed();
-        fa.sa_sigaction = on_fault as *const () as usize;
-        // SA_NODEFER with an empty mask: the handler may leave by jumping into vcore
-        // context, and then no signal must stay blocked.
-        fa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
-        libc::sigemptyset(&mut fa.sa_mask);
-        for (i, &sig) in FAULT_SIGNALS.iter().enumerate() {
-            if libc::sigaction(sig, &fa, &mut prev[i]) != 0 {
-                return Err(Error::last_os("sigaction (fault signals)"));
-            }
-        }
-        let _ = PREVIOUS.set(Previous(prev));
+    let notif = SigAction::new(
+        SigHandler::SigAction(on_notify),
+        SaFlags::SA_SIGINFO | SaFlags::SA_ONSTACK | SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: on_notify is async-signal-safe: it touches only atomics, the vcore record
+    // and the interrupted context, and makes raw system calls.
+    unsafe { sigaction(Signal::SIGUSR1, &notif) }.map_err(|e| Error::os("sigaction (SIGUSR1)", e))?;
+    // SA_NODEFER with an empty mask: the handler may leave by jumping into vcore context,
+    // and then no signal must stay blocked.
+    let fault = SigAction::new(
+        SigHandler::SigAction(on_fault),
+        SaFlags::SA_SIGINFO | SaFlags::SA_ONSTACK | SaFlags::SA_NODEFER,
+        SigSet::empty(),
+    );
+    let mut prev = [SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty()); 4];
+    for (p, &sig) in prev.iter_mut().zip(&FAULT_SIGNALS) {
+        // SAFETY: on_fault is async-signal-safe on vcores (it records the fault and
+        // jumps into vcore context) and chains to the previous handler elsewhere.
+        *p = unsafe { sigaction(sig, &fault) }.map_err(|e| Error::os("sigaction (fault signals)", e))?;
     }
+    let _ = PREVIOUS.set(prev);
     Ok(())
 }
 
 /// Per-task set-up, on the vcore task: its alternate signal stack and its retry timer.
 pub(crate) fn init_task(vc: &Vcore) {
     let alt = vc.altstack.bottom();
+    // libc: nix (0.30) has no sigaltstack.
     // SAFETY: the alternate stack is this vcore's own mapping, used by nobody else.
     unsafe {
         let ss = libc::stack_t { ss_sp: alt as *mut libc::c_void, ss_flags: 0, ss_size: vc.altstack.size() };
@@ -569,23 +569,14 @@ impl core::fmt::Write for FixedBuf {
 /// # Safety
 /// The arguments must be those the kernel passed to our handler.
 unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
-    let i = FAULT_SIGNALS.iter().position(|&s| s == sig).unwrap_or(0);
-    let prev = PREVIOUS.get().map(|p| p.0[i]);
-    match prev {
-        Some(p) if p.sa_sigaction != libc::SIG_DFL && p.sa_sigaction != libc::SIG_IGN => {
-            if p.sa_flags & libc::SA_SIGINFO != 0 {
-                // SAFETY: the previous handler was installed with SA_SIGINFO.
-                let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
-                    unsafe { core::mem::transmute(p.sa_sigaction) };
-                f(sig, info, uctx);
-            } else {
-                // SAFETY: the previous handler was installed without SA_SIGINFO.
-                let f: extern "C" fn(libc::c_int) = unsafe { core::mem::transmute(p.sa_sigaction) };
-                f(sig);
-            }
-        }
+    let i = FAULT_SIGNALS.iter().position(|&s| s as i32 == sig).unwrap_or(0);
+    // `handler()` only reads the saved action: no call, no errno.
+    match PREVIOUS.get().map(|p| p[i].handler()) {
+        Some(SigHandler::SigAction(f)) => f(sig, info, uctx),
+        Some(SigHandler::Handler(f)) => f(sig),
         _ => {
             // Restore the default action; returning re-executes the faulting instruction.
+            // Raw libc, not nix: this runs in a signal handler.
             // SAFETY: sigaction with a zeroed (SIG_DFL) action.
             unsafe {
                 let mut dfl: libc::sigaction = core::mem::zeroed();

@@ -10,6 +10,11 @@
 //! `mprotect` cost two system calls and a fresh stack costs page faults, while a pooled
 //! stack is already mapped and warm.
 
+use core::num::NonZeroUsize;
+use core::ptr::NonNull;
+
+use nix::sys::mman::{self, MapFlags, ProtFlags};
+
 use crate::error::Error;
 use crate::spin::PdrSpinLock;
 
@@ -69,29 +74,25 @@ impl Stack {
         if let Some((base, len)) = pooled {
             return Ok(Stack { base, len, guard, owned: true, start_offset: 0 });
         }
-        // SAFETY: a fresh anonymous private mapping; MAP_NORESERVE lets unused pages
-        // cost nothing. Failure is checked below.
+        let nonzero = NonZeroUsize::new(len).expect("a stack mapping holds at least a guard and a page");
+        // SAFETY: a fresh anonymous private mapping where the kernel chooses, so it
+        // overlaps nothing; MAP_NORESERVE lets unused pages cost nothing.
         let p = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK,
-                -1,
-                0,
+            mman::mmap_anonymous(
+                None,
+                nonzero,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE | MapFlags::MAP_STACK,
             )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(Error::last_os("mmap (stack)"));
         }
-        // SAFETY: the first `guard` bytes of the mapping we just made.
-        if unsafe { libc::mprotect(p, guard, libc::PROT_NONE) } != 0 {
-            let e = Error::last_os("mprotect (stack guard)");
-            // SAFETY: unmapping the mapping we just made, which nobody else knows.
-            unsafe { libc::munmap(p, len) };
-            return Err(e);
+        .map_err(|e| Error::os("mmap (stack)", e))?;
+        // SAFETY: the first `guard` bytes of the mapping we just made, which nobody else knows.
+        if let Err(e) = unsafe { mman::mprotect(p, guard, ProtFlags::PROT_NONE) } {
+            // SAFETY: as above.
+            let _ = unsafe { mman::munmap(p, len) };
+            return Err(Error::os("mprotect (stack guard)", e));
         }
-        Ok(Stack { base: p as usize, len, guard, owned: true, start_offset: 0 })
+        Ok(Stack { base: p.as_ptr() as usize, len, guard, owned: true, start_offset: 0 })
     }
 
     /// Length of the mapping [`Stack::new`] makes for `size` usable bytes: `size` plus the
@@ -184,9 +185,10 @@ impl Drop for Stack {
             return;
         }
         drop(pool);
+        let base = NonNull::new(self.base as *mut core::ffi::c_void).expect("an owned stack is mapped");
         // SAFETY: an owned stack is a mapping we made, and dropping it means no context
-        // runs on it any more.
-        unsafe { libc::munmap(self.base as *mut libc::c_void, self.len) };
+        // runs on it any more. Unmapping a whole mapping of ours cannot fail.
+        let _ = unsafe { mman::munmap(base, self.len) };
     }
 }
 

@@ -43,6 +43,8 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
+use nix::unistd::Pid;
+
 use crate::arch::{self, Context};
 use crate::error::Error;
 use crate::futex;
@@ -281,19 +283,48 @@ static MAIN_CTX: MainCtx = MainCtx(UnsafeCell::new(Context::EMPTY));
 /// A futex word nobody ever changes: the original task sleeps on it forever.
 static NEVER: AtomicU32 = AtomicU32::new(0);
 
-/// The process's CPU affinity at `lib_init`, before any pinning.
+/// A set of CPUs: the process's affinity at `lib_init` ([`process_cpus`]), before any
+/// pinning.
 #[derive(Clone, Copy)]
-pub struct CpuSet(libc::cpu_set_t);
+pub struct CpuSet(nix::sched::CpuSet);
+
+// `as_raw` views nix's set as libc's: nix declares it `#[repr(transparent)]` over
+// `libc::cpu_set_t` ("a wrapper around libc::cpu_set_t", nix 0.30 src/sched.rs).
+const _: () = assert!(
+    core::mem::size_of::<nix::sched::CpuSet>() == core::mem::size_of::<libc::cpu_set_t>()
+        && core::mem::align_of::<nix::sched::CpuSet>() == core::mem::align_of::<libc::cpu_set_t>()
+);
 
 impl CpuSet {
-    /// The raw set, for `sched_setaffinity`.
-    pub fn as_raw(&self) -> &libc::cpu_set_t {
-        &self.0
+    /// The affinity of the calling thread.
+    fn of_calling_thread() -> Result<CpuSet, Error> {
+        nix::sched::sched_getaffinity(Pid::from_raw(0))
+            .map(CpuSet)
+            .map_err(|e| Error::os("sched_getaffinity", e))
     }
+
+    /// The set holding only `cpu`.
+    fn single(cpu: usize) -> Result<CpuSet, Error> {
+        let mut set = nix::sched::CpuSet::new();
+        set.set(cpu).map_err(|e| Error::os("CPU_SET", e))?;
+        Ok(CpuSet(set))
+    }
+
+    /// Restricts the calling thread to the CPUs of this set (`sched_setaffinity`).
+    pub fn apply_to_calling_thread(&self) -> Result<(), Error> {
+        nix::sched::sched_setaffinity(Pid::from_raw(0), &self.0)
+            .map_err(|e| Error::os("sched_setaffinity", e))
+    }
+
+    /// The raw set, for callers of libc's `sched_setaffinity`.
+    pub fn as_raw(&self) -> &libc::cpu_set_t {
+        // SAFETY: the two types have one layout (see the assertion above the impl).
+        unsafe { &*(&self.0 as *const nix::sched::CpuSet).cast::<libc::cpu_set_t>() }
+    }
+
     /// The CPUs in the set, ascending.
     pub fn cpus(&self) -> Vec<usize> {
-        // SAFETY: CPU_ISSET only reads the set, for indices below CPU_SETSIZE.
-        (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &self.0) }).collect()
+        (0..nix::sched::CpuSet::count()).filter(|&c| self.0.is_set(c).unwrap_or(false)).collect()
     }
 }
 
@@ -545,13 +576,7 @@ fn vcore_limit() -> Result<usize, Error> {
 fn init_inner() -> Result<(), Error> {
     arch::init();
     let limit = vcore_limit()?;
-    // SAFETY: an all-zero cpu_set_t is the empty set; sched_getaffinity fills it.
-    let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
-    // SAFETY: `set` is a valid, writable cpu_set_t of the size we pass.
-    if unsafe { libc::sched_getaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
-        return Err(Error::last_os("sched_getaffinity"));
-    }
-    let set = CpuSet(set);
+    let set = CpuSet::of_calling_thread()?;
     let cpus = set.cpus();
     let n = cpus.len().min(limit);
     let _ = PROCESS_CPUS.set(set);
@@ -638,16 +663,10 @@ extern "C" fn task_main(arg: *mut libc::c_void) -> *mut libc::c_void {
     let vc = unsafe { &*(arg as *const Vcore) };
     // SAFETY: this task is a vcore task; GS is ours to set (glibc does not use it).
     unsafe { arch::set_gs_base(vc as *const Vcore as usize) };
-    // SAFETY: an all-zero cpu_set_t is the empty set; we add one CPU and pin to it.
-    unsafe {
-        let mut one: libc::cpu_set_t = core::mem::zeroed();
-        libc::CPU_SET(vc.cpu, &mut one);
-        if libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &one) != 0 {
-            panic!("vcore {}: cannot pin to CPU {}: {}", vc.id, vc.cpu, std::io::Error::last_os_error());
-        }
+    if let Err(e) = CpuSet::single(vc.cpu).and_then(|one| one.apply_to_calling_thread()) {
+        panic!("vcore {}: cannot pin to CPU {}: {e}", vc.id, vc.cpu);
     }
-    // SAFETY: gettid has no preconditions.
-    vc.tid.store(unsafe { libc::gettid() }, Ordering::Relaxed);
+    vc.tid.store(nix::unistd::gettid().as_raw(), Ordering::Relaxed);
     vc.tls.store(arch::fs_base(), Ordering::Relaxed);
     crate::notif::init_task(vc);
     READY.fetch_add(1, Ordering::Release);
