@@ -28,6 +28,7 @@
 //! | [`stack`] | guarded, pooled `mmap` stacks |
 //! | [`vcore`](mod@vcore) | per-vcore records, tasks, request / yield, moving `main` |
 //! | [`notif`] | notifications (SIGUSR1), safe-point interruption, fault delivery |
+//! | [`timer`] | POSIX timers that signal one vcore's task (notification retries, alarms) |
 //! | [`spin`] | the spinlock vcore context uses |
 //! | [`futex`] | futex wait / wake without touching `errno` |
 //!
@@ -91,6 +92,7 @@ mod leave;
 pub mod notif;
 pub mod spin;
 pub mod stack;
+pub mod timer;
 #[allow(clippy::module_inception)]
 pub mod vcore;
 
@@ -98,6 +100,7 @@ pub use error::Error;
 pub use leave::detach_from_vcore;
 pub use notif::{notify, notify_self, FaultInfo};
 pub use stack::{Stack, DEFAULT_STACK_SIZE};
+pub use timer::VcoreTimer;
 pub use vcore::{
     cpu_of, current_cpu, current_raw, get, id, in_vcore_context, is_initialized, lib_init, main_tls,
     max_vcores, num_vcores, on_uthread, process_cpus, reenter, request, request_specific, resume_main,

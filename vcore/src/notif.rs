@@ -63,6 +63,7 @@ use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal
 
 use crate::arch::{self, Context};
 use crate::error::Error;
+use crate::timer::{VcoreTimer, TIMER_HOOK_TAG};
 use crate::vcore::{enter, get, this, this_unchecked, Vcore};
 
 /// The signal parlib uses for notifications. Applications must leave it alone.
@@ -331,82 +332,38 @@ pub(crate) fn install() -> Result<(), Error> {
 
 /// Per-task set-up, on the vcore task: its alternate signal stack and its retry timer.
 pub(crate) fn init_task(vc: &Vcore) {
-    let alt = vc.altstack.bottom();
+    let ss = libc::stack_t {
+        ss_sp: vc.altstack.bottom() as *mut libc::c_void,
+        ss_flags: 0,
+        ss_size: vc.altstack.size(),
+    };
     // libc: nix (0.30) has no sigaltstack.
     // SAFETY: the alternate stack is this vcore's own mapping, used by nobody else.
-    unsafe {
-        let ss = libc::stack_t { ss_sp: alt as *mut libc::c_void, ss_flags: 0, ss_size: vc.altstack.size() };
-        libc::sigaltstack(&ss, core::ptr::null_mut());
-        let mut sev: libc::sigevent = core::mem::zeroed();
-        sev.sigev_notify = libc::SIGEV_THREAD_ID;
-        sev.sigev_signo = NOTIF_SIGNAL;
-        sev.sigev_notify_thread_id = vc.tid();
-        let mut id: libc::c_int = -1;
-        let r = arch::syscall6(
-            libc::SYS_timer_create as usize,
-            libc::CLOCK_MONOTONIC as usize,
-            &mut sev as *mut libc::sigevent as usize,
-            &mut id as *mut libc::c_int as usize,
-            0,
-            0,
-            0,
-        );
-        if r == 0 {
-            vc.retry_timer.store(id, Ordering::Relaxed);
-        }
+    unsafe { libc::sigaltstack(&ss, core::ptr::null_mut()) };
+    // Without it a deferred notification waits for the next one.
+    if let Ok(t) = VcoreTimer::for_retry(vc) {
+        let _ = vc.retry_timer.set(t);
     }
 }
 
 fn arm_retry(vc: &Vcore) {
-    let id = vc.retry_timer.load(Ordering::Relaxed);
-    if id < 0 || vc.retry_armed.swap(true, Ordering::Relaxed) {
-        return;
+    let Some(timer) = vc.retry_timer.get() else { return };
+    if !vc.retry_armed.swap(true, Ordering::Relaxed) {
+        let _ = timer.arm_after(RETRY_NS as u64);
     }
-    let its = libc::itimerspec {
-        it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
-        it_value: libc::timespec { tv_sec: 0, tv_nsec: RETRY_NS },
-    };
-    // SAFETY: raw timer_settime on our own timer with a valid itimerspec.
-    unsafe {
-        arch::syscall6(
-            libc::SYS_timer_settime as usize,
-            id as usize,
-            0,
-            &its as *const libc::itimerspec as usize,
-            0,
-            0,
-            0,
-        )
-    };
 }
 
 // ---------------------------------------------------------------------------------------
-// Timers of the layers above.
+// The timer hook: what the expiry of a layer's `VcoreTimer` runs.
 
-/// `sigev_value` that marks a POSIX timer created with [`timer_sigevent`]: its expiry
-/// calls the hook set with [`set_timer_hook`] on the vcore it is delivered to.
-const TIMER_HOOK_TAG: usize = 0x7061_726c_6962; // "parlib"
 static TIMER_HOOK: AtomicUsize = AtomicUsize::new(0);
 
-/// Sets the function a hooked timer's expiry calls, in the notification handler of the
-/// vcore it expired on, with that vcore's id. It runs in a signal handler: it may only
-/// do what is async-signal-safe (`parlib_events::send_event` is). The alarms layer uses
-/// it to turn timer expiry into an `EV_ALARM` event.
+/// Sets the function the expiry of a [`VcoreTimer::new`] timer calls, in the notification
+/// handler of the vcore it expired on, with that vcore's id. It runs in a signal handler:
+/// it may only do what is async-signal-safe (`parlib_events::send_event` is). The alarms
+/// layer uses it to turn timer expiry into an `EV_ALARM` event.
 pub fn set_timer_hook(hook: fn(usize)) {
     TIMER_HOOK.store(hook as usize, Ordering::Release);
-}
-
-/// A `sigevent` for `timer_create` that delivers the notification signal to vcore `id`'s
-/// task and runs the timer hook there.
-pub fn timer_sigevent(id: usize) -> Result<libc::sigevent, Error> {
-    let vc = get(id)?;
-    // SAFETY: an all-zero sigevent is valid; we fill the fields the kernel reads.
-    let mut sev: libc::sigevent = unsafe { core::mem::zeroed() };
-    sev.sigev_notify = libc::SIGEV_THREAD_ID;
-    sev.sigev_signo = NOTIF_SIGNAL;
-    sev.sigev_notify_thread_id = vc.tid();
-    sev.sigev_value = libc::sigval { sival_ptr: TIMER_HOOK_TAG as *mut libc::c_void };
-    Ok(sev)
 }
 
 fn run_timer_hook(vc: &Vcore, info: *const libc::siginfo_t) {

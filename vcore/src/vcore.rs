@@ -50,6 +50,7 @@ use crate::error::Error;
 use crate::futex;
 use crate::notif::FaultInfo;
 use crate::stack::{Stack, DEFAULT_STACK_SIZE};
+use crate::timer::VcoreTimer;
 
 const PARKED: u32 = 0;
 const RUNNING: u32 = 1;
@@ -98,8 +99,8 @@ pub struct Vcore {
     pub(crate) interrupted: UnsafeCell<Context>,
     /// The fault that sent this vcore into vcore context, if any.
     pub(crate) fault: UnsafeCell<Option<FaultInfo>>,
-    /// Kernel id of the one-shot timer that retries a deferred notification (-1: none).
-    pub(crate) retry_timer: AtomicI32,
+    /// The one-shot timer that retries a deferred notification, made by the vcore's task.
+    pub(crate) retry_timer: OnceLock<VcoreTimer>,
     pub(crate) retry_armed: AtomicBool,
     /// Set by the vcore's own task while its notification handler runs the timer hook:
     /// a notification the hook sends to this vcore needs no signal or futex wake, since
@@ -599,7 +600,7 @@ fn init_inner() -> Result<(), Error> {
             notif_depth: AtomicU32::new(0),
             interrupted: UnsafeCell::new(Context::EMPTY),
             fault: UnsafeCell::new(None),
-            retry_timer: AtomicI32::new(-1),
+            retry_timer: OnceLock::new(),
             retry_armed: AtomicBool::new(false),
             in_timer_hook: AtomicBool::new(false),
             altstack: Stack::new(ALTSTACK_SIZE)?,
