@@ -56,6 +56,7 @@
 //! | crate | what for |
 //! |---|---|
 //! | `nix` | the set-up calls made on ordinary threads: CPU affinity ([`CpuSet`]), stack `mmap` / `mprotect` / `munmap`, installing the signal handlers, a helper thread's signal mask |
+//! | `x86` | CPUID decoding for the extended-state save area (`arch`), and `wrfsbase` / `wrgsbase` (the reads stay hand-written: see `arch`) |
 //! | `libc` | types and constants, and the calls below |
 //!
 //! Raw `libc`, or a raw system call through [`arch::syscall6`], stays where nix would be

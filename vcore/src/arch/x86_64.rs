@@ -67,6 +67,8 @@
 use core::arch::{asm, naked_asm};
 use core::sync::atomic::{AtomicU8, Ordering};
 
+use x86::cpuid::CpuId;
+
 /// A suspended execution context: the stack pointer at which its registers were saved.
 ///
 /// An empty context (`rsp == 0`) has nothing to resume.
@@ -349,6 +351,18 @@ unsafe extern "C" fn call_trampoline() -> ! {
 
 // ---------------------------------------------------------------------------------------
 // FS and GS base.
+//
+// Writes use the `x86` crate's `wrfsbase` / `wrgsbase`. Its `asm!` declares no options,
+// so to the compiler it may touch memory and flags; ours had to be a memory clobber
+// anyway (the TLS changes under the compiler's feet), and the release build emits the
+// same instructions either way: every function of the rlibs and of the uthread and
+// upthread test binaries that contains a base instruction compared equal under objdump.
+// Reads stay hand-written. The crate's `rdgsbase` and `fs_deref!` / `gs_deref!` lack
+// `nomem`/`readonly`, `nostack` and `preserves_flags`, so each read becomes a compiler
+// barrier: with them, `vcore::this` and its many inlined callers compiled differently
+// (different spills and inlining in 14 rlib functions for `rdgsbase`, 144 for the
+// `%fs:0` / `%gs:0` loads). The crate has no `%gs`-relative loads of other widths, nor
+// the single-instruction `inc` / `dec` that `gs_inc_u32` / `gs_dec_u32` rely on.
 
 const MODE_UNKNOWN: u8 = 0;
 const MODE_FSGSBASE: u8 = 1;
@@ -419,8 +433,9 @@ pub fn fs_base() -> usize {
 #[inline(always)]
 pub unsafe fn set_fs_base(base: usize) {
     if mode() == MODE_FSGSBASE {
-        // SAFETY: FSGSBASE is enabled (see fs_base); the caller vouches for `base`.
-        unsafe { asm!("wrfsbase {}", in(reg) base, options(nostack, preserves_flags)) };
+        // SAFETY: FSGSBASE is enabled (the kernel said so in AT_HWCAP2); the caller
+        // vouches for `base`.
+        unsafe { x86::bits64::segmentation::wrfsbase(base as u64) };
     } else {
         // SAFETY: arch_prctl(ARCH_SET_FS) only changes this task's FS base.
         let r = unsafe { syscall6(libc::SYS_arch_prctl as usize, ARCH_SET_FS, base, 0, 0, 0, 0) };
@@ -464,7 +479,7 @@ pub fn gs_base_if_cheap() -> Option<usize> {
 pub unsafe fn set_gs_base(base: usize) {
     if mode() == MODE_FSGSBASE {
         // SAFETY: FSGSBASE is enabled; the caller owns GS on this task.
-        unsafe { asm!("wrgsbase {}", in(reg) base, options(nostack, preserves_flags)) };
+        unsafe { x86::bits64::segmentation::wrgsbase(base as u64) };
     } else {
         // SAFETY: arch_prctl(ARCH_SET_GS) only changes this task's GS base.
         let r = unsafe { syscall6(libc::SYS_arch_prctl as usize, ARCH_SET_GS, base, 0, 0, 0, 0) };
@@ -549,18 +564,19 @@ static XSAVE_KIND: AtomicU8 = AtomicU8::new(XSAVE_FXSAVE);
 #[used]
 static XSAVE_AREA: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(512 + 64);
 
-/// Sizes the extended-state save area from CPUID: leaf 1 ECX bit 27 (OSXSAVE) says the
-/// OS enabled XSAVE; leaf 0xD sub-leaf 0 EBX is the area size for the features enabled in
-/// XCR0; sub-leaf 1 EAX bit 1 says XSAVEC (compacted, skips unused state) exists.
+/// Sizes the extended-state save area from CPUID (the `x86` crate decodes it): leaf 1
+/// ECX bit 27 (OSXSAVE) says the OS enabled XSAVE; leaf 0xD sub-leaf 0 EBX is the area
+/// size for the features enabled in XCR0; sub-leaf 1 EAX bit 1 says XSAVEC (compacted,
+/// skips unused state) exists.
 fn detect_xsave() {
-    let leaf1 = core::arch::x86_64::__cpuid(1);
-    if leaf1.ecx & (1 << 27) == 0 {
+    let cpuid = CpuId::new();
+    if !cpuid.get_feature_info().is_some_and(|f| f.has_oxsave()) {
         return; // FXSAVE: 512 bytes, the default above
     }
-    // Leaf 0xD exists whenever XSAVE does.
-    let (d0, d1) = (core::arch::x86_64::__cpuid_count(0xD, 0), core::arch::x86_64::__cpuid_count(0xD, 1));
-    XSAVE_AREA.store(d0.ebx as usize + 64, Ordering::Relaxed);
-    XSAVE_KIND.store(if d1.eax & (1 << 1) != 0 { XSAVE_XSAVEC } else { XSAVE_XSAVE }, Ordering::Relaxed);
+    // Leaf 0xD exists whenever XSAVE does; `None` would mean a CPU that lies.
+    let Some(state) = cpuid.get_extended_state_info() else { return };
+    XSAVE_AREA.store(state.xsave_area_size_enabled_features() as usize + 64, Ordering::Relaxed);
+    XSAVE_KIND.store(if state.has_xsavec() { XSAVE_XSAVEC } else { XSAVE_XSAVE }, Ordering::Relaxed);
 }
 
 /// Bytes an interruption needs on the interrupted stack: red zone, registers, extended
@@ -715,4 +731,23 @@ pub unsafe fn gs_dec_u32<const OFF: usize>() -> u32 {
         )
     };
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xsave_detection_matches_the_raw_cpuid_leaves() {
+        detect_xsave();
+        let leaf1 = core::arch::x86_64::__cpuid(1);
+        if leaf1.ecx & (1 << 27) == 0 {
+            assert_eq!((xsave_kind(), XSAVE_AREA.load(Ordering::Relaxed)), ("fxsave", 512 + 64));
+            return;
+        }
+        // Leaf 0xD exists when OSXSAVE is set.
+        let (d0, d1) = (core::arch::x86_64::__cpuid_count(0xD, 0), core::arch::x86_64::__cpuid_count(0xD, 1));
+        assert_eq!(XSAVE_AREA.load(Ordering::Relaxed), d0.ebx as usize + 64);
+        assert_eq!(xsave_kind(), if d1.eax & (1 << 1) != 0 { "xsavec" } else { "xsave" });
+    }
 }
