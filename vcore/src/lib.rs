@@ -57,6 +57,7 @@
 //! |---|---|
 //! | `nix` | the set-up calls made on ordinary threads: CPU affinity ([`CpuSet`]), stack `mmap` / `mprotect` / `munmap`, installing the signal handlers, a helper thread's signal mask |
 //! | `x86` | CPUID decoding for the extended-state save area (`arch`), and `wrfsbase` / `wrgsbase` (the reads stay hand-written: see `arch`) |
+//! | `crossbeam-utils` | `AtomicCell` for the entry and timer-hook function pointers (asserted lock-free), `Backoff::spin` in [`spin::SpinLock`]; re-exported for `parlib-events` |
 //! | `libc` | types and constants, and the calls below |
 //!
 //! Raw `libc`, or a raw system call through [`arch::syscall6`], stays where nix would be
@@ -97,6 +98,11 @@ pub mod timer;
 #[allow(clippy::module_inception)]
 pub mod vcore;
 
+/// Re-exported so that the layers above use the same crossbeam-utils as this crate
+/// (`parlib-events` pads its rings with `CachePadded` and keeps its handler table in
+/// `AtomicCell`s).
+#[doc(no_inline)]
+pub use crossbeam_utils;
 pub use error::Error;
 pub use leave::detach_from_vcore;
 pub use notif::{notify, notify_self, FaultInfo};

@@ -59,6 +59,7 @@
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
+use crossbeam_utils::atomic::AtomicCell;
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
 use crate::arch::{self, Context};
@@ -356,14 +357,17 @@ fn arm_retry(vc: &Vcore) {
 // ---------------------------------------------------------------------------------------
 // The timer hook: what the expiry of a layer's `VcoreTimer` runs.
 
-static TIMER_HOOK: AtomicUsize = AtomicUsize::new(0);
+static TIMER_HOOK: AtomicCell<Option<fn(usize)>> = AtomicCell::new(None);
+// Loaded in the notification handler: a locked AtomicCell could deadlock against the
+// store it interrupted.
+const _: () = assert!(AtomicCell::<Option<fn(usize)>>::is_lock_free());
 
 /// Sets the function the expiry of a [`VcoreTimer::new`] timer calls, in the notification
 /// handler of the vcore it expired on, with that vcore's id. It runs in a signal handler:
 /// it may only do what is async-signal-safe (`parlib_events::send_event` is). The alarms
 /// layer uses it to turn timer expiry into an `EV_ALARM` event.
 pub fn set_timer_hook(hook: fn(usize)) {
-    TIMER_HOOK.store(hook as usize, Ordering::Release);
+    TIMER_HOOK.store(Some(hook));
 }
 
 fn run_timer_hook(vc: &Vcore, info: *const libc::siginfo_t) {
@@ -371,10 +375,7 @@ fn run_timer_hook(vc: &Vcore, info: *const libc::siginfo_t) {
     let tagged = unsafe {
         (*info).si_code == libc::SI_TIMER && (*info).si_value().sival_ptr as usize == TIMER_HOOK_TAG
     };
-    let hook = TIMER_HOOK.load(Ordering::Acquire);
-    if tagged && hook != 0 {
-        // SAFETY: TIMER_HOOK only ever holds a `fn(usize)` stored by set_timer_hook.
-        let f: fn(usize) = unsafe { core::mem::transmute::<usize, fn(usize)>(hook) };
+    if let Some(f) = TIMER_HOOK.load().filter(|_| tagged) {
         vc.in_timer_hook.store(true, Ordering::Relaxed);
         f(vc.id());
         vc.in_timer_hook.store(false, Ordering::Relaxed);

@@ -43,6 +43,7 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
+use crossbeam_utils::atomic::AtomicCell;
 use nix::unistd::Pid;
 
 use crate::arch::{self, Context};
@@ -72,8 +73,13 @@ const ALTSTACK_SIZE: usize = 64 * 1024;
 /// One vcore's record. The first field is its own address, reachable as `%gs:0`.
 ///
 /// Aligned to 128 bytes: adjacent-line prefetch pulls in pairs of 64-byte lines on
-/// Intel and AMD parts, so 128 keeps two vcores' hot fields from false sharing
-/// (crossbeam-utils' `CachePadded` uses 128 on x86-64 for the same reason).
+/// Intel and AMD parts, so 128 keeps two vcores' hot fields from false sharing, which
+/// is the alignment of crossbeam-utils' `CachePadded` on x86-64 (asserted below). The
+/// alignment is spelled out rather than borrowed by wrapping the fields in a
+/// `CachePadded`: the record is an ABI shared with `arch`, found by its raw address in
+/// the GS base, with its self pointer at offset 0 and every field at a `%gs` offset taken
+/// with `offset_of!(Vcore, ..)`; `repr(C)` guarantees that layout, and `CachePadded<T>`
+/// (a `repr(Rust)` wrapper) does not promise where it puts its `T`.
 #[repr(C, align(128))]
 pub struct Vcore {
     self_ptr: *const Vcore,
@@ -109,6 +115,11 @@ pub struct Vcore {
     /// Alternate signal stack: handlers run here, so a full uthread stack can be reported.
     pub(crate) altstack: Stack,
 }
+
+const _: () = assert!(
+    core::mem::align_of::<Vcore>() == core::mem::align_of::<crossbeam_utils::CachePadded<u8>>()
+        && core::mem::offset_of!(Vcore, self_ptr) == 0
+);
 
 // SAFETY: every field other than the immutable ones (`self_ptr`, `id`, `cpu`, the stacks)
 // is an atomic, except `interrupted` and `fault`, which only the vcore's own task touches
@@ -265,7 +276,10 @@ const INIT_DONE: u8 = 2;
 static INIT: AtomicU8 = AtomicU8::new(INIT_NONE);
 static VCORES: AtomicPtr<Vcore> = AtomicPtr::new(core::ptr::null_mut());
 static NR_VCORES: AtomicUsize = AtomicUsize::new(0);
-static ENTRY: AtomicUsize = AtomicUsize::new(0);
+static ENTRY: AtomicCell<Option<fn() -> !>> = AtomicCell::new(None);
+// A vcore may start while another task sets the entry; a locked AtomicCell would take a
+// lock there (its fallback for types without a native atomic).
+const _: () = assert!(AtomicCell::<Option<fn() -> !>>::is_lock_free());
 static READY: AtomicU32 = AtomicU32::new(0);
 static PROCESS_CPUS: OnceLock<CpuSet> = OnceLock::new();
 static HANDOFF_STACK: OnceLock<Stack> = OnceLock::new();
@@ -529,7 +543,7 @@ pub fn current_cpu() -> usize {
 /// `vcore_entry`). The uthread layer installs its own; set one before requesting vcores
 /// when using this layer alone.
 pub fn set_entry(entry: fn() -> !) {
-    ENTRY.store(entry as usize, Ordering::Release);
+    ENTRY.store(Some(entry));
 }
 
 fn missing_entry() -> ! {
@@ -697,13 +711,10 @@ unsafe extern "C" fn park_then_enter(_: usize, _: usize) -> ! {
 pub(crate) fn enter(vc: &Vcore) -> ! {
     // SAFETY: we are in vcore context, at the top of the vcore stack.
     unsafe { vc.set_vcore_context(true) };
-    let f = ENTRY.load(Ordering::Acquire);
-    if f == 0 {
-        missing_entry();
+    match ENTRY.load() {
+        Some(f) => f(),
+        None => missing_entry(),
     }
-    // SAFETY: ENTRY only ever holds a `fn() -> !` stored by set_entry.
-    let f: fn() -> ! = unsafe { core::mem::transmute::<usize, fn() -> !>(f) };
-    f()
 }
 
 // ---------------------------------------------------------------------------------------
