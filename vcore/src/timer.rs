@@ -13,6 +13,8 @@
 //!
 //! [`set_timer_hook`]: crate::notif::set_timer_hook
 
+use nix::errno::Errno;
+
 use crate::arch::syscall6;
 use crate::error::Error;
 use crate::notif::NOTIF_SIGNAL;
@@ -77,22 +79,23 @@ impl VcoreTimer {
 
     /// Arms the timer to expire once at `deadline_ns` on `CLOCK_MONOTONIC`, replacing any
     /// earlier arming. A deadline of 0 arms for 1 ns: an all-zero time would disarm it
-    /// instead. Async-signal-safe; never touches `errno`.
-    pub fn arm_at(&self, deadline_ns: u64) -> Result<(), Error> {
+    /// instead. Async-signal-safe; never touches `errno`, and its error is a plain `Errno`
+    /// (no drop glue that could free memory in a signal handler).
+    pub fn arm_at(&self, deadline_ns: u64) -> Result<(), Errno> {
         self.settime(libc::TIMER_ABSTIME, deadline_ns.max(1))
     }
 
     /// Arms the timer to expire once, `ns` (> 0) from now. As for [`arm_at`](Self::arm_at).
-    pub fn arm_after(&self, ns: u64) -> Result<(), Error> {
+    pub fn arm_after(&self, ns: u64) -> Result<(), Errno> {
         self.settime(0, ns.max(1))
     }
 
     /// Disarms the timer; an expiry already signalled is still delivered.
-    pub fn disarm(&self) -> Result<(), Error> {
+    pub fn disarm(&self) -> Result<(), Errno> {
         self.settime(0, 0)
     }
 
-    fn settime(&self, flags: libc::c_int, ns: u64) -> Result<(), Error> {
+    fn settime(&self, flags: libc::c_int, ns: u64) -> Result<(), Errno> {
         let its = libc::itimerspec {
             it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
             it_value: libc::timespec {
@@ -113,7 +116,7 @@ impl VcoreTimer {
             )
         };
         if r != 0 {
-            return Err(Error::Os { what: "timer_settime", errno: -r as i32 });
+            return Err(Errno::from_raw(-r as i32));
         }
         Ok(())
     }
