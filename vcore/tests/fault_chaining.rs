@@ -2,9 +2,12 @@
 //! `lib_init` installed parlib's, called the way that handler was installed (with or
 //! without `SA_SIGINFO`); with none, the process dies of the signal as it would have.
 
+mod common;
+
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
+use common::load_from;
 use parlib_testkit::{child_outcome, Outcome};
 use parlib_vcore as vcore;
 
@@ -14,13 +17,6 @@ const SIGINFO_HANDLER_RAN: i32 = 42;
 const PLAIN_HANDLER_RAN: i32 = 43;
 /// The address the test loads from: in the never-mapped first page.
 const BAD_ADDR: usize = 8;
-
-/// Loads from `addr`.
-// SAFETY (naked): C ABI, one load into rax and a return.
-#[unsafe(naked)]
-extern "C" fn load_from(addr: usize) -> u64 {
-    core::arch::naked_asm!("mov rax, qword ptr [rdi]", "ret")
-}
 
 extern "C" fn siginfo_handler(sig: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo; si_addr is valid for SIGSEGV.
