@@ -69,8 +69,9 @@
 //! * **Code that runs on a TLS that is not its own, or on none**: moving `main` (the
 //!   handoff stack blocks every signal with `rt_sigprocmask`), the FS/GS base
 //!   (`arch_prctl`), `getcpu`.
-//! * **futex, `tgkill` and the timers' `timer_settime`**: called from uthreads and from
-//!   handlers, so they must not touch `errno` ([`futex`], [`notify`]).
+//! * **futex, `tgkill` and the POSIX timers** (`timer_create` / `timer_settime` /
+//!   `timer_delete` on kernel timer ids): called from uthreads and from handlers, so they
+//!   must not touch `errno` ([`futex`], [`notify`], [`timer`]).
 //! * **What nix 0.30 does not wrap**: `sigaltstack`, `pthread_create` and its attributes,
 //!   `pthread_atfork`, `getauxval`, `dl_iterate_phdr`, `sysconf`'s page size (behind a
 //!   feature of its own).
@@ -79,8 +80,8 @@
 //!
 //! * Vcore tasks own their GS base; do not use GS on them.
 //! * A Linux thread created from a vcore inherits its pin to one CPU (Linux copies the
-//!   affinity mask); reset it with `sched_setaffinity` if that matters, using
-//!   [`process_cpus`].
+//!   affinity mask); reset it with [`CpuSet::apply_to_calling_thread`] on
+//!   [`process_cpus`] if that matters (or call [`detach_from_vcore`]).
 //! * FS base accesses use `wrfsbase`/`rdfsbase` when the kernel allows (`AT_HWCAP2` bit 1)
 //!   and `arch_prctl` otherwise; setting `PARLIB_FORCE_ARCH_PRCTL=1` forces the latter.
 //!   In that mode asking "which vcore am I on" costs a system call.

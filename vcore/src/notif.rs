@@ -42,7 +42,7 @@
 //! [`RETRY_NS`]. At a safe point the handler rewrites the `ucontext` so that after
 //! `sigreturn` the uthread calls [`arch::interrupt_trampoline`], marks the vcore as in
 //! vcore context and returns. The trampoline saves the full state on the uthread's
-//! stack and calls [`enter_from_interrupt`], which saves a resumable [`Context`] in the
+//! stack and calls `enter_from_interrupt`, which saves a resumable [`Context`] in the
 //! vcore's record ([`Vcore::take_interrupted`]) and runs the entry function on the
 //! vcore stack and TLS. A syscall interrupted with `SA_RESTART` semantics has its
 //! registers rewound by the kernel before the handler runs, so it re-issues on resume.

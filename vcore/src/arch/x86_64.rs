@@ -398,7 +398,7 @@ pub unsafe fn init_context(stack_top: usize, entry: unsafe extern "C" fn(usize) 
 ///   +------------------------------+
 /// ```
 ///
-/// Resuming pops the new frame into [`call_trampoline`] with `rsp` 16-aligned, which
+/// Resuming pops the new frame into `call_trampoline` with `rsp` 16-aligned, which
 /// calls `f(arg)`, then restores the old frame exactly as a resume would have.
 ///
 /// # Safety
