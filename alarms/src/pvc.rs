@@ -22,12 +22,12 @@
 //! it to run them.
 
 use alloc::collections::BTreeMap;
-use core::sync::atomic::{AtomicI32, AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use parlib_events::{EventMsg, EventType, EV_ALARM};
 use parlib_sync::{Deadline, PdrSpinLock};
-use parlib_vcore as vcore;
+use parlib_vcore::{self as vcore, VcoreTimer};
 
 use crate::waiter::{AlarmWaiter, ARMED, DONE, FIRING, IDLE, STARTING};
 
@@ -46,7 +46,7 @@ struct Set {
 
 struct PerVcore {
     set: PdrSpinLock<Set>,
-    timer: AtomicI32,
+    timer: VcoreTimer,
     /// The alarm whose callback this vcore's context is running, the innermost one when
     /// event handling nests (null: none). Only that vcore context writes it.
     running: AtomicPtr<AlarmWaiter>,
@@ -71,26 +71,14 @@ pub(crate) fn init() -> Result<(), crate::Error> {
     }
     let mut v = Vec::with_capacity(n);
     for id in 0..n {
-        let mut sev = vcore::notif::timer_sigevent(id).map_err(|_| crate::Error::NotInitialized)?;
-        let mut timer: libc::c_int = -1;
-        // SAFETY: raw timer_create with a valid sigevent and out-pointer.
-        let r = unsafe {
-            vcore::arch::syscall6(
-                libc::SYS_timer_create as usize,
-                libc::CLOCK_MONOTONIC as usize,
-                &mut sev as *mut libc::sigevent as usize,
-                &mut timer as *mut libc::c_int as usize,
-                0,
-                0,
-                0,
-            )
-        };
-        if r != 0 {
-            return Err(crate::Error::Timer { errno: -r as i32 });
-        }
+        // Timers made before a failure are deleted as `v` drops.
+        let timer = VcoreTimer::new(id).map_err(|e| match e {
+            vcore::Error::Os { errno, .. } => crate::Error::Timer { errno },
+            _ => crate::Error::NotInitialized,
+        })?;
         v.push(PerVcore {
             set: PdrSpinLock::new(Set { waiters: BTreeMap::new(), armed_at: u64::MAX }),
-            timer: AtomicI32::new(timer),
+            timer,
             running: AtomicPtr::new(core::ptr::null_mut()),
         });
     }
@@ -110,29 +98,10 @@ fn on_timer(id: usize) {
 }
 
 fn arm(pv: &PerVcore, set: &mut Set, at: u64) {
-    // An all-zero it_value disarms a POSIX timer; time 0 is long past anyway.
-    let at = at.max(1);
     set.armed_at = at;
-    let its = libc::itimerspec {
-        it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
-        it_value: libc::timespec {
-            tv_sec: (at / 1_000_000_000) as i64,
-            tv_nsec: (at % 1_000_000_000) as i64,
-        },
-    };
     ARMS.fetch_add(1, Ordering::Relaxed);
-    // SAFETY: raw timer_settime on our own timer, absolute time, valid itimerspec.
-    unsafe {
-        vcore::arch::syscall6(
-            libc::SYS_timer_settime as usize,
-            pv.timer.load(Ordering::Relaxed) as usize,
-            libc::TIMER_ABSTIME as usize,
-            &its as *const libc::itimerspec as usize,
-            0,
-            0,
-            0,
-        )
-    };
+    // Fails only for a bad timer id or time; ours are valid.
+    let _ = pv.timer.arm_at(at);
 }
 
 /// Puts `w` into `set` and arms the timer if it became the earliest.

@@ -82,12 +82,11 @@ fn an_alarm_with_a_deadline_in_the_past_fires_promptly() {
     });
 }
 
-/// Ignored: shows a bug. An alarm at `CLOCK_MONOTONIC` time 0 (`Deadline::at_monotonic_ns(0)`,
-/// or `Deadline::from_monotonic` of a zero or negative timespec, which it clamps to 0)
-/// never fires, and no later alarm on that vcore does either: `pvc::arm` passes the
-/// deadline to `timer_settime` as `it_value`, and an all-zero `it_value` *disarms* the
-/// timer; `armed_at` is left at 0, so no later start is ever earlier and nothing re-arms
-/// it. Fix: arm for `max(at, 1)` in `alarms/src/pvc.rs` `arm`.
+/// Regression: an alarm at `CLOCK_MONOTONIC` time 0 (`Deadline::at_monotonic_ns(0)`, or
+/// `Deadline::from_monotonic` of a zero or negative timespec, which it clamps to 0) used
+/// to never fire, and no later alarm on that vcore either: an all-zero `it_value`
+/// *disarms* a POSIX timer. The vcore timer (`parlib_vcore::timer`) arms for at least
+/// time 1.
 #[test]
 fn an_alarm_at_monotonic_time_zero_fires_and_later_alarms_still_do() {
     parlib_testkit::isolated!(TIMEOUT, {
@@ -106,10 +105,9 @@ fn an_alarm_at_monotonic_time_zero_fires_and_later_alarms_still_do() {
     });
 }
 
-/// Ignored: the same bug through a timed wait. A condvar wait with an already expired
+/// Regression: the same bug through a timed wait. A condvar wait with an already expired
 /// monotonic deadline (a `{0, 0}` timespec, as pthread code passes to poll) on a uthread
-/// never returns: `RawCondvar::timed_wait` does not check for a passed deadline before it
-/// arms the timeout, and the timeout is armed for time 0.
+/// used to never return: its timeout was armed for time 0.
 #[test]
 fn a_condvar_timed_wait_with_a_zero_monotonic_deadline_times_out() {
     parlib_testkit::isolated!(TIMEOUT, {

@@ -45,8 +45,10 @@
 //! ## Example
 //!
 //! ```
-//! use parlib_events::{self as events, EventMsg, EventType};
-//! use parlib_vcore as vcore;
+//! # // As a user of the facade crate `parlib` writes it; here, its paths mapped.
+//! # mod parlib { pub(crate) use parlib_events as events; pub(crate) use parlib_vcore as vcore; }
+//! use parlib::events::{self, EventMsg, EventType};
+//! use parlib::vcore;
 //! use std::sync::atomic::{AtomicU64, Ordering};
 //!
 //! static SUM: AtomicU64 = AtomicU64::new(0);
@@ -78,9 +80,10 @@
 mod queue;
 
 use core::fmt;
-use core::sync::atomic::{compiler_fence, AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{compiler_fence, AtomicBool, AtomicU32, Ordering};
 use std::sync::OnceLock;
 
+use crossbeam_utils::{atomic::AtomicCell, Backoff};
 use parlib_vcore as vcore;
 use parlib_vcore::Vcore;
 
@@ -175,8 +178,11 @@ struct VcoreQueues {
 }
 
 static QUEUES: OnceLock<Box<[VcoreQueues]>> = OnceLock::new();
-static HANDLERS: [AtomicUsize; MAX_EVENT_TYPES as usize] =
-    [const { AtomicUsize::new(0) }; MAX_EVENT_TYPES as usize];
+static HANDLERS: [AtomicCell<Option<Handler>>; MAX_EVENT_TYPES as usize] =
+    [const { AtomicCell::new(None) }; MAX_EVENT_TYPES as usize];
+// Handlers are looked up by senders in signal handlers, where a locked AtomicCell could
+// deadlock against the registration it interrupted.
+const _: () = assert!(AtomicCell::<Option<Handler>>::is_lock_free());
 
 /// Allocates one queue per vcore. Call after `vcore::lib_init` (the uthread layer's
 /// `lib_init` does); later calls do nothing.
@@ -205,15 +211,11 @@ fn queues() -> Result<&'static [VcoreQueues], Error> {
 /// Registers `handler` for `ty`, returning the handler it replaces.
 pub fn register_handler(ty: EventType, handler: Handler) -> Result<Option<Handler>, Error> {
     let slot = HANDLERS.get(ty.0 as usize).ok_or(Error::BadType(ty))?;
-    let old = slot.swap(handler as usize, Ordering::AcqRel);
-    // SAFETY: the table only ever holds 0 or a `Handler` stored above.
-    Ok((old != 0).then(|| unsafe { core::mem::transmute::<usize, Handler>(old) }))
+    Ok(slot.swap(Some(handler)))
 }
 
 fn handler(ty: EventType) -> Option<Handler> {
-    let f = HANDLERS.get(ty.0 as usize)?.load(Ordering::Acquire);
-    // SAFETY: the table only ever holds 0 or a `Handler`.
-    (f != 0).then(|| unsafe { core::mem::transmute::<usize, Handler>(f) })
+    HANDLERS.get(ty.0 as usize)?.load()
 }
 
 /// Queues `msg` of type `ty` for vcore `vcoreid` and notifies it. Never allocates and
@@ -312,6 +314,7 @@ fn send_to_full(qs: &[VcoreQueues], q: &VcoreQueues, ty: EventType, msg: &EventM
     // handlers use the overflow ring too; other senders leave it to them.
     let usable = |r: &Ring| r as *const Ring as usize != interrupted_push;
     let use_overflow = own_ctx.is_some() || interrupted_push != 0;
+    let backoff = Backoff::new();
     loop {
         if usable(&q.main) && push(&q.main, ty, msg) {
             return;
@@ -330,7 +333,8 @@ fn send_to_full(qs: &[VcoreQueues], q: &VcoreQueues, ty: EventType, msg: &EventM
                 continue;
             }
         }
-        core::hint::spin_loop();
+        // The longer the ring stays full, the fewer notifications (each may be a tgkill).
+        backoff.spin();
     }
 }
 

@@ -16,6 +16,8 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use crossbeam_utils::CachePadded;
+
 use crate::{EventMsg, EventType};
 
 struct Slot {
@@ -24,14 +26,11 @@ struct Slot {
     msg: UnsafeCell<EventMsg>,
 }
 
-/// Pads to 128 bytes so producers' `head` and the consumer's `tail` do not share a
-/// prefetched line pair (see `parlib_vcore::Vcore`).
-#[repr(align(128))]
-struct Padded(AtomicUsize);
-
 pub(crate) struct Ring {
-    head: Padded,
-    tail: Padded,
+    /// Padded (128 bytes on x86-64) so that producers' `head` and the consumer's `tail`
+    /// never share a prefetched pair of cache lines.
+    head: CachePadded<AtomicUsize>,
+    tail: CachePadded<AtomicUsize>,
     slots: Box<[Slot]>,
     mask: usize,
 }
@@ -53,8 +52,8 @@ impl Ring {
             })
             .collect();
         Ring {
-            head: Padded(AtomicUsize::new(0)),
-            tail: Padded(AtomicUsize::new(0)),
+            head: CachePadded::new(AtomicUsize::new(0)),
+            tail: CachePadded::new(AtomicUsize::new(0)),
             slots,
             mask: capacity - 1,
         }
@@ -62,30 +61,28 @@ impl Ring {
 
     /// Enqueues; false if the ring is full.
     pub(crate) fn push(&self, ty: EventType, msg: &EventMsg) -> bool {
-        let mut pos = self.head.0.load(Ordering::Relaxed);
+        let mut pos = self.head.load(Ordering::Relaxed);
         loop {
             let slot = &self.slots[pos & self.mask];
             let seq = slot.seq.load(Ordering::Acquire);
             match seq.wrapping_sub(pos) as isize {
-                0 => match self.head.0.compare_exchange_weak(
-                    pos,
-                    pos + 1,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    Ok(_) => {
-                        // SAFETY: the CAS made slot `pos` ours until we publish it.
-                        unsafe {
-                            *slot.ty.get() = ty;
-                            *slot.msg.get() = *msg;
+                0 => {
+                    match self.head.compare_exchange_weak(pos, pos + 1, Ordering::Relaxed, Ordering::Relaxed)
+                    {
+                        Ok(_) => {
+                            // SAFETY: the CAS made slot `pos` ours until we publish it.
+                            unsafe {
+                                *slot.ty.get() = ty;
+                                *slot.msg.get() = *msg;
+                            }
+                            slot.seq.store(pos + 1, Ordering::Release);
+                            return true;
                         }
-                        slot.seq.store(pos + 1, Ordering::Release);
-                        return true;
+                        Err(now) => pos = now,
                     }
-                    Err(now) => pos = now,
-                },
+                }
                 d if d < 0 => return false, // the consumer has not freed this slot yet
-                _ => pos = self.head.0.load(Ordering::Relaxed),
+                _ => pos = self.head.load(Ordering::Relaxed),
             }
         }
     }
@@ -95,7 +92,7 @@ impl Ring {
     /// # Safety
     /// Only one consumer at a time (the vcore that owns the ring, in vcore context).
     pub(crate) unsafe fn pop(&self) -> Option<(EventType, EventMsg)> {
-        let pos = self.tail.0.load(Ordering::Relaxed);
+        let pos = self.tail.load(Ordering::Relaxed);
         let slot = &self.slots[pos & self.mask];
         if slot.seq.load(Ordering::Acquire) != pos + 1 {
             return None;
@@ -103,13 +100,13 @@ impl Ring {
         // SAFETY: the Acquire above pairs with the producer's publishing Release.
         let out = unsafe { (*slot.ty.get(), *slot.msg.get()) };
         slot.seq.store(pos + self.mask + 1, Ordering::Release);
-        self.tail.0.store(pos + 1, Ordering::Relaxed);
+        self.tail.store(pos + 1, Ordering::Relaxed);
         Some(out)
     }
 
     /// Whether a published message is waiting (racy, for polling).
     pub(crate) fn has_ready(&self) -> bool {
-        let pos = self.tail.0.load(Ordering::Relaxed);
+        let pos = self.tail.load(Ordering::Relaxed);
         self.slots[pos & self.mask].seq.load(Ordering::Acquire) == pos + 1
     }
 }

@@ -1,5 +1,6 @@
-//! A stack-alignment probe, and the protocol by which a child process reports that a
-//! misuse of the library panicked cleanly: shared by the test suites of every layer.
+//! A stack-alignment probe, a load that faults on purpose, and the protocol by which a
+//! child process reports that a misuse of the library panicked cleanly: shared by the
+//! test suites of every layer.
 //!
 //! Everything here is plain code: it works on a plain thread, on a uthread and in vcore
 //! context, and never panics itself where a panic could not unwind (vcore context).
@@ -88,6 +89,17 @@ pub extern "C" fn call_with_aligned_stack(f: extern "C" fn() -> bool) -> bool {
         "push rbx", // at our entry rsp % 16 == 8; now 0, right for a call
         "call rdi", "pop rbx", "ret",
     )
+}
+
+// ---------------------------------------------------------------------------------------
+// Faulting on purpose.
+
+/// Loads from `addr`: the load is the function's first instruction, so a fault's PC is
+/// the function's address.
+// SAFETY (naked): C ABI, one load into rax and a return.
+#[unsafe(naked)]
+pub extern "C" fn load_from(addr: usize) -> u64 {
+    core::arch::naked_asm!("mov rax, qword ptr [rdi]", "ret")
 }
 
 // ---------------------------------------------------------------------------------------

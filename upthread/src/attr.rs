@@ -15,6 +15,8 @@
 
 use libc::{c_int, c_void, size_t};
 
+use parlib_vcore::Stack;
+
 use crate::thread::{SpawnOpts, StackSpec};
 
 /// glibc's `PTHREAD_STACK_MIN`: the smallest stack accepted.
@@ -89,6 +91,12 @@ pub(crate) unsafe fn spawn_opts(attr: *const UpthreadAttr) -> Result<SpawnOpts, 
     let stack = if d.user_stack != 0 {
         StackSpec::User { lo: d.stack_addr, size: d.stack_size }
     } else {
+        // glibc 2.36's pthread_create refuses a size that wraps around when its guard is
+        // added with EINVAL, and one that merely cannot be mapped with EAGAIN (which
+        // creation reports for any stack it cannot get). Our guard is always one page.
+        if let Err(e @ parlib_vcore::Error::StackTooLarge { .. }) = Stack::mapping_len(d.stack_size) {
+            return Err(e.errno());
+        }
         StackSpec::Size(d.stack_size)
     };
     Ok(SpawnOpts { detached: d.detached != 0, stack, name: None })
@@ -161,7 +169,10 @@ pub unsafe extern "C" fn upthread_attr_getdetachstate(attr: *const UpthreadAttr,
     0
 }
 
-/// `pthread_attr_setstacksize`: `EINVAL` below [`PTHREAD_STACK_MIN`].
+/// `pthread_attr_setstacksize`: `EINVAL` below [`PTHREAD_STACK_MIN`]. Any larger size is
+/// accepted, as glibc does; [`upthread_create`](crate::thread::upthread_create) then fails
+/// with `EINVAL` if the size and the guard page overflow a `size_t`, and with `EAGAIN` if
+/// the stack cannot be mapped.
 ///
 /// # Safety
 /// As for [`upthread_attr_init`].

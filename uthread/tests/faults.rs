@@ -10,6 +10,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use parlib_testkit::probe::load_from;
 use parlib_testkit::{child_outcome, isolated, Outcome};
 use parlib_uthread::{self as uthread, Fault, State, TlsMode, Uthread};
 use parlib_vcore::{self as vcore, spin::SpinLock};
@@ -26,13 +27,6 @@ const ILL_ILLOPN: i32 = 2;
 // ---------------------------------------------------------------------------------------
 // Faulting instructions, each the first instruction of its function, so the faulting PC
 // is the function's address.
-
-/// Loads from `addr`.
-// SAFETY (naked): C ABI, one load into rax and a return.
-#[unsafe(naked)]
-extern "C" fn load_from(addr: usize) -> u64 {
-    core::arch::naked_asm!("mov rax, qword ptr [rdi]", "ret")
-}
 
 /// Stores to `addr`.
 // SAFETY (naked): C ABI, one store and a return.

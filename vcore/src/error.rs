@@ -25,6 +25,11 @@ pub enum Error {
     },
     /// `VCORE_LIMIT` is set to something that is not a positive integer.
     BadVcoreLimit(String),
+    /// A stack size whose sum with the guard page does not fit in a `usize`.
+    StackTooLarge {
+        /// The usable size asked for.
+        size: usize,
+    },
     /// A system call failed.
     Os {
         /// Which call.
@@ -39,13 +44,17 @@ impl Error {
     pub fn errno(&self) -> i32 {
         match self {
             Error::NotInitialized | Error::AlreadyInitialized => libc::EBUSY,
-            Error::TooManyVcores { .. } | Error::NoSuchVcore { .. } | Error::BadVcoreLimit(_) => libc::EINVAL,
+            Error::TooManyVcores { .. }
+            | Error::NoSuchVcore { .. }
+            | Error::BadVcoreLimit(_)
+            | Error::StackTooLarge { .. } => libc::EINVAL,
             Error::Os { errno, .. } => *errno,
         }
     }
 
-    pub(crate) fn last_os(what: &'static str) -> Error {
-        Error::Os { what, errno: std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO) }
+    /// A failed system call, as nix reports it.
+    pub(crate) fn os(what: &'static str, errno: nix::errno::Errno) -> Error {
+        Error::Os { what, errno: errno as i32 }
     }
 }
 
@@ -59,6 +68,9 @@ impl fmt::Display for Error {
             }
             Error::NoSuchVcore { id, max } => write!(f, "vcore {id} does not exist (vcores are 0..{max})"),
             Error::BadVcoreLimit(v) => write!(f, "VCORE_LIMIT={v:?} is not a positive integer"),
+            Error::StackTooLarge { size } => {
+                write!(f, "a stack of {size} bytes and its guard page do not fit in the address space")
+            }
             Error::Os { what, errno } => {
                 write!(f, "{what} failed: {}", std::io::Error::from_raw_os_error(*errno))
             }

@@ -4,6 +4,8 @@
 //! clones, so a Linux thread created on a uthread (a backing thread, a syscall offload
 //! worker) starts out looking like the vcore that created it.
 
+use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow};
+
 use crate::arch;
 
 /// Makes the calling Linux thread a helper of the runtime that belongs to no vcore, even
@@ -34,14 +36,10 @@ pub fn detach_from_vcore() {
         // SAFETY: this task is no vcore task (checked just now); it must not claim to be one.
         unsafe { arch::set_gs_base(0) };
         if let Some(set) = crate::process_cpus() {
-            // SAFETY: a valid cpu_set_t of the size we pass; 0 is the calling thread.
-            unsafe { libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), set.as_raw()) };
+            // A helper left pinned still works, only on fewer CPUs than it could.
+            let _ = set.apply_to_calling_thread();
         }
     }
-    // SAFETY: a full signal set, initialised by sigfillset, blocked for this thread only.
-    unsafe {
-        let mut all: libc::sigset_t = core::mem::zeroed();
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &all, core::ptr::null_mut());
-    }
+    // Fails only for an invalid `how`.
+    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), None);
 }

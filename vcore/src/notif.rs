@@ -42,7 +42,7 @@
 //! [`RETRY_NS`]. At a safe point the handler rewrites the `ucontext` so that after
 //! `sigreturn` the uthread calls [`arch::interrupt_trampoline`], marks the vcore as in
 //! vcore context and returns. The trampoline saves the full state on the uthread's
-//! stack and calls [`enter_from_interrupt`], which saves a resumable [`Context`] in the
+//! stack and calls `enter_from_interrupt`, which saves a resumable [`Context`] in the
 //! vcore's record ([`Vcore::take_interrupted`]) and runs the entry function on the
 //! vcore stack and TLS. A syscall interrupted with `SA_RESTART` semantics has its
 //! registers rewound by the kernel before the handler runs, so it re-issues on resume.
@@ -59,8 +59,12 @@
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
+use crossbeam_utils::atomic::AtomicCell;
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+
 use crate::arch::{self, Context};
 use crate::error::Error;
+use crate::timer::{VcoreTimer, TIMER_HOOK_TAG};
 use crate::vcore::{enter, get, this, this_unchecked, Vcore};
 
 /// The signal parlib uses for notifications. Applications must leave it alone.
@@ -72,7 +76,8 @@ pub const NOTIF_SIGNAL: i32 = libc::SIGUSR1;
 /// where one signal steals 9-19 µs.
 pub const RETRY_NS: i64 = 50_000;
 
-const FAULT_SIGNALS: [i32; 4] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGFPE, libc::SIGILL];
+const FAULT_SIGNALS: [Signal; 4] = [Signal::SIGSEGV, Signal::SIGBUS, Signal::SIGFPE, Signal::SIGILL];
+const _: () = assert!(Signal::SIGUSR1 as i32 == NOTIF_SIGNAL);
 
 /// A synchronous fault raised while a uthread ran, as the handler saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -294,119 +299,75 @@ impl Vcore {
 // ---------------------------------------------------------------------------------------
 // Handlers.
 
-struct Previous([libc::sigaction; 4]);
-// SAFETY: plain data, written once before any handler runs.
-unsafe impl Sync for Previous {}
-unsafe impl Send for Previous {}
-static PREVIOUS: OnceLock<Previous> = OnceLock::new();
+/// The fault signals' handlers from before ours, in `FAULT_SIGNALS` order.
+static PREVIOUS: OnceLock<[SigAction; 4]> = OnceLock::new();
 
 /// Installs the notification and fault handlers and finds the unsafe text ranges.
 /// Called once by `lib_init`.
 pub(crate) fn install() -> Result<(), Error> {
     find_unsafe_ranges();
-    // SAFETY: sigaction with fully initialised structures; previous handlers are kept.
-    unsafe {
-        let mut sa: libc::sigaction = core::mem::zeroed();
-        sa.sa_sigaction = on_notify as *const () as usize;
-        sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
-        libc::sigemptyset(&mut sa.sa_mask);
-        if libc::sigaction(NOTIF_SIGNAL, &sa, core::ptr::null_mut()) != 0 {
-            return Err(Error::last_os("sigaction (SIGUSR1)"));
-        }
-        let mut prev: [libc::sigaction; 4] = core::mem::zeroed();
-        let mut fa: libc::sigaction = core::mem::zeroed();
-        fa.sa_sigaction = on_fault as *const () as usize;
-        // SA_NODEFER with an empty mask: the handler may leave by jumping into vcore
-        // context, and then no signal must stay blocked.
-        fa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_NODEFER;
-        libc::sigemptyset(&mut fa.sa_mask);
-        for (i, &sig) in FAULT_SIGNALS.iter().enumerate() {
-            if libc::sigaction(sig, &fa, &mut prev[i]) != 0 {
-                return Err(Error::last_os("sigaction (fault signals)"));
-            }
-        }
-        let _ = PREVIOUS.set(Previous(prev));
+    let notif = SigAction::new(
+        SigHandler::SigAction(on_notify),
+        SaFlags::SA_SIGINFO | SaFlags::SA_ONSTACK | SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: on_notify is async-signal-safe: it touches only atomics, the vcore record
+    // and the interrupted context, and makes raw system calls.
+    unsafe { sigaction(Signal::SIGUSR1, &notif) }.map_err(|e| Error::os("sigaction (SIGUSR1)", e))?;
+    // SA_NODEFER with an empty mask: the handler may leave by jumping into vcore context,
+    // and then no signal must stay blocked.
+    let fault = SigAction::new(
+        SigHandler::SigAction(on_fault),
+        SaFlags::SA_SIGINFO | SaFlags::SA_ONSTACK | SaFlags::SA_NODEFER,
+        SigSet::empty(),
+    );
+    let mut prev = [SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty()); 4];
+    for (p, &sig) in prev.iter_mut().zip(&FAULT_SIGNALS) {
+        // SAFETY: on_fault is async-signal-safe on vcores (it records the fault and
+        // jumps into vcore context) and chains to the previous handler elsewhere.
+        *p = unsafe { sigaction(sig, &fault) }.map_err(|e| Error::os("sigaction (fault signals)", e))?;
     }
+    let _ = PREVIOUS.set(prev);
     Ok(())
 }
 
 /// Per-task set-up, on the vcore task: its alternate signal stack and its retry timer.
 pub(crate) fn init_task(vc: &Vcore) {
-    let alt = vc.altstack.bottom();
+    let ss = libc::stack_t {
+        ss_sp: vc.altstack.bottom() as *mut libc::c_void,
+        ss_flags: 0,
+        ss_size: vc.altstack.size(),
+    };
+    // libc: nix (0.30) has no sigaltstack.
     // SAFETY: the alternate stack is this vcore's own mapping, used by nobody else.
-    unsafe {
-        let ss = libc::stack_t { ss_sp: alt as *mut libc::c_void, ss_flags: 0, ss_size: vc.altstack.size() };
-        libc::sigaltstack(&ss, core::ptr::null_mut());
-        let mut sev: libc::sigevent = core::mem::zeroed();
-        sev.sigev_notify = libc::SIGEV_THREAD_ID;
-        sev.sigev_signo = NOTIF_SIGNAL;
-        sev.sigev_notify_thread_id = vc.tid();
-        let mut id: libc::c_int = -1;
-        let r = arch::syscall6(
-            libc::SYS_timer_create as usize,
-            libc::CLOCK_MONOTONIC as usize,
-            &mut sev as *mut libc::sigevent as usize,
-            &mut id as *mut libc::c_int as usize,
-            0,
-            0,
-            0,
-        );
-        if r == 0 {
-            vc.retry_timer.store(id, Ordering::Relaxed);
-        }
+    unsafe { libc::sigaltstack(&ss, core::ptr::null_mut()) };
+    // Without it a deferred notification waits for the next one.
+    if let Ok(t) = VcoreTimer::for_retry(vc) {
+        let _ = vc.retry_timer.set(t);
     }
 }
 
 fn arm_retry(vc: &Vcore) {
-    let id = vc.retry_timer.load(Ordering::Relaxed);
-    if id < 0 || vc.retry_armed.swap(true, Ordering::Relaxed) {
-        return;
+    let Some(timer) = vc.retry_timer.get() else { return };
+    if !vc.retry_armed.swap(true, Ordering::Relaxed) {
+        let _ = timer.arm_after(RETRY_NS as u64);
     }
-    let its = libc::itimerspec {
-        it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
-        it_value: libc::timespec { tv_sec: 0, tv_nsec: RETRY_NS },
-    };
-    // SAFETY: raw timer_settime on our own timer with a valid itimerspec.
-    unsafe {
-        arch::syscall6(
-            libc::SYS_timer_settime as usize,
-            id as usize,
-            0,
-            &its as *const libc::itimerspec as usize,
-            0,
-            0,
-            0,
-        )
-    };
 }
 
 // ---------------------------------------------------------------------------------------
-// Timers of the layers above.
+// The timer hook: what the expiry of a layer's `VcoreTimer` runs.
 
-/// `sigev_value` that marks a POSIX timer created with [`timer_sigevent`]: its expiry
-/// calls the hook set with [`set_timer_hook`] on the vcore it is delivered to.
-const TIMER_HOOK_TAG: usize = 0x7061_726c_6962; // "parlib"
-static TIMER_HOOK: AtomicUsize = AtomicUsize::new(0);
+static TIMER_HOOK: AtomicCell<Option<fn(usize)>> = AtomicCell::new(None);
+// Loaded in the notification handler: a locked AtomicCell could deadlock against the
+// store it interrupted.
+const _: () = assert!(AtomicCell::<Option<fn(usize)>>::is_lock_free());
 
-/// Sets the function a hooked timer's expiry calls, in the notification handler of the
-/// vcore it expired on, with that vcore's id. It runs in a signal handler: it may only
-/// do what is async-signal-safe (`parlib_events::send_event` is). The alarms layer uses
-/// it to turn timer expiry into an `EV_ALARM` event.
+/// Sets the function the expiry of a [`VcoreTimer::new`] timer calls, in the notification
+/// handler of the vcore it expired on, with that vcore's id. It runs in a signal handler:
+/// it may only do what is async-signal-safe (`parlib_events::send_event` is). The alarms
+/// layer uses it to turn timer expiry into an `EV_ALARM` event.
 pub fn set_timer_hook(hook: fn(usize)) {
-    TIMER_HOOK.store(hook as usize, Ordering::Release);
-}
-
-/// A `sigevent` for `timer_create` that delivers the notification signal to vcore `id`'s
-/// task and runs the timer hook there.
-pub fn timer_sigevent(id: usize) -> Result<libc::sigevent, Error> {
-    let vc = get(id)?;
-    // SAFETY: an all-zero sigevent is valid; we fill the fields the kernel reads.
-    let mut sev: libc::sigevent = unsafe { core::mem::zeroed() };
-    sev.sigev_notify = libc::SIGEV_THREAD_ID;
-    sev.sigev_signo = NOTIF_SIGNAL;
-    sev.sigev_notify_thread_id = vc.tid();
-    sev.sigev_value = libc::sigval { sival_ptr: TIMER_HOOK_TAG as *mut libc::c_void };
-    Ok(sev)
+    TIMER_HOOK.store(Some(hook));
 }
 
 fn run_timer_hook(vc: &Vcore, info: *const libc::siginfo_t) {
@@ -414,10 +375,7 @@ fn run_timer_hook(vc: &Vcore, info: *const libc::siginfo_t) {
     let tagged = unsafe {
         (*info).si_code == libc::SI_TIMER && (*info).si_value().sival_ptr as usize == TIMER_HOOK_TAG
     };
-    let hook = TIMER_HOOK.load(Ordering::Acquire);
-    if tagged && hook != 0 {
-        // SAFETY: TIMER_HOOK only ever holds a `fn(usize)` stored by set_timer_hook.
-        let f: fn(usize) = unsafe { core::mem::transmute::<usize, fn(usize)>(hook) };
+    if let Some(f) = TIMER_HOOK.load().filter(|_| tagged) {
         vc.in_timer_hook.store(true, Ordering::Relaxed);
         f(vc.id());
         vc.in_timer_hook.store(false, Ordering::Relaxed);
@@ -569,23 +527,14 @@ impl core::fmt::Write for FixedBuf {
 /// # Safety
 /// The arguments must be those the kernel passed to our handler.
 unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
-    let i = FAULT_SIGNALS.iter().position(|&s| s == sig).unwrap_or(0);
-    let prev = PREVIOUS.get().map(|p| p.0[i]);
-    match prev {
-        Some(p) if p.sa_sigaction != libc::SIG_DFL && p.sa_sigaction != libc::SIG_IGN => {
-            if p.sa_flags & libc::SA_SIGINFO != 0 {
-                // SAFETY: the previous handler was installed with SA_SIGINFO.
-                let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
-                    unsafe { core::mem::transmute(p.sa_sigaction) };
-                f(sig, info, uctx);
-            } else {
-                // SAFETY: the previous handler was installed without SA_SIGINFO.
-                let f: extern "C" fn(libc::c_int) = unsafe { core::mem::transmute(p.sa_sigaction) };
-                f(sig);
-            }
-        }
+    let i = FAULT_SIGNALS.iter().position(|&s| s as i32 == sig).unwrap_or(0);
+    // `handler()` only reads the saved action: no call, no errno.
+    match PREVIOUS.get().map(|p| p[i].handler()) {
+        Some(SigHandler::SigAction(f)) => f(sig, info, uctx),
+        Some(SigHandler::Handler(f)) => f(sig),
         _ => {
             // Restore the default action; returning re-executes the faulting instruction.
+            // Raw libc, not nix: this runs in a signal handler.
             // SAFETY: sigaction with a zeroed (SIG_DFL) action.
             unsafe {
                 let mut dfl: libc::sigaction = core::mem::zeroed();

@@ -8,6 +8,8 @@ use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use crossbeam_utils::Backoff;
+
 /// A spinlock protecting a `T`.
 pub struct SpinLock<T: ?Sized> {
     locked: AtomicBool,
@@ -31,15 +33,10 @@ impl<T: ?Sized> SpinLock<T> {
     /// Spins until the lock is ours.
     #[inline]
     pub fn lock(&self) -> SpinGuard<'_, T> {
-        loop {
-            if !self.locked.swap(true, Ordering::Acquire) {
-                return SpinGuard { lock: self };
-            }
-            // Spin on a plain load so waiters share the line until it is released.
-            while self.locked.load(Ordering::Relaxed) {
-                core::hint::spin_loop();
-            }
+        if self.locked.swap(true, Ordering::Acquire) {
+            take_contended(&self.locked);
         }
+        SpinGuard { lock: self }
     }
 
     /// Takes the lock if it is free.
@@ -47,6 +44,26 @@ impl<T: ?Sized> SpinLock<T> {
     pub fn try_lock(&self) -> Option<SpinGuard<'_, T>> {
         (!self.locked.load(Ordering::Relaxed) && !self.locked.swap(true, Ordering::Acquire))
             .then_some(SpinGuard { lock: self })
+    }
+}
+
+/// The slow path of [`SpinLock::lock`]: waits for `locked` to clear, then takes it. Out
+/// of line and not generic, so the backoff loop is not copied into every caller.
+///
+/// Waiters spin on a plain load, so they share the line until it is released, and look
+/// less often the longer it is held: `Backoff::spin` doubles its PAUSEs from 1 up to 64
+/// (crossbeam-utils' `SPIN_LIMIT` of 6), and never yields the task.
+#[cold]
+#[inline(never)]
+fn take_contended(locked: &AtomicBool) {
+    let backoff = Backoff::new();
+    loop {
+        while locked.load(Ordering::Relaxed) {
+            backoff.spin();
+        }
+        if !locked.swap(true, Ordering::Acquire) {
+            return;
+        }
     }
 }
 

@@ -10,6 +10,11 @@
 //! `mprotect` cost two system calls and a fresh stack costs page faults, while a pooled
 //! stack is already mapped and warm.
 
+use core::num::NonZeroUsize;
+use core::ptr::NonNull;
+
+use nix::sys::mman::{self, MapFlags, ProtFlags};
+
 use crate::error::Error;
 use crate::spin::PdrSpinLock;
 
@@ -53,11 +58,14 @@ pub struct Stack {
 
 impl Stack {
     /// A guarded stack with at least `size` usable bytes, from the pool if one fits.
+    ///
+    /// # Errors
+    /// [`Error::StackTooLarge`] (`EINVAL`) or [`Error::Os`] (`ENOMEM`) for a size that
+    /// cannot be mapped (see [`Stack::mapping_len`]); [`Error::Os`] if the kernel refuses
+    /// the mapping.
     pub fn new(size: usize) -> Result<Stack, Error> {
-        let page = page_size();
         let guard = guard_size();
-        let usable = size.max(page).div_ceil(page) * page;
-        let len = usable + guard;
+        let len = Stack::mapping_len(size)?;
         let pooled = {
             let mut pool = POOL.lock();
             let i = pool.iter().position(|&(_, l)| l == len);
@@ -66,29 +74,41 @@ impl Stack {
         if let Some((base, len)) = pooled {
             return Ok(Stack { base, len, guard, owned: true, start_offset: 0 });
         }
-        // SAFETY: a fresh anonymous private mapping; MAP_NORESERVE lets unused pages
-        // cost nothing. Failure is checked below.
+        let nonzero = NonZeroUsize::new(len).expect("a stack mapping holds at least a guard and a page");
+        // SAFETY: a fresh anonymous private mapping where the kernel chooses, so it
+        // overlaps nothing; MAP_NORESERVE lets unused pages cost nothing.
         let p = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_STACK,
-                -1,
-                0,
+            mman::mmap_anonymous(
+                None,
+                nonzero,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE | MapFlags::MAP_STACK,
             )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(Error::last_os("mmap (stack)"));
         }
-        // SAFETY: the first `guard` bytes of the mapping we just made.
-        if unsafe { libc::mprotect(p, guard, libc::PROT_NONE) } != 0 {
-            let e = Error::last_os("mprotect (stack guard)");
-            // SAFETY: unmapping the mapping we just made, which nobody else knows.
-            unsafe { libc::munmap(p, len) };
-            return Err(e);
+        .map_err(|e| Error::os("mmap (stack)", e))?;
+        // SAFETY: the first `guard` bytes of the mapping we just made, which nobody else knows.
+        if let Err(e) = unsafe { mman::mprotect(p, guard, ProtFlags::PROT_NONE) } {
+            // SAFETY: as above.
+            let _ = unsafe { mman::munmap(p, len) };
+            return Err(Error::os("mprotect (stack guard)", e));
         }
-        Ok(Stack { base: p as usize, len, guard, owned: true, start_offset: 0 })
+        Ok(Stack { base: p.as_ptr() as usize, len, guard, owned: true, start_offset: 0 })
+    }
+
+    /// Length of the mapping [`Stack::new`] makes for `size` usable bytes: `size` plus the
+    /// guard page, rounded up to whole pages (at least one usable page).
+    ///
+    /// The checks come in glibc's order (`allocate_stack`, 2.36), so that upthread fails
+    /// where `pthread_create` does: a size whose sum with the guard wraps around is
+    /// [`Error::StackTooLarge`] (`EINVAL`); a sum that only wraps when rounded up to a page
+    /// is a length no mapping can have, `ENOMEM`, as the kernel answers for one.
+    pub fn mapping_len(size: usize) -> Result<usize, Error> {
+        let page = page_size();
+        size.max(page)
+            .checked_add(guard_size())
+            .ok_or(Error::StackTooLarge { size })?
+            .checked_next_multiple_of(page)
+            .ok_or(Error::Os { what: "mmap (stack)", errno: libc::ENOMEM })
     }
 
     /// A stack of the default size.
@@ -165,9 +185,10 @@ impl Drop for Stack {
             return;
         }
         drop(pool);
+        let base = NonNull::new(self.base as *mut core::ffi::c_void).expect("an owned stack is mapped");
         // SAFETY: an owned stack is a mapping we made, and dropping it means no context
-        // runs on it any more.
-        unsafe { libc::munmap(self.base as *mut libc::c_void, self.len) };
+        // runs on it any more. Unmapping a whole mapping of ours cannot fail.
+        let _ = unsafe { mman::munmap(base, self.len) };
     }
 }
 
@@ -183,6 +204,49 @@ mod tests {
         assert_eq!(s.top() % 16, 0);
         assert!(s.top() <= end - 1000 && s.top() > end - 1000 - 16, "top {:#x}, end {end:#x}", s.top());
         assert!(s.contains(s.top() - 8));
+    }
+
+    #[test]
+    fn a_size_that_wraps_with_the_guard_page_is_einval_not_a_tiny_stack() {
+        // Before the checked arithmetic, release builds wrapped these to a stack of zero
+        // usable pages (its thread faulted in the guard), and debug builds panicked.
+        let page = page_size();
+        for size in [usize::MAX, usize::MAX - 1, usize::MAX - page + 1] {
+            let e = Stack::new(size).expect_err("a size that wraps around");
+            assert_eq!(e, Error::StackTooLarge { size }, "size {size:#x}");
+            assert_eq!(e.errno(), libc::EINVAL);
+        }
+    }
+
+    #[test]
+    fn a_size_too_large_to_map_is_enomem_not_a_tiny_stack() {
+        let page = page_size();
+        // The first two only wrap when rounded up to a page; the others fit in a usize
+        // but exceed any user address space (47 or 56 bits).
+        for size in
+            [usize::MAX - page, usize::MAX - 2 * page + 1, usize::MAX - 2 * page, usize::MAX / 2 + 1, 1 << 60]
+        {
+            match Stack::new(size) {
+                Err(e) => assert_eq!(e.errno(), libc::ENOMEM, "size {size:#x}: {e}"),
+                Ok(s) => panic!("size {size:#x} gave a stack of {:#x} usable bytes", s.size()),
+            }
+        }
+    }
+
+    #[test]
+    fn every_stack_has_at_least_the_size_asked_for_in_whole_pages_above_one_guard_page() {
+        let page = page_size();
+        for size in [0, 1, page - 1, page, page + 1, 3 * page + 5, 64 * 1024] {
+            let s = Stack::new(size).unwrap();
+            assert!(
+                s.size() >= size.max(page) && s.size() < size.max(page) + page,
+                "size {size}: {}",
+                s.size()
+            );
+            assert_eq!(s.size() % page, 0);
+            assert_eq!(s.guard_range().len(), page);
+            assert_eq!(Stack::mapping_len(size).unwrap(), s.size() + page);
+        }
     }
 
     #[test]

@@ -43,11 +43,15 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
+use crossbeam_utils::atomic::AtomicCell;
+use nix::unistd::Pid;
+
 use crate::arch::{self, Context};
 use crate::error::Error;
 use crate::futex;
 use crate::notif::FaultInfo;
 use crate::stack::{Stack, DEFAULT_STACK_SIZE};
+use crate::timer::VcoreTimer;
 
 const PARKED: u32 = 0;
 const RUNNING: u32 = 1;
@@ -69,8 +73,13 @@ const ALTSTACK_SIZE: usize = 64 * 1024;
 /// One vcore's record. The first field is its own address, reachable as `%gs:0`.
 ///
 /// Aligned to 128 bytes: adjacent-line prefetch pulls in pairs of 64-byte lines on
-/// Intel and AMD parts, so 128 keeps two vcores' hot fields from false sharing
-/// (crossbeam-utils' `CachePadded` uses 128 on x86-64 for the same reason).
+/// Intel and AMD parts, so 128 keeps two vcores' hot fields from false sharing, which
+/// is the alignment of crossbeam-utils' `CachePadded` on x86-64 (asserted below). The
+/// alignment is spelled out rather than borrowed by wrapping the fields in a
+/// `CachePadded`: the record is an ABI shared with `arch`, found by its raw address in
+/// the GS base, with its self pointer at offset 0 and every field at a `%gs` offset taken
+/// with `offset_of!(Vcore, ..)`; `repr(C)` guarantees that layout, and `CachePadded<T>`
+/// (a `repr(Rust)` wrapper) does not promise where it puts its `T`.
 #[repr(C, align(128))]
 pub struct Vcore {
     self_ptr: *const Vcore,
@@ -96,8 +105,8 @@ pub struct Vcore {
     pub(crate) interrupted: UnsafeCell<Context>,
     /// The fault that sent this vcore into vcore context, if any.
     pub(crate) fault: UnsafeCell<Option<FaultInfo>>,
-    /// Kernel id of the one-shot timer that retries a deferred notification (-1: none).
-    pub(crate) retry_timer: AtomicI32,
+    /// The one-shot timer that retries a deferred notification, made by the vcore's task.
+    pub(crate) retry_timer: OnceLock<VcoreTimer>,
     pub(crate) retry_armed: AtomicBool,
     /// Set by the vcore's own task while its notification handler runs the timer hook:
     /// a notification the hook sends to this vcore needs no signal or futex wake, since
@@ -106,6 +115,11 @@ pub struct Vcore {
     /// Alternate signal stack: handlers run here, so a full uthread stack can be reported.
     pub(crate) altstack: Stack,
 }
+
+const _: () = assert!(
+    core::mem::align_of::<Vcore>() == core::mem::align_of::<crossbeam_utils::CachePadded<u8>>()
+        && core::mem::offset_of!(Vcore, self_ptr) == 0
+);
 
 // SAFETY: every field other than the immutable ones (`self_ptr`, `id`, `cpu`, the stacks)
 // is an atomic, except `interrupted` and `fault`, which only the vcore's own task touches
@@ -262,7 +276,10 @@ const INIT_DONE: u8 = 2;
 static INIT: AtomicU8 = AtomicU8::new(INIT_NONE);
 static VCORES: AtomicPtr<Vcore> = AtomicPtr::new(core::ptr::null_mut());
 static NR_VCORES: AtomicUsize = AtomicUsize::new(0);
-static ENTRY: AtomicUsize = AtomicUsize::new(0);
+static ENTRY: AtomicCell<Option<fn() -> !>> = AtomicCell::new(None);
+// A vcore may start while another task sets the entry; a locked AtomicCell would take a
+// lock there (its fallback for types without a native atomic).
+const _: () = assert!(AtomicCell::<Option<fn() -> !>>::is_lock_free());
 static READY: AtomicU32 = AtomicU32::new(0);
 static PROCESS_CPUS: OnceLock<CpuSet> = OnceLock::new();
 static HANDOFF_STACK: OnceLock<Stack> = OnceLock::new();
@@ -281,19 +298,48 @@ static MAIN_CTX: MainCtx = MainCtx(UnsafeCell::new(Context::EMPTY));
 /// A futex word nobody ever changes: the original task sleeps on it forever.
 static NEVER: AtomicU32 = AtomicU32::new(0);
 
-/// The process's CPU affinity at `lib_init`, before any pinning.
+/// A set of CPUs: the process's affinity at `lib_init` ([`process_cpus`]), before any
+/// pinning.
 #[derive(Clone, Copy)]
-pub struct CpuSet(libc::cpu_set_t);
+pub struct CpuSet(nix::sched::CpuSet);
+
+// `as_raw` views nix's set as libc's: nix declares it `#[repr(transparent)]` over
+// `libc::cpu_set_t` ("a wrapper around libc::cpu_set_t", nix 0.30 src/sched.rs).
+const _: () = assert!(
+    core::mem::size_of::<nix::sched::CpuSet>() == core::mem::size_of::<libc::cpu_set_t>()
+        && core::mem::align_of::<nix::sched::CpuSet>() == core::mem::align_of::<libc::cpu_set_t>()
+);
 
 impl CpuSet {
-    /// The raw set, for `sched_setaffinity`.
-    pub fn as_raw(&self) -> &libc::cpu_set_t {
-        &self.0
+    /// The affinity of the calling thread.
+    fn of_calling_thread() -> Result<CpuSet, Error> {
+        nix::sched::sched_getaffinity(Pid::from_raw(0))
+            .map(CpuSet)
+            .map_err(|e| Error::os("sched_getaffinity", e))
     }
+
+    /// The set holding only `cpu`.
+    fn single(cpu: usize) -> Result<CpuSet, Error> {
+        let mut set = nix::sched::CpuSet::new();
+        set.set(cpu).map_err(|e| Error::os("CPU_SET", e))?;
+        Ok(CpuSet(set))
+    }
+
+    /// Restricts the calling thread to the CPUs of this set (`sched_setaffinity`).
+    pub fn apply_to_calling_thread(&self) -> Result<(), Error> {
+        nix::sched::sched_setaffinity(Pid::from_raw(0), &self.0)
+            .map_err(|e| Error::os("sched_setaffinity", e))
+    }
+
+    /// The raw set, for callers of libc's `sched_setaffinity`.
+    pub fn as_raw(&self) -> &libc::cpu_set_t {
+        // SAFETY: the two types have one layout (see the assertion above the impl).
+        unsafe { &*(&self.0 as *const nix::sched::CpuSet).cast::<libc::cpu_set_t>() }
+    }
+
     /// The CPUs in the set, ascending.
     pub fn cpus(&self) -> Vec<usize> {
-        // SAFETY: CPU_ISSET only reads the set, for indices below CPU_SETSIZE.
-        (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &self.0) }).collect()
+        (0..nix::sched::CpuSet::count()).filter(|&c| self.0.is_set(c).unwrap_or(false)).collect()
     }
 }
 
@@ -497,7 +543,7 @@ pub fn current_cpu() -> usize {
 /// `vcore_entry`). The uthread layer installs its own; set one before requesting vcores
 /// when using this layer alone.
 pub fn set_entry(entry: fn() -> !) {
-    ENTRY.store(entry as usize, Ordering::Release);
+    ENTRY.store(Some(entry));
 }
 
 fn missing_entry() -> ! {
@@ -545,13 +591,7 @@ fn vcore_limit() -> Result<usize, Error> {
 fn init_inner() -> Result<(), Error> {
     arch::init();
     let limit = vcore_limit()?;
-    // SAFETY: an all-zero cpu_set_t is the empty set; sched_getaffinity fills it.
-    let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
-    // SAFETY: `set` is a valid, writable cpu_set_t of the size we pass.
-    if unsafe { libc::sched_getaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
-        return Err(Error::last_os("sched_getaffinity"));
-    }
-    let set = CpuSet(set);
+    let set = CpuSet::of_calling_thread()?;
     let cpus = set.cpus();
     let n = cpus.len().min(limit);
     let _ = PROCESS_CPUS.set(set);
@@ -574,7 +614,7 @@ fn init_inner() -> Result<(), Error> {
             notif_depth: AtomicU32::new(0),
             interrupted: UnsafeCell::new(Context::EMPTY),
             fault: UnsafeCell::new(None),
-            retry_timer: AtomicI32::new(-1),
+            retry_timer: OnceLock::new(),
             retry_armed: AtomicBool::new(false),
             in_timer_hook: AtomicBool::new(false),
             altstack: Stack::new(ALTSTACK_SIZE)?,
@@ -638,16 +678,10 @@ extern "C" fn task_main(arg: *mut libc::c_void) -> *mut libc::c_void {
     let vc = unsafe { &*(arg as *const Vcore) };
     // SAFETY: this task is a vcore task; GS is ours to set (glibc does not use it).
     unsafe { arch::set_gs_base(vc as *const Vcore as usize) };
-    // SAFETY: an all-zero cpu_set_t is the empty set; we add one CPU and pin to it.
-    unsafe {
-        let mut one: libc::cpu_set_t = core::mem::zeroed();
-        libc::CPU_SET(vc.cpu, &mut one);
-        if libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &one) != 0 {
-            panic!("vcore {}: cannot pin to CPU {}: {}", vc.id, vc.cpu, std::io::Error::last_os_error());
-        }
+    if let Err(e) = CpuSet::single(vc.cpu).and_then(|one| one.apply_to_calling_thread()) {
+        panic!("vcore {}: cannot pin to CPU {}: {e}", vc.id, vc.cpu);
     }
-    // SAFETY: gettid has no preconditions.
-    vc.tid.store(unsafe { libc::gettid() }, Ordering::Relaxed);
+    vc.tid.store(nix::unistd::gettid().as_raw(), Ordering::Relaxed);
     vc.tls.store(arch::fs_base(), Ordering::Relaxed);
     crate::notif::init_task(vc);
     READY.fetch_add(1, Ordering::Release);
@@ -677,13 +711,10 @@ unsafe extern "C" fn park_then_enter(_: usize, _: usize) -> ! {
 pub(crate) fn enter(vc: &Vcore) -> ! {
     // SAFETY: we are in vcore context, at the top of the vcore stack.
     unsafe { vc.set_vcore_context(true) };
-    let f = ENTRY.load(Ordering::Acquire);
-    if f == 0 {
-        missing_entry();
+    match ENTRY.load() {
+        Some(f) => f(),
+        None => missing_entry(),
     }
-    // SAFETY: ENTRY only ever holds a `fn() -> !` stored by set_entry.
-    let f: fn() -> ! = unsafe { core::mem::transmute::<usize, fn() -> !>(f) };
-    f()
 }
 
 // ---------------------------------------------------------------------------------------

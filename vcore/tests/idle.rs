@@ -5,8 +5,6 @@
 //! a whole CPU, about 300 ms over the 300 ms window, so 30 ms leaves a margin of ten for
 //! wake-ups, page faults and the test thread's own sleeping.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! moved onto vcore 0) are caught by the test and reported by exit status; a panic in
 //! vcore context cannot unwind and must abort after printing its message.
 
-mod common;
+use parlib_testkit::probe as common;
 
 use std::time::Duration;
 

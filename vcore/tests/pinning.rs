@@ -2,8 +2,6 @@
 //! (DESIGN §3). These tests use the vcore layer alone: an entry function, `request`, and
 //! `resume_main` to hand vcore 0 back to the moved test thread.
 
-mod common;
-
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;

@@ -4,7 +4,7 @@
 //! version was 8 bytes off (DESIGN §3). These use the vcore layer alone; the uthread
 //! suite checks uthread entry, yields and scheduler callbacks.
 
-mod common;
+use parlib_testkit::probe as common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

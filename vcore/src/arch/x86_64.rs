@@ -67,6 +67,8 @@
 use core::arch::{asm, naked_asm};
 use core::sync::atomic::{AtomicU8, Ordering};
 
+use x86::cpuid::CpuId;
+
 /// A suspended execution context: the stack pointer at which its registers were saved.
 ///
 /// An empty context (`rsp == 0`) has nothing to resume.
@@ -98,18 +100,88 @@ const MXCSR_DEFAULT: u64 = 0x1F80;
 /// x87 control word at process start: extended precision, all exceptions masked.
 const FPUCW_DEFAULT: u64 = 0x037F;
 
+// Call frame information (CFI). Every function below carries `.cfi_*` directives, so
+// debuggers, profilers and `_Unwind_Backtrace` can walk through them (rustc emits none
+// for naked functions; without them an unwinder stops at the first one it meets):
+// * `switch` and `load` describe the saved frame of the module docs as they push and
+//   pop it: a backtrace taken at any instruction reaches the right caller;
+// * `call_trampoline` (a call pushed onto a suspended context) names the suspended frame
+//   as its caller, so a function run that way shows the suspended thread's own callers;
+// * `interrupt_trampoline` describes the interrupted context register by register and is
+//   marked `.cfi_signal_frame`, so a backtrace passes through it into the interrupted
+//   function (looked up at its exact PC, not the PC minus one of a return address);
+// * a fresh stack has no caller: `start_trampoline`, `save_and_call` and `call_on_stack`
+//   mark the return address undefined there, which ends a backtrace cleanly. The
+//   context `save_and_call` saves is deliberately not named as a caller: another vcore
+//   may resume it (a yielded or interrupted uthread) while this one still runs, so a
+//   walk into it could read a stack in use elsewhere.
+
+/// CFI saying that the frame of the module docs' layout starts at `$reg`: the caller's
+/// `rsp` (the CFA) is `$reg + 64`, the return address is just below it (the CIE's rule)
+/// and the callee-saved registers are at the offsets `save_frame!` pushed them to.
+macro_rules! cfi_saved_frame_at {
+    ($reg:literal) => {
+        concat!(
+            ".cfi_def_cfa ",
+            $reg,
+            ", 64\n",
+            ".cfi_offset rbp, -16\n",
+            ".cfi_offset rbx, -24\n",
+            ".cfi_offset r12, -32\n",
+            ".cfi_offset r13, -40\n",
+            ".cfi_offset r14, -48\n",
+            ".cfi_offset r15, -56\n",
+        )
+    };
+}
+
+/// CFI for code that runs at the top of a fresh stack: no caller, so unwinders stop here
+/// (`.cfi_undefined rip`, as glibc's thread start does).
+macro_rules! cfi_outermost {
+    () => {
+        concat!(
+            ".cfi_def_cfa rsp, 0\n",
+            ".cfi_undefined rip\n",
+            ".cfi_restore rbp\n",
+            ".cfi_restore rbx\n",
+            ".cfi_restore r12\n",
+            ".cfi_restore r13\n",
+            ".cfi_restore r14\n",
+            ".cfi_restore r15\n",
+        )
+    };
+}
+
+/// `push $reg`, with CFI: the CFA is 8 bytes further from `rsp`, and the caller's `$reg`
+/// is saved at `CFA + $off`.
+macro_rules! push_cfi {
+    ($reg:literal, $off:literal) => {
+        concat!("push ", $reg, "\n.cfi_adjust_cfa_offset 8\n.cfi_offset ", $reg, ", ", $off, "\n")
+    };
+}
+
+/// `pop $reg`, with CFI: the CFA is 8 bytes closer to `rsp`, and `$reg` holds the
+/// caller's value again.
+macro_rules! pop_cfi {
+    ($reg:literal) => {
+        concat!("pop ", $reg, "\n.cfi_adjust_cfa_offset -8\n.cfi_restore ", $reg, "\n")
+    };
+}
+
 /// Pushes the callee-saved registers, MXCSR and the x87 control word, in the layout of
-/// the module docs. `rsp` ends up 64 bytes lower.
+/// the module docs, from a function's entry (CFA = `rsp + 8`). `rsp` ends up 56 bytes
+/// lower, at the frame's base.
 macro_rules! save_frame {
     () => {
         concat!(
-            "push rbp\n",
-            "push rbx\n",
-            "push r12\n",
-            "push r13\n",
-            "push r14\n",
-            "push r15\n",
+            push_cfi!("rbp", "-16"),
+            push_cfi!("rbx", "-24"),
+            push_cfi!("r12", "-32"),
+            push_cfi!("r13", "-40"),
+            push_cfi!("r14", "-48"),
+            push_cfi!("r15", "-56"),
             "sub rsp, 8\n",
+            ".cfi_adjust_cfa_offset 8\n",
             "stmxcsr [rsp]\n",    // MXCSR -> [rsp]
             "fnstcw [rsp + 4]\n"  // x87 CW -> [rsp + 4]
         )
@@ -125,6 +197,7 @@ macro_rules! save_frame {
 macro_rules! restore_frame {
     () => {
         concat!(
+            cfi_saved_frame_at!("rsp"),
             "ldmxcsr [rsp]\n",
             "fnstcw [rsp - 8]\n",
             "mov ax, [rsp + 4]\n",
@@ -133,17 +206,20 @@ macro_rules! restore_frame {
             "fldcw [rsp + 4]\n",
             "2:\n",
             "add rsp, 8\n",
-            "pop r15\n",
-            "pop r14\n",
-            "pop r13\n",
-            "pop r12\n",
-            "pop rbx\n",
-            "pop rbp\n",
+            ".cfi_adjust_cfa_offset -8\n",
+            pop_cfi!("r15"),
+            pop_cfi!("r14"),
+            pop_cfi!("r13"),
+            pop_cfi!("r12"),
+            pop_cfi!("rbx"),
+            pop_cfi!("rbp"),
             // Not `ret`: the return stack buffer never holds the resumed context's
             // address (it was pushed on another stack), so `ret` always mispredicts. An
             // indirect jump is predicted from its last target, which for a thread
             // yielding in a loop is the same every time. rcx is free at a return.
             "pop rcx\n",
+            ".cfi_adjust_cfa_offset -8\n",
+            ".cfi_register rip, rcx\n",
             "jmp rcx\n"
         )
     };
@@ -179,10 +255,12 @@ static DEFAULT_FP_ENV: u64 = MXCSR_DEFAULT | (FPUCW_DEFAULT << 32);
 #[unsafe(naked)]
 pub unsafe extern "C" fn switch(save: *mut Context, load: *const Context) {
     naked_asm!(
+        ".cfi_startproc",
         save_frame!(),
         "mov [rdi], rsp", // save->rsp = rsp
-        "mov rsp, [rsi]", // rsp = load->rsp
+        "mov rsp, [rsi]", // rsp = load->rsp: the same layout, so the CFI still holds
         restore_frame!(),
+        ".cfi_endproc",
     )
 }
 
@@ -193,8 +271,10 @@ pub unsafe extern "C" fn switch(save: *mut Context, load: *const Context) {
 #[unsafe(naked)]
 pub unsafe extern "C" fn load(load: *const Context) -> ! {
     naked_asm!(
+        ".cfi_startproc",
         "mov rsp, [rdi]", // rsp = load->rsp
         restore_frame!(),
+        ".cfi_endproc",
     )
 }
 
@@ -214,15 +294,18 @@ pub unsafe extern "C" fn save_and_call(
     a1: usize,
 ) {
     naked_asm!(
+        ".cfi_startproc",
         save_frame!(),
         "mov [rdi], rsp",  // save->rsp = rsp
         "mov rsp, rsi",    // onto the new stack, at its (16-aligned) top
+        cfi_outermost!(),
         default_fp_env!(),
         "xor ebp, ebp",    // end of the frame-pointer chain
         "mov rdi, rcx",    // first argument: a0
         "mov rsi, r8",     // second argument: a1
         "call rdx",        // f(a0, a1); rsp % 16 == 0 before the call
         "ud2",             // f returned: impossible by its type
+        ".cfi_endproc",
         fpenv = sym DEFAULT_FP_ENV,
     )
 }
@@ -241,7 +324,9 @@ pub unsafe extern "C" fn call_on_stack(
     a1: usize,
 ) -> ! {
     naked_asm!(
+        ".cfi_startproc",
         "mov rsp, rdi", // onto the new stack, at its top
+        cfi_outermost!(),
         default_fp_env!(),
         "xor ebp, ebp",
         "mov rax, rsi", // f
@@ -249,6 +334,7 @@ pub unsafe extern "C" fn call_on_stack(
         "mov rsi, rcx", // second argument: a1
         "call rax",
         "ud2",
+        ".cfi_endproc",
         fpenv = sym DEFAULT_FP_ENV,
     )
 }
@@ -258,9 +344,12 @@ pub unsafe extern "C" fn call_on_stack(
 #[unsafe(naked)]
 unsafe extern "C" fn start_trampoline() -> ! {
     naked_asm!(
+        ".cfi_startproc",
+        cfi_outermost!(),
         "mov rdi, r12", // entry's argument
         "call r13",     // entry(arg) never returns
         "ud2",
+        ".cfi_endproc",
     )
 }
 
@@ -309,7 +398,7 @@ pub unsafe fn init_context(stack_top: usize, entry: unsafe extern "C" fn(usize) 
 ///   +------------------------------+
 /// ```
 ///
-/// Resuming pops the new frame into [`call_trampoline`] with `rsp` 16-aligned, which
+/// Resuming pops the new frame into `call_trampoline` with `rsp` 16-aligned, which
 /// calls `f(arg)`, then restores the old frame exactly as a resume would have.
 ///
 /// # Safety
@@ -340,15 +429,30 @@ pub unsafe fn push_call(ctx: &mut Context, f: unsafe extern "C" fn(usize), arg: 
 #[unsafe(naked)]
 unsafe extern "C" fn call_trampoline() -> ! {
     naked_asm!(
-        "mov rdi, r12", // f's argument
-        "call r13",     // f(arg)
-        "mov rsp, rbx", // back to the suspended frame
+        ".cfi_startproc",
+        cfi_saved_frame_at!("rbx"), // the caller is the suspended frame, at rbx
+        "mov rdi, r12",             // f's argument
+        "call r13",                 // f(arg)
+        "mov rsp, rbx",             // back to the suspended frame
         restore_frame!(),
+        ".cfi_endproc",
     )
 }
 
 // ---------------------------------------------------------------------------------------
 // FS and GS base.
+//
+// Writes use the `x86` crate's `wrfsbase` / `wrgsbase`. Its `asm!` declares no options,
+// so to the compiler it may touch memory and flags; ours had to be a memory clobber
+// anyway (the TLS changes under the compiler's feet), and the release build emits the
+// same instructions either way: every function of the rlibs and of the uthread and
+// upthread test binaries that contains a base instruction compared equal under objdump.
+// Reads stay hand-written. The crate's `rdgsbase` and `fs_deref!` / `gs_deref!` lack
+// `nomem`/`readonly`, `nostack` and `preserves_flags`, so each read becomes a compiler
+// barrier: with them, `vcore::this` and its many inlined callers compiled differently
+// (different spills and inlining in 14 rlib functions for `rdgsbase`, 144 for the
+// `%fs:0` / `%gs:0` loads). The crate has no `%gs`-relative loads of other widths, nor
+// the single-instruction `inc` / `dec` that `gs_inc_u32` / `gs_dec_u32` rely on.
 
 const MODE_UNKNOWN: u8 = 0;
 const MODE_FSGSBASE: u8 = 1;
@@ -419,8 +523,9 @@ pub fn fs_base() -> usize {
 #[inline(always)]
 pub unsafe fn set_fs_base(base: usize) {
     if mode() == MODE_FSGSBASE {
-        // SAFETY: FSGSBASE is enabled (see fs_base); the caller vouches for `base`.
-        unsafe { asm!("wrfsbase {}", in(reg) base, options(nostack, preserves_flags)) };
+        // SAFETY: FSGSBASE is enabled (the kernel said so in AT_HWCAP2); the caller
+        // vouches for `base`.
+        unsafe { x86::bits64::segmentation::wrfsbase(base as u64) };
     } else {
         // SAFETY: arch_prctl(ARCH_SET_FS) only changes this task's FS base.
         let r = unsafe { syscall6(libc::SYS_arch_prctl as usize, ARCH_SET_FS, base, 0, 0, 0, 0) };
@@ -464,7 +569,7 @@ pub fn gs_base_if_cheap() -> Option<usize> {
 pub unsafe fn set_gs_base(base: usize) {
     if mode() == MODE_FSGSBASE {
         // SAFETY: FSGSBASE is enabled; the caller owns GS on this task.
-        unsafe { asm!("wrgsbase {}", in(reg) base, options(nostack, preserves_flags)) };
+        unsafe { x86::bits64::segmentation::wrgsbase(base as u64) };
     } else {
         // SAFETY: arch_prctl(ARCH_SET_GS) only changes this task's GS base.
         let r = unsafe { syscall6(libc::SYS_arch_prctl as usize, ARCH_SET_GS, base, 0, 0, 0, 0) };
@@ -549,18 +654,19 @@ static XSAVE_KIND: AtomicU8 = AtomicU8::new(XSAVE_FXSAVE);
 #[used]
 static XSAVE_AREA: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(512 + 64);
 
-/// Sizes the extended-state save area from CPUID: leaf 1 ECX bit 27 (OSXSAVE) says the
-/// OS enabled XSAVE; leaf 0xD sub-leaf 0 EBX is the area size for the features enabled in
-/// XCR0; sub-leaf 1 EAX bit 1 says XSAVEC (compacted, skips unused state) exists.
+/// Sizes the extended-state save area from CPUID (the `x86` crate decodes it): leaf 1
+/// ECX bit 27 (OSXSAVE) says the OS enabled XSAVE; leaf 0xD sub-leaf 0 EBX is the area
+/// size for the features enabled in XCR0; sub-leaf 1 EAX bit 1 says XSAVEC (compacted,
+/// skips unused state) exists.
 fn detect_xsave() {
-    let leaf1 = core::arch::x86_64::__cpuid(1);
-    if leaf1.ecx & (1 << 27) == 0 {
+    let cpuid = CpuId::new();
+    if !cpuid.get_feature_info().is_some_and(|f| f.has_oxsave()) {
         return; // FXSAVE: 512 bytes, the default above
     }
-    // Leaf 0xD exists whenever XSAVE does.
-    let (d0, d1) = (core::arch::x86_64::__cpuid_count(0xD, 0), core::arch::x86_64::__cpuid_count(0xD, 1));
-    XSAVE_AREA.store(d0.ebx as usize + 64, Ordering::Relaxed);
-    XSAVE_KIND.store(if d1.eax & (1 << 1) != 0 { XSAVE_XSAVEC } else { XSAVE_XSAVE }, Ordering::Relaxed);
+    // Leaf 0xD exists whenever XSAVE does; `None` would mean a CPU that lies.
+    let Some(state) = cpuid.get_extended_state_info() else { return };
+    XSAVE_AREA.store(state.xsave_area_size_enabled_features() as usize + 64, Ordering::Relaxed);
+    XSAVE_KIND.store(if state.has_xsavec() { XSAVE_XSAVEC } else { XSAVE_XSAVE }, Ordering::Relaxed);
 }
 
 /// Bytes an interruption needs on the interrupted stack: red zone, registers, extended
@@ -588,11 +694,21 @@ pub fn xsave_kind() -> &'static str {
 #[unsafe(naked)]
 pub unsafe extern "C" fn interrupt_trampoline() -> ! {
     naked_asm!(
+        ".cfi_startproc",
+        ".cfi_signal_frame",                 // the "caller" was interrupted, not calling
+        ".cfi_def_cfa rsp, 136",             // CFA = the interrupted rsp (R), 8 + 128 above
+        ".cfi_offset rip, -136",             // the interrupted rip, pushed by the handler
         "pushfq",
-        "push rax", "push rcx", "push rdx", "push rbx", "push rbp", "push rsi", "push rdi",
-        "push r8", "push r9", "push r10", "push r11", "push r12", "push r13", "push r14", "push r15",
+        ".cfi_adjust_cfa_offset 8",
+        ".cfi_offset 49, -144",              // DWARF register 49 is rflags (SysV ABI §3.6.2)
+        push_cfi!("rax", "-152"), push_cfi!("rcx", "-160"), push_cfi!("rdx", "-168"),
+        push_cfi!("rbx", "-176"), push_cfi!("rbp", "-184"), push_cfi!("rsi", "-192"),
+        push_cfi!("rdi", "-200"), push_cfi!("r8", "-208"), push_cfi!("r9", "-216"),
+        push_cfi!("r10", "-224"), push_cfi!("r11", "-232"), push_cfi!("r12", "-240"),
+        push_cfi!("r13", "-248"), push_cfi!("r14", "-256"), push_cfi!("r15", "-264"),
         "cld",                               // the ABI wants DF clear at calls; popfq restores it
         "mov rbp, rsp",                      // base of the register area, callee-saved
+        ".cfi_def_cfa rbp, 264",             // rsp moves below; rbp stays put until the end
         "sub rsp, qword ptr [rip + {area}]", // room for the extended state ...
         "and rsp, -64",                      // ... 64-aligned, as XSAVE requires
         "xor eax, eax",                      // zero the 64-byte XSAVE header: XRSTOR of the
@@ -631,10 +747,15 @@ pub unsafe extern "C" fn interrupt_trampoline() -> ! {
         "fxrstor64 [rsp]",
         "5:",
         "mov rsp, rbp",
-        "pop r15", "pop r14", "pop r13", "pop r12", "pop r11", "pop r10", "pop r9", "pop r8",
-        "pop rdi", "pop rsi", "pop rbp", "pop rbx", "pop rdx", "pop rcx", "pop rax",
+        ".cfi_def_cfa rsp, 264",
+        pop_cfi!("r15"), pop_cfi!("r14"), pop_cfi!("r13"), pop_cfi!("r12"), pop_cfi!("r11"),
+        pop_cfi!("r10"), pop_cfi!("r9"), pop_cfi!("r8"), pop_cfi!("rdi"), pop_cfi!("rsi"),
+        pop_cfi!("rbp"), pop_cfi!("rbx"), pop_cfi!("rdx"), pop_cfi!("rcx"), pop_cfi!("rax"),
         "popfq",
+        ".cfi_adjust_cfa_offset -8",
+        ".cfi_restore 49",
         "ret 128",                           // to the interrupted rip, rsp back over the red zone
+        ".cfi_endproc",
         area = sym XSAVE_AREA,
         kind = sym XSAVE_KIND,
         enter = sym crate::notif::enter_from_interrupt,
@@ -715,4 +836,23 @@ pub unsafe fn gs_dec_u32<const OFF: usize>() -> u32 {
         )
     };
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xsave_detection_matches_the_raw_cpuid_leaves() {
+        detect_xsave();
+        let leaf1 = core::arch::x86_64::__cpuid(1);
+        if leaf1.ecx & (1 << 27) == 0 {
+            assert_eq!((xsave_kind(), XSAVE_AREA.load(Ordering::Relaxed)), ("fxsave", 512 + 64));
+            return;
+        }
+        // Leaf 0xD exists when OSXSAVE is set.
+        let (d0, d1) = (core::arch::x86_64::__cpuid_count(0xD, 0), core::arch::x86_64::__cpuid_count(0xD, 1));
+        assert_eq!(XSAVE_AREA.load(Ordering::Relaxed), d0.ebx as usize + 64);
+        assert_eq!(xsave_kind(), if d1.eax & (1 << 1) != 0 { "xsavec" } else { "xsave" });
+    }
 }
