@@ -15,7 +15,6 @@
 
 use libc::{c_int, c_void, size_t};
 
-use parlib_vcore::Stack;
 
 use crate::thread::{SpawnOpts, StackSpec};
 
@@ -88,15 +87,11 @@ pub(crate) unsafe fn spawn_opts(attr: *const UpthreadAttr) -> Result<SpawnOpts, 
     }
     // SAFETY: the caller's contract.
     let d = unsafe { data(attr) }?;
+    // A size that cannot be mapped is refused when the thread is created (`prepare`),
+    // with glibc's error. Our guard is always one page.
     let stack = if d.user_stack != 0 {
         StackSpec::User { lo: d.stack_addr, size: d.stack_size }
     } else {
-        // glibc 2.36's pthread_create refuses a size that wraps around when its guard is
-        // added with EINVAL, and one that merely cannot be mapped with EAGAIN (which
-        // creation reports for any stack it cannot get). Our guard is always one page.
-        if let Err(e @ parlib_vcore::Error::StackTooLarge { .. }) = Stack::mapping_len(d.stack_size) {
-            return Err(e.errno());
-        }
         StackSpec::Size(d.stack_size)
     };
     Ok(SpawnOpts { detached: d.detached != 0, stack, name: None })

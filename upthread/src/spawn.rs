@@ -88,6 +88,7 @@ impl Builder {
     /// Starts `f` on a new thread.
     ///
     /// # Errors
+    /// `InvalidInput` (`EINVAL`) for a stack size that overflows with its guard page;
     /// `WouldBlock` (`EAGAIN`) if upthread cannot start or no stack or backing thread is
     /// available.
     pub fn spawn<F, T>(self, f: F) -> std::io::Result<JoinHandle<T>>
@@ -151,6 +152,12 @@ pub struct JoinHandle<T> {
     handle: usize,
     packet: Arc<Packet<T>>,
     joined: bool,
+}
+
+impl<T> core::fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("JoinHandle").field("thread", &format_args!("{:#x}", self.handle)).finish_non_exhaustive()
+    }
 }
 
 impl<T> JoinHandle<T> {
@@ -249,6 +256,12 @@ pub struct ScopedJoinHandle<'scope, T> {
     scope: &'scope ThreadList,
     handle: usize,
     packet: Arc<Packet<T>>,
+}
+
+impl<T> core::fmt::Debug for ScopedJoinHandle<'_, T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ScopedJoinHandle").field("thread", &format_args!("{:#x}", self.handle)).finish_non_exhaustive()
+    }
 }
 
 impl<T> ScopedJoinHandle<'_, T> {

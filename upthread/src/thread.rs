@@ -65,12 +65,17 @@ impl Default for SpawnOpts {
 /// ([`Created::as_ptr`]) and then calls [`launch`]. Initialises upthread first if needed.
 ///
 /// # Errors
-/// `EAGAIN` if upthread cannot start, or no stack or backing thread can be had.
+/// `EINVAL` for a stack size that overflows when its guard page is added (as glibc 2.36's
+/// `pthread_create`); `EAGAIN` if upthread cannot start, or no stack or backing thread
+/// can be had.
 pub(crate) fn prepare(start: Start, opts: SpawnOpts) -> Result<Created<Thread>, i32> {
     crate::ensure_init().map_err(|_| libc::EAGAIN)?;
     let stack = match opts.stack {
         StackSpec::Size(n) => {
-            let mut s = Stack::new(n).map_err(|_| libc::EAGAIN)?;
+            let mut s = Stack::new(n).map_err(|e| match e {
+                parlib_vcore::Error::StackTooLarge { .. } => e.errno(),
+                _ => libc::EAGAIN, // glibc's answer for any stack it cannot map
+            })?;
             // The stack's colour, for the reason records have one (`uthread::Record`).
             s.set_start_offset(uthread::cache_colour().min(s.size() / 4));
             s

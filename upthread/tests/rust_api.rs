@@ -29,6 +29,24 @@ fn builder_sets_name_and_stack_size() {
 }
 
 #[test]
+fn a_builder_with_a_stack_too_large_to_map_fails_cleanly_and_starts_nothing() {
+    parlib_testkit::isolated!(TIMEOUT, {
+        support::init();
+        // Overflows with its guard page: EINVAL, as glibc's pthread_create. It used to wrap
+        // to a guard-only stack in release builds, and the thread faulted on its first push.
+        for size in [usize::MAX, usize::MAX - 4095] {
+            let e = parlib_upthread::Builder::new().stack_size(size).spawn(|| ()).expect_err("a huge stack");
+            assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "stack size {size:#x}");
+        }
+        // Fits in a usize but not in the address space: EAGAIN.
+        let e = parlib_upthread::Builder::new().stack_size(usize::MAX / 2).spawn(|| ()).expect_err("a huge stack");
+        assert_eq!(e.raw_os_error(), Some(libc::EAGAIN));
+        // Nothing was left half-made: a normal thread still starts and is joined.
+        assert_eq!(parlib_upthread::spawn(|| 7).join().unwrap(), 7);
+    });
+}
+
+#[test]
 fn scope_threads_borrow_and_are_all_joined() {
     parlib_testkit::isolated!(TIMEOUT, {
         support::init();
