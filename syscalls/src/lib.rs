@@ -78,12 +78,14 @@
 //!   parlib-vcore         the park hook: idle vcores sleep in epoll_wait
 //! ```
 //!
-//! Call [`init`] after `parlib_uthread::lib_init` (and `parlib_alarms::init`).
+//! Call [`init`] after `parlib::uthread::lib_init` (and `parlib::alarms::init`).
 //!
 //! ```no_run
-//! use parlib_syscalls::io;
+//! # // As a user of the facade crate `parlib` writes it; here, its paths mapped.
+//! # mod parlib { pub(crate) use parlib_syscalls as syscalls; }
+//! use parlib::syscalls::io;
 //!
-//! // In a uthread, after parlib_syscalls::init():
+//! // In a uthread, after parlib::syscalls::init():
 //! let [r, w] = io::pipe2(libc::O_CLOEXEC)?;
 //! let mut buf = [0u8; 16];
 //! // Blocks only this uthread until another one writes to `w`.

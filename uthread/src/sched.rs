@@ -108,7 +108,9 @@ pub trait Scheduler: Sync + 'static {
     fn thread_runnable(&self, thread: Runnable<Self::Thread>);
 
     /// `thread` yielded, or was paused from outside (preempted); it is still runnable.
-    /// Defaults to [`thread_runnable`](Scheduler::thread_runnable).
+    /// Normally called in the vcore context of the vcore that ran it, which schedules
+    /// next: no other vcore need be woken for it. Defaults to
+    /// [`thread_runnable`](Scheduler::thread_runnable).
     fn thread_paused(&self, thread: Runnable<Self::Thread>) {
         self.thread_runnable(thread);
     }
