@@ -15,7 +15,6 @@
 
 use libc::{c_int, c_void, size_t};
 
-
 use crate::thread::{SpawnOpts, StackSpec};
 
 /// glibc's `PTHREAD_STACK_MIN`: the smallest stack accepted.

@@ -156,7 +156,9 @@ pub struct JoinHandle<T> {
 
 impl<T> core::fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("JoinHandle").field("thread", &format_args!("{:#x}", self.handle)).finish_non_exhaustive()
+        f.debug_struct("JoinHandle")
+            .field("thread", &format_args!("{:#x}", self.handle))
+            .finish_non_exhaustive()
     }
 }
 
@@ -260,7 +262,9 @@ pub struct ScopedJoinHandle<'scope, T> {
 
 impl<T> core::fmt::Debug for ScopedJoinHandle<'_, T> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("ScopedJoinHandle").field("thread", &format_args!("{:#x}", self.handle)).finish_non_exhaustive()
+        f.debug_struct("ScopedJoinHandle")
+            .field("thread", &format_args!("{:#x}", self.handle))
+            .finish_non_exhaustive()
     }
 }
 

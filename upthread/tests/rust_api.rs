@@ -39,7 +39,10 @@ fn a_builder_with_a_stack_too_large_to_map_fails_cleanly_and_starts_nothing() {
             assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "stack size {size:#x}");
         }
         // Fits in a usize but not in the address space: EAGAIN.
-        let e = parlib_upthread::Builder::new().stack_size(usize::MAX / 2).spawn(|| ()).expect_err("a huge stack");
+        let e = parlib_upthread::Builder::new()
+            .stack_size(usize::MAX / 2)
+            .spawn(|| ())
+            .expect_err("a huge stack");
         assert_eq!(e.raw_os_error(), Some(libc::EAGAIN));
         // Nothing was left half-made: a normal thread still starts and is joined.
         assert_eq!(parlib_upthread::spawn(|| 7).join().unwrap(), 7);
