@@ -26,7 +26,7 @@
 //! | [`sched`] | the `Scheduler`: queues, placement, stealing, parking, the vcore knobs |
 //! | [`preempt`] | per-vcore alarm ticks for [`set_sched_period`] |
 //! | [`env`](mod@env) | the knobs as `UPTHREAD_*` environment variables, read by [`init`] |
-//! | `record` | the thread record (random cache colour, also given to stacks; recycling, live-handle registry) |
+//! | `record` | the thread's data in its `parlib_uthread::Record` (which the uthread layer colours and recycles), the live-handle registry |
 //! | [`thread`] | create / join / detach / exit / self / equal / yield |
 //! | [`attr`] | thread attributes in a `pthread_attr_t`-sized object |
 //! | [`keys`] | thread-specific data and destructors |

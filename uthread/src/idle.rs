@@ -37,8 +37,9 @@
 //! It then notifies after unlocking (`parlib_vcore::notify`). upthread does this, so
 //! its yield path has no fence.
 //!
-//! Every vcore but the one `main` runs on starts parked (its flag set), so work given to
-//! it wakes it: no separate `vcore::request` is needed.
+//! Every vcore's flag starts set (all are parked until `lib_init` moves `main` onto one,
+//! whose first `vcore_entry` clears it), so work given to a vcore that has never run wakes
+//! it: no separate `vcore::request` is needed.
 
 use core::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::OnceLock;
