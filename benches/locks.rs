@@ -3,7 +3,7 @@
 //!
 //! | case | parlib-rs side | Linux baseline |
 //! |---|---|---|
-//! | `uncontended` | lock + unlock of a [`RawMutex`] on the `main` uthread (`ns`); also a [`parlib::sync::Mutex`]`<u64>` lock, increment, unlock (`parlib_mutex_ns`) | lock + unlock of a `pthread_mutex_t` on a Linux thread pinned to the same CPU (`pthread_ns`); also a `std::sync::Mutex<u64>` lock, increment, unlock (`std_ns`) |
+//! | `uncontended` | lock + unlock of a [`RawMutex`] on the `main` uthread (`ns`); also a [`parlib::sync::Mutex`]`<u64>` lock, increment, unlock (`parlib_mutex_ns`), and the same with a `std::sync::Mutex<u64>` on the uthread, with std's futex calls interposed by `parlib-syscalls` (`std_uthread_ns`: its fast path makes no system call, so it must cost what `std_ns` does) | lock + unlock of a `pthread_mutex_t` on a Linux thread pinned to the same CPU (`pthread_ns`); also a `std::sync::Mutex<u64>` lock, increment, unlock (`std_ns`) |
 //! | `handoff` | two uthreads on vcore 0 pass the ownership of mutexes back and forth, every acquisition blocking on a mutex the other holds (below) | the same code with `pthread_mutex_t`, on two Linux threads pinned to vcore 0's CPU |
 //! | `condvar` | two uthreads on vcore 0 pass a turn back and forth with a mutex, a condvar and a turn flag | the same code with `pthread_mutex_t` and `pthread_cond_t`, on two Linux threads pinned to vcore 0's CPU |
 //!
@@ -313,6 +313,7 @@ static UNC_PTHREAD: CachePadded<PthreadMutex> = CachePadded::new(PthreadMutex::n
 static UNC_PARLIB_MUTEX: CachePadded<parlib::sync::Mutex<u64>> =
     CachePadded::new(parlib::sync::Mutex::new(0));
 static UNC_STD_MUTEX: CachePadded<std::sync::Mutex<u64>> = CachePadded::new(std::sync::Mutex::new(0));
+static UNC_STD_ON_UTHREAD: CachePadded<std::sync::Mutex<u64>> = CachePadded::new(std::sync::Mutex::new(0));
 
 // ---------------------------------------------------------------------------------------
 // The state of one contended window, shared by A and B of either side. One window runs
@@ -769,6 +770,15 @@ fn parlib_raw(rep: usize, window: Duration) -> Sample {
     )
 }
 
+/// `std::sync::Mutex<u64>` lock, increment, unlock on the `main` uthread.
+fn std_on_uthread(rep: usize, window: Duration) -> Sample {
+    let m = &*UNC_STD_ON_UTHREAD;
+    *m.lock().expect("std mutex") = 0;
+    let t = time_ops(window, || *black_box(m).lock().expect("std mutex") += 1);
+    assert_eq!(*m.lock().expect("std mutex"), t.ops, "std::sync::Mutex on a uthread: lost increments");
+    Sample::uncontended(rep, t)
+}
+
 fn parlib_mutex(rep: usize, window: Duration) -> Sample {
     let m = &*UNC_PARLIB_MUTEX;
     *m.lock() = 0;
@@ -897,6 +907,8 @@ enum Kind {
     Pthread,
     /// `std::sync::Mutex<u64>` on a Linux thread.
     Std,
+    /// `std::sync::Mutex<u64>` on a uthread, std's calls interposed.
+    StdUthread,
 }
 
 struct Series {
@@ -998,6 +1010,7 @@ fn run_uncontended(jobs: &mpsc::Sender<Job>, s: &Settings) -> CaseResult {
     let warm = s.window / 2;
     parlib_raw(0, warm);
     parlib_mutex(0, warm);
+    std_on_uthread(0, warm);
     baseline_uncontended(jobs, 0, Job::Pthread { window: warm });
     baseline_uncontended(jobs, 0, Job::Std { window: warm });
     let w = s.window;
@@ -1008,10 +1021,11 @@ fn run_uncontended(jobs: &mpsc::Sender<Job>, s: &Settings) -> CaseResult {
             &mut |rep| parlib_mutex(rep, w),
             &mut |rep| baseline_uncontended(jobs, rep, Job::Pthread { window: w }),
             &mut |rep| baseline_uncontended(jobs, rep, Job::Std { window: w }),
+            &mut |rep| std_on_uthread(rep, w),
         ],
     )
     .into_iter();
-    let mut next = || sides.next().expect("four sides");
+    let mut next = || sides.next().expect("five sides");
     CaseResult {
         case: "uncontended",
         measures: "ns per lock + unlock, one thread, nobody else touching the lock",
@@ -1033,6 +1047,12 @@ fn run_uncontended(jobs: &mpsc::Sender<Job>, s: &Settings) -> CaseResult {
                 kind: Kind::Std,
                 key: "std_ns",
                 what: "std::sync::Mutex<u64> (+1 inside), on a pinned Linux thread",
+                samples: next(),
+            },
+            Series {
+                kind: Kind::StdUthread,
+                key: "std_uthread_ns",
+                what: "std::sync::Mutex<u64> (+1 inside), on a uthread, std's calls interposed",
                 samples: next(),
             },
         ],
@@ -1206,17 +1226,19 @@ fn plot(
 ) -> Result<(), Box<dyn std::error::Error>> {
     use plotters::prelude::*;
 
-    const KINDS: [(Kind, &str); 4] = [
+    const KINDS: [(Kind, &str); 5] = [
         (Kind::ParlibRaw, "parlib-rs RawMutex / RawCondvar, uthreads"),
         (Kind::ParlibMutex, "parlib-rs Mutex<u64>, uthread"),
         (Kind::Pthread, "glibc pthread_mutex_t / pthread_cond_t, Linux threads"),
         (Kind::Std, "std::sync::Mutex<u64>, Linux thread"),
+        (Kind::StdUthread, "std::sync::Mutex<u64>, uthread (interposed)"),
     ];
     let color = |k: Kind| match k {
         Kind::ParlibRaw => RGBColor(0x1f, 0x77, 0xb4),
         Kind::ParlibMutex => RGBColor(0x9e, 0xc5, 0xe8),
         Kind::Pthread => RGBColor(0xd6, 0x27, 0x28),
         Kind::Std => RGBColor(0xff, 0x7f, 0x0e),
+        Kind::StdUthread => RGBColor(0xff, 0xbb, 0x78),
     };
     let goal_color = RGBColor(0x2c, 0xa0, 0x2c);
     // Bar k of n in case i: centred at i + offset, spread over 0.8 of the slot.
@@ -1306,6 +1328,9 @@ fn main() {
         .expect("start the driver");
 
     common::start(); // from here on, `main` is a uthread on vcore 0
+                     // std's futex calls go through parlib-syscalls' wrappers from here on (`std_uthread_ns`).
+    parlib::alarms::init().expect("alarms");
+    parlib::syscalls::init().expect("syscalls");
     let head = header(&machine, mode, settings);
     println!("locks: parlib-sync mutex and condvar vs glibc pthread, uncontended and between two threads on one core");
     print!("{head}");

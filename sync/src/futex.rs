@@ -8,8 +8,8 @@ use crossbeam_utils::CachePadded;
 use parlib_uthread::BlockReason;
 
 use crate::errno::Errno;
-
-use crate::waitq::{block, QLock, WaitQueue, Waiter};
+use crate::timeout::Deadline;
+use crate::waitq::{block_until, Ended, QLock, WaitQueue, Waiter};
 
 /// Buckets in the address hash. 256 keeps collisions rare for the few hundred
 /// concurrently contended words a program typically has, at 32 KiB of table.
@@ -39,6 +39,16 @@ fn bucket(addr: usize) -> &'static Bucket {
 /// # Errors
 /// `EAGAIN` if `*word != expected` already.
 pub fn futex_wait(word: &AtomicU32, expected: u32) -> Result<(), Errno> {
+    futex_wait_until(word, expected, None)
+}
+
+/// [`futex_wait`] that also ends at `deadline` (if any).
+///
+/// # Errors
+/// `EAGAIN` if `*word != expected` already; `ETIMEDOUT` if the deadline passed first;
+/// `EINVAL` for a uthread with a deadline when no timeout service is installed
+/// (`parlib_alarms::init`).
+pub fn futex_wait_until(word: &AtomicU32, expected: u32, deadline: Option<Deadline>) -> Result<(), Errno> {
     let addr = word as *const AtomicU32 as usize;
     let b = bucket(addr);
     let g = b.qlock.lock();
@@ -47,12 +57,18 @@ pub fn futex_wait(word: &AtomicU32, expected: u32) -> Result<(), Errno> {
     if word.load(Ordering::SeqCst) != expected {
         return Err(Errno::AGAIN);
     }
+    if deadline.is_some_and(Deadline::has_passed) {
+        return Err(Errno::TIMEDOUT);
+    }
     let mut node = Waiter::for_caller("futex_wait");
     node.tag = addr;
-    // SAFETY: under the bucket lock; `node` stays alive until a waker unlinks it.
+    // SAFETY: under the bucket lock; `node` stays alive until it is unlinked (by a waker,
+    // or by `block_until` itself on a timeout).
     unsafe { b.waiters.push_back(&mut node) };
-    block(g, &node, BlockReason::Futex);
-    Ok(())
+    match block_until(g, &node, &b.waiters, BlockReason::Futex, deadline, false)? {
+        Ended::TimedOut => Err(Errno::TIMEDOUT),
+        _ => Ok(()),
+    }
 }
 
 /// Wakes up to `n` callers waiting on `word`; returns how many it woke.

@@ -98,7 +98,7 @@ mod waitq;
 pub use barrier::{Barrier, RawBarrier};
 pub use condvar::{Condvar, RawCondvar};
 pub use errno::Errno;
-pub use futex::{futex_wait, futex_wake};
+pub use futex::{futex_wait, futex_wait_until, futex_wake};
 pub use mcs::McsLock;
 pub use mutex::{Mutex, MutexGuard, RawMutex, MUTEX_ERRORCHECK, MUTEX_NORMAL, MUTEX_RECURSIVE};
 pub use once::{Once, RawOnce};

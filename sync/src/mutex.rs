@@ -319,6 +319,19 @@ impl RawMutex {
 }
 
 /// A mutual-exclusion lock protecting a `T`; blocks only the calling uthread.
+///
+/// How it differs from `std::sync::Mutex` (which, since `parlib-syscalls` makes std's
+/// futex waits uthread-aware, also blocks only the uthread):
+///
+/// * **No poisoning**: [`lock`](Mutex::lock) returns the guard, not a `Result`. A panic
+///   while a guard is held unlocks the mutex as the guard drops during unwinding, and the
+///   next holder sees whatever state the panic left, as with parking_lot's. Poisoning was
+///   left out on purpose: nearly every caller unwraps it, it costs a flag on every
+///   unlock, and the same storage is a `pthread_mutex_t` for C (`RawMutex`), where no
+///   poison state exists.
+/// * It is a direct face of the uthread layer (no system call on any path for a
+///   uthread), fits in a `pthread_mutex_t`'s 40 bytes, and works in zeroed storage;
+///   error-checking and recursive kinds are [`RawMutex`]'s.
 pub struct Mutex<T: ?Sized> {
     raw: RawMutex,
     data: UnsafeCell<T>,

@@ -171,6 +171,49 @@ wrap! {
         // SAFETY: `req` is non-null and, per the contract, valid; `rem` is null or valid.
         unit(raw::nanosleep(unsafe { &*req }, unsafe { rem.as_mut() }))
     };
+    #[doc = "`clock_nanosleep(2)`: returns the error number (0 on success) and leaves `errno` alone, as POSIX says."]
+    fn parlib_clock_nanosleep(clock: libc::clockid_t, flags: c_int, req: *const timespec, rem: *mut timespec) -> c_int => {
+        if req.is_null() {
+            return libc::EFAULT;
+        }
+        // SAFETY: `req` is non-null and, per the contract, valid; `rem` is null or valid.
+        match raw::clock_nanosleep(clock, flags, unsafe { &*req }, unsafe { rem.as_mut() }) {
+            Ok(()) => 0,
+            Err(e) => e,
+        }
+    };
+    #[doc = "`fcntl(2)`, declared variadic in C: the third argument is read as a word (see `interpose`)."]
+    fn parlib_fcntl(fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c_int => {
+        // SAFETY: our caller upholds the libc contract, which is `raw::fcntl`'s.
+        int(unsafe { raw::fcntl(fd, cmd, arg as usize) }.map(|v| v as c_int))
+    };
+    #[doc = "`ioctl(2)`, declared variadic in C: the third argument is read as a word."]
+    fn parlib_ioctl(fd: c_int, req: libc::c_ulong, arg: libc::c_ulong) -> c_int => {
+        // SAFETY: our caller upholds the libc contract, which is `raw::ioctl`'s.
+        int(unsafe { raw::ioctl(fd, req, arg as usize) }.map(|v| v as c_int))
+    };
+    #[doc = "`dup(2)`."]
+    fn parlib_dup(fd: c_int) -> c_int => int(raw::dup(fd));
+    #[doc = "`dup2(2)`."]
+    fn parlib_dup2(old: c_int, new: c_int) -> c_int => int(raw::dup2(old, new));
+    #[doc = "`dup3(2)`."]
+    fn parlib_dup3(old: c_int, new: c_int, flags: c_int) -> c_int => int(raw::dup3(old, new, flags));
+    #[doc = "`syscall(2)`, declared variadic in C: six argument words are read (the kernel ignores those a call does not take). `SYS_futex` waits block only a uthread (`futex`); every other number is the plain call."]
+    fn parlib_syscall(num: libc::c_long, a1: usize, a2: usize, a3: usize, a4: usize, a5: usize, a6: usize) -> libc::c_long => {
+        let r = if num == libc::SYS_futex {
+            // SAFETY: our caller upholds futex(2)'s contract for these arguments.
+            unsafe { crate::futex::futex(a1, a2 as c_int, a3 as u32, a4, a5, a6 as u32) }
+        } else {
+            raw::sys(num, [a1, a2, a3, a4, a5, a6])
+        };
+        match r {
+            Ok(v) => v as libc::c_long,
+            Err(e) => {
+                fail(e);
+                -1
+            }
+        }
+    };
     #[doc = "`usleep(3)`."]
     fn parlib_usleep(us: libc::useconds_t) -> c_int => unit(raw::usleep(us as u64));
     #[doc = "`sleep(3)`."]

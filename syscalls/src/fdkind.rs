@@ -5,7 +5,13 @@
 //! | socket | `MSG_DONTWAIT` per call; the descriptor's flags stay the user's | `EAGAIN`, unless the user set `O_NONBLOCK` (then `EAGAIN` is theirs) |
 //! | pipe, FIFO, tty, eventfd, ... | `O_NONBLOCK` set once by us (remembered, so plain threads still block) | `EAGAIN` |
 //! | the user set `O_NONBLOCK` | nothing to do | `EAGAIN` goes back to the user |
+//! | a standard stream (0-2) that is a pipe, tty or device | asked first with a zero-timeout `poll`, then the plain call (a write at most `PIPE_BUF` at a time) | `poll` says not ready |
 //! | regular file, block device, directory | never blocks on readiness: run on the uthread's backing thread | - |
+//!
+//! Standard streams are shared with other processes (the shell's terminal, a pipeline's
+//! other writers): `O_NONBLOCK` is a flag of the open file description, so setting it
+//! here would make *their* reads and writes fail with `EAGAIN`, even after this process
+//! exits. So those are never made non-blocking; readiness is asked instead.
 //!
 //! Kinds are cached per descriptor number and forgotten by the close wrapper; a socket
 //! call that finds `ENOTSOCK` reclassifies (a descriptor closed and reused behind our
@@ -32,6 +38,8 @@ pub(crate) enum Kind {
     /// The user made it non-blocking: never wait.
     UserNonblock,
     Regular,
+    /// A standard stream we must not make non-blocking: ask `poll` before each call.
+    Shared,
 }
 
 const UNKNOWN: u8 = 0;
@@ -39,6 +47,7 @@ const SOCKET: u8 = 1;
 const OURS: u8 = 2;
 const USER: u8 = 3;
 const REGULAR: u8 = 4;
+const SHARED: u8 = 5;
 /// Flag: we set `O_NONBLOCK` on this socket (for `accept` and `connect`).
 const SOCKET_NB_OURS: u8 = 0x80;
 
@@ -77,6 +86,7 @@ fn decode(v: u8) -> Option<Kind> {
         OURS => Some(Kind::OursNonblock),
         USER => Some(Kind::UserNonblock),
         REGULAR => Some(Kind::Regular),
+        SHARED => Some(Kind::Shared),
         _ => None,
     }
 }
@@ -117,6 +127,7 @@ pub(crate) fn kind(fd: i32) -> Result<Kind, i32> {
             Kind::OursNonblock => OURS,
             Kind::UserNonblock => USER,
             Kind::Regular => REGULAR,
+            Kind::Shared => SHARED,
         },
     );
     Ok(k)
@@ -133,6 +144,9 @@ fn classify(fd: i32) -> Result<Kind, i32> {
             let fl = fcntl(fd, libc::F_GETFL, 0)?;
             if fl & libc::O_NONBLOCK != 0 {
                 return Ok(Kind::UserNonblock);
+            }
+            if (0..=2).contains(&fd) {
+                return Ok(Kind::Shared); // module docs: never ours to make non-blocking
             }
             set_nonblock(fd, true)?;
             Ok(Kind::OursNonblock)
@@ -160,7 +174,7 @@ pub(crate) fn set_nonblock(fd: i32, on: bool) -> Result<(), i32> {
 pub(crate) fn user_wants_eagain(fd: i32, k: Kind) -> bool {
     match k {
         Kind::UserNonblock => true,
-        Kind::OursNonblock | Kind::Regular => false,
+        Kind::OursNonblock | Kind::Regular | Kind::Shared => false,
         Kind::Socket => {
             if load(fd) & SOCKET_NB_OURS != 0 {
                 return false;
@@ -168,6 +182,34 @@ pub(crate) fn user_wants_eagain(fd: i32, k: Kind) -> bool {
             fcntl(fd, libc::F_GETFL, 0).is_ok_and(|fl| fl & libc::O_NONBLOCK != 0)
         }
     }
+}
+
+/// The user sets (`on`) or clears `O_NONBLOCK` on `fd` (`F_SETFL`, `FIONBIO`). Returns
+/// whether the kernel flag must stay set all the same: it is ours, and the user asks for
+/// blocking calls, which this layer makes without blocking a vcore. Setting it hands the
+/// flag to the user (their `EAGAIN`s are theirs from then on); clearing their own flag
+/// lets the next call classify the descriptor afresh.
+pub(crate) fn user_sets_nonblock(fd: i32, on: bool) -> bool {
+    let v = load(fd);
+    let ours = v == OURS || v & SOCKET_NB_OURS != 0;
+    match (on, ours) {
+        (true, true) => {
+            store(fd, if v & !SOCKET_NB_OURS == SOCKET { SOCKET } else { USER });
+            false
+        }
+        (false, true) => true,
+        (false, false) if v == USER => {
+            forget(fd);
+            false
+        }
+        _ => false,
+    }
+}
+
+/// `to` was made a duplicate of `from` (`dup`, `dup2`, `F_DUPFD`): it shares the open file
+/// description, so its flags, and what is known of them.
+pub(crate) fn copy(from: i32, to: i32) {
+    store(to, load(from));
 }
 
 /// Makes a blocking socket non-blocking for calls that have no per-call flag (`accept`,

@@ -14,19 +14,25 @@
 //! | [`poll`](mod@poll) | readiness: one epoll instance per vcore, the park hook, the poll hook |
 //! | `offload` | how a uthread blocks in a call (its `Syscall` record) and the offload of calls that cannot be non-blocking |
 //! | `sockaddr` | [`SockAddr`](io::SockAddr), an owned socket address of any family |
+//! | `interpose` | the wrappers under the libc names (`read`, `syscall`, `clock_nanosleep`, ...), for Rust's std and C programs |
+//! | `futex` | `futex(2)` through `syscall`: a uthread's wait blocks only the uthread |
 //!
 //! How each call avoids blocking the vcore:
 //!
 //! * Descriptors that can be non-blocking (sockets, pipes, FIFOs, ttys, eventfds) are
 //!   tried without blocking; on `EAGAIN` the uthread blocks until the epoll instance of
 //!   the vcore it runs on reports readiness, then retries (sockets keep their flags and
-//!   get `MSG_DONTWAIT`; other descriptors get `O_NONBLOCK` once, remembered as ours).
+//!   get `MSG_DONTWAIT`; other descriptors get `O_NONBLOCK` once, remembered as ours,
+//!   and hidden from the program's `fcntl(F_GETFL)`). Standard streams (0-2) that are
+//!   pipes, ttys or devices are shared with other processes and never made non-blocking:
+//!   a uthread's call on one asks `poll` first and waits for readiness.
 //! * Calls that cannot be made non-blocking (regular files, `pread`/`pwrite`, `open`,
 //!   `openat`, `poll` with a timeout, a Unix `connect` on a full backlog) run off the
 //!   vcore: on the uthread's own backing thread, on its own TLS, or, for `main` and
 //!   TLS-less uthreads, on an offload worker; they complete with an `EV_SYSCALL` event on
 //!   the vcore that issued them.
-//! * `nanosleep`, `usleep`, `sleep` sleep with an alarm (`parlib-alarms`).
+//! * `nanosleep`, `clock_nanosleep`, `usleep`, `sleep` sleep with an alarm
+//!   (`parlib-alarms`); a `futex` wait through `syscall` blocks in `parlib-sync`.
 //! * Outside a uthread every wrapper is the plain system call. The one exception keeps
 //!   semantics, not calls: on a descriptor this layer made non-blocking, a plain thread's
 //!   call waits with `poll` and retries, so it still blocks as the thread expects.
@@ -50,11 +56,40 @@
 //! restarted (as with `SA_RESTART`); a plain thread's plain call returns `EINTR` as
 //! libc's does, and its `sleep` returns the seconds left.
 //!
+//! ## Rust's std on uthreads
+//!
+//! Once a program calls [`init`] (upthread's `init` does), this crate's wrappers stand
+//! under the libc names in the executable (`interpose`), so std's own calls land in them:
+//! on a uthread they block only that uthread; on any other thread they are the plain
+//! calls, with libc's results.
+//!
+//! | std | what it calls | on a uthread |
+//! |---|---|---|
+//! | `sync::{Mutex, RwLock, Condvar, Once, OnceLock, LazyLock, Barrier}`, `mpsc`, `thread::park`/`park_timeout`/`unpark`, the `stdout`/`stderr` locks (`println!`) | `syscall(SYS_futex)` | blocks only the uthread (`futex`) |
+//! | `thread::sleep` | `clock_nanosleep` | an alarm |
+//! | `io::stdout`/`stderr` writes, `stdin` reads | `write`, `read` on 0-2 | readiness, never `O_NONBLOCK` |
+//! | `net::TcpListener::accept`, `TcpStream::connect`/`read`/`write`/`peek`, `UdpSocket::send_to`/`recv_from` | `accept4`, `socket`, `connect`, `recv`, `send`, `sendto`, `recvfrom` | readiness |
+//! | `set_nonblocking`, `try_clone` | `ioctl(FIONBIO)`, `fcntl(F_DUPFD_CLOEXEC)` | the caller's view of `O_NONBLOCK` is kept |
+//! | `fs::File::open`/`read`/`write`, `fs::read`, `fs::write` | `open64`, `read`, `write` | offloaded |
+//!
+//! Not covered (the plain call: it blocks the whole vcore while it waits): name
+//! resolution (`ToSocketAddrs` with a host name: glibc's `getaddrinfo` makes its own
+//! calls); `process::Command` waits (`waitpid`); `JoinHandle::join` of a std thread (glibc's
+//! `pthread_join`); `fs` metadata and directory calls (`statx`, `getdents64`), which are
+//! quick on a local file system; `futex` operations other than plain and any-bitset
+//! waits and wakes. std's locks used *in vcore context* (a scheduler callback) take the
+//! plain kernel path, as vcore context must never block a uthread's way.
+//!
+//! A uthread preempted while it holds one of std's locks is no longer a hazard: another
+//! uthread that wants the lock blocks, and the holder runs again. `NotifGuard` (in
+//! `parlib-uthread`) remains the tool for sections that must not be preempted at all.
+//!
 //! ## Never call libc's wrappers of the interposed names
 //!
-//! `upthread` exports [`cabi`] under the libc names (`read`, `write`, `close`, `poll`,
-//! `open`, `nanosleep`, ...), so in a process that links `libupthread.so` a call to
-//! `libc::read` *is* a call to [`cabi::parlib_read`]. This crate, and everything it calls,
+//! This crate defines the libc names (`read`, `write`, `close`, `poll`, `open`,
+//! `nanosleep`, `syscall`, ...) in every program that calls [`init`], and `upthread`'s C
+//! library exports them, so there a call to `libc::read` *is* a call to
+//! [`cabi::parlib_read`]. This crate, and everything it calls,
 //! must therefore never use libc's wrapper of any of those names: internally every such
 //! call is a raw system call (`raw::sys`, `syscall6`), as are the epoll and eventfd calls.
 //! Otherwise the layer recurses into itself.
@@ -129,10 +164,14 @@
 
 pub mod cabi;
 mod fdkind;
+mod futex;
+mod interpose;
 pub mod io;
 mod offload;
 pub mod poll;
 pub mod raw;
+
+pub use interpose::set_cancellation_point;
 mod sockaddr;
 
 pub use fdkind::MAX_CACHED_FD;
@@ -161,6 +200,7 @@ pub(crate) fn go_on_after_interrupt(restartable: bool) -> bool {
 /// Creates each vcore's epoll instance and eventfd, installs the park hook and the poll
 /// hook, and registers the `EV_SYSCALL` handler. Later calls do nothing.
 pub fn init() -> std::io::Result<()> {
+    interpose::keep();
     if parlib_vcore::max_vcores() == 0 {
         return Err(std::io::Error::other("parlib_syscalls::init before uthread::lib_init"));
     }

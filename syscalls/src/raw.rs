@@ -36,7 +36,7 @@ pub(crate) fn sys(nr: libc::c_long, a: [usize; 6]) -> Result<usize, i32> {
 const IN: u32 = libc::EPOLLIN as u32;
 const OUT: u32 = libc::EPOLLOUT as u32;
 
-fn on_uthread() -> bool {
+pub(crate) fn on_uthread() -> bool {
     uthread::current().is_some()
 }
 
@@ -125,6 +125,7 @@ fn by_kind(
         let r = match k {
             Kind::Regular => return offload_sys(nr, args),
             Kind::Socket => io_loop(fd, k, events, (nr, args), &sock),
+            Kind::Shared => io_loop(fd, k, events, (nr, args), || shared_attempt(fd, events, nr, args)),
             _ => io_loop(fd, k, events, (nr, args), plain),
         };
         if r == Err(libc::ENOTSOCK) && k == Kind::Socket {
@@ -133,6 +134,21 @@ fn by_kind(
         }
         return r;
     }
+}
+
+/// One try of a call on a standard stream (`Kind::Shared`), which is never non-blocking:
+/// the call only if a zero-timeout `poll` says it will not wait (a `write` of at most
+/// `PIPE_BUF` bytes, which a pipe with room takes whole), else `EAGAIN` for `io_loop` to
+/// wait on.
+fn shared_attempt(fd: i32, events: u32, nr: libc::c_long, mut args: [usize; 6]) -> Result<usize, i32> {
+    let mut p = libc::pollfd { fd, events: events as i16, revents: 0 };
+    if sys(libc::SYS_poll, [&mut p as *mut libc::pollfd as usize, 1, 0, 0, 0, 0])? == 0 {
+        return Err(libc::EAGAIN);
+    }
+    if nr == libc::SYS_write {
+        args[2] = args[2].min(libc::PIPE_BUF);
+    }
+    sys(nr, args)
 }
 
 /// `read(2)`.
@@ -184,7 +200,7 @@ fn write_all_if_blocking(
                 // Only a partial write asks whether the caller blocks: for a socket that
                 // costs an fcntl, which a complete write (the common case) never needs.
                 let blocking = match fdkind::cached(fd) {
-                    Some(Kind::OursNonblock) => true,
+                    Some(Kind::OursNonblock | Kind::Shared) => true,
                     Some(Kind::Socket) => !fdkind::user_wants_eagain(fd, Kind::Socket),
                     _ => false,
                 };
@@ -529,6 +545,74 @@ pub fn close(fd: i32) -> Result<(), i32> {
     sys(libc::SYS_close, [fd as usize, 0, 0, 0, 0, 0]).map(drop)
 }
 
+/// `fcntl(2)`, with this layer's `O_NONBLOCK` kept out of the caller's view: `F_GETFL`
+/// does not show it, `F_SETFL` keeps it while the caller asks for blocking calls (which
+/// still block only the calling uthread, and a plain thread as it expects) and hands the
+/// flag over when the caller sets it; a duplicate (`F_DUPFD`, `F_DUPFD_CLOEXEC`) shares
+/// what is known of the original. Every other command is the plain call.
+///
+/// # Safety
+/// `arg` is what the command expects: a pointer valid for it (`F_GETLK`, `F_SETOWN_EX`,
+/// ...) or a number.
+pub unsafe fn fcntl(fd: i32, cmd: i32, arg: usize) -> Result<usize, i32> {
+    let mut arg = arg;
+    if cmd == libc::F_SETFL && fdkind::user_sets_nonblock(fd, arg as i32 & libc::O_NONBLOCK != 0) {
+        arg |= libc::O_NONBLOCK as usize;
+    }
+    let r = sys(libc::SYS_fcntl, [fd as usize, cmd as usize, arg, 0, 0, 0])?;
+    Ok(match cmd {
+        libc::F_GETFL if fdkind::nonblock_is_ours(fd) => r & !(libc::O_NONBLOCK as usize),
+        libc::F_DUPFD | libc::F_DUPFD_CLOEXEC => {
+            fdkind::copy(fd, r as i32);
+            r
+        }
+        _ => r,
+    })
+}
+
+/// `ioctl(2)`. `FIONBIO` is `F_SETFL`'s `O_NONBLOCK` (see [`fcntl`]); every other request
+/// is the plain call.
+///
+/// # Safety
+/// `arg` is what the request expects: for `FIONBIO` a valid `*const c_int`.
+pub unsafe fn ioctl(fd: i32, req: libc::c_ulong, arg: usize) -> Result<usize, i32> {
+    if req == libc::FIONBIO && arg != 0 {
+        // SAFETY: the caller's contract: FIONBIO takes a pointer to an int.
+        let on = unsafe { *(arg as *const libc::c_int) } != 0;
+        if fdkind::user_sets_nonblock(fd, on) {
+            return Ok(0); // ours stays set, and the caller's blocking view is kept
+        }
+    }
+    sys(libc::SYS_ioctl, [fd as usize, req as usize, arg, 0, 0, 0])
+}
+
+/// `dup(2)`: the new descriptor shares what is known of the old one.
+pub fn dup(fd: i32) -> Result<i32, i32> {
+    let new = sys(libc::SYS_dup, [fd as usize, 0, 0, 0, 0, 0])? as i32;
+    fdkind::copy(fd, new);
+    Ok(new)
+}
+
+/// `dup3(2)` (`dup2` is `dup3` without flags, but for `old == new`): `new`, if open, is
+/// closed first (its waiters woken, as by [`close`]), then shares what is known of `old`.
+pub fn dup3(old: i32, new: i32, flags: i32) -> Result<i32, i32> {
+    if old != new {
+        wake_closed(new);
+    }
+    let r = sys(libc::SYS_dup3, [old as usize, new as usize, flags as usize, 0, 0, 0])? as i32;
+    fdkind::copy(old, r);
+    Ok(r)
+}
+
+/// `dup2(2)`.
+pub fn dup2(old: i32, new: i32) -> Result<i32, i32> {
+    if old == new {
+        // dup2 of a descriptor onto itself checks it and does nothing (dup3 refuses it).
+        return sys(libc::SYS_fcntl, [old as usize, libc::F_GETFD as usize, 0, 0, 0, 0]).map(|_| old);
+    }
+    dup3(old, new, 0)
+}
+
 /// `poll(2)`. With a zero timeout it is the plain call; otherwise a uthread waits off
 /// the vcore (its backing thread, or an offload worker).
 ///
@@ -557,27 +641,66 @@ pub fn nanosleep(req: &libc::timespec, rem: Option<&mut libc::timespec>) -> Resu
         let remp = rem.map_or(core::ptr::null_mut(), |r| r as *mut libc::timespec);
         return sys(libc::SYS_nanosleep, [req as *const _ as usize, remp as usize, 0, 0, 0, 0]).map(drop);
     }
-    let d = parlib_sync::Deadline::after(core::time::Duration::new(req.tv_sec as u64, req.tv_nsec as u32));
-    loop {
+    sleep_until(
+        parlib_sync::Deadline::after(core::time::Duration::new(req.tv_sec as u64, req.tv_nsec as u32)),
+        rem,
+    )
+}
+
+/// A uthread's sleep until `d` (an alarm), asking the interrupt policy after an
+/// interrupted wait; on `EINTR`, `rem` (if any) gets the time left.
+fn sleep_until(d: parlib_sync::Deadline, rem: Option<&mut libc::timespec>) -> Result<(), i32> {
+    let interrupted = loop {
         match parlib_alarms::sleep_until_interruptible(d) {
-            Ok(()) => break,
+            Ok(()) => break false,
             Err(_) if crate::go_on_after_interrupt(false) => continue,
-            Err(_) => {
-                if let Some(r) = rem {
-                    let left = d.ns().saturating_sub(parlib_sync::now_ns());
-                    *r = libc::timespec {
-                        tv_sec: (left / 1_000_000_000) as i64,
-                        tv_nsec: (left % 1_000_000_000) as i64,
-                    };
-                }
-                return Err(libc::EINTR);
-            }
+            Err(_) => break true,
         }
-    }
+    };
+    let left = if interrupted { d.ns().saturating_sub(parlib_sync::now_ns()) } else { 0 };
     if let Some(r) = rem {
-        *r = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        *r = libc::timespec { tv_sec: (left / 1_000_000_000) as i64, tv_nsec: (left % 1_000_000_000) as i64 };
     }
-    Ok(())
+    if interrupted {
+        Err(libc::EINTR)
+    } else {
+        Ok(())
+    }
+}
+
+/// `clock_nanosleep(2)`. On a uthread, for the monotonic, boot-time and real-time clocks,
+/// only the uthread sleeps (an absolute real-time deadline is taken as the monotonic time
+/// it corresponds to now); the CPU-time clocks, which no alarm can wait for, sleep the
+/// vcore (the plain call). `rem` is filled for an interrupted relative sleep, as the
+/// kernel does.
+///
+/// # Errors
+/// `EINVAL` for `tv_nsec` outside `0..1e9` (or a negative relative time); `EINTR` if an
+/// interrupt ended the sleep and the interrupt policy says not to go on.
+pub fn clock_nanosleep(
+    clock: libc::clockid_t,
+    flags: i32,
+    req: &libc::timespec,
+    rem: Option<&mut libc::timespec>,
+) -> Result<(), i32> {
+    use parlib_sync::Deadline;
+    let abs = flags & libc::TIMER_ABSTIME != 0;
+    let by_alarm = matches!(clock, libc::CLOCK_MONOTONIC | libc::CLOCK_BOOTTIME | libc::CLOCK_REALTIME);
+    if !on_uthread() || !by_alarm {
+        let remp = rem.map_or(core::ptr::null_mut(), |r| r as *mut libc::timespec);
+        let args = [clock as usize, flags as usize, req as *const _ as usize, remp as usize, 0, 0];
+        return sys(libc::SYS_clock_nanosleep, args).map(drop);
+    }
+    if !(0..1_000_000_000).contains(&req.tv_nsec) || (!abs && req.tv_sec < 0) {
+        return Err(libc::EINVAL);
+    }
+    let d = match (abs, clock) {
+        (true, libc::CLOCK_REALTIME) => Deadline::from_realtime(req),
+        (true, _) => Deadline::from_monotonic(req),
+        (false, _) => Ok(Deadline::after(core::time::Duration::new(req.tv_sec as u64, req.tv_nsec as u32))),
+    }
+    .map_err(|e| e.0)?;
+    sleep_until(d, if abs { None } else { rem })
 }
 
 /// `usleep(3)`.

@@ -63,10 +63,17 @@
 //!
 //! ## Inside threads
 //!
-//! Threads are uthreads: never block in `std::sync` locks, `std::thread::sleep` or
-//! blocking system calls (they stall the whole vcore). Use `parlib_sync`,
-//! `parlib_alarms::sleep` and `parlib_syscalls`. Every thread has its own TLS (its
-//! `errno`, `thread_local!` values and glibc state follow it across vcores).
+//! Threads are uthreads, and std works on them: [`init`] sets up `parlib-syscalls`,
+//! whose wrappers make std's locks (`Mutex`, `RwLock`, `Condvar`, `Once`, the lock behind
+//! `println!`), thread parking, `thread::sleep`, `std::net` and `std::fs` block only the
+//! calling thread, also under preemption (`UPTHREAD_SCHED_PERIOD_US`). Still blocking the
+//! whole vcore: name resolution (`getaddrinfo`), `std::process` waits, and joining a
+//! `std::thread` (the `parlib_syscalls` crate docs have the full list); run those on a
+//! plain thread. `parlib::sync`, `parlib::alarms::sleep` and `parlib::syscalls::io` are
+//! the direct faces. A section that must not be preempted goes inside a
+//! [`NotifGuard`]. Every thread has its own TLS (its `errno`, `thread_local!` values and
+//! glibc state follow it across vcores); a thread named with [`Builder::name`] carries
+//! the name in std too (`std::thread::current().name()`, panic messages).
 //!
 //! ## Differences from glibc
 //!
@@ -99,6 +106,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 
 pub use cancel::{testcancel, CleanupBuffer, PTHREAD_CANCELED};
 pub use keys::upthread_key_t;
+pub use parlib_uthread::NotifGuard;
 pub use preempt::{sched_period, set_sched_period, MIN_SCHED_PERIOD_US};
 pub use sched::{can_vcore_request, can_vcore_steal, num_vcores, set_num_vcores};
 pub use spawn::{current_name, scope, spawn, yield_now, Builder, JoinHandle, Scope, ScopedJoinHandle};
@@ -188,6 +196,7 @@ fn init_layers() -> Result<(), Error> {
     parlib_alarms::init().map_err(Error::Alarms)?;
     parlib_syscalls::init().map_err(Error::Syscalls)?;
     parlib_syscalls::set_interrupt_policy(cancel::syscall_interrupt_policy);
+    parlib_syscalls::set_cancellation_point(cancel::testcancel);
     if !sched::requesting() {
         sched::request_active();
     }

@@ -84,8 +84,14 @@ pub(crate) fn prepare(start: Start, opts: SpawnOpts) -> Result<Created<Thread>, 
         // unused, and outlives the thread.
         StackSpec::User { lo, size } => unsafe { Stack::from_raw(lo as *mut u8, size) },
     };
-    let t = uthread::create(Thread::new(start, opts.detached, false), stack, TlsMode::Backed, thread_main)
-        .map_err(|_| libc::EAGAIN)?;
+    let data = Thread::new(start, opts.detached, false);
+    // A named thread's backing thread carries the name, so std shows it too
+    // (`std::thread::current().name()`, panic messages).
+    let t = match &opts.name {
+        Some(n) => uthread::create_named(data, stack, n.clone(), thread_main),
+        None => uthread::create(data, stack, TlsMode::Backed, thread_main),
+    }
+    .map_err(|_| libc::EAGAIN)?;
     // SAFETY: the thread has not started, so nobody else reads its name.
     unsafe { *t.name.get() = opts.name };
     if let Some(me) = Thread::current() {

@@ -43,10 +43,12 @@ fn a_thread_back_from_a_syscall_runs_before_the_queue() {
             GATE.release(); // b, then c, queued at the tail
             let w = loop {
                 // Non-blocking: ENXIO until the backing thread is in its open, waiting
-                // for a writer.
+                // for a writer. A plain system call: `open` itself is the syscall layer's
+                // wrapper, which would run it off this uthread and let the vcore go on.
                 let flags = libc::O_WRONLY | libc::O_NONBLOCK | libc::O_CLOEXEC;
                 // SAFETY: a valid path.
-                let w = unsafe { libc::open(fifo.as_ptr(), flags) };
+                let w =
+                    unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, fifo.as_ptr(), flags) } as i32;
                 let e = std::io::Error::last_os_error();
                 if w >= 0 || e.raw_os_error() != Some(libc::ENXIO) {
                     assert!(w >= 0, "open the FIFO for writing: {e}");

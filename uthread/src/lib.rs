@@ -91,14 +91,19 @@
 //! [`runnable`] called from a uthread disables them around the callback. A lock that a
 //! uthread shares with vcore context must disable notifications while a uthread holds it
 //! (`parlib_vcore::spin::PdrSpinLock`), or an interruption while holding it deadlocks
-//! the vcore. `std::sync` locks, including the one behind `println!`, are not protected:
-//! under preemption, hold them inside a [`NotifGuard`].
+//! the vcore. A section that must not be preempted at all goes inside a [`NotifGuard`].
 //!
 //! ## Do not block the vcore
 //!
-//! A uthread shares its vcore with every other uthread on it. `std::sync` locks,
-//! `std::thread::sleep` and blocking system calls block the whole vcore; the `sync`,
-//! `alarms` and `syscalls` layers are the uthread-aware replacements.
+//! A uthread shares its vcore with every other uthread on it, so a call that blocks in
+//! the kernel blocks them all. `parlib-syscalls` makes Rust's std uthread-aware once its
+//! `init` has run (upthread's `init` does): std's locks, condvars, `Once`, thread
+//! parking, `println!`, `thread::sleep`, `std::net` and `std::fs` then block only the
+//! uthread, and a preempted holder of a std lock no longer stalls the vcore (its crate
+//! docs list what is covered and what is not: name resolution, `process` waits and
+//! joining std threads still block the vcore). Without it, std's blocking calls block the
+//! vcore; the `sync`, `alarms` and `syscalls` layers are the direct, faster faces either
+//! way.
 //!
 //! ## Example
 //!
@@ -172,9 +177,9 @@ pub use record::{cache_colour, Record};
 pub use runtime::{lib_init, main_uthread, vcore_entry};
 pub use sched::{default_fault_policy, BlockReason, Fault, Scheduler, Syscall};
 pub use switch::{
-    blockon_sysc, create, current, current_id, exit, has_blocked, interrupted, paused, run_current_uthread,
-    run_uthread, run_uthread_in_vcore_context, runnable, spawn, take_interrupted, with_current,
-    yield_current_with, yield_with,
+    blockon_sysc, create, create_named, current, current_id, exit, has_blocked, interrupted, paused,
+    run_current_uthread, run_uthread, run_uthread_in_vcore_context, runnable, spawn, take_interrupted,
+    with_current, yield_current_with, yield_with,
 };
 pub use tls::{run_on_backing, run_sysc_on_backing};
 pub use uthread::{State, TlsMode, Uthread};

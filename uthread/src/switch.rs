@@ -65,6 +65,36 @@ pub fn create<T: Send + Sync + 'static>(
         TlsMode::Backed => Some(tls::take()?),
         TlsMode::None => None,
     };
+    Ok(create_on(thread, stack, backing, entry))
+}
+
+/// [`create`] with its own TLS ([`TlsMode::Backed`]) from a backing thread named `name`,
+/// so that `std::thread::current().name()` and panic messages on the uthread show it
+/// (std keeps the name in the TLS the uthread runs on). Such a backing thread is made
+/// for the uthread, not taken from the pool: a creation costs a thread's start.
+///
+/// # Errors
+/// As [`create`].
+///
+/// # Panics
+/// As [`create`].
+pub fn create_named<T: Send + Sync + 'static>(
+    thread: T,
+    stack: Stack,
+    name: String,
+    entry: impl FnOnce() + Send + 'static,
+) -> Result<Created<T>, Error> {
+    check_thread_type::<T>("uthread::create_named")?;
+    Ok(create_on(thread, stack, Some(tls::take_named(name)?), entry))
+}
+
+/// The body of [`create`] once the TLS is settled: `backing`'s, or none.
+fn create_on<T>(
+    thread: T,
+    stack: Stack,
+    backing: Option<NonNull<tls::Backing>>,
+    entry: impl FnOnce() + Send + 'static,
+) -> Created<T> {
     let rec = record::alloc(thread);
     // SAFETY: a fresh record, ours alone until the Created handle publishes it.
     let u = unsafe { rec.as_ref() }.uthread();
@@ -79,7 +109,7 @@ pub fn create<T: Send + Sync + 'static>(
     }
     u.id.store(NEXT_ID.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
     u.set_state(State::Created);
-    Ok(Created::new(rec))
+    Created::new(rec)
 }
 
 /// [`create`] on a new stack of the default size, then [`runnable`]: starts `entry` as a

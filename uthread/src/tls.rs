@@ -97,7 +97,7 @@ pub(crate) fn start_refiller() -> Result<(), Error> {
         .spawn(|| loop {
             let gen = REFILL.load(Ordering::Acquire);
             while POOL.lock().ready.len() < pool_size() {
-                match create() {
+                match create(None) {
                     Ok(b) => POOL.lock().ready.push(b),
                     Err(_) => break, // out of threads: `take` will report it
                 }
@@ -121,7 +121,7 @@ pub(crate) fn take() -> Result<NonNull<Backing>, Error> {
     }
     match b {
         Some(b) => Ok(b),
-        None => create(),
+        None => create(None),
     }
 }
 
@@ -136,29 +136,32 @@ pub(crate) unsafe fn release(b: NonNull<Backing>) {
     futex::wake(&b.cmd, 1);
 }
 
-fn create() -> Result<NonNull<Backing>, Error> {
+/// A parked backing thread of its own for a new uthread named `name`: a std thread with
+/// that name, so `std::thread::current().name()` and panic messages on the uthread show
+/// it (std keeps a thread's name in its TLS, which the uthread runs on). Not pooled: a
+/// name must be given when the thread starts.
+pub(crate) fn take_named(name: String) -> Result<NonNull<Backing>, Error> {
+    create(Some(name))
+}
+
+/// Starts a backing thread (a std thread, so std's per-thread state, its `Thread` handle
+/// among it, is set up on the TLS the uthread will use) and waits until it is parked.
+fn create(name: Option<String>) -> Result<NonNull<Backing>, Error> {
     let b = Box::into_raw(Box::new(Backing {
         fs_base: AtomicUsize::new(0),
         ready: AtomicU32::new(0),
         cmd: AtomicU32::new(CMD_IDLE),
         job: AtomicUsize::new(0),
     }));
-    // SAFETY: standard detached pthread creation; the record outlives the thread's use
-    // of it (the thread frees it on exit).
-    let r = unsafe {
-        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
-        libc::pthread_attr_init(&mut attr);
-        libc::pthread_attr_setstacksize(&mut attr, BACKING_STACK_SIZE);
-        libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
-        let mut t: libc::pthread_t = 0;
-        let r = libc::pthread_create(&mut t, &attr, backing_main, b.cast());
-        libc::pthread_attr_destroy(&mut attr);
-        r
-    };
-    if r != 0 {
+    let bp = b as usize;
+    let mut builder = std::thread::Builder::new().stack_size(BACKING_STACK_SIZE);
+    if let Some(n) = name {
+        builder = builder.name(n);
+    }
+    if let Err(e) = builder.spawn(move || backing_main(bp as *mut Backing)) {
         // SAFETY: the thread was not created, so the record is still only ours.
         drop(unsafe { Box::from_raw(b) });
-        return Err(Error::Tls { errno: r });
+        return Err(Error::Tls { errno: e.raw_os_error().unwrap_or(libc::EAGAIN) });
     }
     // SAFETY: the record lives until the thread is told to exit, which only the owner
     // of the returned pointer can do.
@@ -170,10 +173,12 @@ fn create() -> Result<NonNull<Backing>, Error> {
     Ok(unsafe { NonNull::new_unchecked(b) })
 }
 
-/// Steps 2 and 4 of the module docs.
-extern "C" fn backing_main(arg: *mut libc::c_void) -> *mut libc::c_void {
-    // SAFETY: `create` passes a live record that only this thread will free.
-    let b = unsafe { &*(arg as *const Backing) };
+/// Steps 2 and 4 of the module docs, on the backing thread, which owns `bp` (made by
+/// `create`) from its start and frees it when told to exit.
+fn backing_main(bp: *mut Backing) {
+    // SAFETY: `create` passes a live record that only this thread will free, below, after
+    // the last use of this reference.
+    let b = unsafe { &*bp };
     parlib_vcore::detach_from_vcore();
     b.fs_base.store(arch::fs_base(), Ordering::Relaxed);
     b.ready.store(1, Ordering::Release);
@@ -194,9 +199,9 @@ extern "C" fn backing_main(arg: *mut libc::c_void) -> *mut libc::c_void {
             _ => futex::wait(&b.cmd, CMD_IDLE),
         }
     }
-    // SAFETY: CMD_EXIT means nobody else refers to the record any more.
-    drop(unsafe { Box::from_raw(arg as *mut Backing) });
-    core::ptr::null_mut()
+    // SAFETY: CMD_EXIT means nobody else refers to the record any more, and `b` is not
+    // used after this.
+    drop(unsafe { Box::from_raw(bp) });
 }
 
 /// Runs `job` on the calling uthread's backing thread, on the uthread's own TLS, while

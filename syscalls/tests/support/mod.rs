@@ -262,8 +262,17 @@ pub fn unix_listener(tag: &str, backlog: i32) -> (i32, SockAddr) {
     }
 }
 
-/// The descriptor's file status flags (`F_GETFL`).
+/// The descriptor's file status flags as the kernel has them (`F_GETFL` as a plain
+/// system call: `fcntl` itself is the layer's wrapper in this process, which keeps its own
+/// `O_NONBLOCK` out of a caller's view).
 pub fn fd_flags(fd: i32) -> i32 {
+    // SAFETY: F_GETFL takes no pointer.
+    unsafe { libc::syscall(libc::SYS_fcntl, fd, libc::F_GETFL) as i32 }
+}
+
+/// The descriptor's file status flags as a caller sees them (`fcntl(F_GETFL)`, the
+/// layer's wrapper): without the layer's own `O_NONBLOCK`.
+pub fn fd_flags_seen(fd: i32) -> i32 {
     // SAFETY: F_GETFL takes no pointer.
     unsafe { libc::fcntl(fd, libc::F_GETFL) }
 }

@@ -8,10 +8,10 @@
 //!
 //! ```text
 //!   a C program         pthread_create(...)  ──(#define in upthread_compat.h)──▶ upthread_create
-//!                       read(fd, ...)        ──(symbol interposition)──────────▶ read (here)
-//!   upthread (this)     the constructor, the libc-named syscall wrappers, the headers
+//!                       read(fd, ...)        ──(symbol interposition)──────────▶ read (parlib-syscalls)
+//!   upthread (this)     the constructor, the headers
 //!   parlib-upthread     the scheduler and every #[no_mangle] upthread_* function
-//!   parlib-syscalls     parlib_read, parlib_write ... (cabi): block only the uthread
+//!   parlib-syscalls     read, write ... under the libc names (interpose), over parlib_read ...
 //! ```
 //!
 //! This crate adds no pthread function of its own: it links `parlib-upthread`, whose
@@ -20,10 +20,12 @@
 //!
 //! 1. **The constructor** ([`ctor`]): an `.init_array` entry that calls
 //!    `parlib_upthread::init()`, so `main` already runs as a uthread when it starts.
-//! 2. **The system calls under their libc names** ([`libc_names`]): `read`, `write`,
-//!    `accept`, `nanosleep`, ... forward to `parlib-syscalls`' C face, so a C program's
-//!    blocking call blocks its uthread, not its vcore. Those POSIX makes cancellation
-//!    points are cancellation points here too.
+//! 2. **The system calls under their libc names**: `read`, `write`, `accept`,
+//!    `nanosleep`, ... are defined by `parlib-syscalls` (its `interpose` module, which
+//!    Rust programs share) and exported from this library, so a C program's blocking
+//!    call blocks its uthread, not its vcore. Those POSIX makes cancellation points are
+//!    cancellation points here too: upthread installs its check
+//!    (`parlib_syscalls::set_cancellation_point`).
 //! 3. **Files, not code**: the headers and the pkg-config files.
 //!
 //! | file | what |
@@ -70,8 +72,8 @@
 //! * Calls that glibc makes internally (`printf` writing to a pipe, `getaddrinfo`) go
 //!   straight to the kernel: glibc calls its own hidden aliases, never the exported names.
 //! * The Rust code linked into the library (the standard library, upthread itself) calls
-//!   `write`, `close`, ... by the same names, so on a uthread those calls land in
-//!   [`libc_names`] too, and are cancellation points. The layers below make their
+//!   `write`, `close`, ... by the same names, so on a uthread those calls land in the
+//!   wrappers too, and are cancellation points. The layers below make their
 //!   system calls raw; what remains is messages on standard error (a malformed
 //!   `UPTHREAD_*` knob, read before any uthread exists; a panic about to abort), where a
 //!   pending cancel could cut the message short.
@@ -86,6 +88,5 @@
 #![warn(missing_docs)]
 
 pub mod ctor;
-pub mod libc_names;
 
 pub use ctor::upthread_constructor;

@@ -1,20 +1,32 @@
-//! The system call wrappers of `parlib-syscalls` under their libc names.
+//! The system calls under their libc names: `read`, `write`, `accept4`, `nanosleep`,
+//! `clock_nanosleep`, `syscall` (for `futex`), ... each forwards to the [`cabi`]
+//! function of the same name, so a blocking call made on a uthread blocks only that
+//! uthread, and on any other thread (a plain thread, vcore context, a backing thread) it
+//! is the plain system call with libc's results and `errno`.
 //!
-//! A C program linked against this library calls `read`, `accept`, `nanosleep` ... and
-//! the dynamic linker (or, for `libupthread.a`, the static linker, which finds these
-//! before `-lc`) binds those calls here rather than to glibc. Each function forwards to
-//! the `parlib_*` function of the same name in `parlib_syscalls::cabi`, which has the
-//! libc signature and sets `errno` on failure on the caller's TLS (its uthread's). On a
-//! uthread a blocking call blocks only that uthread; on any other thread (a vcore in
-//! vcore context, a backing thread, a thread the program made before the constructor ran)
-//! it is the plain system call.
+//! ## Who lands here
 //!
-//! Besides the names in the issue this exports the names a glibc program may call
-//! instead of them:
+//! * **Rust programs**, std included: these definitions are in the executable, so the
+//!   static linker binds std's calls to them rather than to glibc. std's `Mutex`,
+//!   `Condvar`, `RwLock`, `Once`, thread parking and the lock behind `println!` wait
+//!   with `syscall(SYS_futex, ...)`; `thread::sleep` is `clock_nanosleep`; `std::net` and
+//!   `std::fs` call `accept4`, `connect`, `recv`, `send`, `read`, `write`, `open64`,
+//!   `poll`, `fcntl`, `ioctl(FIONBIO)` ... (the crate docs list what is covered). The
+//!   object that holds them is linked when the program calls [`crate::init`], which
+//!   refers to them all; a program that never does gets glibc's functions, and uthreads
+//!   are then not what it runs anyway.
+//! * **C programs built against upthread** (`libupthread.so`, `libupthread.a`): the
+//!   dynamic linker binds their calls here before glibc (the static linker, for the
+//!   archive, finds these first).
+//!
+//! glibc's own functions call its internal entry points (`__read`, `__futex...`), never
+//! these names, so `printf` or `pthread_mutex_lock` inside glibc are not interposed.
+//!
+//! Besides the names above this exports the names a glibc program may call instead:
 //!
 //! | the program writes | glibc's headers may emit | when |
 //! |---|---|---|
-//! | `open`, `openat`, `pread`, `pwrite` | `open64`, `openat64`, `pread64`, `pwrite64` | `_FILE_OFFSET_BITS=64` |
+//! | `open`, `openat`, `pread`, `pwrite`, `fcntl` | `open64`, `openat64`, `pread64`, `pwrite64`, `fcntl64` | `_FILE_OFFSET_BITS=64` |
 //! | `read`, `pread`, `recv`, `recvfrom`, `poll` | `__read_chk`, `__pread_chk`, `__pread64_chk`, `__recv_chk`, `__recvfrom_chk`, `__poll_chk` | `_FORTIFY_SOURCE` with a buffer of known size |
 //! | `open`, `openat` | `__open_2`, `__open64_2`, `__openat_2`, `__openat64_2` | `_FORTIFY_SOURCE` with flags not known at compile time |
 //!
@@ -24,43 +36,80 @@
 //!
 //! ## Cancellation points
 //!
-//! POSIX makes every one of these a cancellation point except `socket`, `pipe` and
-//! `pipe2`. Each of those calls `parlib_upthread::cancel::testcancel` (which also
-//! delivers pending uthread-directed signals):
+//! POSIX makes every one of these a cancellation point except `socket`, `pipe`, `pipe2`,
+//! `fcntl` (but for `F_SETLKW`), `ioctl`, `dup*` and `syscall`. A layer above that
+//! implements cancellation (upthread) installs its check with
+//! [`set_cancellation_point`]; each cancellation point calls it:
 //!
 //! * on entry, always: a pending request with cancellation enabled exits the thread
 //!   before the call has any effect;
 //! * on return, only where acting then loses nothing: after the sleeps and `poll`
 //!   (`after`), and after a failed call of the others (`after_failure`). A thread
 //!   cancelled while blocked in one of them is woken by the cancel (the wait is
-//!   interrupted; `parlib_upthread::cancel` explains) and acts on it there; but a
-//!   `read` that consumed data or an `accept` that made a descriptor
-//!   returns its result, and the request waits for the next cancellation point, as in
-//!   glibc when the request comes after the system call completed.
+//!   interrupted) and acts on it there; but a `read` that consumed data or an `accept`
+//!   that made a descriptor returns its result, and the request waits for the next
+//!   cancellation point, as in glibc when the request comes after the system call
+//!   completed.
 //!
-//! ## `open` and `openat` are variadic in C
+//! ## Variadic functions
 //!
-//! Rust cannot define a C-variadic function on stable, so `open(path, flags, ...)` is
-//! defined here with a fixed third argument, `mode`. On x86-64 (the only target parlib
-//! supports, see `parlib-vcore::arch`) this is sound: the SysV ABI passes the first six
-//! integer arguments of variadic and fixed-argument calls alike in registers, so a caller
-//! that passed a mode leaves it in `%rdx` (for `openat`, `%rcx`), and a caller
-//! that did not leaves an unspecified value there that is never read, because the mode
-//! is only used with `O_CREAT` or `O_TMPFILE`, exactly as C's `va_arg` would be.
+//! Rust cannot define a C-variadic function on stable, so `open(path, flags, ...)`,
+//! `fcntl(fd, cmd, ...)`, `ioctl(fd, req, ...)` and `syscall(num, ...)` are defined here
+//! with fixed trailing arguments. On x86-64 (the only target parlib supports, see
+//! `parlib-vcore::arch`) this is sound: the SysV ABI passes the first six integer
+//! arguments of variadic and fixed-argument calls alike in registers (and the seventh,
+//! `syscall`'s sixth argument word, in the caller's stack slot, which is mapped), so a
+//! caller that passed fewer leaves unspecified values that are never read (the mode
+//! without `O_CREAT`/`O_TMPFILE`) or only passed on to the kernel, which ignores the
+//! arguments a call does not take, exactly as C's `va_arg` would be.
 #[cfg(not(target_arch = "x86_64"))]
 compile_error!("open/openat rely on the x86-64 SysV calling convention for their mode argument");
 
+use crossbeam_utils::atomic::AtomicCell;
 use libc::{
     c_char, c_int, c_uint, c_void, iovec, mode_t, msghdr, nfds_t, off_t, pollfd, size_t, sockaddr, socklen_t,
     ssize_t, timespec, useconds_t,
 };
-use parlib_syscalls::cabi;
 
-/// Acts on a pending cancellation request of the calling uthread, if it has one and has
-/// cancellation enabled (never returning then); does nothing on other threads.
+use crate::cabi;
+
+/// Refers to every function this module defines, so that the program that calls it (from
+/// [`crate::init`]) links them all (module docs: an object nothing refers to is left
+/// out, and with it the libc names it would have taken over).
+pub(crate) fn keep() {
+    keep_forwarded();
+    core::hint::black_box([
+        __read_chk as *const (),
+        __pread_chk as *const (),
+        __pread64_chk as *const (),
+        __recv_chk as *const (),
+        __recvfrom_chk as *const (),
+        __poll_chk as *const (),
+        __open_2 as *const (),
+        __open64_2 as *const (),
+        __openat_2 as *const (),
+        __openat64_2 as *const (),
+    ]);
+}
+
+/// The cancellation check of the layer above, if one installed it.
+static CANCELLATION_POINT: AtomicCell<Option<fn()>> = AtomicCell::new(None);
+const _: () = assert!(AtomicCell::<Option<fn()>>::is_lock_free());
+
+/// Installs `check` as what every cancellation point of these wrappers calls (module
+/// docs): it acts on a pending cancellation request of the calling thread, if any (never
+/// returning then). The first call wins; returns whether this one did.
+pub fn set_cancellation_point(check: fn()) -> bool {
+    CANCELLATION_POINT.compare_exchange(None, Some(check)).is_ok()
+}
+
+/// Acts on a pending cancellation request of the calling thread, through the installed
+/// check; nothing if none is installed.
 #[inline]
 fn cancellation_point() {
-    parlib_upthread::cancel::testcancel();
+    if let Some(check) = CANCELLATION_POINT.load() {
+        check();
+    }
 }
 
 /// What a wrapper returns, as far as its cancellation point on return cares.
@@ -97,6 +146,10 @@ macro_rules! forward {
         #[doc = $doc:literal]
         $point:ident fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty => $target:path;
     )*) => {
+        /// Refers to every forwarding function, so that whatever refers to this links them.
+        fn keep_forwarded() {
+            core::hint::black_box([$($name as *const ()),*]);
+        }
         $(
             #[doc = $doc]
             ///
@@ -195,6 +248,24 @@ forward! {
     after fn poll(fds: *mut pollfd, n: nfds_t, timeout: c_int) -> c_int => cabi::parlib_poll;
     #[doc = "`nanosleep(2)`: sleeps only the calling uthread."]
     after fn nanosleep(req: *const timespec, rem: *mut timespec) -> c_int => cabi::parlib_nanosleep;
+    #[doc = "`clock_nanosleep(2)`: sleeps only the calling uthread (the clocks an alarm can wait for)."]
+    after fn clock_nanosleep(clock: libc::clockid_t, flags: c_int, req: *const timespec, rem: *mut timespec) -> c_int
+        => cabi::parlib_clock_nanosleep;
+    #[doc = "`fcntl(2)` (see the module docs for the variadic third argument): this layer's `O_NONBLOCK` stays out of the caller's view."]
+    nocancel fn fcntl(fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c_int => cabi::parlib_fcntl;
+    #[doc = "`fcntl64`: `fcntl` under `_FILE_OFFSET_BITS=64`."]
+    nocancel fn fcntl64(fd: c_int, cmd: c_int, arg: libc::c_ulong) -> c_int => cabi::parlib_fcntl;
+    #[doc = "`ioctl(2)` (see the module docs for the variadic third argument): `FIONBIO` as `fcntl`'s `O_NONBLOCK`."]
+    nocancel fn ioctl(fd: c_int, req: libc::c_ulong, arg: libc::c_ulong) -> c_int => cabi::parlib_ioctl;
+    #[doc = "`dup(2)`."]
+    nocancel fn dup(fd: c_int) -> c_int => cabi::parlib_dup;
+    #[doc = "`dup2(2)`."]
+    nocancel fn dup2(old: c_int, new: c_int) -> c_int => cabi::parlib_dup2;
+    #[doc = "`dup3(2)`."]
+    nocancel fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int => cabi::parlib_dup3;
+    #[doc = "`syscall(2)` (see the module docs for the variadic arguments): `futex` waits block only the calling uthread."]
+    nocancel fn syscall(num: libc::c_long, a1: usize, a2: usize, a3: usize, a4: usize, a5: usize, a6: usize) -> libc::c_long
+        => cabi::parlib_syscall;
     #[doc = "`usleep(3)`: sleeps only the calling uthread."]
     after fn usleep(us: useconds_t) -> c_int => cabi::parlib_usleep;
     #[doc = "`sleep(3)`: sleeps only the calling uthread."]
@@ -351,12 +422,11 @@ pub unsafe extern "C" fn __openat64_2(dirfd: c_int, path: *const c_char, flags: 
 /// glibc's `__open_2` aborts when the flags need a mode the caller did not pass.
 fn refuse_missing_mode(flags: c_int) {
     if flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE {
-        const MSG: &[u8] = b"upthread: open with O_CREAT or O_TMPFILE but no mode\n";
-        // SAFETY: a raw write of a static buffer to standard error (not `libc::write`,
-        // which in this library is our own wrapper and a cancellation point), then abort.
-        unsafe {
-            libc::syscall(libc::SYS_write, 2, MSG.as_ptr(), MSG.len());
-            libc::abort()
-        }
+        const MSG: &[u8] = b"parlib: open with O_CREAT or O_TMPFILE but no mode\n";
+        // A raw write of a static buffer to standard error (not `write`, which here is our
+        // own wrapper and a cancellation point), then abort.
+        let _ = crate::raw::sys(libc::SYS_write, [2, MSG.as_ptr() as usize, MSG.len(), 0, 0, 0]);
+        // SAFETY: abort has no preconditions.
+        unsafe { libc::abort() }
     }
 }
