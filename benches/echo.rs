@@ -1,39 +1,51 @@
 //! Comparison benchmark: a loopback TCP echo server whose handlers are uthreads on one
-//! vcore, blocking only themselves in `parlib-syscalls`' `read` and `write` (`DESIGN.md`
-//! §7), against the same server on Linux threads doing blocking `read` and `write` on one
-//! core, in the same process and the same run (§12).
+//! vcore, blocking only themselves (`DESIGN.md` §7), against the same server on Linux
+//! threads doing blocking `read` and `write` on one core, in the same process and the same
+//! run (§12). The uthread server runs twice: once written against `parlib-syscalls`' `io`
+//! module, once as a plain `std::net` thread-per-connection server that knows nothing of
+//! parlib but that its threads are uthreads.
 //!
-//! | case | parlib-rs side | Linux baseline |
-//! |---|---|---|
-//! | `conn10`, `conn100`, `conn1000` | N connections, one TLS-backed uthread each, all on vcore 0: `io::read` into a 4 KiB buffer, `io::write` of what came, until EOF. An acceptor uthread takes the connections with `io::accept` and spawns the handlers | N Linux threads pinned to vcore 0's CPU, one per connection: `read(2)` and `write(2)` on blocking sockets, the same loop. An acceptor thread on that CPU takes the connections with `accept(2)` and spawns the handlers |
+//! | side | the server, for N connections (cases `conn10`, `conn100`, `conn1000`) |
+//! |---|---|
+//! | `uthreads` | N TLS-backed uthreads on vcore 0, one per connection: `io::read` into a 4 KiB buffer, `io::write` of what came, until EOF. An acceptor uthread takes the connections with `io::accept` and spawns the handlers |
+//! | `stdnet` | The same, on the same vcore and [`EchoSched`], written with `std::net` only: each handler uthread owns a `TcpStream` and loops `Read::read` into a 4 KiB buffer, `Write::write_all` of what came, until EOF; the acceptor uthread calls `TcpListener::accept`. std's `recv`, `send` and `accept4` are `parlib-syscalls`' own under the libc names (after `parlib_syscalls::init()`), so each blocks only the calling uthread: no `io` call in the data path |
+//! | `linux` (baseline) | N Linux threads pinned to vcore 0's CPU, one per connection: `read(2)` and `write(2)` on blocking sockets, the same loop. An acceptor thread on that CPU takes the connections with `accept(2)` and spawns the handlers |
 //!
-//! Both sides set `TCP_NODELAY` on their sockets and use stacks of the same size
-//! ([`SERVER_STACK`]). Figures: requests/s, and the latency of a request (from the
-//! client's `send` to the last byte of its echo), p50 and p99. `ratio` = parlib-rs
-//! requests/s ÷ Linux requests/s: above 1, the uthread server serves more.
+//! Every side sets `TCP_NODELAY` on its sockets, listens with the same backlog
+//! ([`BACKLOG`]) and uses stacks of the same size ([`SERVER_STACK`]). Figures:
+//! requests/s, and the latency of a request (from the client's `send` to the last byte of
+//! its echo), p50 and p99. `ratio` = a uthread side's requests/s ÷ Linux requests/s, each
+//! uthread side against the Linux windows of the same case and run: above 1, that uthread
+//! server serves more.
 //!
-//! # The load generator, and why it is fair to both sides
+//! The libc names are `parlib-syscalls`' for the whole process, so the Linux handlers'
+//! `read` and `write` and the client's `send` and `recv` go through them too: on a plain
+//! thread they are the plain system call, after a look at whether the layer made the
+//! descriptor non-blocking (it never does for those sockets).
 //!
-//! One client, the same code for both sides: a plain Linux thread (the *driver*) pinned to
+//! # The load generator, and why it is fair to every side
+//!
+//! One client, the same code for every side: a plain Linux thread (the *driver*) pinned to
 //! the *other* CPU (vcore 1's, which stays parked), driving all N connections of the side
 //! under test from one `epoll` instance (level-triggered). Each connection always has
 //! exactly one request of [`MSG`] = 64 bytes outstanding: when its echo is complete the
 //! client checks every byte of it, stamps the time, and sends the next request on that
 //! connection at once. So:
 //!
-//! * both servers see exactly the concurrency the case names, N requests in flight, no
-//!   more and no less; the load is closed-loop and adapts to the server's speed, so
-//!   neither side is flooded into queueing the other never sees;
+//! * every server sees exactly the concurrency the case names, N requests in flight, no
+//!   more and no less; the load is closed-loop and adapts to the server's speed, so no
+//!   side is flooded into queueing the others never see;
 //! * the client's own work per request is the same whichever side it drives: one `recv`,
 //!   one `send`, one clock read, a 64-byte compare and a share of one `epoll_wait`; a
 //!   thread per connection on the client side would instead add N threads of its own
 //!   scheduling, on the client CPU, to what is measured;
-//! * the two sides take turns with the same connections' client, in alternating windows,
-//!   while the idle side costs nothing: its handlers are blocked in `read` (Linux) or in
-//!   `io::read`'s readiness wait with vcore 0 parked in `epoll_wait` (uthreads).
+//! * the three sides take turns with the same client, in alternating windows, while the
+//!   idle sides cost nothing: their handlers are blocked in `read` (Linux) or in the
+//!   readiness wait of `io::read` or of std's `recv` (uthreads, both sides), with vcore 0
+//!   parked in `epoll_wait` unless a uthread side's window is on.
 //!
-//! The client runs on one core. If it saturates, both sides are capped at its rate and
-//! the ratio shrinks towards 1: the table gives the client thread's share of its CPU
+//! The client runs on one core. If it saturates, every side is capped at its rate and
+//! the ratios shrink towards 1: the table gives the client thread's share of its CPU
 //! (`client CPU`), so a client-bound window shows. Kernel work a server's design causes on the *sender's*
 //! CPU (on loopback the receive path of a `send` runs on the sending CPU, including
 //! waking a sleeping handler thread, or marking an `epoll` instance ready) lands on the
@@ -48,49 +60,58 @@
 //!
 //! The scheduler in `common/mod.rs` restarts its idle count whenever
 //! `events::events_pending()` is true, and `parlib-syscalls` reports pending work whenever
-//! any uthread waits for I/O (so that a spinning scheduler polls for it). With N handlers
-//! blocked in `io::read`, that scheduler would never park vcore 0: it would spin through
-//! zero-timeout `epoll_wait`s on the CPU the Linux threads need during their windows. So
-//! this bench drives its uthreads with [`EchoSched`]: one FIFO queue for vcore 0, whose
-//! idle loop counts a round as idle when `handle_events` found nothing, and parks after
-//! [`IDLE_SPIN_NS`] of such rounds; a parked vcore sleeps in `parlib-syscalls`' park hook,
-//! `epoll_wait`, and readiness wakes it. It borrows only `Completion` from `common/`.
+//! any uthread waits for I/O (so that a spinning scheduler polls for it). With 2N
+//! handlers blocked in `io::read` or in std's `recv`, that scheduler would never park
+//! vcore 0: it would spin through zero-timeout `epoll_wait`s on the CPU the Linux threads
+//! need during their windows. So this bench drives the uthreads of both uthread sides
+//! with [`EchoSched`]: one FIFO queue for vcore 0, whose idle loop counts a round as idle
+//! when `handle_events` found nothing, and parks after [`IDLE_SPIN_NS`] of such rounds; a
+//! parked vcore sleeps in `parlib-syscalls`' park hook, `epoll_wait`, and readiness wakes
+//! it. It borrows only `Completion` from `common/`.
 //!
 //! # Windows, repetitions, figures
 //!
-//! Per case, both servers are started and all 2N connections made once; then every side
-//! runs one untimed warm-up window (half length), then R windows, alternating which side
-//! goes first. Each window gives its requests/s and its p50, p99 and max latency (nearest
-//! rank); every figure is the median over the R windows. Before a Linux window the driver
-//! waits until vcore 0 has parked.
+//! Per case, the three servers are started and all 3N connections made once; then every
+//! side runs one untimed warm-up window (half length), then R repetitions of one window
+//! per side, in the order `uthreads`, `stdnet`, `linux` and reversed on every other
+//! repetition (`harness::alternate`). Each window gives its requests/s and its p50, p99
+//! and max latency (nearest rank); every figure is the median over the R windows. Before
+//! a Linux window the driver waits until vcore 0 has parked.
 //!
 //! To say where the time goes, a window also reads, from its first send to the last echo
 //! of its drain (the *span*, which serves exactly the requests sent in the window):
 //!
-//! * the CPU time of the side's server tasks (vcore 0's task, or every Linux handler's)
-//!   and of the client thread, from their per-thread CPU clocks: `server CPU` and
-//!   `client CPU` are shares of one CPU, and `server CPU µs/request` is the server's CPU
-//!   time per request, which does not depend on how fast the client kept it fed;
+//! * the CPU time of the side's server tasks (vcore 0's task for both uthread sides, or
+//!   every Linux handler's) and of the client thread, from their per-thread CPU clocks:
+//!   `server CPU` and `client CPU` are shares of one CPU, and `server CPU µs/request` is
+//!   the server's CPU time per request, which does not depend on how fast the client kept
+//!   it fed;
 //! * how busy the two CPUs were, whoever ran there (`/proc/stat`): `CPU 0 busy` above
 //!   `server CPU` means other processes (or interrupts) took turns on the server's CPU;
 //! * vcore 0's voluntary context switches: each is one park (`vcore parks /1000 req`).
 //!
-//! Run: `cargo bench --bench echo -- --quick` (5 windows of 200 ms per side; about 10 s;
-//! prints only) or `cargo bench --bench echo` (11 windows of 500 ms; about 40 s; also
+//! Run: `cargo bench --bench echo -- --quick` (5 windows of 200 ms per side; about 15 s;
+//! prints only) or `cargo bench --bench echo` (11 windows of 500 ms; about 60 s; also
 //! writes `results.md`, `results.csv` and `echo.svg` under `<target>/parlib-bench/echo/`).
 //! Arguments that are not flags pick cases by name (`-- --quick conn100`; a case's exact
 //! name picks it alone, other words every case containing them). The output ends
-//! with one `RESULT echo case=...` line per case (see `BENCHMARKS.md`). Without `--bench`
-//! the binary runs a short smoke test of every case (every echoed byte is checked, as in
+//! with two RESULT lines per case (see `BENCHMARKS.md`): `RESULT echo case=<case> ...`
+//! compares the `uthreads` side with Linux (keys `uthread_*`, `linux_*`), and `RESULT echo
+//! case=<case>-stdnet rps=... linux_rps=... ratio=...` the `stdnet` side (its own keys
+//! unprefixed, the same run's Linux figures as `linux_*`). Without `--bench` the binary
+//! runs a short smoke test of every case and side (every echoed byte is checked, as in
 //! every mode) and prints no RESULT lines.
 //!
-//! Needs 4N + a few descriptors (2N client and 2N server sockets) and 2N threads besides
-//! the vcores (N Linux handlers, N backing threads of the uthreads): `RLIMIT_NOFILE` is
+//! Needs 6N + a few descriptors (3N client and 3N server sockets) and 3N threads besides
+//! the vcores (N Linux handlers, 2N backing threads of the uthreads): `RLIMIT_NOFILE` is
 //! raised to what the largest case asks for, and the bench stops with a message if the
 //! hard limit is lower.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::FromRawFd as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -126,16 +147,16 @@ struct Settings {
     window: Duration,
 }
 
-/// Without `--bench`: one short window per side and case, to check that everything runs
-/// and echoes right. No RESULT lines, no files.
+/// Without `--bench`: one short window per side and case (all three sides), to check that
+/// everything runs and echoes right. No RESULT lines, no files.
 const SMOKE: Settings = Settings { reps: 1, window: Duration::from_millis(20) };
 
 /// `--quick`: 5 windows of 200 ms per side, the smallest odd count whose median ignores
-/// two outliers: 3 cases x 2 sides x 5.5 x 0.2 s = 6.6 s of windows.
+/// two outliers: 3 cases x 3 sides x 5.5 x 0.2 s = 9.9 s of windows.
 const QUICK: Settings = Settings { reps: 5, window: Duration::from_millis(200) };
 
 /// Full run: 11 windows of 500 ms per side, a median robust to five outliers, as the
-/// other comparison benches use: 3 x 2 x 11.5 x 0.5 s = 34.5 s of windows. At the
+/// other comparison benches use: 3 x 3 x 11.5 x 0.5 s = 51.75 s of windows. At the
 /// smallest rate seen here (tens of thousands of requests/s) a window still holds over
 /// 10 000 requests, so its p99 rests on 100 samples or more.
 const FULL: Settings = Settings { reps: 11, window: Duration::from_millis(500) };
@@ -148,27 +169,36 @@ const CASES: [(&str, usize); 3] = [("conn10", 10), ("conn100", 100), ("conn1000"
 const MSG: usize = 64;
 
 /// A server handler's read buffer. A page, as a plain echo server would use: it only
-/// ever receives one 64-byte request at a time here, and both sides use the same size.
+/// ever receives one 64-byte request at a time here, and every side uses the same size.
 const SERVER_BUF: usize = 4096;
 
 /// Stack of every server handler, uthread or Linux thread: the uthread layer's default
-/// (`parlib_vcore::DEFAULT_STACK_SIZE`, 256 KiB), so both sides touch the same amount.
+/// (`parlib_vcore::DEFAULT_STACK_SIZE`, 256 KiB), so every side touches the same amount.
 const SERVER_STACK: usize = 256 * 1024;
 
 /// Listen backlog: above the largest case, so every connect completes in the kernel
 /// before the acceptor gets to it. The kernel caps it at `net.core.somaxconn` (4096 by
-/// default since Linux 5.4).
+/// default since Linux 5.4). Every side's listener is made with it ([`listen_loopback`]),
+/// the `stdnet` side's too: `TcpListener::bind` would pick std's own backlog.
 const BACKLOG: i32 = 4096;
 
-/// Descriptors besides 4 per connection: the listeners, the client's two epoll
-/// instances, each vcore's epoll instance and eventfd, std{in,out,err}, and what the
-/// harness and the runtime open (`/proc` files, git).
+/// Descriptors per connection of a case: each of the three sides holds a client socket
+/// and a server socket for it.
+const FDS_PER_CONN: u64 = 6;
+
+/// Descriptors besides [`FDS_PER_CONN`] per connection: the listeners, the client's
+/// three epoll instances, each vcore's epoll instance and eventfd, std{in,out,err}, and
+/// what the harness and the runtime open (`/proc` files, git).
 const SPARE_FDS: u64 = 64;
 
 /// The issue's goal: at 100 connections, the uthread server on one vcore serves at least
 /// this many times the requests/s of the Linux-thread server on one core.
 const GOAL_RATIO: f64 = 1.5;
-/// The case the goal is for.
+/// The issue's goal for the `stdnet` side: at 100 connections, the `std::net` server on
+/// uthreads on one vcore serves at least this many times the requests/s of the
+/// Linux-thread server on one core (the same run's Linux windows).
+const STDNET_GOAL_RATIO: f64 = 1.3;
+/// The case both goals are for.
 const GOAL_CASE: &str = "conn100";
 
 /// How long an idle vcore keeps polling its run queue and its I/O before it parks: about
@@ -266,7 +296,9 @@ fn os_failed(what: &str) -> ! {
 }
 
 /// Turns Nagle's algorithm off on `fd`: an echo must leave at once, not wait to be
-/// coalesced with data that never comes. Set on every socket of both sides.
+/// coalesced with data that never comes. Set on the client's sockets and on the server
+/// sockets of the `uthreads` and `linux` sides (the `stdnet` side says it with std's
+/// `TcpStream::set_nodelay`).
 fn set_nodelay(fd: i32) {
     let one: libc::c_int = 1;
     // SAFETY: setsockopt reads an int of the size we pass, from a live local.
@@ -321,7 +353,8 @@ fn listen_loopback() -> (i32, u16) {
 }
 
 // ---------------------------------------------------------------------------------------
-// The two servers: the same loop, one through parlib-syscalls, one through libc.
+// The three servers: the same loop, through parlib-syscalls' `io`, through `std::net` on
+// uthreads, and through libc on Linux threads.
 
 /// Connections the uthread server's acceptor has taken, for the driver's setup.
 static PARLIB_ACCEPTED: AtomicUsize = AtomicUsize::new(0);
@@ -329,7 +362,11 @@ static PARLIB_ACCEPTED: AtomicUsize = AtomicUsize::new(0);
 static PARLIB_HANDLERS_DONE: Completion = Completion::new();
 /// The Linux handlers' task ids, for the driver to read their CPU time.
 static LINUX_TIDS: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
-/// Server-side failures (a read or write error, or a short write) on either side. A
+/// Connections the `stdnet` server's acceptor has taken, for the driver's setup.
+static STDNET_ACCEPTED: AtomicUsize = AtomicUsize::new(0);
+/// Handler exits of the `stdnet` server; `main` waits for all of them at a case's end.
+static STDNET_HANDLERS_DONE: Completion = Completion::new();
+/// Server-side failures (a read or write error, or a short write) on any side. A
 /// correct run has none; the client's checks would usually catch them first.
 static SERVER_ERRORS: AtomicUsize = AtomicUsize::new(0);
 
@@ -364,6 +401,46 @@ fn parlib_echo(fd: i32) {
     }
     let _ = io::close(fd);
     PARLIB_HANDLERS_DONE.arrive();
+}
+
+/// The `stdnet` server's acceptor, a uthread: `n` connections from std's `accept`, a
+/// handler uthread each. It closes the listener (drops it) when it has them all.
+fn stdnet_acceptor(listener: TcpListener, n: usize) {
+    for _ in 0..n {
+        // accept4(2) under its libc name: parlib-syscalls' on a uthread, so this blocks
+        // only the acceptor.
+        let (stream, _) =
+            listener.accept().unwrap_or_else(|e| panic!("echo: TcpListener::accept failed: {e}"));
+        stream.set_nodelay(true).unwrap_or_else(|e| panic!("echo: TcpStream::set_nodelay failed: {e}"));
+        spawn(move || stdnet_echo(stream));
+        STDNET_ACCEPTED.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// One `stdnet` handler: echo what comes until EOF, with std's `Read` and `Write` on a
+/// blocking `TcpStream` only. std's `read` is `recv(2)` and its `write` is
+/// `send(2, MSG_NOSIGNAL)`, both under their libc names, so each blocks only this uthread.
+fn stdnet_echo(mut stream: TcpStream) {
+    let mut buf = [0u8; SERVER_BUF];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            // write_all loops over short writes (and EINTR), as io::write does.
+            Ok(n) => {
+                if stream.write_all(&buf[..n]).is_err() {
+                    SERVER_ERRORS.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                SERVER_ERRORS.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+        }
+    }
+    drop(stream); // close(2), before the arrival that lets `main` end the case
+    STDNET_HANDLERS_DONE.arrive();
 }
 
 /// The Linux server's acceptor, on a thread pinned to `cpu`: `n` connections, a handler
@@ -440,15 +517,32 @@ fn linux_echo(fd: i32) {
 /// Which server a window measures.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Side {
+    /// Uthreads on vcore 0 calling `parlib-syscalls`' `io`.
     Uthreads,
+    /// Uthreads on vcore 0 using `std::net` only.
+    StdNet,
+    /// Linux threads on vcore 0's CPU: the baseline.
     Linux,
 }
 
 impl Side {
+    /// Every side, in the order of a repetition's first half and of the table.
+    const ALL: [Side; 3] = [Side::Uthreads, Side::StdNet, Side::Linux];
+
     fn name(self) -> &'static str {
         match self {
             Side::Uthreads => "uthreads",
+            Side::StdNet => "stdnet",
             Side::Linux => "linux",
+        }
+    }
+
+    /// The issue's goal for this side at [`GOAL_CASE`], as a ratio to Linux requests/s.
+    fn goal_ratio(self) -> Option<f64> {
+        match self {
+            Side::Uthreads => Some(GOAL_RATIO),
+            Side::StdNet => Some(STDNET_GOAL_RATIO),
+            Side::Linux => None,
         }
     }
 }
@@ -689,7 +783,7 @@ impl Client {
 /// The CPUs the two ends run on.
 #[derive(Clone, Copy)]
 struct Cpus {
-    /// vcore 0's, where both servers run.
+    /// vcore 0's, where every server runs.
     server: usize,
     /// vcore 1's, where the client runs.
     client: usize,
@@ -800,7 +894,7 @@ fn raise_fd_limit(need: u64) {
     }
     if rl.rlim_max < need {
         eprintln!(
-            "echo: needs {need} file descriptors (4 per connection of the largest case, plus {SPARE_FDS}), \
+            "echo: needs {need} file descriptors ({FDS_PER_CONN} per connection of the largest case, plus {SPARE_FDS}), \
              but RLIMIT_NOFILE's hard limit is {}. Raise it (`ulimit -Hn`, as root) or pick smaller \
              cases (`cargo bench --bench echo -- conn100`).",
             rl.rlim_max
@@ -819,9 +913,10 @@ fn raise_fd_limit(need: u64) {
 // and, as the client, every window.
 
 enum Job {
-    /// Start the Linux server, connect `n` clients to it and `n` to the uthread server on
-    /// `parlib_port`, and wait until both servers have accepted all of them.
-    Setup { n: usize, parlib_port: u16 },
+    /// Start the Linux server, connect `n` clients to it, `n` to the uthread server on
+    /// `parlib_port` and `n` to the `stdnet` server on `stdnet_port`, and wait until every
+    /// server has accepted all of them.
+    Setup { n: usize, parlib_port: u16, stdnet_port: u16 },
     /// One window against `side`.
     Window { side: Side, window: Duration, rep: usize },
     /// Close every connection and join the Linux server's threads.
@@ -834,6 +929,7 @@ static DONE: Completion = Completion::new();
 /// What the driver holds for the current case.
 struct CaseConns {
     uthreads: Client,
+    stdnet: Client,
     linux: Client,
     linux_listener: i32,
     linux_handlers: Vec<JoinHandle<()>>,
@@ -856,7 +952,7 @@ fn driver(jobs: mpsc::Receiver<Job>, out: mpsc::Sender<Sample>) {
             c
         });
         match job {
-            Job::Setup { n, parlib_port } => {
+            Job::Setup { n, parlib_port, stdnet_port } => {
                 let (listener, port) = listen_loopback();
                 let acceptor = std::thread::Builder::new()
                     .name("echo-linux-accept".into())
@@ -864,22 +960,27 @@ fn driver(jobs: mpsc::Receiver<Job>, out: mpsc::Sender<Sample>) {
                     .expect("start the Linux acceptor");
                 let mut linux = Client::connect(Side::Linux, port, n);
                 let mut uthreads = Client::connect(Side::Uthreads, parlib_port, n);
+                let mut stdnet = Client::connect(Side::StdNet, stdnet_port, n);
                 let linux_handlers = acceptor.join().expect("the Linux acceptor panicked");
                 harness::wait_until(
                     || {
                         PARLIB_ACCEPTED.load(Ordering::Acquire) == n
+                            && STDNET_ACCEPTED.load(Ordering::Acquire) == n
                             && LINUX_TIDS.lock().expect("tid list").len() == n
                     },
-                    || eprintln!("echo: still waiting after {STALL_WARNING:?} for both servers to accept"),
+                    || eprintln!("echo: still waiting after {STALL_WARNING:?} for every server to accept"),
                 );
                 linux.server_tids = LINUX_TIDS.lock().expect("tid list").clone();
-                uthreads.server_tids = vec![vcore::get(VC).expect("vcore 0").tid()];
-                case = Some(CaseConns { uthreads, linux, linux_listener: listener, linux_handlers });
+                let vcore_tid = vcore::get(VC).expect("vcore 0").tid();
+                uthreads.server_tids = vec![vcore_tid];
+                stdnet.server_tids = vec![vcore_tid];
+                case = Some(CaseConns { uthreads, stdnet, linux, linux_listener: listener, linux_handlers });
             }
             Job::Window { side, window, rep } => {
                 let c = case.as_mut().expect("a window within a case");
                 let client = match side {
                     Side::Uthreads => &mut c.uthreads,
+                    Side::StdNet => &mut c.stdnet,
                     Side::Linux => {
                         // The Linux threads get vcore 0's CPU to themselves.
                         harness::wait_until(
@@ -895,6 +996,7 @@ fn driver(jobs: mpsc::Receiver<Job>, out: mpsc::Sender<Sample>) {
             Job::Teardown => {
                 let c = case.take().expect("a case to end");
                 c.uthreads.close();
+                c.stdnet.close();
                 c.linux.close();
                 for h in c.linux_handlers {
                     h.join().expect("a Linux handler panicked");
@@ -971,6 +1073,7 @@ struct CaseResult {
     case: &'static str,
     conns: usize,
     uthreads: Vec<Sample>,
+    stdnet: Vec<Sample>,
     linux: Vec<Sample>,
 }
 
@@ -982,6 +1085,7 @@ impl CaseResult {
     fn side(&self, side: Side) -> &[Sample] {
         match side {
             Side::Uthreads => &self.uthreads,
+            Side::StdNet => &self.stdnet,
             Side::Linux => &self.linux,
         }
     }
@@ -1012,20 +1116,26 @@ impl CaseResult {
     fn server_us_per_req(&self, side: Side) -> Stat {
         stat(self.side(side), Sample::server_us_per_req)
     }
-    /// uthread requests/s ÷ Linux requests/s, of the medians: above 1, uthreads serve more.
-    fn ratio(&self) -> f64 {
-        self.rps(Side::Uthreads).median / self.rps(Side::Linux).median
+    fn parks_per_1000(&self, side: Side) -> Stat {
+        stat(self.side(side), Sample::parks_per_1000)
     }
-    /// Linux p99 ÷ uthread p99: above 1, uthreads answer sooner.
-    fn p99_ratio(&self) -> f64 {
-        self.p99_us(Side::Linux).median / self.p99_us(Side::Uthreads).median
+    /// `side`'s requests/s ÷ Linux requests/s, of the medians: above 1, `side` serves more.
+    fn ratio(&self, side: Side) -> f64 {
+        self.rps(side).median / self.rps(Side::Linux).median
     }
-    /// Linux ÷ uthread server-CPU time per request: above 1, uthreads spend less.
-    fn cpu_ratio(&self) -> f64 {
-        self.server_us_per_req(Side::Linux).median / self.server_us_per_req(Side::Uthreads).median
+    /// Linux p99 ÷ `side`'s p99: above 1, `side` answers sooner.
+    fn p99_ratio(&self, side: Side) -> f64 {
+        self.p99_us(Side::Linux).median / self.p99_us(side).median
     }
-    fn goal(&self) -> Option<bool> {
-        (self.case == GOAL_CASE).then(|| self.ratio() >= GOAL_RATIO)
+    /// Linux ÷ `side`'s server-CPU time per request: above 1, `side` spends less.
+    fn cpu_ratio(&self, side: Side) -> f64 {
+        self.server_us_per_req(Side::Linux).median / self.server_us_per_req(side).median
+    }
+    /// `side`'s goal ratio and whether it was met, in the case the goals are for and for a
+    /// side that has one.
+    fn goal(&self, side: Side) -> Option<(f64, bool)> {
+        let want = side.goal_ratio().filter(|_| self.case == GOAL_CASE)?;
+        Some((want, self.ratio(side) >= want))
     }
 }
 
@@ -1047,32 +1157,39 @@ fn run_case(
     s: &Settings,
     (case, n): (&'static str, usize),
 ) -> CaseResult {
-    // The uthread server: a listener and an acceptor uthread on vcore 0, which runs it
-    // while `main` waits for the driver's setup.
+    // The uthread servers: a listener and an acceptor uthread each, on vcore 0, which
+    // runs them while `main` waits for the driver's setup.
     let (listener, port) = listen_loopback();
     PARLIB_ACCEPTED.store(0, Ordering::Relaxed);
     PARLIB_HANDLERS_DONE.reset(n);
     spawn(move || parlib_acceptor(listener, n));
-    run_job(jobs, Job::Setup { n, parlib_port: port });
+    let (stdnet_fd, stdnet_port) = listen_loopback();
+    // SAFETY: `stdnet_fd` is the listening TCP socket listen_loopback just made, open and
+    // held by nothing else: the TcpListener takes it over and is the only one to close it.
+    let stdnet_listener = unsafe { TcpListener::from_raw_fd(stdnet_fd) };
+    STDNET_ACCEPTED.store(0, Ordering::Relaxed);
+    STDNET_HANDLERS_DONE.reset(n);
+    spawn(move || stdnet_acceptor(stdnet_listener, n));
+    run_job(jobs, Job::Setup { n, parlib_port: port, stdnet_port });
 
     let warm = s.window / 2;
-    window(jobs, results, Side::Uthreads, warm, 0);
-    window(jobs, results, Side::Linux, warm, 0);
+    for side in Side::ALL {
+        window(jobs, results, side, warm, 0);
+    }
     let w = s.window;
-    let mut sides = harness::alternate(
-        s.reps,
-        &mut [&mut |rep| window(jobs, results, Side::Uthreads, w, rep), &mut |rep| {
-            window(jobs, results, Side::Linux, w, rep)
-        }],
-    );
-    let (linux, uthreads) = (sides.pop().expect("two sides"), sides.pop().expect("two sides"));
+    let mut by_side = Side::ALL.map(|side| move |rep| window(jobs, results, side, w, rep));
+    let mut measure: Vec<&mut dyn FnMut(usize) -> Sample> =
+        by_side.iter_mut().map(|f| f as &mut dyn FnMut(usize) -> Sample).collect();
+    let sides = harness::alternate(s.reps, &mut measure);
+    let [uthreads, stdnet, linux]: [Vec<Sample>; 3] = sides.try_into().expect("one series per side");
 
     run_job(jobs, Job::Teardown);
     PARLIB_HANDLERS_DONE.wait();
+    STDNET_HANDLERS_DONE.wait();
     let _ = io::close(listener);
     let errors = SERVER_ERRORS.load(Ordering::Relaxed);
     assert_eq!(errors, 0, "echo: {case}: {errors} server-side read/write failures");
-    CaseResult { case, conns: n, uthreads, linux }
+    CaseResult { case, conns: n, uthreads, stdnet, linux }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1090,31 +1207,28 @@ fn table(results: &[CaseResult]) -> String {
     );
     let _ = writeln!(t, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for r in results {
-        for side in [Side::Uthreads, Side::Linux] {
-            let first = side == Side::Uthreads;
-            let (case, ratio, p99r, cpur, goal) = if first {
-                let goal = match r.goal() {
-                    Some(met) => format!("ratio ≥ {GOAL_RATIO}: {}", if met { "met" } else { "NOT met" }),
+        for side in Side::ALL {
+            let case = if side == Side::Uthreads { r.case } else { "" };
+            // The uthread sides against the baseline, each on its own row.
+            let (ratio, p99r, cpur, goal, parks) = if side == Side::Linux {
+                (String::new(), String::new(), String::new(), String::new(), "-".into())
+            } else {
+                let goal = match r.goal(side) {
+                    Some((want, met)) => format!("ratio ≥ {want}: {}", if met { "met" } else { "NOT met" }),
                     None => "-".into(),
                 };
                 (
-                    r.case,
-                    format!("**{:.2}**", r.ratio()),
-                    format!("{:.2}", r.p99_ratio()),
-                    format!("{:.2}", r.cpu_ratio()),
+                    format!("**{:.2}**", r.ratio(side)),
+                    format!("{:.2}", r.p99_ratio(side)),
+                    format!("{:.2}", r.cpu_ratio(side)),
                     goal,
+                    format!("{:.1}", r.parks_per_1000(side).median),
                 )
-            } else {
-                ("", String::new(), String::new(), String::new(), String::new())
             };
             let what = match side {
                 Side::Uthreads => format!("{} uthreads on vcore 0", r.conns),
+                Side::StdNet => format!("{} std::net uthreads on vcore 0", r.conns),
                 Side::Linux => format!("{} Linux threads on one CPU", r.conns),
-            };
-            let parks = if first {
-                format!("{:.1}", stat(r.side(side), Sample::parks_per_1000).median)
-            } else {
-                "-".into()
             };
             let _ = writeln!(
                 t,
@@ -1134,6 +1248,7 @@ fn table(results: &[CaseResult]) -> String {
     t
 }
 
+/// The `uthreads` side's RESULT line: `case=<case>`, its keys `uthread_*`.
 fn result_line(r: &CaseResult) -> String {
     let (u, l) = (Side::Uthreads, Side::Linux);
     format!(
@@ -1160,9 +1275,44 @@ fn result_line(r: &CaseResult) -> String {
         r.client_busy(l).median,
         r.server_us_per_req(u).median,
         r.server_us_per_req(l).median,
-        stat(&r.uthreads, Sample::parks_per_1000).median,
-        r.p99_ratio(),
-        r.ratio()
+        r.parks_per_1000(u).median,
+        r.p99_ratio(u),
+        r.ratio(u)
+    )
+}
+
+/// The `stdnet` side's RESULT line: `case=<case>-stdnet`, then the figures the goal is
+/// about (`rps`, `linux_rps`, `ratio`), then the keys of [`result_line`] for this side,
+/// unprefixed, with the same run's Linux figures beside them.
+fn stdnet_result_line(r: &CaseResult) -> String {
+    let (s, l) = (Side::StdNet, Side::Linux);
+    format!(
+        "RESULT echo case={}-stdnet rps={:.0} linux_rps={:.0} ratio={:.2} conns={} msg_bytes={MSG} \
+         p50_us={:.1} p99_us={:.1} linux_p50_us={:.1} linux_p99_us={:.1} \
+         server_cpu={:.2} linux_server_cpu={:.2} client_cpu={:.2} linux_client_cpu={:.2} \
+         cpu0_busy={:.2} linux_cpu0_busy={:.2} cpu1_busy={:.2} linux_cpu1_busy={:.2} \
+         cpu_us_per_req={:.2} linux_cpu_us_per_req={:.2} parks_per_1000={:.1} p99_ratio={:.2}",
+        r.case,
+        r.rps(s).median,
+        r.rps(l).median,
+        r.ratio(s),
+        r.conns,
+        r.p50_us(s).median,
+        r.p99_us(s).median,
+        r.p50_us(l).median,
+        r.p99_us(l).median,
+        r.server_cpu(s).median,
+        r.server_cpu(l).median,
+        r.client_cpu(s).median,
+        r.client_cpu(l).median,
+        r.server_busy(s).median,
+        r.server_busy(l).median,
+        r.client_busy(s).median,
+        r.client_busy(l).median,
+        r.server_us_per_req(s).median,
+        r.server_us_per_req(l).median,
+        r.parks_per_1000(s).median,
+        r.p99_ratio(s)
     )
 }
 
@@ -1172,7 +1322,7 @@ fn csv(results: &[CaseResult]) -> String {
         "case,side,rep,requests,elapsed_ns,rps,sent,span_ns,p50_ns,p99_ns,max_ns,server_cpu_ns,client_cpu_ns,cpu0_busy,cpu1_busy,vcore_parks\n",
     );
     for r in results {
-        for side in [Side::Uthreads, Side::Linux] {
+        for side in Side::ALL {
             for w in r.side(side) {
                 let _ = writeln!(
                     csv,
@@ -1201,8 +1351,8 @@ fn csv(results: &[CaseResult]) -> String {
 }
 
 /// Grouped bars on a log scale: median requests/s per case and side, min-max whiskers,
-/// the median above each bar, and the goal as a green line over the uthread bar of
-/// [`GOAL_CASE`].
+/// the median above each bar, and each uthread side's goal as a green line over its bar
+/// of [`GOAL_CASE`].
 fn plot(
     path: &std::path::Path,
     head: &str,
@@ -1210,18 +1360,35 @@ fn plot(
 ) -> Result<(), Box<dyn std::error::Error>> {
     use plotters::prelude::*;
 
+    // In the order of Side::ALL, so bar k of a case is side k.
     let sides = [
-        (Side::Uthreads, "uthreads on one vcore (parlib-syscalls)", RGBColor(0x1f, 0x77, 0xb4)),
+        (Side::Uthreads, "uthreads on one vcore (parlib-syscalls io)", RGBColor(0x1f, 0x77, 0xb4)),
+        (Side::StdNet, "uthreads on one vcore (std::net TcpStream)", RGBColor(0xff, 0x7f, 0x0e)),
         (Side::Linux, "Linux threads on one core (blocking read/write)", RGBColor(0xd6, 0x27, 0x28)),
     ];
     let goal_color = RGBColor(0x2c, 0xa0, 0x2c);
-    // Bar k of 2 in case i: centred at i - 0.2 or i + 0.2, 0.34 wide.
-    let place = |case: usize, k: usize| (case as f64 - 0.2 + 0.4 * k as f64, 0.17);
-    let goal_rps = |r: &CaseResult| (r.case == GOAL_CASE).then(|| GOAL_RATIO * r.rps(Side::Linux).median);
-    let all: Vec<Stat> = results.iter().flat_map(|r| [r.rps(Side::Uthreads), r.rps(Side::Linux)]).collect();
+    // Bar k of 3 in case i: centred at i - 0.28, i or i + 0.28, 0.24 wide.
+    let place = |case: usize, k: usize| (case as f64 - 0.28 + 0.28 * k as f64, 0.12);
+    // Each goal line: its bar (case, side) and its height.
+    let goals: Vec<(usize, usize, f64)> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.case == GOAL_CASE)
+        .flat_map(|(i, r)| {
+            sides.iter().enumerate().filter_map(move |(k, &(side, _, _))| {
+                Some((i, k, side.goal_ratio()? * r.rps(Side::Linux).median))
+            })
+        })
+        .collect();
+    let all: Vec<Stat> = results.iter().flat_map(|r| Side::ALL.map(|side| r.rps(side))).collect();
     let lo = all.iter().map(|s| s.min).fold(f64::INFINITY, f64::min) / 3.0;
-    let hi = all.iter().map(|s| s.max).chain(results.iter().filter_map(goal_rps)).fold(0.0, f64::max) * 3.0;
-    let names: Vec<String> = results.iter().map(|r| format!("{}: ratio {:.2}", r.case, r.ratio())).collect();
+    let hi = all.iter().map(|s| s.max).chain(goals.iter().map(|g| g.2)).fold(0.0, f64::max) * 3.0;
+    let names: Vec<String> = results
+        .iter()
+        .map(|r| {
+            format!("{}: ratio {:.2}, std::net {:.2}", r.case, r.ratio(Side::Uthreads), r.ratio(Side::StdNet))
+        })
+        .collect();
     let frame = report::Frame {
         title:
             "echo: 64-byte loopback TCP echo, median requests/s (min-max over repetitions), higher is better",
@@ -1257,14 +1424,15 @@ fn plot(
                 Text::new(format!("{:.0}", s.median), (x - w * 0.9, s.max * 1.15), ("sans-serif", 12))
             }))?;
         }
-        if let Some((i, g)) = results.iter().enumerate().find_map(|(i, r)| Some((i, goal_rps(r)?))) {
-            let (x, w) = place(i, 0);
+        if !goals.is_empty() {
             chart
-                .draw_series(std::iter::once(PathElement::new(
-                    vec![(x - w - 0.04, g), (x + w + 0.04, g)],
-                    goal_color.stroke_width(3),
-                )))?
-                .label(format!("goal: {GOAL_RATIO} x Linux at {GOAL_CASE}"))
+                .draw_series(goals.iter().map(|&(i, k, g)| {
+                    let (x, w) = place(i, k);
+                    PathElement::new(vec![(x - w - 0.03, g), (x + w + 0.03, g)], goal_color.stroke_width(3))
+                }))?
+                .label(format!(
+                    "goals at {GOAL_CASE}: {GOAL_RATIO} x Linux (io), {STDNET_GOAL_RATIO} x Linux (std::net)"
+                ))
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 12, y)], goal_color.stroke_width(3))
                 });
@@ -1283,7 +1451,7 @@ fn main() {
     let filter = harness::CaseFilter::new(&args, &names);
     let cases: Vec<(&'static str, usize)> = CASES.into_iter().filter(|(c, _)| filter.wants(c)).collect();
     let most = cases.iter().map(|&(_, n)| n).max().unwrap_or(0) as u64;
-    raise_fd_limit(4 * most + SPARE_FDS);
+    raise_fd_limit(FDS_PER_CONN * most + SPARE_FDS);
     let machine = Machine::probe();
     let busy_before = machine_busy_percent(Duration::from_millis(500));
 
@@ -1316,7 +1484,9 @@ fn main() {
             settings.window.as_millis()
         ),
     );
-    println!("echo: loopback TCP echo, N uthreads on one vcore vs N Linux threads on one core, client on the other CPU");
+    println!(
+        "echo: loopback TCP echo, N uthreads on one vcore (parlib-syscalls io, or std::net) vs N Linux threads on one core, client on the other CPU"
+    );
     print!("{head}");
     println!("  other load: the CPUs were {busy_before:.0}% busy in the 0.5 s before the run");
     println!();
@@ -1325,41 +1495,54 @@ fn main() {
     let started = Instant::now();
     for case in cases {
         let r = run_case(&jobs, &samples, settings, case);
+        let (u, sn, l) = (Side::Uthreads, Side::StdNet, Side::Linux);
         println!(
-            "  {:<9} requests/s: uthreads {:>8.0}   Linux {:>8.0}   ratio {:.2}   p99 µs: {:.1} vs {:.1}",
+            "  {:<9} requests/s: uthreads {:>8.0}   std::net {:>8.0}   Linux {:>8.0}   ratios {:.2}, {:.2}   \
+             p99 µs: {:.1}, {:.1} vs {:.1}",
             r.case,
-            r.rps(Side::Uthreads).median,
-            r.rps(Side::Linux).median,
-            r.ratio(),
-            r.p99_us(Side::Uthreads).median,
-            r.p99_us(Side::Linux).median,
+            r.rps(u).median,
+            r.rps(sn).median,
+            r.rps(l).median,
+            r.ratio(u),
+            r.ratio(sn),
+            r.p99_us(u).median,
+            r.p99_us(sn).median,
+            r.p99_us(l).median,
         );
         results.push(r);
     }
     println!("  ({:.1} s of measurements)", started.elapsed().as_secs_f64());
     if mode == Mode::Smoke {
-        let checked: u64 =
-            results.iter().flat_map(|r| r.uthreads.iter().chain(&r.linux)).map(|s| s.sent).sum();
-        println!("  checked every byte of {checked} echoes");
+        let checked = |side| results.iter().flat_map(|r| r.side(side)).map(|s| s.sent).sum::<u64>();
+        println!(
+            "  checked every byte of {} echoes (uthreads {}, std::net {}, Linux {})",
+            Side::ALL.map(checked).iter().sum::<u64>(),
+            checked(Side::Uthreads),
+            checked(Side::StdNet),
+            checked(Side::Linux)
+        );
     }
 
     let note = format!(
-        "Medians of the repetitions (min-max over them). ratio = uthread requests/s ÷ Linux \
-         requests/s; p99 ratio = Linux p99 ÷ uthread p99; CPU µs ratio = Linux ÷ uthread CPU \
-         time of the server's tasks per request. server CPU and client CPU: the share of one \
-         CPU the server's tasks (vcore 0's, or all Linux handlers') and the client thread used \
-         (their CPU clocks); CPU 0 busy and CPU 1 busy: how busy those CPUs were whoever ran \
-         there (/proc/stat, USER_HZ ticks), so their excess over ours is other load. Other \
-         load: the CPUs were {busy_before:.0}% busy in the 0.5 s before the run."
+        "Medians of the repetitions (min-max over them). Two uthread servers on vcore 0, one \
+         calling parlib-syscalls' io, one using std::net only (TcpListener::accept, TcpStream \
+         Read/Write), each compared with the same run's Linux-thread server: ratio = that \
+         side's requests/s ÷ Linux requests/s; p99 ratio = Linux p99 ÷ that side's p99; CPU µs \
+         ratio = Linux ÷ that side's CPU time of the server's tasks per request. server CPU and \
+         client CPU: the share of one CPU the server's tasks (vcore 0's, or all Linux \
+         handlers') and the client thread used (their CPU clocks); CPU 0 busy and CPU 1 busy: \
+         how busy those CPUs were whoever ran there (/proc/stat, USER_HZ ticks), so their \
+         excess over ours is other load. Other load: the CPUs were {busy_before:.0}% busy in \
+         the 0.5 s before the run."
     );
     let report = Report {
         bench: "echo",
-        title: "loopback TCP echo, uthreads on one vcore vs Linux threads on one core",
+        title: "loopback TCP echo, uthreads on one vcore (io, std::net) vs Linux threads on one core",
         head: &head,
         note: &note,
         table: table(&results),
         csv: csv(&results),
-        result_lines: results.iter().map(result_line).collect(),
+        result_lines: results.iter().flat_map(|r| [result_line(r), stdnet_result_line(r)]).collect(),
         result_lines_in_md: true,
     };
     report::finish(mode, &report, |path| plot(path, &head, &results));

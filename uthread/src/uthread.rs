@@ -79,7 +79,10 @@ pub enum TlsMode {
     Backed,
     /// No TLS of its own: it runs on the TLS of whichever vcore runs it. Far cheaper to
     /// create, and a switch skips the FS base write; for code that keeps its per-thread
-    /// state in the scheduler's record, never in `thread_local!` or `errno`.
+    /// state in the scheduler's record, never in `thread_local!` or `errno`. std keeps a
+    /// thread's identity in TLS too, so such uthreads share their vcore's
+    /// (`std::thread::current()`, and with it `park`/`unpark`): use `Backed` for code that
+    /// parks.
     None,
 }
 
