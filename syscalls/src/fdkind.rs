@@ -15,7 +15,11 @@
 //!
 //! Kinds are cached per descriptor number and forgotten by the close wrapper; a socket
 //! call that finds `ENOTSOCK` reclassifies (a descriptor closed and reused behind our
-//! back). Descriptors below [`MAX_CACHED_FD`] have a slot in a flat table (one atomic
+//! back). What a kind records (chiefly, whose `O_NONBLOCK` it is) belongs to the open
+//! file description, which duplicates share (`dup`, `F_DUPFD`, std's `try_clone`): so
+//! duplicated numbers form a *dup group*, and a change made through one member is
+//! written to every member. Only numbers with duplicates pay for this (a lock, on the
+//! rare changes of state); every other lookup stays one atomic load. Descriptors below [`MAX_CACHED_FD`] have a slot in a flat table (one atomic
 //! byte each); larger ones (a raised `RLIMIT_NOFILE`, `dup2` to a high number) live in a
 //! map under a lock: slower, but remembered the same way, which matters because the
 //! flag `O_NONBLOCK` alone cannot tell our non-blocking descriptors from the user's.
@@ -48,14 +52,60 @@ const OURS: u8 = 2;
 const USER: u8 = 3;
 const REGULAR: u8 = 4;
 const SHARED: u8 = 5;
+/// Flag: the number has duplicates; changes of state go through [`GROUPS`].
+const GROUPED: u8 = 0x40;
 /// Flag: we set `O_NONBLOCK` on this socket (for `accept` and `connect`).
 const SOCKET_NB_OURS: u8 = 0x80;
 
 static KINDS: [AtomicU8; MAX_CACHED_FD] = [const { AtomicU8::new(UNKNOWN) }; MAX_CACHED_FD];
 /// Descriptors from `MAX_CACHED_FD` up; absent means `UNKNOWN`. PDR: uthreads use it.
 static LARGE: PdrSpinLock<Option<HashMap<i32, u8>>> = PdrSpinLock::new(None);
+/// The dup groups. Lock order: `GROUPS` before `LARGE`.
+static GROUPS: PdrSpinLock<Option<Groups>> = PdrSpinLock::new(None);
 
-fn load(fd: i32) -> u8 {
+/// Numbers that share one open file description, as far as this layer has seen them
+/// made (`dup`, `dup3`, `F_DUPFD`). A group has at least two members; every member's
+/// byte carries [`GROUPED`].
+#[derive(Default)]
+struct Groups {
+    group_of: HashMap<i32, u64>,
+    members: HashMap<u64, Vec<i32>>,
+    next_id: u64,
+}
+
+impl Groups {
+    /// Takes `fd` out of its group, if any; a group left with one member dissolves.
+    fn leave(&mut self, fd: i32) {
+        let Some(id) = self.group_of.remove(&fd) else { return };
+        let members = self.members.get_mut(&id).expect("a grouped number's group exists");
+        members.retain(|&m| m != fd);
+        if let [last] = members[..] {
+            self.group_of.remove(&last);
+            self.members.remove(&id);
+            raw_store(last, raw_load(last) & !GROUPED);
+        }
+    }
+
+    /// Puts `to` into `from`'s group (made if `from` has none).
+    fn join(&mut self, from: i32, to: i32) {
+        let id = match self.group_of.get(&from) {
+            Some(&id) => id,
+            None => {
+                let id = self.next_id;
+                self.next_id += 1;
+                self.group_of.insert(from, id);
+                self.members.insert(id, vec![from]);
+                raw_store(from, raw_load(from) | GROUPED);
+                id
+            }
+        };
+        self.group_of.insert(to, id);
+        self.members.get_mut(&id).expect("just made or found").push(to);
+    }
+}
+
+/// The byte for `fd`, flags and all.
+fn raw_load(fd: i32) -> u8 {
     match usize::try_from(fd) {
         Ok(i) if i < MAX_CACHED_FD => KINDS[i].load(Ordering::Relaxed),
         Ok(_) => LARGE.lock().as_ref().and_then(|m| m.get(&fd).copied()).unwrap_or(UNKNOWN),
@@ -63,7 +113,7 @@ fn load(fd: i32) -> u8 {
     }
 }
 
-fn store(fd: i32, v: u8) {
+fn raw_store(fd: i32, v: u8) {
     match usize::try_from(fd) {
         Ok(i) if i < MAX_CACHED_FD => KINDS[i].store(v, Ordering::Relaxed),
         Ok(_) => {
@@ -80,6 +130,35 @@ fn store(fd: i32, v: u8) {
     }
 }
 
+/// What is known of `fd`'s open file description (group membership aside).
+fn load(fd: i32) -> u8 {
+    raw_load(fd) & !GROUPED
+}
+
+/// Records `v` for `fd`'s open file description: for every member of its dup group.
+fn store(fd: i32, v: u8) {
+    if raw_load(fd) & GROUPED == 0 {
+        raw_store(fd, v);
+        return;
+    }
+    let g = GROUPS.lock();
+    match g.as_ref().and_then(|g| g.members.get(g.group_of.get(&fd)?)) {
+        Some(members) => members.iter().for_each(|&m| raw_store(m, v | GROUPED)),
+        None => raw_store(fd, v), // left its group since the load above
+    }
+}
+
+/// Records `v` for the number `fd` alone: it is closed, or names a new open file
+/// description (made by `socket`, `accept`, `open`, or reused behind our back).
+fn renew(fd: i32, v: u8) {
+    if raw_load(fd) & GROUPED != 0 {
+        if let Some(g) = GROUPS.lock().as_mut() {
+            g.leave(fd);
+        }
+    }
+    raw_store(fd, v);
+}
+
 fn decode(v: u8) -> Option<Kind> {
     match v & !SOCKET_NB_OURS {
         SOCKET => Some(Kind::Socket),
@@ -91,14 +170,15 @@ fn decode(v: u8) -> Option<Kind> {
     }
 }
 
-/// Forgets what `fd` was (it is being closed, or turned out to be something else).
+/// Forgets what the number `fd` was (it is being closed, was just opened, or turned out
+/// to name another open file description), and takes it out of its dup group.
 pub(crate) fn forget(fd: i32) {
-    store(fd, UNKNOWN);
+    renew(fd, UNKNOWN);
 }
 
-/// Records that `fd` is a socket (we just created or accepted it).
+/// Records that `fd` is a new socket (we just created or accepted it).
 pub(crate) fn note_socket(fd: i32) {
-    store(fd, SOCKET);
+    renew(fd, SOCKET);
 }
 
 /// The kind of `fd` if it is already known, without classifying it (plain threads must
@@ -188,7 +268,7 @@ pub(crate) fn user_wants_eagain(fd: i32, k: Kind) -> bool {
 /// whether the kernel flag must stay set all the same: it is ours, and the user asks for
 /// blocking calls, which this layer makes without blocking a vcore. Setting it hands the
 /// flag to the user (their `EAGAIN`s are theirs from then on); clearing their own flag
-/// lets the next call classify the descriptor afresh.
+/// lets the next call classify the descriptor afresh. Either holds for every duplicate.
 pub(crate) fn user_sets_nonblock(fd: i32, on: bool) -> bool {
     let v = load(fd);
     let ours = v == OURS || v & SOCKET_NB_OURS != 0;
@@ -199,7 +279,7 @@ pub(crate) fn user_sets_nonblock(fd: i32, on: bool) -> bool {
         }
         (false, true) => true,
         (false, false) if v == USER => {
-            forget(fd);
+            store(fd, UNKNOWN); // the whole group classifies afresh
             false
         }
         _ => false,
@@ -207,9 +287,16 @@ pub(crate) fn user_sets_nonblock(fd: i32, on: bool) -> bool {
 }
 
 /// `to` was made a duplicate of `from` (`dup`, `dup2`, `F_DUPFD`): it shares the open file
-/// description, so its flags, and what is known of them.
+/// description, so its flags, what is known of them, and every change to come.
 pub(crate) fn copy(from: i32, to: i32) {
-    store(to, load(from));
+    if from == to {
+        return;
+    }
+    let mut g = GROUPS.lock();
+    let g = g.get_or_insert_with(Groups::default);
+    g.leave(to);
+    g.join(from, to);
+    raw_store(to, load(from) | GROUPED);
 }
 
 /// Makes a blocking socket non-blocking for calls that have no per-call flag (`accept`,
@@ -252,6 +339,37 @@ mod tests {
         assert_eq!(cached(-1), None);
         store(-1, OURS);
         assert_eq!(cached(-1), None, "negative numbers are never cached");
+    }
+
+    /// A change made through any member of a dup group is seen through every member; a
+    /// member closed (or reused) leaves the group and keeps nothing of it; the last one
+    /// left is an ordinary number again. Numbers on both sides of the table's edge.
+    #[test]
+    fn duplicates_share_every_change_until_closed() {
+        let (a, b, c) = (60_001, 80_001, 60_002);
+        store(a, OURS);
+        copy(a, b);
+        copy(b, c);
+        assert!([a, b, c].iter().all(|&fd| nonblock_is_ours(fd)), "a duplicate starts with what is known");
+        assert!(!user_sets_nonblock(c, true), "the user takes the flag through one duplicate");
+        assert!([a, b, c].iter().all(|&fd| cached(fd) == Some(Kind::UserNonblock)), "... for all");
+        assert!(!user_sets_nonblock(a, false), "the user clears their flag through another");
+        assert!([a, b, c].iter().all(|&fd| cached(fd).is_none()), "all classify afresh");
+        forget(b);
+        assert_eq!(raw_load(b), UNKNOWN, "a closed member keeps nothing");
+        store(a, SOCKET | SOCKET_NB_OURS);
+        assert_eq!(cached(b), None, "a closed member sees no later change");
+        assert_eq!(cached(c), Some(Kind::Socket), "the others still do");
+        note_socket(c);
+        assert_eq!(raw_load(a), SOCKET | SOCKET_NB_OURS, "the last member is ungrouped");
+        assert_eq!(raw_load(c), SOCKET, "a reused number starts alone");
+        {
+            let g = GROUPS.lock();
+            let g = g.as_ref().expect("groups were made");
+            assert!([a, b, c].iter().all(|fd| !g.group_of.contains_key(fd)), "no group is left behind");
+        }
+        forget(a);
+        forget(c);
     }
 
     /// A bad descriptor above the table is the kernel's `EBADF`, and nothing is cached.
