@@ -13,7 +13,13 @@ echo "== release: unit and integration tests (the switch paths are compiled diff
 cargo test --workspace --release --tests
 
 echo "== every bench in its smoke mode (no --bench flag): a bench that no longer runs fails here"
-cargo test --release --benches -p parlib
+# The benches have no watchdog of their own: a hang (a deadlocked window) fails here, with
+# a message, after 20 minutes (the whole stage takes about 3 after building).
+cargo test --release --benches -p parlib --no-run
+if ! timeout -k 10 1200 cargo test --release --benches -p parlib; then
+    echo "test.sh: the benches' smoke runs failed or hung (killed after 1200 s): see above" >&2
+    exit 1
+fi
 
 echo "== the examples: 1000 uthreads yielding on every vcore, preempted spinners, priorities"
 timeout 120 cargo run --release --example round_robin

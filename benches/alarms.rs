@@ -490,16 +490,19 @@ fn parlib_window(
     if spin_idle {
         common::set_spin_when_idle(A, true);
     }
+    // Before the spinner exists: reading /proc blocks `main` (std's file calls block only
+    // the calling uthread), and the spinner, once it runs, keeps A until the chain ends.
+    let before = TaskStats::of(tid);
+    let arms = alarms::arm_count();
     if busy {
         // TLS-less: it touches no thread-local, so no backing thread is needed.
         common::spawn_on(A, TlsMode::None, || {
             spin_until_stopped();
             DONE.arrive();
         });
-        // It first runs when `main` blocks, below.
+        // It first runs when `main` blocks in `DONE.wait`, below: nothing before that
+        // may block `main`, or the chain would never start.
     }
-    let before = TaskStats::of(tid);
-    let arms = alarms::arm_count();
     // Sending publishes the stores above to the driver.
     jobs.send(Job::AwaitChain { then_parked: !spin_idle }).expect("driver alive");
     WAITERS[0].set_rel(period);
