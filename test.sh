@@ -9,6 +9,10 @@ cd "$(dirname "$0")"
 echo "== debug: unit, integration and doc tests (compile-fail doc tests included)"
 cargo test --workspace
 
+echo "== without the interpose feature: the libc names stay glibc's, and the layers still build"
+cargo test -p parlib --no-default-features --test interpose_feature
+cargo check -p parlib-syscalls --no-default-features --all-targets
+
 echo "== release: unit and integration tests (the switch paths are compiled differently)"
 cargo test --workspace --release --tests
 

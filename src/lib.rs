@@ -29,6 +29,12 @@
 //! let h = upthread::spawn(|| 6 * 7);
 //! assert_eq!(h.join().unwrap(), 42);
 //! ```
+//!
+//! ## Features
+//!
+//! | feature | default | what |
+//! |---|---|---|
+//! | `interpose` | on | `parlib-syscalls` defines `read`, `write`, `syscall`, `clock_nanosleep`, ... under their libc names, so Rust's std (its locks, `println!`, `thread::sleep`, `std::net`, `std::fs`) blocks only the calling uthread. Off, those names are glibc's and std's blocking calls block the whole vcore (`parlib::syscalls` docs) |
 
 #![warn(missing_docs)]
 

@@ -39,7 +39,7 @@
 //! POSIX makes every one of these a cancellation point except `socket`, `pipe`, `pipe2`,
 //! `fcntl` (but for `F_SETLKW`), `ioctl`, `dup*` and `syscall`. A layer above that
 //! implements cancellation (upthread) installs its check with
-//! [`set_cancellation_point`]; each cancellation point calls it:
+//! [`crate::set_cancellation_point`]; each cancellation point calls it:
 //!
 //! * on entry, always: a pending request with cancellation enabled exits the thread
 //!   before the call has any effect;
@@ -65,13 +65,13 @@
 #[cfg(not(target_arch = "x86_64"))]
 compile_error!("open/openat rely on the x86-64 SysV calling convention for their mode argument");
 
-use crossbeam_utils::atomic::AtomicCell;
 use libc::{
     c_char, c_int, c_uint, c_void, iovec, mode_t, msghdr, nfds_t, off_t, pollfd, size_t, sockaddr, socklen_t,
     ssize_t, timespec, useconds_t,
 };
 
 use crate::cabi;
+use crate::cancel::cancellation_point;
 
 /// Refers to every function this module defines, so that the program that calls it (from
 /// [`crate::init`]) links them all (module docs: an object nothing refers to is left
@@ -90,26 +90,6 @@ pub(crate) fn keep() {
         __openat_2 as *const (),
         __openat64_2 as *const (),
     ]);
-}
-
-/// The cancellation check of the layer above, if one installed it.
-static CANCELLATION_POINT: AtomicCell<Option<fn()>> = AtomicCell::new(None);
-const _: () = assert!(AtomicCell::<Option<fn()>>::is_lock_free());
-
-/// Installs `check` as what every cancellation point of these wrappers calls (module
-/// docs): it acts on a pending cancellation request of the calling thread, if any (never
-/// returning then). The first call wins; returns whether this one did.
-pub fn set_cancellation_point(check: fn()) -> bool {
-    CANCELLATION_POINT.compare_exchange(None, Some(check)).is_ok()
-}
-
-/// Acts on a pending cancellation request of the calling thread, through the installed
-/// check; nothing if none is installed.
-#[inline]
-fn cancellation_point() {
-    if let Some(check) = CANCELLATION_POINT.load() {
-        check();
-    }
 }
 
 /// What a wrapper returns, as far as its cancellation point on return cares.

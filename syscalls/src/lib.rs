@@ -14,7 +14,8 @@
 //! | [`poll`](mod@poll) | readiness: one epoll instance per vcore, the park hook, the poll hook |
 //! | `offload` | how a uthread blocks in a call (its `Syscall` record) and the offload of calls that cannot be non-blocking |
 //! | `sockaddr` | [`SockAddr`](io::SockAddr), an owned socket address of any family |
-//! | `interpose` | the wrappers under the libc names (`read`, `syscall`, `clock_nanosleep`, ...), for Rust's std and C programs |
+//! | `interpose` | the wrappers under the libc names (`read`, `syscall`, `clock_nanosleep`, ...), for Rust's std and C programs; only with the feature of that name (on by default) |
+//! | `cancel` | the cancellation check those wrappers call, which the layer above installs ([`set_cancellation_point`]) |
 //! | `futex` | `futex(2)` through `syscall`: a uthread's wait blocks only the uthread |
 //!
 //! How each call avoids blocking the vcore:
@@ -62,6 +63,13 @@
 //! under the libc names in the executable (`interpose`), so std's own calls land in them:
 //! on a uthread they block only that uthread; on any other thread they are the plain
 //! calls, with libc's results.
+//!
+//! This is the cargo feature `interpose`, on by default (the facade's and
+//! `parlib-upthread`'s features of the same name turn it on; upthread's C library always
+//! does). A program that must define those names itself, or must keep glibc's, turns
+//! it off (`default-features = false`); then std's calls are glibc's, and on a uthread
+//! each blocking one blocks the whole vcore: a uthread preempted while it holds one of
+//! std's locks (`println!` takes one) can deadlock its vcore.
 //!
 //! | std | what it calls | on a uthread |
 //! |---|---|---|
@@ -163,15 +171,17 @@
 #![warn(missing_docs)]
 
 pub mod cabi;
+mod cancel;
 mod fdkind;
 mod futex;
+#[cfg(feature = "interpose")]
 mod interpose;
 pub mod io;
 mod offload;
 pub mod poll;
 pub mod raw;
 
-pub use interpose::set_cancellation_point;
+pub use cancel::set_cancellation_point;
 mod sockaddr;
 
 pub use fdkind::MAX_CACHED_FD;
@@ -200,6 +210,7 @@ pub(crate) fn go_on_after_interrupt(restartable: bool) -> bool {
 /// Creates each vcore's epoll instance and eventfd, installs the park hook and the poll
 /// hook, and registers the `EV_SYSCALL` handler. Later calls do nothing.
 pub fn init() -> std::io::Result<()> {
+    #[cfg(feature = "interpose")]
     interpose::keep();
     if parlib_vcore::max_vcores() == 0 {
         return Err(std::io::Error::other("parlib_syscalls::init before uthread::lib_init"));

@@ -64,7 +64,7 @@
 //! ## Inside threads
 //!
 //! Threads are uthreads, and std works on them: [`init`] sets up `parlib-syscalls`,
-//! whose wrappers make std's locks (`Mutex`, `RwLock`, `Condvar`, `Once`, the lock behind
+//! whose wrappers (the `interpose` feature, on by default) make std's locks (`Mutex`, `RwLock`, `Condvar`, `Once`, the lock behind
 //! `println!`), thread parking, `thread::sleep`, `std::net` and `std::fs` block only the
 //! calling thread, also under preemption (`UPTHREAD_SCHED_PERIOD_US`). Still blocking the
 //! whole vcore: name resolution (`getaddrinfo`), `std::process` waits, and joining a

@@ -10,7 +10,7 @@
 //! 1. runs its cleanup handlers, newest first (`cancel`);
 //! 2. runs its key destructors, up to [`PTHREAD_DESTRUCTOR_ITERATIONS`](crate::keys::PTHREAD_DESTRUCTOR_ITERATIONS) rounds (`keys`);
 //! 3. stores its exit value and leaves with `uthread::exit`. In vcore context the
-//!    scheduler's `thread_exited` ([`finish`]) updates the lifecycle word (see `record`):
+//!    scheduler's `thread_exited` (`finish`) updates the lifecycle word (see `record`):
 //!    a detached thread is freed at once; a joiner is woken; otherwise the record (its
 //!    `Exited` handle, given up) waits for a join or detach.
 //!

@@ -79,7 +79,7 @@
 //! parked *backing* thread, and every switch loads its FS base: `errno`, Rust
 //! `thread_local!` values and glibc's per-thread state belong to the uthread and follow
 //! it across vcores. [`TlsMode::None`] uthreads run on the vcore's TLS: cheaper, for
-//! code that keeps per-thread state elsewhere. See [`tls`](crate::tls) for the pool.
+//! code that keeps per-thread state elsewhere. See [`tls`] for the pool.
 //!
 //! ## Preemption and locks
 //!
@@ -101,8 +101,8 @@
 //! parking, `println!`, `thread::sleep`, `std::net` and `std::fs` then block only the
 //! uthread, and a preempted holder of a std lock no longer stalls the vcore (its crate
 //! docs list what is covered and what is not: name resolution, `process` waits and
-//! joining std threads still block the vcore). Without it, std's blocking calls block the
-//! vcore; the `sync`, `alarms` and `syscalls` layers are the direct, faster faces either
+//! joining std threads still block the vcore). Without it (or with its `interpose`
+//! feature off), std's blocking calls block the vcore; the `sync`, `alarms` and `syscalls` layers are the direct, faster faces either
 //! way.
 //!
 //! ## Example

@@ -37,7 +37,7 @@ use parlib_events::{self as events, EventMsg, EventType, EV_USER_IPI};
 use parlib_uthread::{self as uthread, idle, Exited, Fault, Record, Runnable, Scheduler, TlsMode, Uthread};
 use parlib_vcore::{self as vcore, spin::SpinLock, Stack};
 
-/// What the test scheduler keeps per uthread: the vcore it must run on, or [`ANY`].
+/// What the test scheduler keeps per uthread: the vcore it must run on, or `ANY` (any vcore).
 pub struct Pin(AtomicUsize);
 
 /// [`Pin`] of a uthread that may run on any vcore.
