@@ -44,6 +44,7 @@ use std::time::{Duration, Instant};
 
 use parlib::syscalls::io as pio;
 use parlib::upthread;
+use parlib_testkit::{fill_pattern, Rng};
 
 /// A watchdog for the tests that do little: long enough for a loaded machine running a
 /// debug build; the tests never assert on speed, so this only bounds a hang.
@@ -131,34 +132,6 @@ fn require_success(out: &parlib_testkit::Outcome, what: &str) {
         tail(&out.stdout),
         tail(&out.stderr)
     );
-}
-
-/// A small xorshift64* generator: message sizes and contents.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
-
-/// Fills `buf` with bytes that depend on `(stream, seq)` and the position, so data that
-/// arrives from another stream, out of order or shifted shows up as a mismatch.
-fn fill_pattern(buf: &mut [u8], stream: u64, seq: u64) {
-    let mut r = Rng::new(stream.wrapping_mul(1_000_003) ^ seq.rotate_left(29) ^ 0x5bd1_e995);
-    for chunk in buf.chunks_mut(8) {
-        let v = r.next().to_le_bytes();
-        chunk.copy_from_slice(&v[..chunk.len()]);
-    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -303,9 +303,8 @@ pub unsafe extern "C" fn __pread64_chk(
     off: off_t,
     buflen: size_t,
 ) -> ssize_t {
-    check_buffer(n, buflen);
-    // SAFETY: as for pread, which our caller's contract is.
-    unsafe { pread(fd, buf, n, off) }
+    // SAFETY: the same function on x86-64 (`off_t` is 64 bits); our caller's contract.
+    unsafe { __pread_chk(fd, buf, n, off, buflen) }
 }
 
 /// `__recv_chk`: `recv` called by a fortified program.

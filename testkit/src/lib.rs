@@ -18,12 +18,15 @@
 //! ```
 //!
 //! [`probe`] holds checks shared by every layer's tests (stack alignment, clean panics
-//! on misuse). The test scheduler that runs uthreads in those tests is the separate crate
+//! on misuse); [`rng`], random test inputs and self-checking byte patterns. The test scheduler that runs uthreads in those tests is the separate crate
 //! `parlib-testsched` (`testkit/sched/`), which depends on the layers this crate must not.
 
 #![warn(missing_docs)]
 
 pub mod probe;
+pub mod rng;
+
+pub use rng::{fill_pattern, Rng};
 
 use std::io::Read;
 use std::process::{Command, ExitStatus, Stdio};

@@ -18,31 +18,8 @@ pub fn now() -> u64 {
     parlib_sync::now_ns()
 }
 
-/// A small xorshift64* generator: random deadlines without a dependency. Not for
-/// anything but spreading test inputs.
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator seeded from `seed` (never 0 inside).
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    /// The next 64 random bits.
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// A number in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+#[allow(unused_imports)] // each test binary uses its own part of this module
+pub use parlib_testkit::Rng;
 
 /// Seeds handed out by [`seed`]: each caller gets its own stream.
 static SEEDS: AtomicU64 = AtomicU64::new(1);

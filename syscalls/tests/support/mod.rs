@@ -171,40 +171,8 @@ pub fn now_ns() -> u64 {
     parlib_sync::now_ns()
 }
 
-/// A small xorshift64* generator for spreading test inputs (sizes, contents).
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator seeded from `seed` (never 0 inside).
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    /// The next 64 random bits.
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// A number in `lo..=hi`.
-    pub fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + (self.next() % (hi - lo + 1) as u64) as usize
-    }
-}
-
-/// Fills `buf` with bytes that depend on `(stream, seq)` and the position, so a message
-/// that arrives out of order, from another stream, or shifted shows up as a mismatch.
-pub fn fill_pattern(buf: &mut [u8], stream: u64, seq: u64) {
-    let mut r = Rng::new(stream.wrapping_mul(1_000_003) ^ seq.rotate_left(29) ^ 0x5bd1_e995);
-    for chunk in buf.chunks_mut(8) {
-        let v = r.next().to_le_bytes();
-        chunk.copy_from_slice(&v[..chunk.len()]);
-    }
-}
+#[allow(unused_imports)] // each test binary uses its own part of this module
+pub use parlib_testkit::{fill_pattern, Rng};
 
 /// 127.0.0.1:`port`.
 pub fn loopback_addr(port: u16) -> SockAddr {
