@@ -82,7 +82,7 @@ impl Groups {
         if let [last] = members[..] {
             self.group_of.remove(&last);
             self.members.remove(&id);
-            raw_store(last, raw_load(last) & !GROUPED);
+            mark_grouped(last, false);
         }
     }
 
@@ -95,7 +95,7 @@ impl Groups {
                 self.next_id += 1;
                 self.group_of.insert(from, id);
                 self.members.insert(id, vec![from]);
-                raw_store(from, raw_load(from) | GROUPED);
+                mark_grouped(from, true);
                 id
             }
         };
@@ -136,15 +136,42 @@ fn load(fd: i32) -> u8 {
 }
 
 /// Records `v` for `fd`'s open file description: for every member of its dup group.
+///
+/// A number without duplicates is one compare-and-swap, which fails if a `copy` has made
+/// it a group member meanwhile (so the change is not lost to the other members, and the
+/// member keeps its [`GROUPED`] mark); members, and numbers past the table, go through
+/// the group lock.
 fn store(fd: i32, v: u8) {
-    if raw_load(fd) & GROUPED == 0 {
-        raw_store(fd, v);
-        return;
+    if let Some(cell) = usize::try_from(fd).ok().and_then(|i| KINDS.get(i)) {
+        let mut cur = cell.load(Ordering::Relaxed);
+        while cur & GROUPED == 0 {
+            match cell.compare_exchange_weak(cur, v, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(now) => cur = now,
+            }
+        }
     }
     let g = GROUPS.lock();
     match g.as_ref().and_then(|g| g.members.get(g.group_of.get(&fd)?)) {
         Some(members) => members.iter().for_each(|&m| raw_store(m, v | GROUPED)),
-        None => raw_store(fd, v), // left its group since the load above
+        None => raw_store(fd, v),
+    }
+}
+
+/// Sets or clears `fd`'s [`GROUPED`] mark, keeping the rest of its byte. Called under the
+/// group lock; atomic against a lock-free [`store`] on the same number.
+fn mark_grouped(fd: i32, on: bool) {
+    match usize::try_from(fd).ok().and_then(|i| KINDS.get(i)) {
+        Some(cell) if on => {
+            cell.fetch_or(GROUPED, Ordering::Relaxed);
+        }
+        Some(cell) => {
+            cell.fetch_and(!GROUPED, Ordering::Relaxed);
+        }
+        None => {
+            let v = raw_load(fd);
+            raw_store(fd, if on { v | GROUPED } else { v & !GROUPED });
+        }
     }
 }
 
@@ -370,6 +397,48 @@ mod tests {
         }
         forget(a);
         forget(c);
+    }
+
+    /// A change racing a `copy` of the same number is not lost to the duplicate: once
+    /// `copy` returns, every change is seen through both numbers (read under the group
+    /// lock, so no group write is half done).
+    #[test]
+    fn a_change_racing_a_copy_reaches_the_duplicate() {
+        use std::sync::atomic::{AtomicBool, AtomicU64};
+        let (a, b) = (60_010, 60_011);
+        let done = AtomicBool::new(false);
+        let changes = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut i = 0u64;
+                while !done.load(Ordering::Relaxed) {
+                    store(a, if i.is_multiple_of(2) { OURS } else { USER });
+                    changes.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                }
+            });
+            // Stop the writer even if a check fails, or the scope would wait for it forever.
+            let checks = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                for round in 0..2_000 {
+                    copy(a, b);
+                    let seen = changes.load(Ordering::Relaxed);
+                    while changes.load(Ordering::Relaxed) < seen + 2 {
+                        std::hint::spin_loop();
+                    }
+                    let g = GROUPS.lock();
+                    let (va, vb) = (raw_load(a), raw_load(b));
+                    drop(g);
+                    assert!(va & GROUPED != 0, "round {round}: the original lost its group mark ({va:#x})");
+                    assert_eq!(va, vb, "round {round}: a change through the original missed the duplicate");
+                    forget(b);
+                }
+            }));
+            done.store(true, Ordering::Relaxed);
+            if let Err(p) = checks {
+                std::panic::resume_unwind(p);
+            }
+        });
+        forget(a);
     }
 
     /// A bad descriptor above the table is the kernel's `EBADF`, and nothing is cached.
