@@ -109,11 +109,10 @@ impl Thread {
     /// context, plain Linux threads, before `init`).
     #[inline]
     pub(crate) fn current<'a>() -> Option<&'a Rec> {
+        let me = parlib_uthread::current().filter(|_| crate::is_initialized())?;
         // SAFETY: every uthread of this process is an upthread thread once our scheduler
         // is installed, and the running one is alive.
-        parlib_uthread::current()
-            .filter(|_| crate::is_initialized())
-            .map(|u| unsafe { u.cast::<Rec>().as_ref() })
+        Some(unsafe { me.cast::<Rec>().as_ref() })
     }
 }
 

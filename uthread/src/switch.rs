@@ -176,7 +176,8 @@ pub fn with_current<T: 'static, R>(f: impl FnOnce(&Record<T>) -> R) -> Option<R>
     // type is `T` (checked just now), and the running uthread's record lives at least
     // until it exits, which it cannot do while `f` runs (`exit` is unsafe for that
     // reason: nothing may borrow from an exiting uthread).
-    Some(f(unsafe { Record::<T>::from_uthread(me).as_ref() }))
+    let record = unsafe { Record::<T>::from_uthread(me).as_ref() };
+    Some(f(record))
 }
 
 /// In vcore context: the uthread this vcore was running when a notification interrupted
