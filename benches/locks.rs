@@ -651,11 +651,7 @@ fn driver(jobs: mpsc::Receiver<Job>) {
             Job::Std { window } => {
                 s.spawn(move || {
                     pin_to(cpu);
-                    let m = &*UNC_STD_MUTEX;
-                    *m.lock().expect("std mutex") = 0;
-                    let t = time_ops(window, || *black_box(m).lock().expect("std mutex") += 1);
-                    assert_eq!(*m.lock().expect("std mutex"), t.ops, "std::sync::Mutex: lost increments");
-                    store_base(t);
+                    store_base(time_std_mutex(&UNC_STD_MUTEX, window, "std::sync::Mutex"));
                 });
             }
             Job::Handoff { window } => {
@@ -770,13 +766,18 @@ fn parlib_raw(rep: usize, window: Duration) -> Sample {
     )
 }
 
-/// `std::sync::Mutex<u64>` lock, increment, unlock on the `main` uthread.
-fn std_on_uthread(rep: usize, window: Duration) -> Sample {
-    let m = &*UNC_STD_ON_UTHREAD;
+/// `std::sync::Mutex<u64>` lock, increment, unlock, on whatever thread calls it; checks
+/// that every increment was counted.
+fn time_std_mutex(m: &std::sync::Mutex<u64>, window: Duration, what: &str) -> Timed {
     *m.lock().expect("std mutex") = 0;
     let t = time_ops(window, || *black_box(m).lock().expect("std mutex") += 1);
-    assert_eq!(*m.lock().expect("std mutex"), t.ops, "std::sync::Mutex on a uthread: lost increments");
-    Sample::uncontended(rep, t)
+    assert_eq!(*m.lock().expect("std mutex"), t.ops, "{what}: lost increments");
+    t
+}
+
+/// `std::sync::Mutex<u64>` lock, increment, unlock on the `main` uthread.
+fn std_on_uthread(rep: usize, window: Duration) -> Sample {
+    Sample::uncontended(rep, time_std_mutex(&UNC_STD_ON_UTHREAD, window, "std::sync::Mutex on a uthread"))
 }
 
 fn parlib_mutex(rep: usize, window: Duration) -> Sample {

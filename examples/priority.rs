@@ -28,6 +28,11 @@ struct Priority {
 }
 
 impl Priority {
+    fn push(&self, t: Runnable<Level>) {
+        let level = t.0;
+        self.queues.lock()[level].push_back(t);
+    }
+
     fn pop_highest(&self) -> Option<Runnable<Level>> {
         self.queues.lock().iter_mut().rev().find_map(VecDeque::pop_front)
     }
@@ -54,9 +59,13 @@ impl Scheduler for Priority {
     }
 
     fn thread_runnable(&self, t: Runnable<Level>) {
-        let level = t.0;
-        self.queues.lock()[level].push_back(t);
+        self.push(t);
         idle::wake_any();
+    }
+
+    // A yield: this vcore schedules next, so no other vcore need wake.
+    fn thread_paused(&self, t: Runnable<Level>) {
+        self.push(t);
     }
 }
 

@@ -60,9 +60,13 @@ impl Scheduler for RoundRobin {
         self.queue.lock().push_back(t);
         idle::wake_any();
     }
-    // thread_paused (a yield, a preemption) defaults to thread_runnable; blocking,
-    // syscalls and exits keep their defaults (an exited uthread's handle is dropped,
-    // which frees it).
+    // A yield or a preemption: this vcore schedules next, so no other vcore need wake
+    // (the default would call thread_runnable, fencing and scanning every vcore's flag on
+    // each yield). Blocking, syscalls and exits keep their defaults (an exited uthread's
+    // handle is dropped, which frees it).
+    fn thread_paused(&self, t: Runnable<()>) {
+        self.queue.lock().push_back(t);
+    }
 }
 
 static SCHED: RoundRobin = RoundRobin { queue: SpinLock::new(VecDeque::new()) };

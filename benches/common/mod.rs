@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use crossbeam_utils::CachePadded;
 use parlib::events;
 use parlib::uthread::{self, idle, BlockReason, Blocked, Runnable, Scheduler, TlsMode, Uthread};
-use parlib::vcore::{self, spin::SpinLock, Stack};
+use parlib::vcore::{self, spin::SpinLock};
 
 /// Vcores this scheduler can drive. Its per-vcore records are a static array so that
 /// `sched_entry` finds its queue with one index, no pointer chase; 64 x 128 bytes is
@@ -169,8 +169,7 @@ pub fn usable_vcores() -> usize {
 /// to it in FIFO order; `vc` is woken if it was parked.
 pub fn spawn_on(vc: usize, tls: TlsMode, body: impl FnOnce() + Send + 'static) {
     assert!(vc < usable_vcores(), "spawn_on: vcore {vc} is not one of the {} usable", usable_vcores());
-    let stack = Stack::with_default_size().expect("mmap a uthread stack");
-    uthread::runnable(uthread::create(Home(vc), stack, tls, body).expect("uthread::create"));
+    uthread::spawn(Home(vc), tls, body).expect("uthread::spawn");
 }
 
 /// Gives the vcore to the next uthread in its queue: one uthread switch.

@@ -28,8 +28,9 @@
 //! library's (its module docs). upthread takes the lock-ordered form of it, so that the
 //! push on every wake-up needs no fence:
 //!
-//! 1. the parking vcore's `validate` takes its queue's lock and looks at the queue (and
-//!    at the paused slot), then, after a SeqCst fence, at every queue (when stealing);
+//! 1. the parking vcore's `validate` (after `idle::park`'s SeqCst fence) takes its
+//!    queue's lock and looks at the queue (and at the paused slot), then at every queue
+//!    (when stealing);
 //! 2. a pusher reads the target's parking flag (`idle::is_parking`) while it holds the
 //!    queue's lock, after queueing the thread; if it is set, it *notifies* the vcore
 //!    (`parlib_vcore::notify`) once the lock is released.
@@ -52,7 +53,7 @@
 //! vcore is requested and none ever parks.
 
 use core::ptr::NonNull;
-use core::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::collections::VecDeque;
 use std::sync::OnceLock;
 
@@ -248,14 +249,14 @@ impl Upsched {
         unsafe { uthread::run_uthread_in_vcore_context(t) }
     }
 
-    /// Whether vcore `id` has anything to run (step 1 of the park handshake): its own
-    /// queue under its lock, then (after a fence) the others when stealing, and events.
+    /// Whether the vcore of `pv` has anything to run (step 1 of the park handshake): its
+    /// own queue under its lock, then the others when stealing (`idle::park` fenced before
+    /// calling this). The look at other queues only spreads work: a thread pushed there
+    /// is its own vcore's, which the pusher notified if it was parking.
     fn has_work(&self, pv: &PerVcore) -> bool {
         if !pv.queue.lock().is_empty() || !pv.paused.load(Ordering::Relaxed).is_null() {
             return true;
         }
-        // The other queues are not ordered by our lock: their pushers fence (`idle::wake`).
-        fence(Ordering::SeqCst);
         CAN_STEAL.load(Ordering::Relaxed) && (0..active()).any(|v| pvs()[v].len.load(Ordering::Relaxed) > 0)
     }
 
@@ -277,11 +278,10 @@ impl Upsched {
         for t in drained {
             self.push(id % active(), t, false);
         }
-        loop {
-            // Nothing is pushed to a retired vcore; it stays up only for its events.
-            idle::park(|| false, || self.before_sleep(pv));
-            events::handle_events();
-        }
+        // Nothing is pushed to a retired vcore. Woken (for its events), it starts afresh in
+        // `vcore_entry`, which handles them and comes back here through `sched_entry`.
+        idle::park(|| false, || self.before_sleep(pv));
+        unreachable!("idle::park returns only when its validate finds work")
     }
 }
 

@@ -172,7 +172,8 @@ pub(crate) fn push_delivery(t: &mut Runnable<Thread>) {
     if ready == 0 || s.delivering.load(Ordering::Acquire) {
         return;
     }
-    let arg = &**t as &Thread as *const Thread as usize;
+    let th: &Thread = t;
+    let arg = th as *const Thread as usize;
     // SAFETY: `deliver_on_resume` runs the thread's own handlers on its own stack and
     // TLS (as a delivery at any safe point would), and only needs the record, which
     // lives while the thread does.

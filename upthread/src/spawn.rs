@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use parlib_sync::Mutex;
 
-use crate::record::{Start, Thread};
+use crate::record::{Identity, Start, Thread};
 use crate::thread::{self, SpawnOpts, StackSpec};
 
 /// What a thread left for its joiner.
@@ -100,7 +100,7 @@ impl Builder {
         let p2 = packet.clone();
         let start = Start::Rust(Box::new(move || body(f, p2)));
         let t = thread::prepare(start, self.opts()).map_err(std::io::Error::from_raw_os_error)?;
-        let handle = t.as_ptr().as_ptr() as usize;
+        let handle = t.handle();
         thread::launch(t);
         Ok(JoinHandle { handle, packet, joined: false })
     }
@@ -125,7 +125,7 @@ impl Builder {
         // closure panics), so nothing the closure borrows for 'scope is used after 'scope.
         let run = unsafe { core::mem::transmute::<Body<'scope>, Body<'static>>(run) };
         let t = thread::prepare(Start::Rust(run), self.opts()).map_err(std::io::Error::from_raw_os_error)?;
-        let handle = t.as_ptr().as_ptr() as usize;
+        let handle = t.handle();
         let flag: Arc<dyn Panicked + 'scope> = packet.clone();
         // SAFETY: as above; the scope outlives every entry of its list.
         let flag: Arc<dyn Panicked> = unsafe { core::mem::transmute(flag) };

@@ -97,7 +97,7 @@ pub(crate) fn prepare(start: Start, opts: SpawnOpts) -> Result<Created<Thread>, 
     if let Some(me) = Thread::current() {
         t.signals.inherit_mask(&me.signals); // POSIX: a new thread inherits the mask
     }
-    record::register(t.as_ptr().as_ptr() as usize);
+    record::register(t.handle());
     Ok(t)
 }
 
@@ -118,11 +118,14 @@ fn thread_main() {
         Start::Rust(f) => f(),
         Start::None => core::ptr::null_mut(),
     };
-    exit_current(t, ret)
+    prepare_exit(t, ret);
+    // Returning ends the uthread: the scheduler's `thread_exited` runs `finish`.
 }
 
-/// Ends the calling thread `t` with `retval` (module docs). Never returns.
-pub(crate) fn exit_current(t: &Thread, retval: *mut c_void) -> ! {
+/// Steps 1-2 of ending the calling thread `t` with `retval` (module docs): cleanup
+/// handlers and key destructors once, then the return value. `main` never returns from
+/// here: it waits for the other threads and ends the process.
+fn prepare_exit(t: &Thread, retval: *mut c_void) {
     if !t.exiting.swap(true, Ordering::AcqRel) {
         crate::cancel::run_cleanup_handlers(t);
         crate::keys::run_destructors(t);
@@ -131,8 +134,15 @@ pub(crate) fn exit_current(t: &Thread, retval: *mut c_void) -> ! {
     if t.is_main {
         main_exit();
     }
-    // SAFETY: pthread_exit's semantics: the thread's frames are abandoned (a C program
-    // expects that; a Rust thread exits by returning from its closure instead).
+}
+
+/// Ends the calling thread `t` with `retval` from within its frames (`pthread_exit`, a
+/// cancellation acted on). Never returns.
+pub(crate) fn exit_current(t: &Thread, retval: *mut c_void) -> ! {
+    prepare_exit(t, retval);
+    // SAFETY: pthread_exit's semantics: the thread's frames, `t`'s borrow among them, are
+    // abandoned, not unwound, and nothing of them is used again; a C program that calls
+    // pthread_exit expects exactly that.
     unsafe { uthread::exit() }
 }
 
@@ -468,7 +478,7 @@ pub unsafe extern "C" fn upthread_create(
     match prepare(Start::C(start, arg), opts) {
         Ok(t) => {
             // SAFETY: `thread` is writable (checked non-null; the caller's contract).
-            unsafe { *thread = t.as_ptr().as_ptr() as upthread_t };
+            unsafe { *thread = t.handle() as upthread_t };
             launch(t);
             0
         }

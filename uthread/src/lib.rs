@@ -138,6 +138,9 @@
 //!         self.0.lock().push_back(t);
 //!         idle::wake_any();
 //!     }
+//!     fn thread_paused(&self, t: Runnable<()>) {
+//!         self.0.lock().push_back(t); // a yield: this vcore schedules next, wake nobody
+//!     }
 //! }
 //!
 //! static FIFO: Fifo = Fifo(SpinLock::new(VecDeque::new()));
