@@ -98,6 +98,8 @@ fn an_initialiser_cancelled_inside_leaves_the_once_not_run() {
         // A second caller, arriving while the first attempt runs: it must end up running
         // the initialiser itself once the first attempt is abandoned.
         let second = start(capi_common::Who::Uthread, move || {
+            // Only once the first attempt has begun, or this caller would be the first.
+            capi_common::wait_until(|| ATTEMPTS.load(Ordering::SeqCst) == 1);
             WAITER_IN.store(true, Ordering::SeqCst);
             once(o, cancelled_the_first_time)
         });

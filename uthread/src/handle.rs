@@ -114,9 +114,9 @@ macro_rules! typed_handle {
             type Target = Record<T>;
             #[inline]
             fn deref(&self) -> &Record<T> {
-                // SAFETY: a handle keeps its record alive: records are freed only when
-                // their `Exited` handle is dropped, and the other handles exist only
-                // before the uthread exits.
+                // SAFETY: a handle keeps its record alive: records are freed only by a
+                // handle's own drop (a `Created` never run, or the `Exited`), and the other
+                // handles exist only before the uthread exits.
                 unsafe { self.rec.as_ref() }
             }
         }
@@ -213,8 +213,9 @@ macro_rules! untyped_handle {
             /// The uthread layer's record of the uthread.
             #[inline]
             pub fn uthread(&self) -> &Uthread {
-                // SAFETY: a handle keeps its record alive (records are freed only through
-                // the `Exited` handle, which cannot exist while this one does).
+                // SAFETY: a handle keeps its record alive (records are freed only by the
+                // drop of a `Created` or `Exited` handle, which cannot exist while this
+                // one does).
                 unsafe { self.0.as_ref() }
             }
 
@@ -314,13 +315,6 @@ impl Blocked {
     pub unsafe fn from_raw(uth: NonNull<Uthread>) -> Blocked {
         Blocked(uth)
     }
-
-    /// # Safety
-    /// As [`from_raw`](Blocked::from_raw).
-    #[inline]
-    pub(crate) unsafe fn from_base(uth: NonNull<Uthread>) -> Blocked {
-        Blocked(uth)
-    }
 }
 
 typed_handle!(
@@ -383,16 +377,13 @@ impl<T> Drop for Exited<T> {
 /// The uthread never runs again (it is `Done`, or `Created` and never made runnable),
 /// and nobody refers to the record afterwards.
 unsafe fn destroy<T>(rec: NonNull<Record<T>>) {
-    // SAFETY: the caller's contract: nothing runs on the uthread's TLS or stack.
+    // SAFETY: the caller's contract: nothing runs on the uthread's TLS or stack. The
+    // backing thread is the one thing the record holds that its drop (in `free`) does
+    // not release; its stack and entry go with it.
     unsafe {
-        let u = rec.as_ref().uthread();
-        if let Some(b) = (*u.backing.get()).take() {
+        if let Some(b) = (*rec.as_ref().uthread().backing.get()).take() {
             crate::tls::release(b);
         }
-        drop((*u.stack.get()).take());
-        drop((*u.entry.get()).take());
-        *u.tls.get() = 0;
-        u.set_state(State::Idle);
         record::free(rec);
     }
 }

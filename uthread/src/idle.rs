@@ -85,10 +85,7 @@ pub(crate) fn running(id: usize) {
 /// # Panics
 /// Outside vcore context.
 pub fn park(validate: impl FnOnce() -> bool, before_sleep: impl FnOnce()) {
-    let vc = match vcore::this() {
-        Some(vc) if vc.in_vcore_context() => vc,
-        _ => panic!("uthread::idle::park must be called in vcore context (from sched_entry)"),
-    };
+    let vc = crate::switch::in_vcore_context("uthread::idle::park");
     let flag = &flags()[vc.id()];
     flag.store(true, Ordering::Relaxed);
     fence(Ordering::SeqCst);

@@ -139,8 +139,8 @@ pub(crate) fn alloc<T>(data: T) -> NonNull<Record<T>> {
 /// Drops a record in place and keeps its memory for reuse (or frees it).
 ///
 /// # Safety
-/// The record came from [`alloc`], its uthread holds nothing any more (`Uthread`'s TLS,
-/// stack and entry released), and nobody refers to it.
+/// The record came from [`alloc`], its uthread's backing thread is released (the drop
+/// here releases its stack and entry), and nobody refers to it.
 pub(crate) unsafe fn free<T>(r: NonNull<Record<T>>) {
     let p = r.as_ptr();
     // SAFETY: the caller's contract: nobody uses the record any more.

@@ -118,7 +118,8 @@ pub fn main_uthread() -> Option<NonNull<Uthread>> {
 /// 1. adopt `main` if the first request just moved it here;
 /// 2. if a notification interrupted the current uthread, keep its saved context in it;
 ///    if it faulted, report the fault to the scheduler;
-/// 3. handle events (handlers may pause the current uthread: preemption);
+/// 3. handle events (a handler may take the current uthread with `take_interrupted`,
+///    then `paused`: preemption);
 /// 4. resume the current uthread if there still is one;
 /// 5. otherwise ask the scheduler: `sched_entry`.
 pub fn vcore_entry() -> ! {
@@ -127,9 +128,8 @@ pub fn vcore_entry() -> ! {
     crate::idle::running(vc.id());
     if let Some(ctx) = vcore::take_main_context() {
         let m = MAIN.load(Ordering::Acquire);
-        // SAFETY: `main` was registered by lib_init before the move and is running, so
-        // only this vcore touches it now.
-        // `main` is running (it was moved, not switched out), so this vcore now owns it.
+        // SAFETY: `main` was registered by lib_init before the move, and is running (it
+        // was moved, not switched out), so this vcore now owns it and only it touches it.
         unsafe {
             *(*m).ctx.get() = ctx;
             vc.set_current(m.cast(), vcore::main_tls());
@@ -138,9 +138,9 @@ pub fn vcore_entry() -> ! {
     let cur = vc.current() as *const Uthread;
     // With a uthread layer, only a running uthread (current, non-null) is interrupted or
     // faults; vcore context's own faults abort in the handler.
-    // SAFETY: we are in vcore context on this vcore; `cur` is the uthread it was
-    // running when the trampoline or the fault handler brought it here.
     if !cur.is_null() {
+        // SAFETY: we are in vcore context on this vcore; `cur` is the uthread it was
+        // running when the trampoline or the fault handler brought it here.
         unsafe {
             if let Some(ctx) = vc.take_interrupted() {
                 *(*cur).ctx.get() = ctx;

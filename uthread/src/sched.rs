@@ -161,7 +161,8 @@ pub(crate) trait Dispatch: Sync {
     /// # Safety (all of the below)
     /// `uth` is the base of a `Record<Self::Thread>` (every record is: `create` checks the
     /// type) in the state the callback's handle stands for, and the caller gives up its
-    /// ownership.
+    /// ownership; but for `has_blocked` and `blockon_sysc`, whose caller only lends the
+    /// record and keeps it (it makes the `Blocked` handle afterwards).
     unsafe fn runnable(&self, uth: NonNull<Uthread>);
     unsafe fn paused(&self, uth: NonNull<Uthread>);
     unsafe fn has_blocked(&self, uth: NonNull<Uthread>, reason: BlockReason);

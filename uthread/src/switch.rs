@@ -85,7 +85,7 @@ pub fn create_named<T: Send + Sync + 'static>(
     entry: impl FnOnce() + Send + 'static,
 ) -> Result<Created<T>, Error> {
     check_thread_type::<T>("uthread::create_named")?;
-    Ok(create_on(thread, stack, Some(tls::take_named(name)?), entry))
+    Ok(create_on(thread, stack, Some(tls::create(Some(name))?), entry))
 }
 
 /// The body of [`create`] once the TLS is settled: `backing`'s, or none.
@@ -235,7 +235,7 @@ fn not_on_uthread(what: &str) -> ! {
 
 /// The vcore running this code in vcore context, or a panic naming `what`.
 #[inline]
-fn in_vcore_context(what: &str) -> &'static Vcore {
+pub(crate) fn in_vcore_context(what: &str) -> &'static Vcore {
     match vcore::this() {
         Some(vc) if vc.in_vcore_context() => vc,
         _ => not_in_vcore_context(what),
@@ -278,8 +278,11 @@ pub fn yield_with<F: FnOnce(Yielded) + Send + 'static>(f: F) {
 /// If `uth` is not running.
 #[inline]
 pub unsafe fn yield_current_with<F: FnOnce(Yielded) + Send + 'static>(uth: NonNull<Uthread>, f: F) {
+    // SAFETY: `switch_out` calls this in vcore context, with the uthread Yielding and
+    // owned by this vcore: the Yielded handle is that ownership.
+    let f = move |u| f(unsafe { Yielded::from_base(u) });
     // SAFETY: the running uthread's own record (the caller's contract).
-    unsafe { switch_out(uth, true, f) }
+    unsafe { switch_out(uth, "uthread::yield_with", true, f) }
 }
 
 /// Ends the calling uthread: it becomes `Done`, and in vcore context the scheduler gets
@@ -296,29 +299,29 @@ pub unsafe fn yield_current_with<F: FnOnce(Yielded) + Send + 'static>(uth: NonNu
 /// Outside a uthread.
 pub unsafe fn exit() -> ! {
     let Some(uth) = current() else { not_on_uthread("uthread::exit") };
-    let exited = |y: Yielded| {
-        // Vcore context, off the exited stack: hand the exited uthread over whole.
-        // SAFETY: the uthread is Done, and the Yielded handle owned it.
-        unsafe { sched().exited(y.into_base()) }
-    };
+    // Vcore context, off the exited stack: hand the exited uthread over whole.
+    // SAFETY: the uthread is Done and owned by this vcore, which hands it on.
+    let exited = |u: NonNull<Uthread>| unsafe { sched().exited(u) };
     // SAFETY: the running uthread's own record; the caller gives up its frames.
-    unsafe { switch_out(uth, false, exited) };
+    unsafe { switch_out(uth, "uthread::exit", false, exited) };
     unreachable!("an exited uthread was resumed")
 }
 
 /// Steps 1 to 4 of the module docs: switch the running uthread `uth` out (saving its
-/// context with `save_state`; else it is `Done`) and run `f` in vcore context.
+/// context with `save_state`, then it is `Yielding`; else it is `Done`) and run `f` in
+/// vcore context with it, which this vcore owns until `f` hands it on. `what` names the
+/// caller in a misuse's panic.
 ///
 /// # Safety
 /// `uth` is the running uthread's own record (`current()`); without `save_state`, its
 /// frames are abandoned.
 #[inline]
-unsafe fn switch_out<F: FnOnce(Yielded)>(uth: NonNull<Uthread>, save_state: bool, f: F) {
+unsafe fn switch_out<F: FnOnce(NonNull<Uthread>)>(uth: NonNull<Uthread>, what: &str, save_state: bool, f: F) {
     // SAFETY: the running uthread's own record (the caller's contract).
     let u: &Uthread = unsafe { uth.as_ref() };
     // Check (a misuse panics with nothing pinned), pin, and only then change the state: a
     // notification must never find a Yielding uthread still running.
-    u.expect_state("uthread::yield_with", &[State::Running]);
+    u.expect_state(what, &[State::Running]);
     let vc = pin(u);
     u.set_state(if save_state { State::Yielding } else { State::Done });
     u.notif_depth.store(vc.notif_depth() - 1, Ordering::Relaxed); // its own, without the pin
@@ -330,7 +333,7 @@ unsafe fn switch_out<F: FnOnce(Yielded)>(uth: NonNull<Uthread>, save_state: bool
     // live on it); `u.ctx` is ours: the uthread runs here and is not yet published.
     unsafe {
         vc.set_vcore_context(true);
-        if has_own_tls(u) {
+        if u.has_tls() {
             arch::set_fs_base(vc.tls());
         }
         if save_state {
@@ -341,15 +344,8 @@ unsafe fn switch_out<F: FnOnce(Yielded)>(uth: NonNull<Uthread>, save_state: bool
     }
 }
 
-#[inline(always)]
-fn has_own_tls(u: &Uthread) -> bool {
-    // SAFETY: `tls` only changes in create and when the record is freed, never while the
-    // uthread runs.
-    unsafe { *u.tls.get() != 0 }
-}
-
 /// Step 4 of the module docs, in vcore context on the vcore stack.
-unsafe extern "C" fn yield_tail<F: FnOnce(Yielded)>(fp: usize, up: usize) -> ! {
+unsafe extern "C" fn yield_tail<F: FnOnce(NonNull<Uthread>)>(fp: usize, up: usize) -> ! {
     // SAFETY: only vcore tasks reach vcore context.
     let vc = unsafe { vcore::this_unchecked() };
     // SAFETY: the uthread is switched out; the vcore has none until it runs the next.
@@ -357,9 +353,8 @@ unsafe extern "C" fn yield_tail<F: FnOnce(Yielded)>(fp: usize, up: usize) -> ! {
     // SAFETY: `fp` points at the ManuallyDrop<F> on the suspended uthread's stack, which
     // nobody can resume before `f` publishes it; reading moves `f` onto this stack.
     let f: F = unsafe { ManuallyDrop::into_inner(core::ptr::read(fp as *const ManuallyDrop<F>)) };
-    // SAFETY: `up` is the uthread that just switched out (Yielding, or Done for an
-    // exit), owned by this vcore until `f` hands it on.
-    f(unsafe { Yielded::from_base(NonNull::new_unchecked(up as *mut Uthread)) });
+    // SAFETY: `up` is the uthread that just switched out, never null.
+    f(unsafe { NonNull::new_unchecked(up as *mut Uthread) });
     vcore_entry()
 }
 
@@ -450,7 +445,7 @@ pub fn has_blocked(yielded: Yielded, reason: BlockReason) -> Blocked {
     // SAFETY: a Blocked uthread of the scheduler's type, owned by the handle returned.
     unsafe {
         sched().has_blocked(uth, reason);
-        Blocked::from_base(uth)
+        Blocked::from_raw(uth)
     }
 }
 
@@ -467,7 +462,7 @@ pub fn blockon_sysc(yielded: Yielded, sysc: &Syscall) -> Blocked {
     // SAFETY: as in has_blocked.
     unsafe {
         sched().blockon_sysc(uth, sysc);
-        Blocked::from_base(uth)
+        Blocked::from_raw(uth)
     }
 }
 

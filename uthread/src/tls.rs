@@ -136,17 +136,12 @@ pub(crate) unsafe fn release(b: NonNull<Backing>) {
     futex::wake(&b.cmd, 1);
 }
 
-/// A parked backing thread of its own for a new uthread named `name`: a std thread with
-/// that name, so `std::thread::current().name()` and panic messages on the uthread show
-/// it (std keeps a thread's name in its TLS, which the uthread runs on). Not pooled: a
-/// name must be given when the thread starts.
-pub(crate) fn take_named(name: String) -> Result<NonNull<Backing>, Error> {
-    create(Some(name))
-}
-
 /// Starts a backing thread (a std thread, so std's per-thread state, its `Thread` handle
 /// among it, is set up on the TLS the uthread will use) and waits until it is parked.
-fn create(name: Option<String>) -> Result<NonNull<Backing>, Error> {
+/// A `name` makes it a named uthread's own, unpooled: std keeps a thread's name in its
+/// TLS, so `std::thread::current().name()` and panic messages on the uthread show it,
+/// and a name must be given when the thread starts.
+pub(crate) fn create(name: Option<String>) -> Result<NonNull<Backing>, Error> {
     let b = Box::into_raw(Box::new(Backing {
         fs_base: AtomicUsize::new(0),
         ready: AtomicU32::new(0),
@@ -237,7 +232,7 @@ pub fn run_sysc_on_backing(
 #[derive(Clone, Copy)]
 enum Why {
     Reason(crate::BlockReason),
-    /// The address of the `Syscall` record on the blocked uthread's stack.
+    /// The address of the `Syscall` record that `run_sysc_on_backing` borrows.
     Sysc(usize),
 }
 
@@ -249,11 +244,11 @@ fn backing_job(job: &mut dyn FnMut(), why: Why, complete: fn(crate::Blocked, usi
     let backing = backing.as_ptr() as usize;
     let mut j = Job { run: job, uth: None, vcore: 0, complete };
     let jp = &mut j as *mut Job<'_> as usize;
-    crate::yield_with(move |me| {
+    let hand_over = move |me| {
         let blocked = match why {
             Why::Reason(r) => crate::has_blocked(me, r),
-            // SAFETY: the record is on the blocked uthread's stack, which stays put while
-            // it is blocked (it runs again only after `complete`).
+            // SAFETY: `run_sysc_on_backing` borrows the record for the whole call, which
+            // cannot return before the uthread runs again (after `complete`).
             Why::Sysc(s) => crate::blockon_sysc(me, unsafe { &*(s as *const crate::Syscall) }),
         };
         // SAFETY: the job is on the blocked uthread's stack; the backing thread has not
@@ -269,6 +264,8 @@ fn backing_job(job: &mut dyn FnMut(), why: Why, complete: fn(crate::Blocked, usi
         b.job.store(jp, Ordering::Release);
         b.cmd.store(CMD_RUN, Ordering::Release);
         futex::wake(&b.cmd, 1);
-    });
+    };
+    // SAFETY: `uth` is what `current()` just returned.
+    unsafe { crate::yield_current_with(uth, hand_over) };
     true
 }

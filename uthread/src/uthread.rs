@@ -7,7 +7,7 @@
 //!
 //! | state | held by | entered by | left by |
 //! |---|---|---|---|
-//! | `Idle` | the allocator | a fresh or recycled record | `create` |
+//! | `Idle` | the allocator | a fresh or recycled record | `create`; `lib_init` for `main` (to `Running`) |
 //! | `Created` | [`Created`](crate::Created) | `create` | `runnable` (or dropping it: freed) |
 //! | `Runnable` | [`Runnable`](crate::Runnable), given to the scheduler | `runnable`, `paused` | `run_uthread` |
 //! | `Running` | the vcore that runs it | `run_uthread` | `yield_with`, `take_interrupted`, exit |
@@ -147,8 +147,8 @@ impl Uthread {
     /// Whether it runs on its own TLS.
     #[inline]
     pub fn has_tls(&self) -> bool {
-        // SAFETY: `tls` is written only by `create` / `lib_init`, before the uthread is shared,
-        // and by the destruction of its `Exited` handle, after which nobody can ask.
+        // SAFETY: `tls` is written only by `create` / `lib_init`, before the uthread is
+        // shared.
         unsafe { *self.tls.get() != 0 }
     }
 
