@@ -12,6 +12,7 @@
 //! | [`alarms`] | `parlib-alarms` | per-vcore timers, uthread sleep, timeouts for timed waits |
 //! | [`syscalls`] | `parlib-syscalls` | system calls that block only the calling uthread |
 //! | [`sync`] | `parlib-sync` | spin, MCS, PDR locks; mutexes, condvars, rwlocks, barriers, semaphores, futexes, once |
+//! | [`timed`] | `parlib-timed` | preemptible timed calls: launch, resume, cancel, pause |
 //! | [`upthread`] | `parlib-upthread` | the canonical scheduler and the pthread-compatible API (its C ABI is `upthread/clib`) |
 //!
 //! The benchmarks in `benches/` measure them against Linux threads; the examples in
@@ -42,6 +43,7 @@ pub use parlib_alarms as alarms;
 pub use parlib_events as events;
 pub use parlib_sync as sync;
 pub use parlib_syscalls as syscalls;
+pub use parlib_timed as timed;
 pub use parlib_upthread as upthread;
 pub use parlib_uthread as uthread;
 pub use parlib_vcore as vcore;

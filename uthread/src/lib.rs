@@ -24,6 +24,7 @@
 //! | [`run_uthread`], [`yield_with`], [`paused`], [`runnable`], [`has_blocked`] | the moves between states |
 //! | [`idle`] | parking an idle vcore without losing a wake-up |
 //! | [`interrupt`] | ending a blocked uthread's wait early (cancellation, signals) |
+//! | [`call_at_safe_point`] | running a function on a uthread at its next safe point (timed calls' preemption) |
 //! | [`tls`] | per-uthread TLS from backing threads, and running calls on them |
 //! | [`NotifGuard`] | keeping notifications (preemption) off over a critical section |
 //!
@@ -167,6 +168,7 @@ pub mod interrupt;
 mod notif;
 mod record;
 mod runtime;
+mod safe_call;
 mod sched;
 mod switch;
 pub mod tls;
@@ -178,6 +180,7 @@ pub use interrupt::{interrupt_wait, Interrupted, WaitInterrupt};
 pub use notif::{disable_notifs, enable_notifs, notif_disable_depth, NotifGuard};
 pub use record::{cache_colour, Record};
 pub use runtime::{lib_init, main_uthread, vcore_entry};
+pub use safe_call::call_at_safe_point;
 pub use sched::{default_fault_policy, BlockReason, Fault, Scheduler, Syscall};
 pub use switch::{
     blockon_sysc, create, create_named, current, current_id, exit, has_blocked, interrupted, paused,

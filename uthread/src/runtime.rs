@@ -120,7 +120,8 @@ pub fn main_uthread() -> Option<NonNull<Uthread>> {
 ///    if it faulted, report the fault to the scheduler;
 /// 3. handle events (a handler may take the current uthread with `take_interrupted`,
 ///    then `paused`: preemption);
-/// 4. resume the current uthread if there still is one;
+/// 4. resume the current uthread if there still is one (first pushing onto it the call
+///    [`call_at_safe_point`](crate::call_at_safe_point) asked for, if any);
 /// 5. otherwise ask the scheduler: `sched_entry`.
 pub fn vcore_entry() -> ! {
     // SAFETY: only vcore tasks run the entry.
@@ -144,6 +145,7 @@ pub fn vcore_entry() -> ! {
         unsafe {
             if let Some(ctx) = vc.take_interrupted() {
                 *(*cur).ctx.get() = ctx;
+                (*cur).ctx_interrupted.store(true, Ordering::Relaxed);
                 (*cur).notif_depth.store(vc.notif_depth(), Ordering::Relaxed);
             }
             if let Some(f) = vc.take_fault() {
@@ -155,8 +157,12 @@ pub fn vcore_entry() -> ! {
     unsafe { parlib_events::handle_events_on(vc) };
     let cur = vc.current();
     if !cur.is_null() {
-        // SAFETY: `current` is a uthread this vcore was running when it was interrupted.
-        unsafe { resume(vc, &*(cur as *const Uthread)) }
+        // SAFETY: `current` is a uthread this vcore was running when it was interrupted:
+        // its context is an interrupted one, and this vcore owns it.
+        unsafe {
+            crate::safe_call::push_pending(&*(cur as *const Uthread));
+            resume(vc, &*(cur as *const Uthread))
+        }
     }
     sched().sched_entry()
 }

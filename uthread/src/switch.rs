@@ -108,6 +108,7 @@ fn create_on<T>(
         *u.backing.get() = backing;
     }
     u.id.store(NEXT_ID.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
+    u.safe_call.store(0, Ordering::Relaxed);
     u.set_state(State::Created);
     Created::new(rec)
 }
@@ -337,6 +338,7 @@ unsafe fn switch_out<F: FnOnce(NonNull<Uthread>)>(uth: NonNull<Uthread>, what: &
             arch::set_fs_base(vc.tls());
         }
         if save_state {
+            u.ctx_interrupted.store(false, Ordering::Relaxed);
             arch::save_and_call(u.ctx.get(), vc.stack_top(), yield_tail::<F>, fp, up);
         } else {
             arch::call_on_stack(vc.stack_top(), yield_tail::<F>, fp, up);
@@ -427,6 +429,7 @@ pub(crate) unsafe fn resume(vc: &Vcore, u: &Uthread) -> ! {
         if !vc.leave_vcore_context() {
             vcore::reenter(vcore_entry);
         }
+        crate::safe_call::on_resume(u);
         if own != 0 {
             arch::set_fs_base(own);
         }

@@ -23,7 +23,7 @@
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use parlib_vcore::arch::Context;
 use parlib_vcore::Stack;
@@ -106,6 +106,11 @@ pub struct Uthread {
     pub(crate) backing: UnsafeCell<Option<NonNull<Backing>>>,
     /// The interrupt slot: how to end its interruptible wait early (`interrupt`).
     pub(crate) wait_interrupt: AtomicUsize,
+    /// A call to make on it at its next safe point (`safe_call`); 0 for none.
+    pub(crate) safe_call: AtomicUsize,
+    /// Whether `ctx` holds an interrupted context (a safe point) rather than one saved
+    /// by a yield inside this library. Only the vcore that owns the uthread touches it.
+    pub(crate) ctx_interrupted: AtomicBool,
 }
 
 // SAFETY: a uthread record is handed between vcores by owned handles, whose transfer
@@ -129,6 +134,8 @@ impl Uthread {
             stack: UnsafeCell::new(None),
             backing: UnsafeCell::new(None),
             wait_interrupt: AtomicUsize::new(0),
+            safe_call: AtomicUsize::new(0),
+            ctx_interrupted: AtomicBool::new(false),
         }
     }
 

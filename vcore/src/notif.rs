@@ -305,6 +305,11 @@ static PREVIOUS: OnceLock<[SigAction; 4]> = OnceLock::new();
 /// Installs the notification and fault handlers and finds the unsafe text ranges.
 /// Called once by `lib_init`.
 pub(crate) fn install() -> Result<(), Error> {
+    static DONE: OnceLock<Result<(), Error>> = OnceLock::new();
+    DONE.get_or_init(install_once).clone()
+}
+
+fn install_once() -> Result<(), Error> {
     find_unsafe_ranges();
     let notif = SigAction::new(
         SigHandler::SigAction(on_notify),
@@ -382,10 +387,46 @@ fn run_timer_hook(vc: &Vcore, info: *const libc::siginfo_t) {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// The notification signal on plain threads.
+
+/// What the notification signal runs on a task that is not a vcore.
+pub type ThreadHook = fn(&libc::siginfo_t, &mut libc::ucontext_t);
+
+static THREAD_HOOK: AtomicCell<Option<ThreadHook>> = AtomicCell::new(None);
+const _: () = assert!(AtomicCell::<Option<ThreadHook>>::is_lock_free());
+
+/// Sets what the notification signal runs when it arrives on a plain thread (a task that
+/// is not a vcore): parlib-timed preempts its calls there. It runs in the signal handler,
+/// on the thread's own stack and TLS, and may only do what is async-signal-safe. Installs
+/// the handlers if [`lib_init`](crate::lib_init) has not, so plain threads need no vcores.
+///
+/// # Errors
+/// If `sigaction` fails.
+pub fn set_thread_hook(hook: ThreadHook) -> Result<(), Error> {
+    THREAD_HOOK.store(Some(hook));
+    install()
+}
+
+/// Whether an interrupted context may be preempted where it stands, as far as its code
+/// is concerned (steps 4 and 5 of "Interrupting a running uthread"): its PC lies outside
+/// libc, the loader and the other non-reentrant objects, and it is not at a
+/// `restart_syscall`. Async-signal-safe.
+pub fn at_safe_code(uc: &libc::ucontext_t) -> bool {
+    let g = &uc.uc_mcontext.gregs;
+    !in_unsafe_text(g[libc::REG_RIP as usize] as usize) && !at_restart_syscall(g)
+}
+
 /// The `SIGUSR1` handler (module docs, "Interrupting a running uthread"). Runs on the
 /// vcore's alternate stack and on whatever TLS was running: it touches no TLS.
 extern "C" fn on_notify(_sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mut libc::c_void) {
-    let Some(vc) = this() else { return };
+    let Some(vc) = this() else {
+        if let Some(hook) = THREAD_HOOK.load() {
+            // SAFETY: the kernel passes a valid siginfo and ucontext of this task.
+            unsafe { hook(&*info, &mut *(uctx as *mut libc::ucontext_t)) };
+        }
+        return;
+    };
     run_timer_hook(vc, info);
     vc.retry_armed.store(false, Ordering::Relaxed);
     if !vc.notif_pending.load(Ordering::SeqCst) || vc.in_vcore_context() {
@@ -393,9 +434,7 @@ extern "C" fn on_notify(_sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mu
     }
     // SAFETY: the kernel passes the interrupted context of this task.
     let uc = unsafe { &mut *(uctx as *mut libc::ucontext_t) };
-    let g = &mut uc.uc_mcontext.gregs;
-    let sp = g[libc::REG_RSP as usize] as usize;
-    let pc = g[libc::REG_RIP as usize] as usize;
+    let sp = uc.uc_mcontext.gregs[libc::REG_RSP as usize] as usize;
     if vc.stack.contains(sp) || vc.stack.guard_range().contains(&sp) {
         arm_retry(vc); // on the way out of vcore context
         return;
@@ -403,16 +442,13 @@ extern "C" fn on_notify(_sig: libc::c_int, info: *mut libc::siginfo_t, uctx: *mu
     if vc.notif_depth.load(Ordering::Relaxed) > 0 {
         return; // enable_notifs delivers it
     }
-    if in_unsafe_text(pc) || at_restart_syscall(g) {
+    if !at_safe_code(uc) {
         arm_retry(vc);
         return;
     }
-    let new_sp = sp - arch::RED_ZONE - 8;
     // SAFETY: the interrupted stack is the running uthread's; below its red zone lies
-    // free stack (a fault here is reported as that uthread's stack overflow).
-    unsafe { *(new_sp as *mut u64) = pc as u64 };
-    g[libc::REG_RSP as usize] = new_sp as i64;
-    g[libc::REG_RIP as usize] = arch::interrupt_trampoline as *const () as usize as i64;
+    // free stack (a fault there is reported as that uthread's stack overflow).
+    unsafe { arch::redirect_to(uc, arch::interrupt_trampoline) };
     // SAFETY: from sigreturn on, this vcore runs the trampoline into vcore context.
     unsafe { vc.set_vcore_context(true) };
 }

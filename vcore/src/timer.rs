@@ -1,5 +1,6 @@
 //! POSIX timers aimed at one vcore's task: the notification retry timer (`notif`) and
-//! the per-vcore alarm timers of `parlib-alarms` (DESIGN §6).
+//! the per-vcore alarm timers of `parlib-alarms` (DESIGN §6); and, through
+//! [`VcoreTimer::for_task`], at a plain thread (parlib-timed's preemption timer).
 //!
 //! A [`VcoreTimer`] is a `CLOCK_MONOTONIC` timer created with `SIGEV_THREAD_ID`: its
 //! expiry sends the notification signal to that vcore's task alone, whichever task armed
@@ -42,6 +43,21 @@ impl VcoreTimer {
         VcoreTimer::create(get(vcore_id)?, TIMER_HOOK_TAG)
     }
 
+    /// A disarmed timer whose expiry sends the notification signal, with `value` as its
+    /// `sigev_value`, to task `tid` of this process (any thread, not only a vcore's):
+    /// parlib-timed's per-thread preemption timer. Its expiry runs no timer hook; on a
+    /// plain thread the signal runs the thread hook ([`set_thread_hook`]), which can tell
+    /// the timer by `value` (`si_value`).
+    ///
+    /// # Errors
+    /// [`Error::Os`] if the kernel refuses the timer (for example, `tid` is not a task of
+    /// this process).
+    ///
+    /// [`set_thread_hook`]: crate::notif::set_thread_hook
+    pub fn for_task(tid: libc::pid_t, value: usize) -> Result<VcoreTimer, Error> {
+        VcoreTimer::create_for(tid, value)
+    }
+
     /// A disarmed timer whose expiry only delivers the notification signal to `vc`: the
     /// notification retry timer.
     pub(crate) fn for_retry(vc: &Vcore) -> Result<VcoreTimer, Error> {
@@ -52,11 +68,15 @@ impl VcoreTimer {
         if vc.tid() == 0 {
             return Err(Error::NotInitialized);
         }
+        VcoreTimer::create_for(vc.tid(), value)
+    }
+
+    fn create_for(tid: libc::pid_t, value: usize) -> Result<VcoreTimer, Error> {
         // SAFETY: an all-zero sigevent is valid; we fill the fields the kernel reads.
         let mut sev: libc::sigevent = unsafe { core::mem::zeroed() };
         sev.sigev_notify = libc::SIGEV_THREAD_ID;
         sev.sigev_signo = NOTIF_SIGNAL;
-        sev.sigev_notify_thread_id = vc.tid();
+        sev.sigev_notify_thread_id = tid;
         sev.sigev_value = libc::sigval { sival_ptr: value as *mut libc::c_void };
         let mut id: libc::c_int = -1;
         // SAFETY: raw timer_create with a valid sigevent and out-pointer.

@@ -15,7 +15,8 @@
 //! | [`fs_base`], [`set_fs_base`] | read / write the TLS base of the running task |
 //! | [`gs_base`], [`gs_base_if_cheap`], [`set_gs_base`] | read / write the per-vcore pointer base |
 //! | [`syscall6`] | a system call that never touches `errno` |
-//! | [`interrupt_trampoline`] | where an interrupted context saves its full state |
+//! | [`interrupt_trampoline`], [`preempt_trampoline`], [`redirect_to`] | where an interrupted context saves its full state, then enters vcore context or a layer's preemption target |
+//! | [`push_call`] | make a suspended context call a function first when resumed |
 //! | [`gs_inc_u32`], [`gs_dec_u32`] | per-vcore counters that preemption cannot split |
 
 #[cfg(target_arch = "x86_64")]

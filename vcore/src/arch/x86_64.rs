@@ -65,7 +65,7 @@
 //! inherits a uthread's rounding mode.
 
 use core::arch::{asm, naked_asm};
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU8, Ordering};
 
 use x86::cpuid::CpuId;
 
@@ -684,82 +684,135 @@ pub fn xsave_kind() -> &'static str {
     }
 }
 
+/// The body of a trampoline that saves the full interrupted state (the diagram above),
+/// runs `$call` with `rsp` 64-aligned, and on its return restores everything and returns
+/// to the interrupted instruction. Two trampolines share it: one enters vcore context,
+/// the other runs the preemption target a layer above registered.
+macro_rules! full_save_trampoline {
+    ($call:literal, $($target:tt)*) => {
+            naked_asm!(
+            ".cfi_startproc",
+            ".cfi_signal_frame",                 // the "caller" was interrupted, not calling
+            ".cfi_def_cfa rsp, 136",             // CFA = the interrupted rsp (R), 8 + 128 above
+            ".cfi_offset rip, -136",             // the interrupted rip, pushed by the handler
+            "pushfq",
+            ".cfi_adjust_cfa_offset 8",
+            ".cfi_offset 49, -144",              // DWARF register 49 is rflags (SysV ABI §3.6.2)
+            push_cfi!("rax", "-152"), push_cfi!("rcx", "-160"), push_cfi!("rdx", "-168"),
+            push_cfi!("rbx", "-176"), push_cfi!("rbp", "-184"), push_cfi!("rsi", "-192"),
+            push_cfi!("rdi", "-200"), push_cfi!("r8", "-208"), push_cfi!("r9", "-216"),
+            push_cfi!("r10", "-224"), push_cfi!("r11", "-232"), push_cfi!("r12", "-240"),
+            push_cfi!("r13", "-248"), push_cfi!("r14", "-256"), push_cfi!("r15", "-264"),
+            "cld",                               // the ABI wants DF clear at calls; popfq restores it
+            "mov rbp, rsp",                      // base of the register area, callee-saved
+            ".cfi_def_cfa rbp, 264",             // rsp moves below; rbp stays put until the end
+            "sub rsp, qword ptr [rip + {area}]", // room for the extended state ...
+            "and rsp, -64",                      // ... 64-aligned, as XSAVE requires
+            "xor eax, eax",                      // zero the 64-byte XSAVE header: XRSTOR of the
+            "mov [rsp + 512], rax",              // standard form faults on stale reserved bytes
+            "mov [rsp + 520], rax",
+            "mov [rsp + 528], rax",
+            "mov [rsp + 536], rax",
+            "mov [rsp + 544], rax",
+            "mov [rsp + 552], rax",
+            "mov [rsp + 560], rax",
+            "mov [rsp + 568], rax",
+            "mov eax, -1",                       // save every enabled component
+            "mov edx, -1",
+            "movzx ecx, byte ptr [rip + {kind}]",
+            "cmp ecx, 2",
+            "je 2f",
+            "cmp ecx, 1",
+            "je 1f",
+            "fxsave64 [rsp]",
+            "jmp 3f",
+            "1:",
+            "xsave64 [rsp]",
+            "jmp 3f",
+            "2:",
+            "xsavec64 [rsp]",
+            "3:",
+            $call,                               // the target; returns when resumed
+            "mov eax, -1",
+            "mov edx, -1",
+            "movzx ecx, byte ptr [rip + {kind}]",
+            "test ecx, ecx",
+            "jz 4f",
+            "xrstor64 [rsp]",                    // reads the standard or compacted form
+            "jmp 5f",
+            "4:",
+            "fxrstor64 [rsp]",
+            "5:",
+            "mov rsp, rbp",
+            ".cfi_def_cfa rsp, 264",
+            pop_cfi!("r15"), pop_cfi!("r14"), pop_cfi!("r13"), pop_cfi!("r12"), pop_cfi!("r11"),
+            pop_cfi!("r10"), pop_cfi!("r9"), pop_cfi!("r8"), pop_cfi!("rdi"), pop_cfi!("rsi"),
+            pop_cfi!("rbp"), pop_cfi!("rbx"), pop_cfi!("rdx"), pop_cfi!("rcx"), pop_cfi!("rax"),
+            "popfq",
+            ".cfi_adjust_cfa_offset -8",
+            ".cfi_restore 49",
+            "ret 128",                           // to the interrupted rip, rsp back over the red zone
+            ".cfi_endproc",
+            area = sym XSAVE_AREA,
+            kind = sym XSAVE_KIND,
+            $($target)*
+        )
+    };
+}
+
 /// Where an interrupted context continues after `sigreturn` (see the diagram above).
-/// `enter` is called with `rsp` 64-aligned; it must save a [`Context`] and switch away,
-/// and it returns here when that context is loaded.
+/// It calls `enter_from_interrupt`, which must save a [`Context`] and switch away; it
+/// returns here when that context is loaded.
 ///
 /// # Safety
 /// Never called directly: only a signal handler of a vcore task may redirect an
-/// interrupted context here, with the interrupted `rip` pushed below the red zone.
+/// interrupted context here (with [`redirect_to`]).
 #[unsafe(naked)]
 pub unsafe extern "C" fn interrupt_trampoline() -> ! {
-    naked_asm!(
-        ".cfi_startproc",
-        ".cfi_signal_frame",                 // the "caller" was interrupted, not calling
-        ".cfi_def_cfa rsp, 136",             // CFA = the interrupted rsp (R), 8 + 128 above
-        ".cfi_offset rip, -136",             // the interrupted rip, pushed by the handler
-        "pushfq",
-        ".cfi_adjust_cfa_offset 8",
-        ".cfi_offset 49, -144",              // DWARF register 49 is rflags (SysV ABI §3.6.2)
-        push_cfi!("rax", "-152"), push_cfi!("rcx", "-160"), push_cfi!("rdx", "-168"),
-        push_cfi!("rbx", "-176"), push_cfi!("rbp", "-184"), push_cfi!("rsi", "-192"),
-        push_cfi!("rdi", "-200"), push_cfi!("r8", "-208"), push_cfi!("r9", "-216"),
-        push_cfi!("r10", "-224"), push_cfi!("r11", "-232"), push_cfi!("r12", "-240"),
-        push_cfi!("r13", "-248"), push_cfi!("r14", "-256"), push_cfi!("r15", "-264"),
-        "cld",                               // the ABI wants DF clear at calls; popfq restores it
-        "mov rbp, rsp",                      // base of the register area, callee-saved
-        ".cfi_def_cfa rbp, 264",             // rsp moves below; rbp stays put until the end
-        "sub rsp, qword ptr [rip + {area}]", // room for the extended state ...
-        "and rsp, -64",                      // ... 64-aligned, as XSAVE requires
-        "xor eax, eax",                      // zero the 64-byte XSAVE header: XRSTOR of the
-        "mov [rsp + 512], rax",              // standard form faults on stale reserved bytes
-        "mov [rsp + 520], rax",
-        "mov [rsp + 528], rax",
-        "mov [rsp + 536], rax",
-        "mov [rsp + 544], rax",
-        "mov [rsp + 552], rax",
-        "mov [rsp + 560], rax",
-        "mov [rsp + 568], rax",
-        "mov eax, -1",                       // save every enabled component
-        "mov edx, -1",
-        "movzx ecx, byte ptr [rip + {kind}]",
-        "cmp ecx, 2",
-        "je 2f",
-        "cmp ecx, 1",
-        "je 1f",
-        "fxsave64 [rsp]",
-        "jmp 3f",
-        "1:",
-        "xsave64 [rsp]",
-        "jmp 3f",
-        "2:",
-        "xsavec64 [rsp]",
-        "3:",
-        "call {enter}",                      // into vcore context; returns when resumed
-        "mov eax, -1",
-        "mov edx, -1",
-        "movzx ecx, byte ptr [rip + {kind}]",
-        "test ecx, ecx",
-        "jz 4f",
-        "xrstor64 [rsp]",                    // reads the standard or compacted form
-        "jmp 5f",
-        "4:",
-        "fxrstor64 [rsp]",
-        "5:",
-        "mov rsp, rbp",
-        ".cfi_def_cfa rsp, 264",
-        pop_cfi!("r15"), pop_cfi!("r14"), pop_cfi!("r13"), pop_cfi!("r12"), pop_cfi!("r11"),
-        pop_cfi!("r10"), pop_cfi!("r9"), pop_cfi!("r8"), pop_cfi!("rdi"), pop_cfi!("rsi"),
-        pop_cfi!("rbp"), pop_cfi!("rbx"), pop_cfi!("rdx"), pop_cfi!("rcx"), pop_cfi!("rax"),
-        "popfq",
-        ".cfi_adjust_cfa_offset -8",
-        ".cfi_restore 49",
-        "ret 128",                           // to the interrupted rip, rsp back over the red zone
-        ".cfi_endproc",
-        area = sym XSAVE_AREA,
-        kind = sym XSAVE_KIND,
-        enter = sym crate::notif::enter_from_interrupt,
-    )
+    full_save_trampoline!("call {enter}", enter = sym crate::notif::enter_from_interrupt)
+}
+
+/// Where a signal handler of a plain thread sends an interrupted context that a layer
+/// above wants to preempt (parlib-timed's calls). It calls the function given to
+/// [`set_preempt_target`] with every register saved on the interrupted stack; that
+/// function may switch away (saving a [`Context`]) and returns when that context is
+/// loaded; then the interrupted code continues exactly where it was.
+///
+/// # Safety
+/// Never called directly: only a signal handler may redirect an interrupted context here
+/// (with [`redirect_to`]), on a stack with [`interrupt_frame_size`] bytes free.
+#[unsafe(naked)]
+pub unsafe extern "C" fn preempt_trampoline() -> ! {
+    full_save_trampoline!("call qword ptr [rip + {target}]", target = sym PREEMPT_TARGET)
+}
+
+/// What [`preempt_trampoline`] calls; a no-op until [`set_preempt_target`].
+static PREEMPT_TARGET: AtomicPtr<()> = AtomicPtr::new(no_preempt_target as *mut ());
+
+extern "C" fn no_preempt_target() {}
+
+/// Sets the function [`preempt_trampoline`] calls. One per process: the layer that
+/// preempts plain threads (parlib-timed) sets it once, before its first redirect.
+pub fn set_preempt_target(f: unsafe extern "C" fn()) {
+    PREEMPT_TARGET.store(f as *mut (), Ordering::Release);
+}
+
+/// Rewrites an interrupted signal context so that `sigreturn` *calls* `trampoline`:
+/// steps below the red zone, pushes the interrupted `rip` there as the return address and
+/// sets `rip` to the trampoline (the diagram above).
+///
+/// # Safety
+/// `uc` is the context the kernel passed to the running handler; the interrupted stack
+/// has [`interrupt_frame_size`] bytes free below its `rsp` (a fault there is that
+/// stack's overflow).
+pub unsafe fn redirect_to(uc: &mut libc::ucontext_t, trampoline: unsafe extern "C" fn() -> !) {
+    let g = &mut uc.uc_mcontext.gregs;
+    let new_sp = g[libc::REG_RSP as usize] as usize - RED_ZONE - 8;
+    // SAFETY: below the red zone of the interrupted stack lies free stack (the caller's
+    // contract).
+    unsafe { *(new_sp as *mut i64) = g[libc::REG_RIP as usize] };
+    g[libc::REG_RSP as usize] = new_sp as i64;
+    g[libc::REG_RIP as usize] = trampoline as usize as i64;
 }
 
 /// Loads the word at `%gs:OFF` in one instruction: the field of whichever vcore the code

@@ -1,0 +1,192 @@
+//! Timed calls on plain threads: completion, timeout and resume, pause, nesting, panics,
+//! cancellation, misuse. Each test runs in its own process under the watchdog.
+
+use std::time::Duration;
+
+use parlib_timed::{self as timed, Cancelled, Outcome, Paused};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An exact computation long enough to be preempted many times.
+fn hash_chain(steps: u64) -> u64 {
+    let mut h = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..steps {
+        h = (h ^ i).wrapping_mul(0x100_0000_01b3).rotate_left(7);
+        std::hint::black_box(&h);
+    }
+    h
+}
+
+/// Resumes `out` until it completes; returns the value and how many times it stopped.
+fn drive<T>(mut out: Outcome<T>, budget: Duration) -> (T, usize) {
+    let mut stops = 0;
+    loop {
+        match out {
+            Outcome::Completed(v) => return (v, stops),
+            Outcome::Timeout(c) | Outcome::Paused(c) => {
+                stops += 1;
+                out = c.resume(budget).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn a_call_within_its_budget_completes_with_its_value() {
+    parlib_testkit::isolated!(TIMEOUT, {
+        let out = timed::launch(Duration::from_secs(5), || 6 * 7).unwrap();
+        assert_eq!(out.completed(), Some(42));
+        assert!(!timed::in_call());
+    });
+}
+
+#[test]
+fn a_long_call_times_out_and_resumed_gives_the_unpreempted_value() {
+    parlib_testkit::isolated!(TIMEOUT, {
+        const STEPS: u64 = 100_000_000;
+        let expect = hash_chain(STEPS);
+        let out = timed::launch(Duration::from_micros(500), || hash_chain(STEPS)).unwrap();
+        assert!(matches!(out, Outcome::Timeout(_)), "a 10^8-step chain outlasts 500 µs: {out:?}");
+        let (v, stops) = drive(out, Duration::from_micros(500));
+        assert_eq!(v, expect);
+        assert!(stops >= 1);
+    });
+}
+
+#[test]
+fn pause_hands_a_continuation_to_the_launcher_and_returns_resumed() {
+    parlib_testkit::isolated!(TIMEOUT, {
+        assert_eq!(timed::pause(), Paused::NotInCall);
+        let out = timed::launch(Duration::from_secs(5), || {
+            let a = timed::pause();
+            let b = timed::pause();
+            (a, b, timed::in_call())
+        })
+        .unwrap();
+        let Outcome::Paused(c) = out else { panic!("expected Paused, got {out:?}") };
+        let out = c.resume(Duration::from_secs(5)).unwrap();
+        let Outcome::Paused(c) = out else { panic!("expected Paused, got {out:?}") };
+        let v = c.resume(Duration::from_secs(5)).unwrap().completed();
+        assert_eq!(v, Some((Paused::Resumed, Paused::Resumed, true)));
+    });
+}
+
+#[test]
+fn a_panic_in_the_call_propagates_to_the_launcher() {
+    parlib_testkit::isolated!(TIMEOUT, {
+        let r = std::panic::catch_unwind(|| timed::launch(Duration::from_secs(5), || -> u32 { panic!("boom in call") }));
+        let p = r.expect_err("the panic propagates");
+        assert_eq!(p.downcast_ref::<&str>(), Some(&"boom in call"));
+        // The thread is still usable.
+        assert_eq!(timed::launch(Duration::from_secs(5), || 1).unwrap().completed(), Some(1));
+    });
+}
+
+#[test]
+fn cancel_unwinds_a_call_at_its_next_checkpoint_and_drops_what_it_owns() {
+    parlib_testkit::isolated!(TIMEOUT, {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        static DROPPED: AtomicBool = AtomicBool::new(false);
+        struct Owned(#[allow(dead_code)] Vec<u8>);
+        impl Drop for Owned {
+            fn drop(&mut self) {
+                DROPPED.store(true, Ordering::SeqCst);
+            }
+        }
+        let out = timed::launch(Duration::from_micros(300), || {
+            let _o = Owned(vec![7; 1 << 20]);
+            loop {
+                std::hint::black_box(hash_chain(1000));
+                timed::checkpoint();
+            }
+        })
+        .unwrap();
+        let Outcome::Timeout(c) = out else { panic!("an endless loop times out") };
+        assert!(!DROPPED.load(Ordering::SeqCst));
+        // A grace far beyond the next checkpoint, so a busy machine cannot abandon it.
+        assert_eq!(c.cancel_within(Duration::from_secs(20)), Cancelled::Unwound);
+        assert!(DROPPED.load(Ordering::SeqCst), "the unwind dropped the call's allocation");
+    });
+}
+
+#[test]
+fn cancel_abandons_a_call_without_cancellation_points() {
+    parlib_testkit::isolated!(TIMEOUT, {
+        let out = timed::launch(Duration::from_micros(300), || loop {
+            std::hint::black_box(hash_chain(1000));
+        })
+        .unwrap();
+        let Outcome::Timeout(c) = out else { panic!("an endless loop times out") };
+        assert_eq!(c.cancel(), Cancelled::Abandoned);
+    });
+}
+
+#[test]
+fn nested_calls_stop_at_the_earliest_deadline_and_resume_together() {
+    parlib_testkit::isolated!(TIMEOUT, {
+        const STEPS: u64 = 30_000_000;
+        let expect = hash_chain(STEPS) ^ hash_chain(STEPS / 2);
+        let out = timed::launch(Duration::from_millis(2), || {
+            // The inner call's budget is long; the outer one's runs out inside it.
+            let inner = timed::launch(Duration::from_secs(10), || hash_chain(STEPS)).unwrap();
+            let (a, _) = drive(inner, Duration::from_secs(10));
+            a ^ hash_chain(STEPS / 2)
+        })
+        .unwrap();
+        assert!(matches!(out, Outcome::Timeout(_)));
+        let (v, _) = drive(out, Duration::from_millis(2));
+        assert_eq!(v, expect);
+    });
+}
+
+#[test]
+fn a_preemption_inside_a_no_preempt_guard_waits_for_its_end() {
+    parlib_testkit::isolated!(TIMEOUT, {
+        let out = timed::launch(Duration::from_micros(200), || {
+            timed::no_preempt(|| hash_chain(20_000_000)); // far longer than the budget
+            "after the guard"
+        })
+        .unwrap();
+        // The guard's end is where the overdue preemption lands.
+        let Outcome::Timeout(c) = out else { panic!("the budget ran out inside the guard") };
+        assert_eq!(c.resume(Duration::from_secs(5)).unwrap().completed(), Some("after the guard"));
+    });
+}
+
+#[test]
+fn misuse_gets_a_clear_error() {
+    parlib_testkit::isolated!(TIMEOUT, {
+        let e = timed::launch(Duration::ZERO, || ()).unwrap_err();
+        assert_eq!(e, timed::Error::InvalidBudget(Duration::ZERO));
+        assert_eq!(e.errno(), libc::EINVAL);
+        let huge = Duration::from_secs(400 * 24 * 3600);
+        assert_eq!(timed::launch(huge, || ()).unwrap_err(), timed::Error::InvalidBudget(huge));
+        assert!(timed::launch(Duration::ZERO, || ()).unwrap_err().to_string().contains("budget"));
+    });
+}
+
+#[test]
+fn ten_thousand_live_continuations_resume_in_random_order() {
+    parlib_testkit::isolated!(TIMEOUT, {
+        let mut live = Vec::new();
+        for i in 0..10_000u64 {
+            let out = timed::launch(Duration::from_secs(5), move || {
+                timed::pause();
+                i * 3
+            })
+            .unwrap();
+            let Outcome::Paused(c) = out else { panic!("call {i} did not pause") };
+            live.push((i, c));
+        }
+        let mut rng = parlib_testkit::Rng::new(7);
+        let mut sum = 0;
+        while !live.is_empty() {
+            let k = rng.below(live.len() as u64) as usize;
+            let (i, c) = live.swap_remove(k);
+            let v = c.resume(Duration::from_secs(5)).unwrap().completed();
+            assert_eq!(v, Some(i * 3));
+            sum += i * 3;
+        }
+        assert_eq!(sum, 3 * (10_000 * 9_999 / 2));
+    });
+}

@@ -1,0 +1,103 @@
+//! Timed calls on uthreads: preempted through the vcore's notification and alarm
+//! machinery, while the vcore goes on running other uthreads.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use parlib_testsched as testsched;
+use parlib_timed::{self as timed, Outcome};
+use parlib_uthread::TlsMode;
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+fn hash_chain(steps: u64) -> u64 {
+    let mut h = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..steps {
+        h = (h ^ i).wrapping_mul(0x100_0000_01b3).rotate_left(7);
+        std::hint::black_box(&h);
+    }
+    h
+}
+
+/// Resumes until done, yielding the uthread between slices; returns the value and stops.
+fn drive<T>(mut out: Outcome<T>, budget: Duration) -> (T, usize) {
+    let mut stops = 0;
+    loop {
+        match out {
+            Outcome::Completed(v) => return (v, stops),
+            Outcome::Timeout(c) | Outcome::Paused(c) => {
+                stops += 1;
+                testsched::yield_now();
+                out = c.resume(budget).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn a_call_on_a_uthread_times_out_and_resumes_to_the_exact_value() {
+    parlib_testkit::isolated!(TIMEOUT, {
+        testsched::init();
+        parlib_alarms::init().unwrap();
+        const STEPS: u64 = 50_000_000;
+        let expect = hash_chain(STEPS);
+        let out = timed::launch(Duration::from_micros(500), || hash_chain(STEPS)).unwrap();
+        assert!(matches!(out, Outcome::Timeout(_)), "{out:?}");
+        let (v, stops) = drive(out, Duration::from_micros(500));
+        assert_eq!(v, expect);
+        assert!(stops >= 1);
+    });
+}
+
+#[test]
+fn timed_calls_on_64_uthreads_across_all_vcores_complete_exactly() {
+    parlib_testkit::isolated!(TIMEOUT, {
+        testsched::init();
+        parlib_alarms::init().unwrap();
+        static DONE: AtomicUsize = AtomicUsize::new(0);
+        static STOPS: AtomicU64 = AtomicU64::new(0);
+        const STEPS: u64 = 5_000_000;
+        let expect = hash_chain(STEPS);
+        for i in 0..64u64 {
+            testsched::spawn(TlsMode::Backed, move || {
+                let out = timed::launch(Duration::from_micros(300), move || hash_chain(STEPS) ^ i).unwrap();
+                let (v, stops) = drive(out, Duration::from_micros(300));
+                assert_eq!(v, expect ^ i, "uthread {i}");
+                STOPS.fetch_add(stops as u64, Ordering::Relaxed);
+                DONE.fetch_add(1, Ordering::Release);
+            });
+        }
+        testsched::wait_until(|| DONE.load(Ordering::Acquire) == 64);
+        assert!(STOPS.load(Ordering::Relaxed) >= 64, "every call was preempted at least once");
+    });
+}
+
+#[test]
+fn a_call_blocked_in_a_sleep_times_out_after_the_wait_ends() {
+    parlib_testkit::isolated!(TIMEOUT, {
+        testsched::init();
+        parlib_alarms::init().unwrap();
+        let out = timed::launch(Duration::from_millis(1), || {
+            parlib_alarms::sleep(Duration::from_millis(5)); // past the deadline, blocked
+            hash_chain(20_000_000) // the first safe points after the wait
+        })
+        .unwrap();
+        assert!(matches!(out, Outcome::Timeout(_)), "{out:?}");
+        let (v, _) = drive(out, Duration::from_secs(10));
+        assert_eq!(v, hash_chain(20_000_000));
+    });
+}
+
+#[test]
+fn a_uthread_without_tls_gets_a_clear_error() {
+    parlib_testkit::isolated!(TIMEOUT, {
+        testsched::init();
+        static SEEN: AtomicUsize = AtomicUsize::new(0);
+        testsched::spawn(TlsMode::None, || {
+            let e = timed::launch(Duration::from_millis(1), || ()).unwrap_err();
+            assert_eq!(e, timed::Error::NoTls);
+            SEEN.store(1, Ordering::Release);
+        });
+        testsched::wait_until(|| SEEN.load(Ordering::Acquire) == 1);
+    });
+}
