@@ -140,6 +140,11 @@ impl RawMutex {
     /// recursive mutex's count would overflow.
     #[inline]
     pub fn lock(&self) -> Result<(), Errno> {
+        crate::held::taking(|| self.lock_uncounted())
+    }
+
+    #[inline]
+    fn lock_uncounted(&self) -> Result<(), Errno> {
         let kind = self.kind();
         if kind != MUTEX_NORMAL {
             if let Some(r) = self.relock(kind) {
@@ -159,6 +164,10 @@ impl RawMutex {
     /// `ETIMEDOUT` if it did not come free in time; `EDEADLK`/`EAGAIN` as for `lock`;
     /// `EINVAL` on a uthread without a timeout service (`parlib_alarms::init`).
     pub fn timed_lock(&self, deadline: Deadline) -> Result<(), Errno> {
+        crate::held::taking(|| self.timed_lock_uncounted(deadline))
+    }
+
+    fn timed_lock_uncounted(&self, deadline: Deadline) -> Result<(), Errno> {
         let kind = self.kind();
         if kind != MUTEX_NORMAL {
             if let Some(r) = self.relock(kind) {
@@ -193,6 +202,10 @@ impl RawMutex {
     /// `EBUSY` if another holds it (or, error-checking, the caller does); `EAGAIN` on a
     /// recursive count overflow.
     pub fn try_lock(&self) -> Result<(), Errno> {
+        crate::held::taking(|| self.try_lock_uncounted())
+    }
+
+    fn try_lock_uncounted(&self) -> Result<(), Errno> {
         let kind = self.kind();
         if kind == MUTEX_RECURSIVE {
             if let Some(r) = self.relock(kind) {
@@ -255,6 +268,11 @@ impl RawMutex {
     /// caller's.
     #[inline]
     pub fn unlock(&self) -> Result<(), Errno> {
+        crate::held::released(self.unlock_uncounted())
+    }
+
+    #[inline]
+    fn unlock_uncounted(&self) -> Result<(), Errno> {
         let kind = self.kind();
         if kind != MUTEX_NORMAL {
             if self.owner.load(Ordering::Relaxed) != caller_id() {

@@ -85,7 +85,7 @@ impl RawRwLock {
     /// `EDEADLK` if the caller holds it for writing; `EAGAIN` if the reader count would
     /// overflow.
     pub fn read_lock(&self) -> Result<(), Errno> {
-        self.read_lock_until(None, "RwLock::read_lock")
+        crate::held::taking(|| self.read_lock_until(None, "RwLock::read_lock"))
     }
 
     /// Like [`read_lock`](RawRwLock::read_lock), but gives up at `deadline`.
@@ -96,7 +96,7 @@ impl RawRwLock {
     /// `EAGAIN` as for `read_lock`; `EINVAL` on a uthread without a timeout service
     /// (`parlib_alarms::init`).
     pub fn timed_read_lock(&self, deadline: Deadline) -> Result<(), Errno> {
-        self.read_lock_until(Some(deadline), "RwLock::timed_read_lock")
+        crate::held::taking(|| self.read_lock_until(Some(deadline), "RwLock::timed_read_lock"))
     }
 
     /// The read locks above: `what` names the caller if it would block in vcore context.
@@ -143,11 +143,7 @@ impl RawRwLock {
     /// `EBUSY` if a writer holds it or waits for it.
     pub fn try_read_lock(&self) -> Result<(), Errno> {
         let _g = self.qlock.lock();
-        if self.free_for_readers() {
-            self.add_reader()
-        } else {
-            Err(Errno::BUSY)
-        }
+        crate::held::taking(|| if self.free_for_readers() { self.add_reader() } else { Err(Errno::BUSY) })
     }
 
     /// Takes it for writing, blocking while anyone holds it.
@@ -155,7 +151,7 @@ impl RawRwLock {
     /// # Errors
     /// `EDEADLK` if the caller already holds it for writing.
     pub fn write_lock(&self) -> Result<(), Errno> {
-        self.write_lock_until(None, "RwLock::write_lock")
+        crate::held::taking(|| self.write_lock_until(None, "RwLock::write_lock"))
     }
 
     /// Like [`write_lock`](RawRwLock::write_lock), but gives up at `deadline`.
@@ -165,7 +161,7 @@ impl RawRwLock {
     /// `ETIMEDOUT` at the deadline (at once if it has passed and anyone holds the lock);
     /// `EINVAL` on a uthread without a timeout service (`parlib_alarms::init`).
     pub fn timed_write_lock(&self, deadline: Deadline) -> Result<(), Errno> {
-        self.write_lock_until(Some(deadline), "RwLock::timed_write_lock")
+        crate::held::taking(|| self.write_lock_until(Some(deadline), "RwLock::timed_write_lock"))
     }
 
     /// The write locks above: `what` names the caller if it would block in vcore context.
@@ -216,11 +212,7 @@ impl RawRwLock {
     /// `EBUSY` if anyone holds it.
     pub fn try_write_lock(&self) -> Result<(), Errno> {
         let _g = self.qlock.lock();
-        if self.take_write(caller_id()) {
-            Ok(())
-        } else {
-            Err(Errno::BUSY)
-        }
+        crate::held::taking(|| if self.take_write(caller_id()) { Ok(()) } else { Err(Errno::BUSY) })
     }
 
     /// Releases a read or write hold (as `pthread_rwlock_unlock`).
@@ -228,6 +220,10 @@ impl RawRwLock {
     /// # Errors
     /// `EPERM` if it is not held (or held for writing by someone else).
     pub fn unlock(&self) -> Result<(), Errno> {
+        crate::held::released(self.unlock_uncounted())
+    }
+
+    fn unlock_uncounted(&self) -> Result<(), Errno> {
         let g = self.qlock.lock();
         if self.writer.load(Ordering::Relaxed) == 1 {
             if self.owner.load(Ordering::Relaxed) != caller_id() {
