@@ -166,7 +166,11 @@ fn deadline_after(budget: Duration) -> Result<u64, Error> {
 ///
 /// # Safety
 /// `c` is owned by the caller and has just stopped running (or failed to start).
-unsafe fn finish<T>(_st: &ThreadState, c: NonNull<CallCore>, exit: Result<Exit, Error>) -> Result<Outcome<T>, Error> {
+unsafe fn finish<T>(
+    _st: &ThreadState,
+    c: NonNull<CallCore>,
+    exit: Result<Exit, Error>,
+) -> Result<Outcome<T>, Error> {
     let exit = match exit {
         Ok(e) => e,
         Err(e) => {
@@ -238,7 +242,9 @@ impl<T> Continuation<T> {
     /// Cancels the call: resumes it until its next cancellation point ([`checkpoint`],
     /// [`pause`], the end of a [`NoPreempt`] guard), where it unwinds, dropping what it
     /// owns and releasing its locks; if it reaches none within [`CANCEL_GRACE`], it is
-    /// abandoned (see [`Cancelled::Abandoned`]).
+    /// abandoned (see [`Cancelled::Abandoned`]) unless it holds a `parlib-sync` lock
+    /// (mutex or rwlock): then it gets further grace periods until it releases it, so a
+    /// cancel never leaves such a lock held (and waits as long as the call holds one).
     pub fn cancel(self) -> Cancelled {
         self.cancel_within(CANCEL_GRACE)
     }
@@ -273,19 +279,26 @@ unsafe fn cancel_raw(c: NonNull<CallCore>, grace: Duration) -> Cancelled {
     // SAFETY: the caller's contract.
     let core = unsafe { c.as_ref() };
     core.cancelling.set(true);
-    let outcome = match thread::get_or_create() {
+    let mut grace = grace.min(MAX_BUDGET).as_nanos() as u64;
+    let outcome = loop {
+        let Ok(st) = thread::get_or_create() else { break Cancelled::Abandoned };
         // SAFETY: suspended and ours.
-        Ok(st) => match unsafe { call::run(st, c, monotonic_ns() + grace.min(MAX_BUDGET).as_nanos() as u64) } {
-            Ok(Exit::Cancelled) => Cancelled::Unwound,
+        match unsafe { call::run(st, c, monotonic_ns() + grace) } {
+            Ok(Exit::Cancelled) => break Cancelled::Unwound,
             // Its result is dropped with the record below.
-            Ok(Exit::Returned) => Cancelled::Returned,
+            Ok(Exit::Returned) => break Cancelled::Returned,
             Ok(Exit::Panicked) => {
                 drop(core.panic.take());
-                Cancelled::Panicked
+                break Cancelled::Panicked;
             }
-            _ => Cancelled::Abandoned,
-        },
-        Err(_) => Cancelled::Abandoned,
+            // Holding a parlib-sync lock: abandoning it would leave the lock held for
+            // good, so it gets another grace period, until it lets go.
+            // Each further period is at least the default, so that it makes progress.
+            Ok(Exit::TimedOut) if core.held.get() != 0 => grace = grace.max(CANCEL_GRACE.as_nanos() as u64),
+            // Paused again: its `pause` unwinds when resumed.
+            Ok(Exit::Paused) => {}
+            _ => break Cancelled::Abandoned,
+        }
     };
     if outcome == Cancelled::Abandoned {
         // SAFETY: the calls it had launched and kept running inside it are suspended
@@ -385,4 +398,49 @@ impl Drop for NoPreempt {
 pub fn no_preempt<R>(f: impl FnOnce() -> R) -> R {
     let _g = NoPreempt::new();
     f()
+}
+
+/// Whether the current call, or a call enclosing it, is being cancelled: what
+/// [`checkpoint`] tests, without unwinding. For the C API, whose callers' frames cannot
+/// be unwound: they are told to return instead.
+pub(crate) fn cancel_requested() -> bool {
+    let Some(st) = thread::existing() else { return false };
+    let mut c = NonNull::new(st.innermost.get());
+    while let Some(call) = c {
+        // SAFETY: calls in the chain are alive.
+        let core = unsafe { call.as_ref() };
+        if core.cancelling.get() {
+            return true;
+        }
+        c = NonNull::new(core.parent.get());
+    }
+    false
+}
+
+/// [`NoPreempt::new`] without a guard object, for the C API: raises the current call's
+/// preemption-off depth. Outside a call it does nothing (a C caller could not pair a
+/// depth raised there with anything). False if the depth would reach [`INTERNAL`].
+pub(crate) fn no_preempt_raise() -> bool {
+    let Some(st) = thread::existing().filter(|st| !st.innermost.get().is_null()) else { return true };
+    let d = st.depth.get();
+    if d + 1 >= INTERNAL {
+        return false;
+    }
+    st.depth.set(d + 1);
+    true
+}
+
+/// Undoes one [`no_preempt_raise`]: lowers the depth, and at 0 acts on a preemption
+/// deferred meanwhile (the call may be suspended here, and returns when resumed). Unlike
+/// dropping a [`NoPreempt`] it never unwinds: `Ok(true)` says the outermost section
+/// ended, a cancellation point the caller checks with [`cancel_requested`]. Outside a
+/// call it does nothing; `Err` if the current call has no section open.
+pub(crate) fn no_preempt_lower() -> Result<bool, ()> {
+    let Some(st) = thread::existing().filter(|st| !st.innermost.get().is_null()) else { return Ok(false) };
+    let d = st.depth.get();
+    if d == 0 || d >= INTERNAL {
+        return Err(());
+    }
+    st.set_depth(d - 1);
+    Ok(d == 1)
 }

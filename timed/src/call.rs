@@ -72,6 +72,9 @@ pub(crate) struct CallCore {
     pub(crate) panic: Cell<Option<Box<dyn Any + Send>>>,
     /// Being cancelled: its next cancellation point unwinds it.
     pub(crate) cancelling: Cell<bool>,
+    /// `parlib-sync` locks taken and not released while it ran (calls inside it
+    /// included): a call holding one is never abandoned.
+    pub(crate) held: Cell<u32>,
     /// Drops the whole record (`Call<F, T>`).
     free: unsafe fn(*mut CallCore),
 }
@@ -113,6 +116,7 @@ where
             exit: Cell::new(Exit::None),
             panic: Cell::new(None),
             cancelling: Cell::new(false),
+            held: Cell::new(0),
             free: free_call::<F, T>,
         },
         result: UnsafeCell::new(None),
@@ -190,7 +194,11 @@ unsafe extern "C" fn entry<F: FnOnce() -> T, T>(p: usize) -> ! {
 ///
 /// # Safety
 /// `c` is a started-or-new call owned by the caller, not running anywhere.
-pub(crate) unsafe fn run(st: &'static ThreadState, c: NonNull<CallCore>, deadline: u64) -> Result<Exit, Error> {
+pub(crate) unsafe fn run(
+    st: &'static ThreadState,
+    c: NonNull<CallCore>,
+    deadline: u64,
+) -> Result<Exit, Error> {
     // SAFETY: the caller's contract.
     let core = unsafe { c.as_ref() };
     let depth = st.depth.replace(INTERNAL);
@@ -210,10 +218,13 @@ pub(crate) unsafe fn run(st: &'static ThreadState, c: NonNull<CallCore>, deadlin
         core.sub_innermost.set(inner);
         return Err(e);
     }
+    let held = parlib_sync::held_locks();
     // SAFETY: the call's context is suspended (or fresh) and nobody else runs it; ours is
     // saved for the call to come back to.
     unsafe { arch::switch(core.launcher_ctx.get(), core.call_ctx.get()) };
-    // Perhaps on another thread: see step 4.
+    // The call's TLS is ours (continuations do not leave their thread), so the count's
+    // change is what the call took and released meanwhile.
+    core.held.set(core.held.get().wrapping_add(parlib_sync::held_locks().wrapping_sub(held)));
     unlink(core);
     Ok(core.exit.get())
 }

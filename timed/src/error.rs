@@ -45,7 +45,9 @@ impl fmt::Display for Error {
                 crate::MAX_BUDGET
             ),
             Error::BadContext(why) => write!(f, "timed call: cannot launch {why}"),
-            Error::NoTls => f.write_str("timed call: a uthread without TLS of its own cannot launch timed calls"),
+            Error::NoTls => {
+                f.write_str("timed call: a uthread without TLS of its own cannot launch timed calls")
+            }
             Error::Resource { what, errno } => write!(f, "timed call: {what} failed (errno {errno})"),
         }
     }

@@ -42,7 +42,7 @@
 //! | `api` | [`launch`], [`Launch`], [`Outcome`], [`Continuation`], [`pause`], [`checkpoint`], [`NoPreempt`] |
 //! | `call` | a call's record and stack; the switches between launcher and call (the protocol) |
 //! | `thread` | per-thread state: the chain of running calls, the depth, the clock |
-//! | `preempt` | from a clock's expiry to a call switched out at a safe point |
+//! | `preempt` | from a clock's expiry to a call switched out at a safe point; [`stats`] |
 //! | `capi` | the C API (`parlib_timed_*`, `include/parlib_timed.h`) |
 //!
 //! ## Preemption lands only at safe points
@@ -69,7 +69,11 @@
 //! so its heap memory is freed and the locks it holds are released
 //! ([`Cancelled::Unwound`]). A call that reaches no cancellation point in time is
 //! abandoned ([`Cancelled::Abandoned`]): its stack (and those of calls it launched) is
-//! reclaimed, and what its frames owned on the heap is leaked.
+//! reclaimed, and what its frames owned on the heap is leaked. A call is never abandoned
+//! while it holds a `parlib-sync` mutex or rwlock (the layer counts each thread's holds,
+//! [`parlib_sync::held_locks`]): the cancel grants it further grace periods until it
+//! releases the lock, so no cancel leaves one held. Locks of other kinds (`std::sync`,
+//! glibc's) are not tracked: a call abandoned while holding one leaves it held.
 //!
 //! ## Blocking inside a call
 //!
@@ -91,17 +95,42 @@
 //! * Uthreads need TLS of their own ([`TlsMode::Backed`](parlib_uthread::TlsMode)).
 //! * `launch` refuses to run in vcore context or in a signal handler on an alternate
 //!   signal stack; a handler on the thread's own stack cannot be recognised.
+//!
+//! ## C API
+//!
+//! `include/parlib_timed.h` declares it; `libupthread` (`upthread/clib`) exports it. A
+//! C function `void *fn(void *)` is launched with a budget in microseconds and gives a
+//! handle that is resumed, read and finally freed by `parlib_timed_cancel`:
+//!
+//! ```c
+//! parlib_timed_call_t *c;
+//! int rc = parlib_timed_launch(&c, fn, arg, 200);
+//! while (rc == 0 && !parlib_timed_is_complete(c))
+//!     rc = parlib_timed_resume(c, 200);
+//! void *value;
+//! parlib_timed_result(c, &value);
+//! parlib_timed_cancel(c, NULL);
+//! ```
+//!
+//! Every function returns 0 or an error number (`EINVAL` for bad input, `EPERM` where no
+//! call can run) and never unwinds into C. Cancellation cannot unwind C frames either:
+//! `parlib_timed_pause` and `parlib_timed_no_preempt_end` return
+//! `PARLIB_TIMED_CANCELLING` instead, `parlib_timed_cancelling` stands for
+//! [`checkpoint`], and a call that returns when told is reported as
+//! [`Cancelled::Returned`]. The `capi` module's docs have the handle's state table.
 
 #![warn(missing_docs)]
 
 mod api;
 mod call;
+mod capi;
 mod error;
 mod preempt;
 mod thread;
 
 pub use api::{
-    checkpoint, in_call, launch, no_preempt, pause, Cancelled, Continuation, Launch, NoPreempt, Outcome, Paused,
-    CANCEL_GRACE, DEFAULT_STACK_SIZE, MAX_BUDGET,
+    checkpoint, in_call, launch, no_preempt, pause, Cancelled, Continuation, Launch, NoPreempt, Outcome,
+    Paused, CANCEL_GRACE, DEFAULT_STACK_SIZE, MAX_BUDGET,
 };
 pub use error::Error;
+pub use preempt::{stats, Stats};

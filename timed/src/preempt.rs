@@ -16,7 +16,7 @@
 //! [`call_at_safe_point`]: parlib_uthread::call_at_safe_point
 
 use core::ptr::NonNull;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use parlib_alarms::AlarmWaiter;
@@ -27,6 +27,33 @@ use parlib_vcore::notif::{self, RETRY_NS};
 use crate::call::{self, CallCore, Exit};
 use crate::error::Error;
 use crate::thread::{self, Clock, ThreadState, INTERNAL, NEVER, TIMER_TAG};
+
+static PREEMPTIONS: AtomicU64 = AtomicU64::new(0);
+static DEFERRED_UNSAFE: AtomicU64 = AtomicU64::new(0);
+static DEFERRED_DEPTH: AtomicU64 = AtomicU64::new(0);
+
+/// Process-wide counts of what preemption did, for diagnostics and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Calls suspended because a deadline passed.
+    pub preemptions: u64,
+    /// Expiries that met a plain thread in unsafe code (libc, the loader, a
+    /// `restart_syscall`) and were retried later. (On uthreads the vcore layer does the
+    /// same, and counts nothing here.)
+    pub deferred_unsafe: u64,
+    /// Expiries that met a [`NoPreempt`](crate::NoPreempt) guard or the machinery itself
+    /// and were acted on when the depth came back to 0.
+    pub deferred_depth: u64,
+}
+
+/// The counts so far.
+pub fn stats() -> Stats {
+    Stats {
+        preemptions: PREEMPTIONS.load(Ordering::Relaxed),
+        deferred_unsafe: DEFERRED_UNSAFE.load(Ordering::Relaxed),
+        deferred_depth: DEFERRED_DEPTH.load(Ordering::Relaxed),
+    }
+}
 
 /// Installs the plain-thread hook and the trampoline's target, once.
 pub(crate) fn install() -> Result<(), Error> {
@@ -54,20 +81,22 @@ fn on_signal(info: &libc::siginfo_t, uc: &mut libc::ucontext_t) {
     let eff = st.eff.load(Ordering::Relaxed);
     let now = monotonic_ns();
     if eff > now {
-        let _ = timer.arm_at(eff);
         armed.set(eff);
+        let _ = timer.arm_at(eff);
         return;
     }
     if st.depth.get() != 0 {
         st.deferred.set(true);
+        DEFERRED_DEPTH.fetch_add(1, Ordering::Relaxed);
         return;
     }
     let sp = uc.uc_mcontext.gregs[libc::REG_RSP as usize] as usize;
     // SAFETY: the innermost call is alive while linked.
     let on_call_stack = unsafe { &*st.innermost.get() }.runs_on(sp);
     if !notif::at_safe_code(uc) || !on_call_stack {
-        let _ = timer.arm_at(now + RETRY_NS as u64);
+        DEFERRED_UNSAFE.fetch_add(1, Ordering::Relaxed);
         armed.set(now + RETRY_NS as u64);
+        let _ = timer.arm_at(now + RETRY_NS as u64);
         return;
     }
     st.depth.set(INTERNAL);
@@ -102,6 +131,7 @@ unsafe extern "C" fn on_pushed(_: usize) {
     }
     if st.depth.get() != 0 {
         st.deferred.set(true);
+        DEFERRED_DEPTH.fetch_add(1, Ordering::Relaxed);
         return;
     }
     st.depth.set(INTERNAL);
@@ -125,6 +155,7 @@ fn preempt_here(st: &'static ThreadState) {
     let now = monotonic_ns();
     match victim(st, now) {
         Some(x) => {
+            PREEMPTIONS.fetch_add(1, Ordering::Relaxed);
             // SAFETY: `x` is in this thread's chain and the depth is INTERNAL.
             unsafe { call::suspend(st, x, Exit::TimedOut) };
             // Resumed, perhaps on another thread.

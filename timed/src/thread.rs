@@ -53,7 +53,12 @@ pub(crate) enum Clock {
     Plain { timer: VcoreTimer, armed: Cell<u64>, altstack: (usize, usize) },
     /// A uthread's alarm, the deadline it was started for, and the uthread it serves
     /// (null while no call runs), which its callback reads under the lock.
-    Uthread { alarm: Pin<Box<AlarmWaiter>>, started_for: Cell<u64>, owner: PdrSpinLock<()>, u: AtomicPtr<Uthread> },
+    Uthread {
+        alarm: Pin<Box<AlarmWaiter>>,
+        started_for: Cell<u64>,
+        owner: PdrSpinLock<()>,
+        u: AtomicPtr<Uthread>,
+    },
 }
 
 /// One thread's timed-call state. Only its own thread touches the `Cell`s (the signal
@@ -133,7 +138,8 @@ fn create_plain() -> Result<&'static ThreadState, Error> {
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() };
     let timer = VcoreTimer::for_task(tid, TIMER_TAG).map_err(resource("timer_create"))?;
-    let st = Box::new(ThreadState::new(Clock::Plain { timer, armed: Cell::new(NEVER), altstack: altstack() }));
+    let st =
+        Box::new(ThreadState::new(Clock::Plain { timer, armed: Cell::new(NEVER), altstack: altstack() }));
     let p = Box::into_raw(st);
     PLAIN_OWNER.with(|_| ()); // registers the destructor
     PLAIN.with(|c| c.set(p));
@@ -142,7 +148,8 @@ fn create_plain() -> Result<&'static ThreadState, Error> {
 }
 
 fn create_uthread() -> Result<&'static ThreadState, Error> {
-    parlib_alarms::init().map_err(|_| Error::Resource { what: "parlib_alarms::init", errno: libc::EAGAIN })?;
+    parlib_alarms::init()
+        .map_err(|_| Error::Resource { what: "parlib_alarms::init", errno: libc::EAGAIN })?;
     let alarm = Box::pin(AlarmWaiter::new());
     alarm.init_waiter(crate::preempt::on_alarm);
     let st = Box::new(ThreadState::new(Clock::Uthread {
@@ -222,8 +229,13 @@ impl ThreadState {
         match &self.clock {
             Clock::Plain { timer, armed, .. } => {
                 if eff < armed.get() {
-                    timer.arm_at(eff).map_err(|e| Error::Resource { what: "timer_settime", errno: e as i32 })?;
+                    // Recorded first: an expiry while arming (a deadline already past)
+                    // runs the handler, which records that it fired.
                     armed.set(eff);
+                    if let Err(e) = timer.arm_at(eff) {
+                        armed.set(NEVER);
+                        return Err(Error::Resource { what: "timer_settime", errno: e as i32 });
+                    }
                 }
             }
             Clock::Uthread { alarm, started_for, .. } => {

@@ -74,7 +74,9 @@ fn pause_hands_a_continuation_to_the_launcher_and_returns_resumed() {
 #[test]
 fn a_panic_in_the_call_propagates_to_the_launcher() {
     parlib_testkit::isolated!(TIMEOUT, {
-        let r = std::panic::catch_unwind(|| timed::launch(Duration::from_secs(5), || -> u32 { panic!("boom in call") }));
+        let r = std::panic::catch_unwind(|| {
+            timed::launch(Duration::from_secs(5), || -> u32 { panic!("boom in call") })
+        });
         let p = r.expect_err("the panic propagates");
         assert_eq!(p.downcast_ref::<&str>(), Some(&"boom in call"));
         // The thread is still usable.

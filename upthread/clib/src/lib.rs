@@ -12,6 +12,7 @@
 //!   upthread (this)     the constructor, the headers
 //!   parlib-upthread     the scheduler and every #[no_mangle] upthread_* function
 //!   parlib-syscalls     read, write ... under the libc names (interpose), over parlib_read ...
+//!   parlib-timed        every #[no_mangle] parlib_timed_* function (preemptible timed calls)
 //! ```
 //!
 //! This crate adds no pthread function of its own: it links `parlib-upthread`, whose
@@ -26,13 +27,17 @@
 //!    call blocks its uthread, not its vcore. Those POSIX makes cancellation points are
 //!    cancellation points here too: upthread installs its check
 //!    (`parlib_syscalls::set_cancellation_point`).
-//! 3. **Files, not code**: the headers and the pkg-config files.
+//! 3. **Timed calls**: `parlib-timed`'s C API (`parlib_timed_launch`, `_resume`,
+//!    `_cancel`, `_pause`, ...), declared in `parlib_timed.h`, so that a program linked
+//!    with this library can run preemptible functions on its threads.
+//! 4. **Files, not code**: the headers and the pkg-config files.
 //!
 //! | file | what |
 //! |---|---|
 //! | `include/upthread.h` | every `upthread_*` function, declared with glibc's types |
 //! | `include/upthread_compat.h` | `#define pthread_create upthread_create`, ... for every one of them; includes no system header, so a program's own `#define _GNU_SOURCE` still works |
 //! | `include/upthread_cleanup.h` | the cleanup-handler buffer and `upthread_cleanup_push_impl`/`pop_impl`, included by the two headers around it |
+//! | `include/parlib_timed.h` | a symbolic link to `timed/include/parlib_timed.h`, the one copy of the timed-call API's header, so that `-I upthread/clib/include` (and the `.pc` files) find it |
 //! | `include/pthread.h` | wraps glibc's `<pthread.h>` and, under the compat header, replaces `pthread_cleanup_push`/`pop` with macros over `upthread_cleanup_push_impl`/`pop_impl` |
 //! | `pkgconfig/upthread.pc.in`, `pkgconfig/upthread-static.pc.in` | templates that `write-pc.sh <dir>` fills in for the libraries in a cargo output directory |
 //!
@@ -83,10 +88,14 @@
 //! `tests/c_programs.rs` builds the C programs of `tests/c/` against glibc and against
 //! both libraries (through the `.pc` files), runs each on one vcore and on all, and
 //! compares the output with glibc's; it also checks the headers against the library's
-//! exports.
+//! exports. `timed_basic.c`, which has no glibc counterpart, checks itself.
 
 #![warn(missing_docs)]
 
 pub mod ctor;
+
+// Nothing here calls parlib-timed, and rustc links only the crates a crate uses: this
+// makes it link it, so that its `parlib_timed_*` functions are in the libraries.
+use parlib_timed as _;
 
 pub use ctor::upthread_constructor;

@@ -2,7 +2,9 @@
 //!
 //! Each program is an ordinary pthread program that checks itself (a wrong count exits 1
 //! with a message) and prints only what does not depend on scheduling. It is built
-//! three ways:
+//! three ways (`timed_basic.c`, which uses parlib-timed's C API and so has no glibc
+//! build, only the last two, and must print what [`timed_calls_from_c_complete_time_out_pause_and_cancel`]
+//! expects):
 //!
 //! | build | how |
 //! |---|---|
@@ -482,6 +484,64 @@ fn static_program_with_header_needs_no_link_flag_to_run_main_as_uthread() {
     main_runs_as_uthread(Build::Static, Options { no_undefined_flag: true, ..Options::default() });
 }
 
+/// Builds `program` against both libraries (no glibc reference: it uses parlib's own
+/// API), runs each build on one vcore and on all, and fails unless every run exits 0
+/// with `expected` on standard output.
+fn runs_on_upthread(program: &str, expected: &str) {
+    let mut failures = Vec::new();
+    let mut table = Vec::new();
+    for build in [Build::Shared, Build::Static] {
+        let bin = match compile(program, build, Options::default()) {
+            Ok(b) => b,
+            Err(e) => {
+                table.push(format!("{:<16} build failed", build.name()));
+                failures.push(e);
+                continue;
+            }
+        };
+        for vcores in [Some(1), None] {
+            let r = run(&bin, vcores);
+            let verdict = if !r.ok {
+                format!("failed: {}", r.status)
+            } else if r.stdout != expected {
+                "unexpected output".to_string()
+            } else {
+                "ok".to_string()
+            };
+            table.push(format!("{:<16} {:<18} {verdict}", build.name(), vcores_name(vcores)));
+            if verdict != "ok" {
+                failures.push(format!(
+                    "{program} ({}, {}): {verdict}\n--- expected stdout\n{expected}--- stdout\n{}--- stderr\n{}",
+                    build.name(),
+                    vcores_name(vcores),
+                    r.stdout,
+                    r.stderr
+                ));
+            }
+        }
+    }
+    eprintln!("{program}:\n  {}", table.join("\n  "));
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// `timed_basic.c` drives parlib-timed's C API (`parlib_timed.h`), which libupthread
+/// exports: completion, preemption and resumption to the unpreempted value, pause,
+/// cancel, no-preempt sections, nesting, the handle's checks and misuse.
+#[test]
+fn timed_calls_from_c_complete_time_out_pause_and_cancel() {
+    runs_on_upthread(
+        "timed_basic",
+        "a call that completes returns its value\n\
+         a spinning call times out, and resumed to completion gives the unpreempted value\n\
+         a call pauses and is resumed\n\
+         cancels return and free: abandoned, returned when polled, returned when paused\n\
+         no preemption inside a no-preempt section; an unbalanced end is EPERM\n\
+         a call launches a call\n\
+         a handle is refused to other threads and to its own call\n\
+         misuse is EINVAL: null pointers, bad budgets, resuming a completed call\n",
+    );
+}
+
 /// Names of the symbols `nm -D` lists as defined in `libupthread.so`, with their type
 /// letters.
 fn exported() -> Vec<(char, String)> {
@@ -559,6 +619,60 @@ fn header_declares_exactly_what_the_library_exports() {
         missing.is_empty() && undeclared.is_empty(),
         "upthread.h and libupthread.so disagree.\n  declared, not exported: {missing:?}\n  exported, not declared: {undeclared:?}"
     );
+}
+
+/// `parlib_timed.h` (a link to `timed/include/parlib_timed.h`, found here like every
+/// header of the library) declares the `parlib_timed_*` functions libupthread exports,
+/// no more, no fewer.
+#[test]
+fn timed_header_declares_exactly_what_the_library_exports() {
+    let declared: BTreeSet<String> = identifiers(&header("parlib_timed.h"))
+        .into_iter()
+        .filter(|(id, paren)| *paren && id.starts_with("parlib_timed_"))
+        .map(|(id, _)| id)
+        .collect();
+    let exported = exported_functions("parlib_timed_");
+    assert!(
+        declared.len() >= 10,
+        "found only {} declarations in parlib_timed.h: {declared:?}",
+        declared.len()
+    );
+    let missing: Vec<_> = declared.difference(&exported).collect();
+    let undeclared: Vec<_> = exported.difference(&declared).collect();
+    assert!(
+        missing.is_empty() && undeclared.is_empty(),
+        "parlib_timed.h and libupthread.so disagree.\n  declared, not exported: {missing:?}\n  exported, not declared: {undeclared:?}"
+    );
+}
+
+/// `parlib_timed.h` alone compiles without a warning as strict C11 and as C++11.
+/// `CXX` names another C++ compiler than `c++`.
+#[test]
+fn timed_header_compiles_cleanly_as_c11_and_cxx11() {
+    let include = paths().clib.join("include");
+    for (compiler, lang, std) in
+        [(tool("CC", "cc"), "c", "-std=c11"), (tool("CXX", "c++"), "c++", "-std=c++11")]
+    {
+        let mut cmd = Command::new(&compiler);
+        cmd.args([std, "-pedantic", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-x", lang, "-"])
+            .arg("-I")
+            .arg(&include)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {compiler}: {e}"));
+        std::io::Write::write_all(
+            &mut child.stdin.take().expect("piped stdin"),
+            b"#include <parlib_timed.h>\n#include <parlib_timed.h>\n",
+        )
+        .expect("write to the compiler");
+        let out = child.wait_with_output().expect("wait for the compiler");
+        assert!(
+            out.status.success(),
+            "parlib_timed.h does not compile cleanly as {lang} ({std}):\n{cmd:?}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 /// The `#define <from> <to>` renames of `upthread_compat.h`.

@@ -1,0 +1,1 @@
+../../../timed/include/parlib_timed.h
