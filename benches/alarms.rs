@@ -312,25 +312,6 @@ impl TaskStats {
     }
 }
 
-/// How busy the machine's CPUs were over `d`, in %, from `/proc/stat`. Taken before the
-/// bench starts anything, it says how much other work competes with the measurement.
-fn machine_busy_percent(d: Duration) -> f64 {
-    let sample = || -> Option<(u64, u64)> {
-        let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
-        let v: Vec<u64> = cpu.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-        // user nice system idle iowait irq softirq steal; idle and iowait are idle time.
-        let total: u64 = v.iter().take(8).sum();
-        Some((v.get(3)? + v.get(4)?, total))
-    };
-    let before = sample();
-    std::thread::sleep(d);
-    match (before, sample()) {
-        (Some((i0, t0)), Some((i1, t1))) if t1 > t0 => 100.0 * (1.0 - (i1 - i0) as f64 / (t1 - t0) as f64),
-        _ => f64::NAN,
-    }
-}
-
 /// The calling thread's timer slack, ns (`prctl(PR_GET_TIMERSLACK)`).
 fn timer_slack_ns() -> u64 {
     // SAFETY: PR_GET_TIMERSLACK takes no pointer and returns the slack as the result.
@@ -905,7 +886,7 @@ fn main() {
     // Before lib_init, so the driver and its threads inherit no vcore pin and the
     // default slack.
     let default_slack = timer_slack_ns();
-    let busy_before = machine_busy_percent(Duration::from_millis(500));
+    let busy_before = machine::busy_percent(Duration::from_millis(500));
 
     let (jobs, rx) = mpsc::channel();
     std::thread::Builder::new()

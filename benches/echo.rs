@@ -875,13 +875,6 @@ impl Probe {
     }
 }
 
-/// How busy all CPUs were over `d`, in %: other load before the run starts.
-fn machine_busy_percent(d: Duration) -> f64 {
-    let before = CpuTicks::read("cpu ");
-    std::thread::sleep(d);
-    100.0 * CpuTicks::read("cpu ").busy_since(before)
-}
-
 /// Raises the soft `RLIMIT_NOFILE` to `need`, or stops the bench with a message.
 fn raise_fd_limit(need: u64) {
     let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
@@ -1453,7 +1446,7 @@ fn main() {
     let most = cases.iter().map(|&(_, n)| n).max().unwrap_or(0) as u64;
     raise_fd_limit(FDS_PER_CONN * most + SPARE_FDS);
     let machine = Machine::probe();
-    let busy_before = machine_busy_percent(Duration::from_millis(500));
+    let busy_before = machine::busy_percent(Duration::from_millis(500));
 
     let (jobs, job_rx) = mpsc::channel();
     let (sample_tx, samples) = mpsc::channel();

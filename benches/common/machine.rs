@@ -6,7 +6,7 @@
 #![allow(dead_code)] // each bench uses a different subset
 
 use std::fmt::Write as _;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use parlib::vcore;
 
@@ -79,6 +79,27 @@ impl Machine {
         let _ = writeln!(h, "build:   commit {}, {}", self.commit, self.rustc);
         let _ = writeln!(h, "run:     {run} ({how}), {}", self.date);
         h
+    }
+}
+
+/// How busy the machine's CPUs were over the next `d` (100 − the idle share of
+/// `/proc/stat`'s `cpu` line, idle and iowait counting as idle), sampled by sleeping:
+/// the other work a run on a shared machine competes with. NaN if `/proc/stat` cannot be
+/// read. Call it from a plain thread (it sleeps).
+pub fn busy_percent(d: Duration) -> f64 {
+    let sample = || -> Option<(u64, u64)> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let cpu = stat.lines().next()?.strip_prefix("cpu ")?;
+        let v: Vec<u64> = cpu.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        // user nice system idle iowait irq softirq steal; idle and iowait are idle time.
+        let total: u64 = v.iter().take(8).sum();
+        Some((v.get(3)? + v.get(4)?, total))
+    };
+    let before = sample();
+    std::thread::sleep(d);
+    match (before, sample()) {
+        (Some((i0, t0)), Some((i1, t1))) if t1 > t0 => 100.0 * (1.0 - (i1 - i0) as f64 / (t1 - t0) as f64),
+        _ => f64::NAN,
     }
 }
 
