@@ -25,7 +25,8 @@ if ! timeout -k 10 1200 cargo test --release --benches -p parlib; then
     exit 1
 fi
 
-echo "== the examples: 1000 uthreads yielding on every vcore, preempted spinners, priorities"
+echo "== the examples: 1000 uthreads yielding on every vcore, preempted spinners, priorities, timed calls"
 timeout 120 cargo run --release --example round_robin
 timeout 120 cargo run --release --example round_robin -- --preempt
 timeout 120 cargo run --release --example priority
+timeout 120 cargo run --release --example timed
