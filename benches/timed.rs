@@ -58,7 +58,7 @@
 //!   the thread lost its CPU for more than the 1 ms budget inside the call; each is
 //!   resumed to completion, and its time stays in the figure (the median over rounds
 //!   keeps one such round out of it);
-//! * `abandoned`: cancels that found the thread off its CPU for longer than the 100 µs
+//! * `abandoned`: cancels that found the thread off its CPU for longer than the 5 ms
 //!   grace (`timed::CANCEL_GRACE`) and so abandoned the call instead of unwinding it.
 //!   Any other abandon (one that took less than the grace) fails the run, as does any
 //!   other outcome than `Cancelled::Unwound`.
@@ -650,7 +650,7 @@ fn own_a_mebibyte_and_loop(in_loop: &AtomicBool) -> u64 {
 ///
 /// The call reaches its next checkpoint within nanoseconds of being resumed, so the
 /// cancel must unwind it. The one exception is a thread that loses its CPU for longer
-/// than [`timed::CANCEL_GRACE`] (100 µs) just then, which a loaded machine makes possible:
+/// than [`timed::CANCEL_GRACE`] (5 ms) just then, which a loaded machine makes possible:
 /// the call is abandoned (its `Vec` leaks), and the cancel took at least the grace. That
 /// is counted (`abandoned`) and kept in the figures; an abandon in less time fails the run.
 fn cancel_trial() -> (u64, bool) {

@@ -66,7 +66,7 @@ typedef struct parlib_timed_call parlib_timed_call_t;
 
 /* How long parlib_timed_cancel lets a suspended call run to reach a cancellation point
  * and return before abandoning it. */
-#define PARLIB_TIMED_CANCEL_GRACE_US 100
+#define PARLIB_TIMED_CANCEL_GRACE_US 5000
 
 /* Returned instead of unwinding a call that is being cancelled: return from fn soon. */
 #define PARLIB_TIMED_CANCELLING (-1)

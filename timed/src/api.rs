@@ -210,9 +210,12 @@ unsafe fn finish<T>(
 
 /// How long a cancel lets a call that was preempted mid-computation run to reach a
 /// cancellation point before abandoning it. A call that checks [`checkpoint`] in its
-/// loops reaches one within microseconds; one that does not would only burn this much
-/// more time.
-pub const CANCEL_GRACE: Duration = Duration::from_micros(100);
+/// loops unwinds within microseconds whatever this is. Its length is chosen to lie past
+/// the next scheduler tick (4 ms at `HZ=250`, this kernel's): arming a timer *before*
+/// the tick reprograms the CPU's timer hardware, which in a VM is a VM exit. Measured on
+/// the Intel VM of BENCHMARKS.md, a cancel that armed 100 µs took 11.9 µs against 3.2 µs
+/// with 5 ms, all of the difference in the arming.
+pub const CANCEL_GRACE: Duration = Duration::from_millis(5);
 
 impl<T> Continuation<T> {
     /// Continues the call for at most `budget` more.
