@@ -21,16 +21,47 @@ pub const DEFAULT_STACK_SIZE: usize = parlib_vcore::DEFAULT_STACK_SIZE;
 
 /// How a launch or resume ended.
 #[must_use = "a Timeout or Paused outcome holds the call; dropping it cancels the call"]
-pub enum Outcome<T> {
+pub enum Outcome<T, K: TlsKind = SharedTls> {
     /// The call returned this value.
     Completed(T),
     /// The budget ran out first; resume the call, or drop (cancel) it.
-    Timeout(Continuation<T>),
+    Timeout(Continuation<T, K>),
     /// The call gave up the rest of its budget with [`pause`].
-    Paused(Continuation<T>),
+    Paused(Continuation<T, K>),
 }
 
-impl<T> Outcome<T> {
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// Which TLS a call runs on, in its type: [`SharedTls`] or [`OwnTls`].
+pub trait TlsKind: sealed::Sealed + 'static {
+    /// Whether calls of this kind get a TLS block of their own.
+    const OWN: bool;
+}
+
+/// The call runs on its launcher's TLS: cheap, and its continuation is not `Send`.
+#[derive(Debug)]
+pub enum SharedTls {}
+
+/// The call runs on a TLS block of its own ([`parlib_uthread::TlsBlock`], a parked
+/// backing thread's): its `thread_local!` values, `errno` and std's thread identity are
+/// its own wherever it runs, so its continuation is `Send` (if its result is) and may be
+/// resumed on any thread or uthread. Launching one costs a TLS block (from a pool on
+/// uthreads; a new thread, tens of µs, when the pool is empty or on plain threads).
+#[derive(Debug)]
+pub enum OwnTls {}
+
+impl sealed::Sealed for SharedTls {}
+impl sealed::Sealed for OwnTls {}
+impl TlsKind for SharedTls {
+    const OWN: bool = false;
+}
+impl TlsKind for OwnTls {
+    const OWN: bool = true;
+}
+
+impl<T, K: TlsKind> Outcome<T, K> {
     /// Whether the call returned.
     pub fn is_complete(&self) -> bool {
         matches!(self, Outcome::Completed(_))
@@ -45,7 +76,7 @@ impl<T> Outcome<T> {
     }
 
     /// The continuation, if the call stopped before returning.
-    pub fn continuation(self) -> Option<Continuation<T>> {
+    pub fn continuation(self) -> Option<Continuation<T, K>> {
         match self {
             Outcome::Timeout(c) | Outcome::Paused(c) => Some(c),
             Outcome::Completed(_) => None,
@@ -53,7 +84,7 @@ impl<T> Outcome<T> {
     }
 }
 
-impl<T> core::fmt::Debug for Outcome<T> {
+impl<T, K: TlsKind> core::fmt::Debug for Outcome<T, K> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.write_str(match self {
             Outcome::Completed(_) => "Completed(..)",
@@ -67,13 +98,18 @@ impl<T> core::fmt::Debug for Outcome<T> {
 /// launched, suspended. [`resume`](Self::resume) continues it; [`cancel`](Self::cancel)
 /// or dropping it reclaims it.
 ///
-/// It is neither `Send` nor `Sync`: the call runs on its launcher's TLS, so a
-/// `thread_local!` reference it holds across a preemption points into the launcher's
-/// thread; resuming it anywhere else would be unsound.
-pub struct Continuation<T> {
+/// With [`SharedTls`] (the default) it is neither `Send` nor `Sync`: the call runs on its
+/// launcher's TLS, so a `thread_local!` reference it holds across a preemption points
+/// into the launcher's thread; resuming it anywhere else would be unsound. With
+/// [`OwnTls`] the call carries its TLS along, and the continuation is `Send`.
+pub struct Continuation<T, K: TlsKind = SharedTls> {
     call: NonNull<CallCore>,
-    _t: PhantomData<*mut T>,
+    _t: PhantomData<(*mut T, K)>,
 }
+
+// SAFETY: an OwnTls call runs on its own stack and its own TLS block, both of which move
+// with it; `T` (its result) and its closure are Send.
+unsafe impl<T: Send> Send for Continuation<T, OwnTls> {}
 
 /// What a cancel did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,13 +127,14 @@ pub enum Cancelled {
 
 /// Options for a launch; [`launch`] uses the defaults.
 #[derive(Debug, Clone, Copy)]
-pub struct Launch {
+pub struct Launch<K: TlsKind = SharedTls> {
     stack_size: usize,
+    _k: PhantomData<K>,
 }
 
 impl Default for Launch {
     fn default() -> Self {
-        Launch { stack_size: DEFAULT_STACK_SIZE }
+        Launch { stack_size: DEFAULT_STACK_SIZE, _k: PhantomData }
     }
 }
 
@@ -107,8 +144,15 @@ impl Launch {
         Launch::default()
     }
 
+    /// Gives the call a TLS block of its own ([`OwnTls`]): its continuation is `Send`.
+    pub fn own_tls(self) -> Launch<OwnTls> {
+        Launch { stack_size: self.stack_size, _k: PhantomData }
+    }
+}
+
+impl<K: TlsKind> Launch<K> {
     /// The call's usable stack size in bytes (rounded up to pages; at least one page).
-    pub fn stack_size(mut self, bytes: usize) -> Launch {
+    pub fn stack_size(mut self, bytes: usize) -> Launch<K> {
         self.stack_size = bytes;
         self
     }
@@ -117,7 +161,7 @@ impl Launch {
     ///
     /// # Errors
     /// As for [`launch`].
-    pub fn launch<F, T>(self, budget: Duration, f: F) -> Result<Outcome<T>, Error>
+    pub fn launch<F, T>(self, budget: Duration, f: F) -> Result<Outcome<T, K>, Error>
     where
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
@@ -127,9 +171,9 @@ impl Launch {
         if st.in_signal_handler() {
             return Err(Error::BadContext("from a signal handler"));
         }
-        let c = call::new_call(st, f, self.stack_size)?;
+        let c = call::new_call(st, f, self.stack_size, K::OWN)?;
         // SAFETY: a new call, owned here.
-        unsafe { finish(st, c, call::run(st, c, deadline)) }
+        unsafe { finish(c, call::run(st, c, deadline)) }
     }
 }
 
@@ -166,11 +210,10 @@ fn deadline_after(budget: Duration) -> Result<u64, Error> {
 ///
 /// # Safety
 /// `c` is owned by the caller and has just stopped running (or failed to start).
-unsafe fn finish<T>(
-    _st: &ThreadState,
+unsafe fn finish<T, K: TlsKind>(
     c: NonNull<CallCore>,
     exit: Result<Exit, Error>,
-) -> Result<Outcome<T>, Error> {
+) -> Result<Outcome<T, K>, Error> {
     let exit = match exit {
         Ok(e) => e,
         Err(e) => {
@@ -217,12 +260,12 @@ unsafe fn finish<T>(
 /// with 5 ms, all of the difference in the arming.
 pub const CANCEL_GRACE: Duration = Duration::from_millis(5);
 
-impl<T> Continuation<T> {
+impl<T, K: TlsKind> Continuation<T, K> {
     /// Continues the call for at most `budget` more.
     ///
     /// # Errors
     /// As for [`launch`].
-    pub fn resume(self, budget: Duration) -> Result<Outcome<T>, Error> {
+    pub fn resume(self, budget: Duration) -> Result<Outcome<T, K>, Error> {
         let deadline = deadline_after(budget)?;
         let st = thread::get_or_create()?;
         if st.in_signal_handler() {
@@ -234,11 +277,11 @@ impl<T> Continuation<T> {
         match exit {
             // Not started: it stays suspended and ours.
             Err(e) => {
-                drop(Continuation::<T> { call: c, _t: PhantomData });
+                drop(Continuation::<T, K> { call: c, _t: PhantomData });
                 Err(e)
             }
             // SAFETY: it just stopped, and is owned here.
-            ok => unsafe { finish(st, c, ok) },
+            ok => unsafe { finish(c, ok) },
         }
     }
 
@@ -267,7 +310,7 @@ impl<T> Continuation<T> {
     }
 }
 
-impl<T> Drop for Continuation<T> {
+impl<T, K: TlsKind> Drop for Continuation<T, K> {
     fn drop(&mut self) {
         // SAFETY: a suspended call, owned by this continuation.
         unsafe { cancel_raw(self.call, CANCEL_GRACE) };

@@ -29,6 +29,7 @@ use core::any::Any;
 use core::cell::{Cell, UnsafeCell};
 use core::ptr::{self, NonNull};
 
+use parlib_uthread::TlsBlock;
 use parlib_vcore::arch::{self, Context};
 use parlib_vcore::Stack;
 
@@ -75,6 +76,12 @@ pub(crate) struct CallCore {
     /// `parlib-sync` locks taken and not released while it ran (calls inside it
     /// included): a call holding one is never abandoned.
     pub(crate) held: Cell<u32>,
+    /// The TLS block its code runs on: its own, or its launcher's at launch.
+    pub(crate) fs: usize,
+    /// Its own TLS block, if it has one; released with the record.
+    _tls: Cell<Option<TlsBlock>>,
+    /// The launcher's TLS block while the call runs.
+    pub(crate) launcher_fs: Cell<usize>,
     /// Drops the whole record (`Call<F, T>`).
     free: unsafe fn(*mut CallCore),
 }
@@ -99,11 +106,23 @@ pub(crate) struct CallHead<T> {
 pub(crate) struct CancelToken;
 
 /// Builds a call of `f` on a stack of `stack_size` bytes, ready for [`run`].
-pub(crate) fn new_call<F, T>(st: &ThreadState, f: F, stack_size: usize) -> Result<NonNull<CallCore>, Error>
+pub(crate) fn new_call<F, T>(
+    st: &ThreadState,
+    f: F,
+    stack_size: usize,
+    own_tls: bool,
+) -> Result<NonNull<CallCore>, Error>
 where
     F: FnOnce() -> T,
 {
     let stack = st.take_stack(stack_size)?;
+    let tls = match own_tls {
+        true => {
+            Some(TlsBlock::new().map_err(|_| Error::Resource { what: "a TLS block", errno: libc::EAGAIN })?)
+        }
+        false => None,
+    };
+    let fs = tls.as_ref().map_or_else(arch::fs_base, TlsBlock::fs_base);
     let call: Box<Call<F, T>> = Box::new(Call {
         core: CallCore {
             call_ctx: UnsafeCell::new(Context::EMPTY),
@@ -117,6 +136,9 @@ where
             panic: Cell::new(None),
             cancelling: Cell::new(false),
             held: Cell::new(0),
+            fs,
+            _tls: Cell::new(tls),
+            launcher_fs: Cell::new(0),
             free: free_call::<F, T>,
         },
         result: UnsafeCell::new(None),
@@ -184,6 +206,7 @@ unsafe extern "C" fn entry<F: FnOnce() -> T, T>(p: usize) -> ! {
             core.exit.set(Exit::Panicked);
         }
     }
+    to_launcher_tls(core);
     // SAFETY: the launcher saved its context in step 2 and waits in `run`; this stack is
     // abandoned (everything on it was dropped by the return or the unwind).
     unsafe { arch::load(core.launcher_ctx.get()) }
@@ -213,10 +236,22 @@ pub(crate) unsafe fn run(
     if outer.is_null() {
         st.set_owner(parlib_uthread::current().map_or(ptr::null_mut(), NonNull::as_ptr));
     }
-    if let Err(e) = st.ensure_armed() {
+    // The TLS the innermost call runs on, made to find this thread's state.
+    // SAFETY: linked calls are alive.
+    let target = unsafe { &*st.innermost.get() }.fs;
+    let here = arch::fs_base();
+    core.launcher_fs.set(here);
+    let armed = st.ensure_armed().and_then(|()| match target != here {
+        true => thread::publish_into(target, st),
+        false => Ok(()),
+    });
+    if let Err(e) = armed {
         unlink(core);
         core.sub_innermost.set(inner);
         return Err(e);
+    }
+    if target != here {
+        thread::set_tls(target);
     }
     let held = parlib_sync::held_locks();
     // SAFETY: the call's context is suspended (or fresh) and nobody else runs it; ours is
@@ -251,6 +286,7 @@ pub(crate) unsafe fn suspend(st: &ThreadState, x: NonNull<CallCore>, why: Exit) 
     let core = unsafe { x.as_ref() };
     core.sub_innermost.set(st.innermost.get());
     core.exit.set(why);
+    to_launcher_tls(core);
     // SAFETY: the launcher waits in `run`; our context is saved for a resume.
     unsafe { arch::switch(core.call_ctx.get(), core.launcher_ctx.get()) };
 }
@@ -270,5 +306,14 @@ pub(crate) unsafe fn abandon_inner(c: NonNull<CallCore>) {
         // SAFETY: as above; nothing will resume or free it otherwise.
         unsafe { free(NonNull::new_unchecked(p)) };
         p = parent;
+    }
+}
+
+/// Back to the launcher's TLS block, if the call ran on another one (step 3; the
+/// launcher's `run` moved to the call's).
+fn to_launcher_tls(core: &CallCore) {
+    let l = core.launcher_fs.get();
+    if l != arch::fs_base() {
+        thread::set_tls(l);
     }
 }

@@ -87,7 +87,10 @@
 //!
 //! ## Caveats
 //!
-//! * A [`Continuation`] is `!Send`: the call runs on its launcher's TLS.
+//! * A [`Continuation`] is `!Send` by default: the call runs on its launcher's TLS.
+//!   [`Launch::own_tls`] gives a call a TLS block of its own ([`OwnTls`]), and its
+//!   continuation is `Send`. Inside such a call, `parlib-syscalls` calls that a uthread
+//!   offloads to its backing thread run on the uthread's TLS, not the call's.
 //! * The preemption timer is armed lazily and never disarmed (a syscall would cost more
 //!   than a launch), so a thread may receive one notification signal up to one budget
 //!   after its last call returned; see "Blocking inside a call" for what that does to a
@@ -130,7 +133,7 @@ mod thread;
 
 pub use api::{
     checkpoint, in_call, launch, no_preempt, pause, Cancelled, Continuation, Launch, NoPreempt, Outcome,
-    Paused, CANCEL_GRACE, DEFAULT_STACK_SIZE, MAX_BUDGET,
+    OwnTls, Paused, SharedTls, TlsKind, CANCEL_GRACE, DEFAULT_STACK_SIZE, MAX_BUDGET,
 };
 pub use error::Error;
 pub use preempt::{stats, Stats};

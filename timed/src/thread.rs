@@ -108,6 +108,42 @@ pub(crate) fn existing() -> Option<&'static ThreadState> {
     unsafe { p.as_ref() }
 }
 
+/// Makes the state of the calling thread the one code running on the TLS block at `fs`
+/// finds: writes it into that block's copy of this module's thread-local slot. The slot
+/// lies in static TLS at the same offset from every block's thread pointer, which is what
+/// lets us find it in another block; a slot outside the first MiB below the thread
+/// pointer (a `dlopen`ed copy of this library, whose TLS is dynamic) is refused.
+pub(crate) fn publish_into(fs: usize, st: &'static ThreadState) -> Result<(), Error> {
+    let here = if vcore::on_uthread() {
+        UTHREAD.with(|c| c as *const Cell<*const ThreadState> as usize)
+    } else {
+        PLAIN.with(|c| c as *const Cell<*const ThreadState> as usize)
+    };
+    let off = here.wrapping_sub(vcore::arch::fs_base()) as isize;
+    if !(-(1 << 20)..0).contains(&off) {
+        return Err(Error::BadContext(
+            "with TLS of its own: this library's TLS is not static (was it dlopen()ed?)",
+        ));
+    }
+    // SAFETY: `fs` is a live glibc TLS block (the call's), whose static TLS holds this
+    // slot at the same offset (variant II: below the thread pointer); nothing runs on it.
+    unsafe { (*(fs.wrapping_add_signed(off) as *const Cell<*const ThreadState>)).set(st) };
+    Ok(())
+}
+
+/// Switches the running code to the TLS block at `fs`: through the uthread layer on a
+/// uthread (so its later switches load it), directly on a plain thread.
+pub(crate) fn set_tls(fs: usize) {
+    if vcore::on_uthread() {
+        // SAFETY: `fs` is the TLS of the code about to run here (a call's block, or its
+        // launcher's), which nothing else runs on.
+        unsafe { parlib_uthread::swap_running_tls(fs) };
+    } else {
+        // SAFETY: as above; a plain thread owns its FS base.
+        unsafe { vcore::arch::set_fs_base(fs) };
+    }
+}
+
 /// The plain thread's state, for its signal handler.
 #[inline]
 pub(crate) fn existing_plain() -> Option<&'static ThreadState> {

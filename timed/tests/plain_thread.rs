@@ -192,3 +192,65 @@ fn ten_thousand_live_continuations_resume_in_random_order() {
         assert_eq!(sum, 3 * (10_000 * 9_999 / 2));
     });
 }
+
+#[test]
+fn a_call_with_its_own_tls_resumed_on_another_thread_keeps_its_tls_and_errno() {
+    parlib_testkit::isolated!(TIMEOUT, {
+        use std::cell::Cell;
+        thread_local!(static MINE: Cell<u64> = const { Cell::new(0) });
+        MINE.with(|m| m.set(1)); // the launcher's
+        let launcher = std::thread::current().id();
+        let out = timed::Launch::new()
+            .own_tls()
+            .launch(Duration::from_secs(5), move || {
+                assert_eq!(MINE.with(Cell::get), 0, "a fresh TLS block");
+                MINE.with(|m| m.set(77));
+                // SAFETY: writing this TLS block's errno.
+                unsafe { *libc::__errno_location() = 1234 };
+                let id = std::thread::current().id();
+                assert_ne!(id, launcher);
+                timed::pause();
+                // Now on another thread: the same TLS, errno and identity.
+                // SAFETY: reading errno.
+                let errno = unsafe { *libc::__errno_location() };
+                (MINE.with(Cell::get), errno, std::thread::current().id() == id)
+            })
+            .unwrap();
+        let Outcome::Paused(c) = out else { panic!("expected Paused, got {out:?}") };
+        // Continuation<_, OwnTls> is Send: resume it on another thread.
+        let v = std::thread::spawn(move || {
+            MINE.with(|m| m.set(5)); // that thread's own
+            let v = c.resume(Duration::from_secs(5)).unwrap().completed();
+            assert_eq!(MINE.with(Cell::get), 5, "the resumer's TLS is back");
+            v
+        })
+        .join()
+        .unwrap();
+        assert_eq!(v, Some((77, 1234, true)));
+        assert_eq!(MINE.with(Cell::get), 1, "the launcher's TLS untouched");
+    });
+}
+
+#[test]
+fn a_call_with_its_own_tls_is_preempted_and_resumed_across_threads_to_the_exact_value() {
+    parlib_testkit::isolated!(TIMEOUT, {
+        const STEPS: u64 = 30_000_000;
+        let expect = hash_chain(STEPS);
+        let mut out =
+            timed::Launch::new().own_tls().launch(Duration::from_micros(300), || hash_chain(STEPS)).unwrap();
+        let mut hops = 0;
+        let v = loop {
+            match out {
+                Outcome::Completed(v) => break v,
+                Outcome::Timeout(c) | Outcome::Paused(c) => {
+                    hops += 1;
+                    out = std::thread::spawn(move || c.resume(Duration::from_micros(300)).unwrap())
+                        .join()
+                        .unwrap();
+                }
+            }
+        };
+        assert_eq!(v, expect);
+        assert!(hops >= 1);
+    });
+}

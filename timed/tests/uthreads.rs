@@ -20,7 +20,7 @@ fn hash_chain(steps: u64) -> u64 {
 }
 
 /// Resumes until done, yielding the uthread between slices; returns the value and stops.
-fn drive<T>(mut out: Outcome<T>, budget: Duration) -> (T, usize) {
+fn drive<T, K: timed::TlsKind>(mut out: Outcome<T, K>, budget: Duration) -> (T, usize) {
     let mut stops = 0;
     loop {
         match out {
@@ -99,5 +99,51 @@ fn a_uthread_without_tls_gets_a_clear_error() {
             SEEN.store(1, Ordering::Release);
         });
         testsched::wait_until(|| SEEN.load(Ordering::Acquire) == 1);
+    });
+}
+
+#[test]
+fn an_own_tls_continuation_moves_between_uthreads_with_its_tls_and_errno() {
+    parlib_testkit::isolated!(TIMEOUT, {
+        use parlib_sync::Mutex;
+        use std::cell::Cell;
+        testsched::init();
+        parlib_alarms::init().unwrap();
+        thread_local!(static MINE: Cell<u64> = const { Cell::new(0) });
+        type Cont = timed::Continuation<(u64, i32, u64), timed::OwnTls>;
+        static SLOT: Mutex<Option<Cont>> = Mutex::new(None);
+        static RESULT: AtomicU64 = AtomicU64::new(0);
+        testsched::spawn(TlsMode::Backed, || {
+            MINE.with(|m| m.set(1));
+            let out = timed::Launch::new()
+                .own_tls()
+                .launch(Duration::from_secs(5), || {
+                    MINE.with(|m| m.set(88));
+                    // SAFETY: this TLS block's errno.
+                    unsafe { *libc::__errno_location() = 4321 };
+                    timed::pause();
+                    let spins = hash_chain(2_000_000); // preempted on the other uthread
+                                                       // SAFETY: reading errno.
+                    (MINE.with(Cell::get), unsafe { *libc::__errno_location() }, spins)
+                })
+                .unwrap();
+            let Outcome::Paused(c) = out else { panic!("expected Paused") };
+            *SLOT.lock() = Some(c);
+            assert_eq!(MINE.with(Cell::get), 1);
+        });
+        testsched::spawn(TlsMode::Backed, || {
+            MINE.with(|m| m.set(2));
+            let c = loop {
+                if let Some(c) = SLOT.lock().take() {
+                    break c;
+                }
+                testsched::yield_now();
+            };
+            let (v, _) = drive(c.resume(Duration::from_micros(300)).unwrap(), Duration::from_micros(300));
+            assert_eq!(v, (88, 4321, hash_chain(2_000_000)));
+            assert_eq!(MINE.with(Cell::get), 2, "the resumer's TLS is back");
+            RESULT.store(1, Ordering::Release);
+        });
+        testsched::wait_until(|| RESULT.load(Ordering::Acquire) == 1);
     });
 }

@@ -25,7 +25,7 @@
 //! | [`idle`] | parking an idle vcore without losing a wake-up |
 //! | [`interrupt`] | ending a blocked uthread's wait early (cancellation, signals) |
 //! | [`call_at_safe_point`] | running a function on a uthread at its next safe point (timed calls' preemption) |
-//! | [`tls`] | per-uthread TLS from backing threads, and running calls on them |
+//! | [`tls`], [`TlsBlock`], [`swap_running_tls`] | per-uthread TLS from backing threads, running calls on them, TLS blocks for code on stacks of its own |
 //! | [`NotifGuard`] | keeping notifications (preemption) off over a critical section |
 //!
 //! ## The model
@@ -184,8 +184,8 @@ pub use safe_call::call_at_safe_point;
 pub use sched::{default_fault_policy, BlockReason, Fault, Scheduler, Syscall};
 pub use switch::{
     blockon_sysc, create, create_named, current, current_id, exit, has_blocked, interrupted, paused,
-    run_current_uthread, run_uthread, run_uthread_in_vcore_context, runnable, spawn, take_interrupted,
-    with_current, yield_current_with, yield_with,
+    run_current_uthread, run_uthread, run_uthread_in_vcore_context, runnable, spawn, swap_running_tls,
+    take_interrupted, with_current, yield_current_with, yield_with,
 };
-pub use tls::{run_on_backing, run_sysc_on_backing};
+pub use tls::{run_on_backing, run_sysc_on_backing, TlsBlock};
 pub use uthread::{State, TlsMode, Uthread};

@@ -286,6 +286,36 @@ pub unsafe fn yield_current_with<F: FnOnce(Yielded) + Send + 'static>(uth: NonNu
     unsafe { switch_out(uth, "uthread::yield_with", true, f) }
 }
 
+/// Makes the running uthread run on the TLS block at `fs` from now on: loads it, and
+/// every later switch to the uthread loads it too. Returns the block it ran on. For code
+/// that switches stacks inside a uthread and must switch TLS with them (parlib-timed's
+/// calls with TLS of their own); switch back before the block goes away.
+///
+/// # Safety
+/// `fs` is a valid glibc TLS block that no other code runs on; the uthread has TLS of its
+/// own ([`TlsMode::Backed`] or `main`).
+///
+/// # Panics
+/// Outside a uthread, or on a uthread without TLS.
+pub unsafe fn swap_running_tls(fs: usize) -> usize {
+    let Some(uth) = current() else { not_on_uthread("uthread::swap_running_tls") };
+    // SAFETY: the running uthread's own record.
+    let u = unsafe { uth.as_ref() };
+    assert!(u.has_tls(), "uthread::swap_running_tls: uthread {} has no TLS of its own", u.id());
+    let vc = pin(u);
+    // SAFETY: pinned (notifications off), so nothing switches us out between the three
+    // stores; `tls` is ours (we run); the caller vouches for the block.
+    let old = unsafe {
+        let old = core::mem::replace(&mut *u.tls.get(), fs);
+        vc.set_current(uth.as_ptr().cast(), fs);
+        arch::set_fs_base(fs);
+        old
+    };
+    // SAFETY: undoes `pin`'s disable.
+    unsafe { vcore::notif::enable_notifs() };
+    old
+}
+
 /// Ends the calling uthread: it becomes `Done`, and in vcore context the scheduler gets
 /// its [`Exited`](crate::Exited) handle (`thread_exited`). Returning from the uthread's
 /// entry does the same, and is the safe way.

@@ -199,6 +199,49 @@ fn backing_main(bp: *mut Backing) {
     drop(unsafe { Box::from_raw(bp) });
 }
 
+/// A complete glibc TLS block of its own (static TLS of every module, DTV, `errno`,
+/// stack guard, std's per-thread state), borrowed from a parked backing thread, for code
+/// that runs on a stack of its own and must not share its runner's TLS: parlib-timed's
+/// calls whose continuations may move between threads. Works on plain threads too.
+/// Dropping it lets the backing thread exit, running the TLS destructors on the block.
+pub struct TlsBlock {
+    backing: NonNull<Backing>,
+}
+
+// SAFETY: the block is a parked thread's TLS that only the holder runs code on.
+unsafe impl Send for TlsBlock {}
+
+impl TlsBlock {
+    /// A block from the pool (or a new backing thread, 20-40 µs, if the pool is empty).
+    ///
+    /// # Errors
+    /// [`Error::Tls`] if no thread could be created.
+    pub fn new() -> Result<TlsBlock, Error> {
+        take().map(|backing| TlsBlock { backing })
+    }
+
+    /// Its FS base (thread pointer), for [`arch::set_fs_base`] or
+    /// [`swap_running_tls`](crate::swap_running_tls).
+    pub fn fs_base(&self) -> usize {
+        // SAFETY: a backing record lives until its thread is released, by our drop.
+        unsafe { self.backing.as_ref() }.fs_base()
+    }
+}
+
+impl Drop for TlsBlock {
+    fn drop(&mut self) {
+        // SAFETY: the holder no longer runs code on the block (the type's contract with
+        // whoever switched to it: switch back before dropping).
+        unsafe { release(self.backing) };
+    }
+}
+
+impl core::fmt::Debug for TlsBlock {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("TlsBlock").field("fs_base", &format_args!("{:#x}", self.fs_base())).finish()
+    }
+}
+
 /// Runs `job` on the calling uthread's backing thread, on the uthread's own TLS, while
 /// only the uthread blocks: for system calls that cannot be made non-blocking (regular
 /// files, `open`, `stat`, name resolution). When `job` has run, the backing thread calls

@@ -154,8 +154,8 @@ impl Uthread {
     /// Whether it runs on its own TLS.
     #[inline]
     pub fn has_tls(&self) -> bool {
-        // SAFETY: `tls` is written only by `create` / `lib_init`, before the uthread is
-        // shared.
+        // SAFETY: `tls` is written by `create` / `lib_init` before the uthread is shared,
+        // and by the uthread itself (`swap_running_tls`), never from 0 to non-zero.
         unsafe { *self.tls.get() != 0 }
     }
 
