@@ -254,3 +254,54 @@ fn a_call_with_its_own_tls_is_preempted_and_resumed_across_threads_to_the_exact_
         assert!(hops >= 1);
     });
 }
+
+#[test]
+fn three_nested_calls_with_interleaved_deadlines_stop_where_the_earliest_expires() {
+    parlib_testkit::isolated!(TIMEOUT, {
+        const STEPS: u64 = 20_000_000;
+        // Outer 50 ms, middle 1 ms, inner 20 ms: the middle deadline comes first, so the
+        // middle call's launcher (the outer call) gets Timeout while the inner call is
+        // running, suspended inside the middle's continuation.
+        let out = timed::launch(Duration::from_secs(50), || {
+            let middle = timed::launch(Duration::from_millis(1), || {
+                let inner = timed::launch(Duration::from_secs(20), || hash_chain(STEPS)).unwrap();
+                let (v, inner_stops) = drive(inner, Duration::from_secs(20));
+                (v, inner_stops)
+            })
+            .unwrap();
+            let timed_out = matches!(middle, Outcome::Timeout(_));
+            let ((v, inner_stops), middle_stops) = drive(middle, Duration::from_millis(1));
+            (v, inner_stops, middle_stops, timed_out)
+        })
+        .unwrap();
+        let (v, inner_stops, middle_stops, middle_timed_out) =
+            out.completed().expect("the outer budget is ample");
+        assert_eq!(v, hash_chain(STEPS));
+        assert!(middle_timed_out && middle_stops >= 1, "the middle deadline expired inside the inner call");
+        assert_eq!(inner_stops, 0, "the inner call never saw its own launcher get a Timeout");
+    });
+}
+
+#[test]
+fn launch_from_a_signal_handler_is_refused() {
+    parlib_testkit::isolated!(TIMEOUT, {
+        use std::sync::atomic::{AtomicI32, Ordering};
+        static SEEN: AtomicI32 = AtomicI32::new(0);
+        extern "C" fn handler(_: libc::c_int) {
+            let r = timed::launch(Duration::from_millis(1), || ());
+            SEEN.store(if matches!(r, Err(timed::Error::BadContext(_))) { 1 } else { 2 }, Ordering::SeqCst);
+        }
+        // Create the thread's timed-call state first (it records the alternate stack).
+        assert!(timed::launch(Duration::from_millis(1), || ()).unwrap().is_complete());
+        // SAFETY: installing a handler for SIGUSR2 that runs on the alternate stack Rust
+        // gives every thread; raising it on this thread.
+        unsafe {
+            let mut sa: libc::sigaction = core::mem::zeroed();
+            sa.sa_sigaction = handler as usize;
+            sa.sa_flags = libc::SA_ONSTACK;
+            assert_eq!(libc::sigaction(libc::SIGUSR2, &sa, core::ptr::null_mut()), 0);
+            assert_eq!(libc::raise(libc::SIGUSR2), 0);
+        }
+        assert_eq!(SEEN.load(Ordering::SeqCst), 1, "launch in a handler must be BadContext");
+    });
+}
