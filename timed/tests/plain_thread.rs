@@ -5,31 +5,16 @@ use std::time::Duration;
 
 use parlib_timed::{self as timed, Cancelled, Outcome, Paused};
 
+mod common;
+
+use common::hash_chain;
+
+/// Resumes `out` until it completes (see `common::drive_with`).
+fn drive<T, K: timed::TlsKind>(out: Outcome<T, K>, budget: Duration) -> (T, usize) {
+    common::drive_with(out, budget, || {})
+}
+
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-/// An exact computation long enough to be preempted many times.
-fn hash_chain(steps: u64) -> u64 {
-    let mut h = 0x9e37_79b9_7f4a_7c15u64;
-    for i in 0..steps {
-        h = (h ^ i).wrapping_mul(0x100_0000_01b3).rotate_left(7);
-        std::hint::black_box(&h);
-    }
-    h
-}
-
-/// Resumes `out` until it completes; returns the value and how many times it stopped.
-fn drive<T>(mut out: Outcome<T>, budget: Duration) -> (T, usize) {
-    let mut stops = 0;
-    loop {
-        match out {
-            Outcome::Completed(v) => return (v, stops),
-            Outcome::Timeout(c) | Outcome::Paused(c) => {
-                stops += 1;
-                out = c.resume(budget).unwrap();
-            }
-        }
-    }
-}
 
 #[test]
 fn a_call_within_its_budget_completes_with_its_value() {
@@ -297,7 +282,7 @@ fn launch_from_a_signal_handler_is_refused() {
         // gives every thread; raising it on this thread.
         unsafe {
             let mut sa: libc::sigaction = core::mem::zeroed();
-            sa.sa_sigaction = handler as usize;
+            sa.sa_sigaction = handler as extern "C" fn(libc::c_int) as usize;
             sa.sa_flags = libc::SA_ONSTACK;
             assert_eq!(libc::sigaction(libc::SIGUSR2, &sa, core::ptr::null_mut()), 0);
             assert_eq!(libc::raise(libc::SIGUSR2), 0);

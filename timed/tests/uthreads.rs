@@ -8,31 +8,16 @@ use parlib_testsched as testsched;
 use parlib_timed::{self as timed, Outcome};
 use parlib_uthread::TlsMode;
 
+mod common;
+
+use common::hash_chain;
+
+/// Resumes `out` until it completes (see `common::drive_with`).
+fn drive<T, K: timed::TlsKind>(out: Outcome<T, K>, budget: Duration) -> (T, usize) {
+    common::drive_with(out, budget, testsched::yield_now)
+}
+
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-fn hash_chain(steps: u64) -> u64 {
-    let mut h = 0x9e37_79b9_7f4a_7c15u64;
-    for i in 0..steps {
-        h = (h ^ i).wrapping_mul(0x100_0000_01b3).rotate_left(7);
-        std::hint::black_box(&h);
-    }
-    h
-}
-
-/// Resumes until done, yielding the uthread between slices; returns the value and stops.
-fn drive<T, K: timed::TlsKind>(mut out: Outcome<T, K>, budget: Duration) -> (T, usize) {
-    let mut stops = 0;
-    loop {
-        match out {
-            Outcome::Completed(v) => return (v, stops),
-            Outcome::Timeout(c) | Outcome::Paused(c) => {
-                stops += 1;
-                testsched::yield_now();
-                out = c.resume(budget).unwrap();
-            }
-        }
-    }
-}
 
 #[test]
 fn a_call_on_a_uthread_times_out_and_resumes_to_the_exact_value() {

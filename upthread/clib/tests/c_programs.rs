@@ -610,14 +610,24 @@ fn declared_in_upthread_h() -> BTreeSet<String> {
 
 #[test]
 fn header_declares_exactly_what_the_library_exports() {
-    let declared = declared_in_upthread_h();
-    let exported = exported_functions("upthread_");
-    assert!(declared.len() > 50, "found only {} declarations in upthread.h: {declared:?}", declared.len());
+    assert_declared_is_exported("upthread.h", &declared_in_upthread_h(), "upthread_", 50);
+}
+
+/// Checks that `header` declares (`declared`) exactly the functions named `prefix*` that
+/// libupthread.so exports, and at least `at_least` of them (a parse that found nothing
+/// must not pass).
+fn assert_declared_is_exported(header: &str, declared: &BTreeSet<String>, prefix: &str, at_least: usize) {
+    let exported = exported_functions(prefix);
+    assert!(
+        declared.len() >= at_least,
+        "found only {} declarations in {header}: {declared:?}",
+        declared.len()
+    );
     let missing: Vec<_> = declared.difference(&exported).collect();
-    let undeclared: Vec<_> = exported.difference(&declared).collect();
+    let undeclared: Vec<_> = exported.difference(declared).collect();
     assert!(
         missing.is_empty() && undeclared.is_empty(),
-        "upthread.h and libupthread.so disagree.\n  declared, not exported: {missing:?}\n  exported, not declared: {undeclared:?}"
+        "{header} and libupthread.so disagree.\n  declared, not exported: {missing:?}\n  exported, not declared: {undeclared:?}"
     );
 }
 
@@ -631,18 +641,7 @@ fn timed_header_declares_exactly_what_the_library_exports() {
         .filter(|(id, paren)| *paren && id.starts_with("parlib_timed_"))
         .map(|(id, _)| id)
         .collect();
-    let exported = exported_functions("parlib_timed_");
-    assert!(
-        declared.len() >= 10,
-        "found only {} declarations in parlib_timed.h: {declared:?}",
-        declared.len()
-    );
-    let missing: Vec<_> = declared.difference(&exported).collect();
-    let undeclared: Vec<_> = exported.difference(&declared).collect();
-    assert!(
-        missing.is_empty() && undeclared.is_empty(),
-        "parlib_timed.h and libupthread.so disagree.\n  declared, not exported: {missing:?}\n  exported, not declared: {undeclared:?}"
-    );
+    assert_declared_is_exported("parlib_timed.h", &declared, "parlib_timed_", 10);
 }
 
 /// `parlib_timed.h` alone compiles without a warning as strict C11 and as C++11.
