@@ -279,8 +279,12 @@ impl ThreadState {
                     return Ok(());
                 }
                 // Only this uthread starts the alarm, so after `stop` it is not armed;
-                // `start` waits out a callback still running elsewhere.
-                alarm.stop();
+                // `start` waits out a callback still running elsewhere. (An alarm that
+                // already fired, the usual case after a timeout, needs no `stop`, which
+                // takes its vcore's lock.)
+                if alarm.is_armed() {
+                    alarm.stop();
+                }
                 alarm.set_abs(Deadline::at_monotonic_ns(eff));
                 alarm.as_ref().start();
                 started_for.set(eff);
