@@ -8,7 +8,7 @@ use parlib_vcore::futex::monotonic_ns;
 
 use crate::call::{self, CallCore, CancelToken, Exit};
 use crate::error::Error;
-use crate::thread::{self, ThreadState, INTERNAL};
+use crate::thread::{self, INTERNAL};
 
 /// The longest budget a launch or resume accepts: a day. Anything longer is a unit
 /// mistake (microseconds passed as seconds), not a budget.
@@ -406,7 +406,8 @@ pub fn in_call() -> bool {
 /// guard's end counts). A preemption due meanwhile happens when the last guard ends, which
 /// is also a cancellation point. Outside a call it does nothing.
 pub struct NoPreempt {
-    st: Option<&'static ThreadState>,
+    /// Whether it raised a depth (the thread had timed-call state).
+    counted: bool,
     _not_send: PhantomData<*mut ()>,
 }
 
@@ -417,7 +418,7 @@ impl NoPreempt {
         if let Some(st) = st {
             st.depth.set(st.depth.get() + 1);
         }
-        NoPreempt { st, _not_send: PhantomData }
+        NoPreempt { counted: st.is_some(), _not_send: PhantomData }
     }
 }
 
@@ -429,7 +430,9 @@ impl Default for NoPreempt {
 
 impl Drop for NoPreempt {
     fn drop(&mut self) {
-        if let Some(st) = self.st {
+        // The state of the thread running the call *now*: a call with its own TLS may have
+        // paused inside the guard and been resumed on another thread, its depth with it.
+        if let Some(st) = thread::existing().filter(|_| self.counted) {
             let d = st.depth.get();
             assert!(d > 0 && d < INTERNAL, "NoPreempt dropped on another thread or out of order (depth {d})");
             st.set_depth(d - 1);

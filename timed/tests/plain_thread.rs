@@ -290,3 +290,31 @@ fn launch_from_a_signal_handler_is_refused() {
         assert_eq!(SEEN.load(Ordering::SeqCst), 1, "launch in a handler must be BadContext");
     });
 }
+
+#[test]
+fn a_guard_held_across_a_move_to_another_thread_ends_on_that_thread() {
+    parlib_testkit::isolated!(TIMEOUT, {
+        let out = timed::Launch::new()
+            .own_tls()
+            .launch(Duration::from_secs(5), || {
+                let g = timed::NoPreempt::new();
+                timed::pause(); // resumed on another thread, the guard still held
+                drop(g);
+                // Preemption works again there: spin past a short budget's deadline.
+                timed::pause();
+                hash_chain(30_000_000)
+            })
+            .unwrap();
+        let Outcome::Paused(c) = out else { panic!("expected Paused, got {out:?}") };
+        let v = std::thread::spawn(move || {
+            let out = c.resume(Duration::from_secs(5)).unwrap();
+            let Outcome::Paused(c) = out else { panic!("expected the second pause, got {out:?}") };
+            let out = c.resume(Duration::from_micros(300)).unwrap();
+            assert!(matches!(out, Outcome::Timeout(_)), "preempted after the guard ended: {out:?}");
+            drive(out, Duration::from_secs(5))
+        })
+        .join()
+        .unwrap();
+        assert_eq!(v.0, hash_chain(30_000_000));
+    });
+}
