@@ -305,6 +305,13 @@ fn matches_glibc_with(program: &str, extra: &[&str]) {
     );
     assert!(!reference.stdout.is_empty(), "{program} printed nothing against glibc");
 
+    runs_match(program, opts, &reference.stdout, "glibc stdout");
+}
+
+/// Builds `program` against upthread (shared and static), runs each build on one vcore
+/// and on all, and fails unless every run exits 0 with `expected` (which `what` names in a
+/// failure) on standard output.
+fn runs_match(program: &str, opts: Options<'_>, expected: &str, what: &str) {
     let mut failures = Vec::new();
     let mut table = Vec::new();
     for build in [Build::Shared, Build::Static] {
@@ -320,18 +327,17 @@ fn matches_glibc_with(program: &str, extra: &[&str]) {
             let r = run(&bin, vcores);
             let verdict = if !r.ok {
                 format!("failed: {}", r.status)
-            } else if r.stdout != reference.stdout {
-                "output differs from glibc".to_string()
+            } else if r.stdout != expected {
+                format!("output differs from the {what}")
             } else {
                 "ok".to_string()
             };
             table.push(format!("{:<16} {:<18} {verdict}", build.name(), vcores_name(vcores)));
             if verdict != "ok" {
                 failures.push(format!(
-                    "{program} ({}, {}): {verdict}\n--- glibc stdout\n{}--- upthread stdout\n{}--- upthread stderr\n{}",
+                    "{program} ({}, {}): {verdict}\n--- {what}\n{expected}--- upthread stdout\n{}--- upthread stderr\n{}",
                     build.name(),
                     vcores_name(vcores),
-                    reference.stdout,
                     r.stdout,
                     r.stderr
                 ));
@@ -488,40 +494,7 @@ fn static_program_with_header_needs_no_link_flag_to_run_main_as_uthread() {
 /// API), runs each build on one vcore and on all, and fails unless every run exits 0
 /// with `expected` on standard output.
 fn runs_on_upthread(program: &str, expected: &str) {
-    let mut failures = Vec::new();
-    let mut table = Vec::new();
-    for build in [Build::Shared, Build::Static] {
-        let bin = match compile(program, build, Options::default()) {
-            Ok(b) => b,
-            Err(e) => {
-                table.push(format!("{:<16} build failed", build.name()));
-                failures.push(e);
-                continue;
-            }
-        };
-        for vcores in [Some(1), None] {
-            let r = run(&bin, vcores);
-            let verdict = if !r.ok {
-                format!("failed: {}", r.status)
-            } else if r.stdout != expected {
-                "unexpected output".to_string()
-            } else {
-                "ok".to_string()
-            };
-            table.push(format!("{:<16} {:<18} {verdict}", build.name(), vcores_name(vcores)));
-            if verdict != "ok" {
-                failures.push(format!(
-                    "{program} ({}, {}): {verdict}\n--- expected stdout\n{expected}--- stdout\n{}--- stderr\n{}",
-                    build.name(),
-                    vcores_name(vcores),
-                    r.stdout,
-                    r.stderr
-                ));
-            }
-        }
-    }
-    eprintln!("{program}:\n  {}", table.join("\n  "));
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    runs_match(program, Options::default(), expected, "expected stdout");
 }
 
 /// `timed_basic.c` drives parlib-timed's C API (`parlib_timed.h`), which libupthread
