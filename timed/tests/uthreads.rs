@@ -132,3 +132,44 @@ fn an_own_tls_continuation_moves_between_uthreads_with_its_tls_and_errno() {
         testsched::wait_until(|| RESULT.load(Ordering::Acquire) == 1);
     });
 }
+
+#[test]
+fn a_call_blocked_in_a_wrapped_read_blocks_only_its_uthread() {
+    parlib_testkit::isolated!(TIMEOUT, {
+        use std::sync::atomic::AtomicBool;
+        testsched::init(); // main stays on vcore 0
+        parlib_alarms::init().unwrap();
+        parlib_syscalls::init().unwrap();
+        static TICKS: AtomicU64 = AtomicU64::new(0);
+        static STOP: AtomicBool = AtomicBool::new(false);
+        let mut fds = [0; 2];
+        // SAFETY: a pipe into a two-int array.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        let (r, w) = (fds[0], fds[1]);
+        // Runs on vcore 0 only while main is blocked.
+        testsched::spawn_on(0, TlsMode::Backed, || {
+            while !STOP.load(Ordering::Relaxed) {
+                TICKS.fetch_add(1, Ordering::Relaxed);
+                testsched::yield_now();
+            }
+        });
+        testsched::spawn(TlsMode::Backed, move || {
+            parlib_alarms::sleep(Duration::from_millis(5));
+            assert_eq!(parlib_syscalls::io::write(w, b"x").unwrap(), 1);
+        });
+        let out = timed::launch(Duration::from_millis(1), move || {
+            let before = TICKS.load(Ordering::Relaxed);
+            let mut b = [0u8; 1];
+            assert_eq!(parlib_syscalls::io::read(r, &mut b).unwrap(), 1); // blocks past the deadline
+            let during = TICKS.load(Ordering::Relaxed) - before;
+            (during, hash_chain(20_000_000))
+        })
+        .unwrap();
+        assert!(matches!(out, Outcome::Timeout(_)), "the deadline passed during the wait: {out:?}");
+        let ((during, v), _) = drive(out, Duration::from_secs(10));
+        STOP.store(true, Ordering::Relaxed);
+        assert!(during > 0, "vcore 0 ran another uthread while the call waited in read");
+        assert_eq!(v, hash_chain(20_000_000));
+        testsched::wait_until(testsched::all_exited);
+    });
+}
