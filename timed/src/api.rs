@@ -200,10 +200,15 @@ where
 }
 
 fn deadline_after(budget: Duration) -> Result<u64, Error> {
+    Ok(monotonic_ns() + check_budget(budget)?.as_nanos() as u64)
+}
+
+/// `budget` if a launch or resume accepts it: more than zero, at most [`MAX_BUDGET`].
+pub(crate) fn check_budget(budget: Duration) -> Result<Duration, Error> {
     if budget.is_zero() || budget > MAX_BUDGET {
         return Err(Error::InvalidBudget(budget));
     }
-    Ok(monotonic_ns() + budget.as_nanos() as u64)
+    Ok(budget)
 }
 
 /// Turns how `c` stopped into an outcome, freeing it if it is done.
@@ -385,15 +390,8 @@ pub enum Paused {
 /// cancelled; otherwise does nothing, in a few nanoseconds. Long computations in a call
 /// should call it now and then, so that a cancel can reclaim what they own.
 pub fn checkpoint() {
-    let Some(st) = thread::existing() else { return };
-    let mut c = NonNull::new(st.innermost.get());
-    while let Some(call) = c {
-        // SAFETY: calls in the chain are alive.
-        let core = unsafe { call.as_ref() };
-        if core.cancelling.get() {
-            std::panic::resume_unwind(Box::new(CancelToken));
-        }
-        c = NonNull::new(core.parent.get());
+    if cancel_requested() {
+        std::panic::resume_unwind(Box::new(CancelToken));
     }
 }
 

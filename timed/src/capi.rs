@@ -49,7 +49,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use libc::{c_int, c_void};
 
-use crate::api::{self, Cancelled, Continuation, Outcome, Paused, CANCEL_GRACE, MAX_BUDGET};
+use crate::api::{self, Cancelled, Continuation, Outcome, Paused, CANCEL_GRACE};
 use crate::call::CancelToken;
 use crate::error::Error;
 use crate::thread::{self, ThreadState};
@@ -133,11 +133,7 @@ impl TimedCall {
 
 /// A budget in microseconds, or `EINVAL` as [`launch`](crate::launch) would refuse it.
 fn budget(us: u64) -> Result<Duration, c_int> {
-    let d = Duration::from_micros(us);
-    if d.is_zero() || d > MAX_BUDGET {
-        return Err(Error::InvalidBudget(d).errno());
-    }
-    Ok(d)
+    api::check_budget(Duration::from_micros(us)).map_err(|e| e.errno())
 }
 
 /// The error number for a panic caught at the boundary (module docs).
@@ -147,7 +143,7 @@ const CAUGHT_PANIC: c_int = libc::EIO;
 /// microseconds, and stores a handle to it in `*out` (whether it completed or not).
 ///
 /// Returns 0; `EINVAL` for a null `out` or `f`, or a budget of 0 or over
-/// [`MAX_BUDGET`]; the launch's [`Error::errno`] (`EPERM`, or a resource's errno); `EIO`
+/// [`MAX_BUDGET`](crate::MAX_BUDGET); the launch's [`Error::errno`] (`EPERM`, or a resource's errno); `EIO`
 /// for a caught panic. On error `*out` is null (if `out` is not).
 ///
 /// # Safety
@@ -197,7 +193,7 @@ pub unsafe extern "C" fn parlib_timed_launch(
 /// `parlib_timed_resume`: continues a timed-out or paused call for at most `budget_us`
 /// more microseconds; its status says how it stopped.
 ///
-/// Returns 0; `EINVAL` for a null `c`, a budget of 0 or over [`MAX_BUDGET`], or a call
+/// Returns 0; `EINVAL` for a null `c`, a budget of 0 or over [`MAX_BUDGET`](crate::MAX_BUDGET), or a call
 /// that is not suspended (`COMPLETED`, `FAILED`); `EBUSY` from inside the call itself
 /// (`RUNNING`); `EPERM` on another thread than the launcher's, or where no call can run.
 /// These leave the call as it was. After the call was taken: a resource's errno, or `EIO`
@@ -300,7 +296,7 @@ pub unsafe extern "C" fn parlib_timed_cancel(c: *mut TimedCall, how: *mut c_int)
 
 /// `parlib_timed_cancel_within`: cancels the call if it is suspended
 /// ([`Continuation::cancel_within`] with `grace_us` microseconds, capped at
-/// [`MAX_BUDGET`]), then frees the handle. `*how` (if `how` is not null) says what
+/// [`MAX_BUDGET`](crate::MAX_BUDGET)), then frees the handle. `*how` (if `how` is not null) says what
 /// happened: `PARLIB_TIMED_CANCEL_NONE` (nothing to cancel: `COMPLETED` or `FAILED`),
 /// `_UNWOUND`, `_RETURNED`, `_PANICKED` or `_ABANDONED` ([`Cancelled`]).
 ///
@@ -438,7 +434,7 @@ mod tests {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/include/parlib_timed.h");
         let h = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
         let expect: [(&str, i128); 13] = [
-            ("PARLIB_TIMED_MAX_BUDGET_US", MAX_BUDGET.as_micros() as i128),
+            ("PARLIB_TIMED_MAX_BUDGET_US", crate::MAX_BUDGET.as_micros() as i128),
             ("PARLIB_TIMED_COMPLETED", COMPLETED.into()),
             ("PARLIB_TIMED_TIMED_OUT", TIMED_OUT.into()),
             ("PARLIB_TIMED_PAUSED", PAUSED.into()),

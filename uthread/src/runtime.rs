@@ -157,8 +157,9 @@ pub fn vcore_entry() -> ! {
     unsafe { parlib_events::handle_events_on(vc) };
     let cur = vc.current();
     if !cur.is_null() {
-        // SAFETY: `current` is a uthread this vcore was running when it was interrupted:
-        // its context is an interrupted one, and this vcore owns it.
+        // SAFETY: `current` is this vcore's uthread, switched out (interrupted, or its
+        // resume met a pending notification); `push_pending` pushes only onto an
+        // interrupted context.
         unsafe {
             crate::safe_call::push_pending(&*(cur as *const Uthread));
             resume(vc, &*(cur as *const Uthread))

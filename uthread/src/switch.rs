@@ -108,7 +108,6 @@ fn create_on<T>(
         *u.backing.get() = backing;
     }
     u.id.store(NEXT_ID.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
-    u.safe_call.store(0, Ordering::Relaxed);
     u.set_state(State::Created);
     Created::new(rec)
 }
@@ -173,10 +172,8 @@ pub fn with_current<T: 'static, R>(f: impl FnOnce(&Record<T>) -> R) -> Option<R>
     let me = current()?;
     // Cannot fail after `current()` found a uthread: lib_init has run.
     let _ = check_thread_type::<T>("uthread::with_current");
-    // SAFETY: every record is a `Record<Scheduler::Thread>` (create checks the type), the
-    // type is `T` (checked just now), and the running uthread's record lives at least
-    // until it exits, which it cannot do while `f` runs (`exit` is unsafe for that
-    // reason: nothing may borrow from an exiting uthread).
+    // SAFETY: every record is a `Record<T>` (create and the line above check the type);
+    // the running uthread's record outlives `f` (`exit`, unsafe, may not run under it).
     let record = unsafe { Record::<T>::from_uthread(me).as_ref() };
     Some(f(record))
 }
