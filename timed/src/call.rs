@@ -74,8 +74,13 @@ pub(crate) struct CallCore {
     /// Being cancelled: its next cancellation point unwinds it.
     pub(crate) cancelling: Cell<bool>,
     /// `parlib-sync` locks taken and not released while it ran (calls inside it
-    /// included): a call holding one is never abandoned.
+    /// included): a call holding one is never abandoned. Counted per stretch of running,
+    /// on the TLS it runs on ([`begin_stretch`], [`end_stretch`]): a call with its own
+    /// TLS counts its locks there, not on its launcher's. (A stretch that starts and ends
+    /// in different nested calls with TLS blocks of their own is miscounted.)
     pub(crate) held: Cell<u32>,
+    /// The TLS's lock count when the current stretch began.
+    held_base: Cell<u32>,
     /// The TLS block its code runs on: its own, or its launcher's at launch.
     pub(crate) fs: usize,
     /// Its own TLS block, if it has one; released with the record.
@@ -136,6 +141,7 @@ where
             panic: Cell::new(None),
             cancelling: Cell::new(false),
             held: Cell::new(0),
+            held_base: Cell::new(0),
             fs,
             _tls: Cell::new(tls),
             launcher_fs: Cell::new(0),
@@ -187,6 +193,8 @@ unsafe extern "C" fn entry<F: FnOnce() -> T, T>(p: usize) -> ! {
     let call = p as *const Call<F, T>;
     // SAFETY: the launcher's `run` switched here with `p` alive and linked in.
     let f = unsafe { (*(*call).f.get()).take() }.expect("a call starts once");
+    // SAFETY: as above.
+    begin_stretch(unsafe { &(*call).core });
     thread::current().set_depth(0);
     let r = std::panic::catch_unwind(core::panic::AssertUnwindSafe(f));
     // Before `exit` is written: a preemption up to here suspends the call as TimedOut,
@@ -206,7 +214,7 @@ unsafe extern "C" fn entry<F: FnOnce() -> T, T>(p: usize) -> ! {
             core.exit.set(Exit::Panicked);
         }
     }
-    to_launcher_tls(core);
+    end_stretch(core);
     // SAFETY: the launcher saved its context in step 2 and waits in `run`; this stack is
     // abandoned (everything on it was dropped by the return or the unwind).
     unsafe { arch::load(core.launcher_ctx.get()) }
@@ -253,13 +261,9 @@ pub(crate) unsafe fn run(
     if target != here {
         thread::set_tls(target);
     }
-    let held = parlib_sync::held_locks();
     // SAFETY: the call's context is suspended (or fresh) and nobody else runs it; ours is
     // saved for the call to come back to.
     unsafe { arch::switch(core.launcher_ctx.get(), core.call_ctx.get()) };
-    // The call's TLS is ours (continuations do not leave their thread), so the count's
-    // change is what the call took and released meanwhile.
-    core.held.set(core.held.get().wrapping_add(parlib_sync::held_locks().wrapping_sub(held)));
     unlink(core);
     Ok(core.exit.get())
 }
@@ -286,9 +290,10 @@ pub(crate) unsafe fn suspend(st: &ThreadState, x: NonNull<CallCore>, why: Exit) 
     let core = unsafe { x.as_ref() };
     core.sub_innermost.set(st.innermost.get());
     core.exit.set(why);
-    to_launcher_tls(core);
+    end_stretch(core);
     // SAFETY: the launcher waits in `run`; our context is saved for a resume.
     unsafe { arch::switch(core.call_ctx.get(), core.launcher_ctx.get()) };
+    begin_stretch(core);
 }
 
 /// Frees the calls suspended inside `c` (launched by it and running when it stopped),
@@ -309,9 +314,17 @@ pub(crate) unsafe fn abandon_inner(c: NonNull<CallCore>) {
     }
 }
 
-/// Back to the launcher's TLS block, if the call ran on another one (step 3; the
+/// The call side of a (re)start: notes the lock count of the TLS it runs on.
+fn begin_stretch(core: &CallCore) {
+    core.held_base.set(parlib_sync::held_locks());
+}
+
+/// The call side of a stop (step 3): adds the locks taken meanwhile to the call's count,
+/// then goes back to the launcher's TLS block if the call ran on another one (the
 /// launcher's `run` moved to the call's).
-fn to_launcher_tls(core: &CallCore) {
+fn end_stretch(core: &CallCore) {
+    let taken = parlib_sync::held_locks().wrapping_sub(core.held_base.get());
+    core.held.set(core.held.get().wrapping_add(taken));
     let l = core.launcher_fs.get();
     if l != arch::fs_base() {
         thread::set_tls(l);

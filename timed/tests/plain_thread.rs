@@ -318,3 +318,29 @@ fn a_guard_held_across_a_move_to_another_thread_ends_on_that_thread() {
         assert_eq!(v.0, hash_chain(30_000_000));
     });
 }
+
+#[test]
+fn a_cancel_never_abandons_a_call_with_its_own_tls_that_holds_a_lock() {
+    parlib_testkit::isolated!(TIMEOUT, {
+        static LOCK: parlib_sync::Mutex<u64> = parlib_sync::Mutex::new(0);
+        let out = timed::Launch::new()
+            .own_tls()
+            .launch(Duration::from_secs(5), || {
+                timed::pause(); // started: the next budget is all the locked section's
+                {
+                    let mut g = LOCK.lock(); // counted on the call's own TLS
+                    *g = hash_chain(20_000_000); // held across the deadline
+                }
+                loop {
+                    std::hint::black_box(hash_chain(1000)); // no cancellation point
+                }
+            })
+            .unwrap();
+        let Outcome::Paused(c) = out else { panic!("expected Paused, got {out:?}") };
+        let out = c.resume(Duration::from_millis(1)).unwrap();
+        let Outcome::Timeout(c) = out else { panic!("expected Timeout, got {out:?}") };
+        // No grace: only the lock keeps it from being abandoned at once.
+        assert_eq!(c.cancel_within(Duration::ZERO), timed::Cancelled::Abandoned);
+        assert!(LOCK.try_lock().is_some(), "the cancel left the call's lock held");
+    });
+}
