@@ -60,6 +60,8 @@ pub(crate) struct CallCore {
     /// The launcher's context while the call runs.
     pub(crate) launcher_ctx: UnsafeCell<Context>,
     pub(crate) stack: Cell<Option<Stack>>,
+    /// Where that stack lies, for the signal handler (which must not touch `stack`).
+    pub(crate) stack_range: core::ops::Range<usize>,
     /// Its absolute deadline (`CLOCK_MONOTONIC` ns).
     pub(crate) deadline: Cell<u64>,
     /// The call its launcher runs in; null if the launcher is the thread's own code.
@@ -133,6 +135,7 @@ where
             call_ctx: UnsafeCell::new(Context::EMPTY),
             launcher_ctx: UnsafeCell::new(Context::EMPTY),
             stack: Cell::new(None),
+            stack_range: stack.bottom()..stack.top(),
             deadline: Cell::new(0),
             parent: Cell::new(ptr::null_mut()),
             sub_innermost: Cell::new(ptr::null_mut()),

@@ -92,7 +92,7 @@ fn on_signal(info: &libc::siginfo_t, uc: &mut libc::ucontext_t) {
     }
     let sp = uc.uc_mcontext.gregs[libc::REG_RSP as usize] as usize;
     // SAFETY: the innermost call is alive while linked.
-    let on_call_stack = unsafe { &*st.innermost.get() }.runs_on(sp);
+    let on_call_stack = unsafe { &*st.innermost.get() }.stack_range.contains(&sp);
     if !notif::at_safe_code(uc) || !on_call_stack {
         DEFERRED_UNSAFE.fetch_add(1, Ordering::Relaxed);
         armed.set(now + RETRY_NS as u64);
@@ -189,14 +189,4 @@ fn victim(st: &ThreadState, now: u64) -> Option<NonNull<CallCore>> {
         c = NonNull::new(core.parent.get());
     }
     found
-}
-
-impl CallCore {
-    /// Whether `sp` lies on this call's stack.
-    fn runs_on(&self, sp: usize) -> bool {
-        let s = self.stack.take();
-        let on = s.as_ref().is_some_and(|s| s.contains(sp));
-        self.stack.set(s);
-        on
-    }
 }
