@@ -184,6 +184,19 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usize> {
     os(unsafe { raw::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) })
 }
 
+/// Blocks until `fd` is readable (or has an error or hang-up): a uthread blocks alone,
+/// waiting in its vcore's epoll instance; a plain thread waits in `poll`. For programs
+/// that keep descriptors non-blocking themselves, such as an event loop waiting on its
+/// own epoll descriptor. See [`raw::wait_ready_for`].
+pub fn wait_readable(fd: i32) -> io::Result<()> {
+    os(raw::wait_ready_for(fd, libc::EPOLLIN as u32))
+}
+
+/// Blocks until `fd` is writable (or has an error or hang-up); as [`wait_readable`].
+pub fn wait_writable(fd: i32) -> io::Result<()> {
+    os(raw::wait_ready_for(fd, libc::EPOLLOUT as u32))
+}
+
 /// `d` as a `timespec`. Seconds beyond `i64::MAX` (292 billion years) saturate rather
 /// than turn negative.
 fn timespec(d: Duration) -> libc::timespec {

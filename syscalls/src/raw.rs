@@ -96,6 +96,25 @@ fn wait_ready(fd: i32, events: u32, (nr, args): (libc::c_long, [usize; 6]), err:
     }
 }
 
+/// Waits until `fd` is ready for `events` (`EPOLLIN`, `EPOLLOUT`, or both), without a
+/// call to retry: for a program that keeps its own descriptors non-blocking and only needs
+/// to sleep until one is ready (an event loop's epoll descriptor, which is itself
+/// pollable). A uthread blocks until its vcore's epoll instance reports readiness, an
+/// error or a hang-up; a plain thread waits in `poll`. Readiness may be stale by the time
+/// the caller looks (another waiter took it): the caller's next non-blocking call decides.
+///
+/// # Errors
+/// `EPERM` for a descriptor epoll cannot watch (a regular file), `EBADF`, or `EINTR`
+/// if an interrupt ends a uthread's wait and the interrupt policy says not to go on.
+pub fn wait_ready_for(fd: i32, events: u32) -> Result<(), i32> {
+    loop {
+        match wait_ready(fd, events, (libc::SYS_poll as libc::c_long, [0; 6]), libc::EAGAIN) {
+            Err(libc::EINTR) if crate::go_on_after_interrupt(true) => {}
+            r => return r,
+        }
+    }
+}
+
 /// A plain thread waits for readiness with `poll`.
 fn thread_wait(fd: i32, events: u32) -> Result<(), i32> {
     let mut p = libc::pollfd { fd, events: events as i16, revents: 0 };
