@@ -51,6 +51,24 @@
 //! variant. Where libc's names remain (opening the root, `setsockopt`, `getrlimit`, the
 //! signal set-up, `clock_gettime`) they are set-up calls or not interposed.
 
+//! ## Where it differs from the thesis and DESIGN §11
+//!
+//! * **The accept thread also watches idle connections.** It is the poller of shard 0:
+//!   one epoll set holds the listener and the connections waiting for their next
+//!   request. Other shards (the custom variant's vcores) have pollers of their own.
+//! * **No variant blocks on a socket**, the Linux one included (the issue asked for
+//!   blocking sockets there): a worker that would wait for a connection's bytes hands
+//!   the connection back to its poller instead, which is what keeps idle and slow
+//!   connections from starving the pool. Linux threads block in the connection queue's
+//!   futex and in `epoll_wait`; uthreads block only themselves in the same places. The
+//!   variants differ in what blocking and waking a thread costs, and nothing else.
+//! * **The burst is a loop, not queue round trips.** The thesis puts a connection back
+//!   at the head of the queue after each request while its burst lasts; here the worker
+//!   keeps it for up to `--burst` requests (which is what taking it straight back from
+//!   the head amounts to) and answers them with one write. After the burst a connection
+//!   with more to do goes to the tail, and another worker is woken, as in the thesis.
+//! * **`url_cmd`** lives under `/_kweb/` and answers loopback peers only.
+//!
 pub mod config;
 pub mod conn;
 pub mod date;

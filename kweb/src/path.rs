@@ -27,23 +27,8 @@ fn hex(b: u8) -> Option<u8> {
 pub fn resolve(raw: &[u8], out: &mut Vec<u8>) -> Result<bool, Status> {
     out.clear();
     // Decode first: `%2F` becomes a separator and `%2e%2e` a `..`, both normalised below.
-    let mut decoded = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        let b = raw[i];
-        if b == b'%' {
-            let (Some(h), Some(l)) =
-                (raw.get(i + 1).and_then(|&c| hex(c)), raw.get(i + 2).and_then(|&c| hex(c)))
-            else {
-                return Err(Status::BadRequest);
-            };
-            decoded.push(h << 4 | l);
-            i += 3;
-        } else {
-            decoded.push(b);
-            i += 1;
-        }
-    }
+    // Most paths have no escapes and are used as they are, without a copy.
+    let decoded: std::borrow::Cow<'_, [u8]> = if raw.contains(&b'%') { decode(raw)?.into() } else { raw.into() };
     if decoded.contains(&0) {
         return Err(Status::BadRequest);
     }
@@ -51,16 +36,17 @@ pub fn resolve(raw: &[u8], out: &mut Vec<u8>) -> Result<bool, Status> {
         return Err(Status::UriTooLong);
     }
     let dir = decoded.last() == Some(&b'/');
-    let mut ends: Vec<usize> = Vec::new(); // where each kept segment starts in `out`
     for seg in decoded.split(|&b| b == b'/') {
         match seg {
             b"" | b"." => {}
             b".." => {
-                let start = ends.pop().ok_or(Status::Forbidden)?;
+                if out.is_empty() {
+                    return Err(Status::Forbidden);
+                }
+                let start = out.iter().rposition(|&b| b == b'/').unwrap_or(0);
                 out.truncate(start);
             }
             _ => {
-                ends.push(out.len());
                 if !out.is_empty() {
                     out.push(b'/');
                 }
@@ -68,15 +54,30 @@ pub fn resolve(raw: &[u8], out: &mut Vec<u8>) -> Result<bool, Status> {
             }
         }
     }
-    // A popped segment leaves its separator behind when it was not the first.
-    while out.last() == Some(&b'/') {
-        out.pop();
-    }
     if out.is_empty() {
         out.push(b'.');
     }
     out.push(0);
     Ok(dir)
+}
+
+/// Percent-decodes `raw`; 400 for an escape that is not two hex digits.
+fn decode(raw: &[u8]) -> Result<Vec<u8>, Status> {
+    let mut d = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] == b'%' {
+            let (Some(h), Some(l)) = (raw.get(i + 1).and_then(|&c| hex(c)), raw.get(i + 2).and_then(|&c| hex(c))) else {
+                return Err(Status::BadRequest);
+            };
+            d.push(h << 4 | l);
+            i += 3;
+        } else {
+            d.push(raw[i]);
+            i += 1;
+        }
+    }
+    Ok(d)
 }
 
 #[cfg(test)]

@@ -217,15 +217,6 @@ pub fn pread_full(fd: i32, buf: &mut [u8], mut off: u64) -> Result<usize, i32> {
     Ok(done)
 }
 
-/// The CPU the caller runs on, from the `getcpu` system call (glibc's `sched_getcpu`
-/// reads the rseq area of the *current* TLS, which on a uthread is its backing thread's).
-pub fn cpu() -> usize {
-    let mut cpu: u32 = 0;
-    // SAFETY: `cpu` is valid for writes; the other pointers are null, which getcpu allows.
-    let _ = unsafe { syscall6(libc::SYS_getcpu as usize, &mut cpu as *mut u32 as usize, 0, 0, 0, 0, 0) };
-    cpu as usize
-}
-
 /// `CLOCK_MONOTONIC_COARSE` in nanoseconds: a vDSO read, a few ns; ticks at the
 /// kernel's HZ, fine for timeouts and the `Date` header.
 pub fn coarse_now_ns() -> u64 {
