@@ -74,6 +74,7 @@ pub fn run(srv: &Server, shard: usize) {
     while let Some(slot) = q.pop() {
         let Some(c) = srv.conns.get(slot) else { continue };
         let _ = w.turn(slot, c);
+        srv.rt.yield_now(); // the poller's connections wait otherwise (`Runtime::yield_now`)
     }
 }
 

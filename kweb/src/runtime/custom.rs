@@ -156,6 +156,10 @@ impl Runtime for Custom {
         super::wait_events_on_uthread(epfd, evs)
     }
 
+    fn yield_now(&self) {
+        uthread::yield_with(uthread::paused);
+    }
+
     fn vcore(&self) -> usize {
         vcore::id()
     }

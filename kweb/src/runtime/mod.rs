@@ -48,6 +48,10 @@ pub trait Runtime: Send + Sync {
     /// Waits until epoll set `epfd` has events and returns some in `evs` (at least one,
     /// unless interrupted). Blocks only the calling thread.
     fn wait_events(&self, epfd: i32, evs: &mut [libc::epoll_event]) -> usize;
+    /// Lets the runtime's other threads run between two turns of a worker: uthreads are
+    /// not preempted, and a worker that always finds work would otherwise keep its vcore
+    /// from the poller, whose connections then wait (the kernel preempts Linux threads).
+    fn yield_now(&self) {}
     /// The vcore (or, for Linux threads, the CPU) the caller runs on, for statistics.
     fn vcore(&self) -> usize;
     /// `url_cmd`'s `request_vcores?n=`: use `n` vcores. The reply text, or a status.

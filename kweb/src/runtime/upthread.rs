@@ -52,6 +52,10 @@ impl Runtime for Upthread {
         super::wait_events_on_uthread(epfd, evs)
     }
 
+    fn yield_now(&self) {
+        upthread::yield_now();
+    }
+
     fn vcore(&self) -> usize {
         parlib_vcore::id()
     }
