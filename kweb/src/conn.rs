@@ -79,6 +79,10 @@ pub struct Conn {
     pub deadline_ns: AtomicU64,
     /// Whether the peer is on the loopback network (`url_cmd` answers only those).
     pub loopback: AtomicBool,
+    /// The peer shut down its side (`EPOLLRDHUP`): once a read finds nothing more, the
+    /// connection ends. Needed because the end of the stream can come with the last
+    /// bytes, in one readiness report a worker's short read does not see past.
+    pub peer_closed: AtomicBool,
     data: UnsafeCell<ConnData>,
 }
 
@@ -95,6 +99,7 @@ impl Conn {
             shard: AtomicU32::new(0),
             deadline_ns: AtomicU64::new(u64::MAX),
             loopback: AtomicBool::new(false),
+            peer_closed: AtomicBool::new(false),
             data: UnsafeCell::new(ConnData::default()),
         }
     }
@@ -210,6 +215,7 @@ impl Conns {
         // SAFETY: the caller owns the connection.
         *unsafe { c.data() } = ConnData::default();
         c.fd.store(-1, Ordering::Relaxed);
+        c.peer_closed.store(false, Ordering::Relaxed);
         c.generation.fetch_add(1, Ordering::Relaxed);
         c.state.store(FREE, Ordering::Release);
         self.open.fetch_sub(1, Ordering::Relaxed);

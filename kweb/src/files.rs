@@ -103,7 +103,12 @@ impl Files {
                 return Ok(cached.expect("just matched"));
             }
         }
-        let (fd, st) = self.open_file(rel, dir)?;
+        let (fd, st) = match self.open_file(rel, dir) {
+            Ok(f) => f,
+            // Out of descriptors: the entry we have is better than no answer.
+            Err(Status::Unavailable) if cached.is_some() => return Ok(cached.expect("just matched")),
+            Err(s) => return Err(s),
+        };
         if let Some(e) = cached {
             if e.identity == identity(&st) {
                 sys::close(fd);
@@ -164,6 +169,8 @@ fn open_status(errno: i32) -> Status {
         // EXDEV: the path (or a symbolic link on it) leads out of the root.
         libc::EXDEV | libc::EACCES | libc::EPERM | libc::ELOOP => Status::Forbidden,
         libc::ENAMETOOLONG => Status::UriTooLong,
+        // Out of descriptors or memory for now: try again later.
+        libc::EMFILE | libc::ENFILE | libc::ENOMEM => Status::Unavailable,
         _ => Status::InternalError,
     }
 }

@@ -190,7 +190,8 @@ fn is_tchar(b: u8) -> bool {
 /// The path and query of an origin-form (`/p?q`) or absolute-form (`http://h/p?q`)
 /// target; `None` for anything else (`*`, authority-form, control bytes, a fragment).
 fn split_target(t: &[u8]) -> Option<(&[u8], &[u8])> {
-    if t.iter().any(|&b| b <= b' ' || b == 0x7f || b == b'#') {
+    // A target is ASCII (RFC 9112 §3.2): other bytes must come percent-encoded.
+    if t.iter().any(|&b| b <= b' ' || b >= 0x7f || b == b'#') {
         return None;
     }
     let t = match t {
@@ -320,6 +321,7 @@ mod tests {
         assert_eq!(status(b"GET / HTTP/1.1\r\nHost: h\r\n folded\r\n\r\n"), Status::BadRequest);
         assert_eq!(status(b"GET / HTTP/1.1\r\nHost: h\r\nnocolon\r\n\r\n"), Status::BadRequest);
         assert_eq!(status(b"GET \xff\xfe HTTP/1.1\r\nHost: h\r\n\r\n"), Status::BadRequest);
+        assert_eq!(status(b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: h\r\n\r\n"), Status::BadRequest);
         assert_eq!(status(b"GET * HTTP/1.1\r\nHost: h\r\n\r\n"), Status::BadRequest);
         assert_eq!(status(b"GET / HTTP/2.0\r\nHost: h\r\n\r\n"), Status::VersionNotSupported);
         assert_eq!(status(b"GET / HTTQ/1.1\r\nHost: h\r\n\r\n"), Status::BadRequest);

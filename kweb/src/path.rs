@@ -28,7 +28,8 @@ pub fn resolve(raw: &[u8], out: &mut Vec<u8>) -> Result<bool, Status> {
     out.clear();
     // Decode first: `%2F` becomes a separator and `%2e%2e` a `..`, both normalised below.
     // Most paths have no escapes and are used as they are, without a copy.
-    let decoded: std::borrow::Cow<'_, [u8]> = if raw.contains(&b'%') { decode(raw)?.into() } else { raw.into() };
+    let decoded: std::borrow::Cow<'_, [u8]> =
+        if raw.contains(&b'%') { decode(raw)?.into() } else { raw.into() };
     if decoded.contains(&0) {
         return Err(Status::BadRequest);
     }
@@ -67,7 +68,9 @@ fn decode(raw: &[u8]) -> Result<Vec<u8>, Status> {
     let mut i = 0;
     while i < raw.len() {
         if raw[i] == b'%' {
-            let (Some(h), Some(l)) = (raw.get(i + 1).and_then(|&c| hex(c)), raw.get(i + 2).and_then(|&c| hex(c))) else {
+            let (Some(h), Some(l)) =
+                (raw.get(i + 1).and_then(|&c| hex(c)), raw.get(i + 2).and_then(|&c| hex(c)))
+            else {
                 return Err(Status::BadRequest);
             };
             d.push(h << 4 | l);

@@ -31,6 +31,9 @@ use crate::sys;
 pub const ACCEPT_BATCH: usize = 64;
 /// Events taken per `epoll_wait`.
 const EVENTS: usize = 256;
+/// Descriptors kept free for opening files (and the odd pipe of a lower layer) when
+/// connections approach the descriptor limit: accepting pauses at the limit minus this.
+const FD_RESERVE: usize = 16;
 /// Listen backlog (`somaxconn` caps it).
 const BACKLOG: i32 = 4096;
 
@@ -95,6 +98,7 @@ pub struct Server {
     stopping: AtomicBool,
     accept_paused: AtomicBool,
     next_shard: AtomicUsize,
+    fd_limit: usize,
 }
 
 /// The listening socket on `config`'s address: non-blocking, `SO_REUSEADDR` (std's
@@ -138,7 +142,8 @@ impl Server {
         let vcores =
             std::thread::available_parallelism().map_or(1, |n| n.get()).max(parlib_vcore::max_vcores());
         // A connection needs a descriptor: the arena never needs more slots than that.
-        let capacity = fd_limit().clamp(64, 1 << 20);
+        let limit = fd_limit();
+        let capacity = limit.clamp(64, 1 << 20);
         STOP_FD.store(stop_fd, Ordering::Release);
         Ok(Server {
             config,
@@ -158,6 +163,7 @@ impl Server {
             stopping: AtomicBool::new(false),
             accept_paused: AtomicBool::new(false),
             next_shard: AtomicUsize::new(0),
+            fd_limit: limit,
         })
     }
 
@@ -207,19 +213,25 @@ impl Server {
                             self.resume_accept();
                         }
                     }
-                    tag => self.ready(shard, tag),
+                    tag => self.ready(shard, tag, ev.events),
                 }
             }
         }
         shard.queue.close();
     }
 
-    /// Step 2: readiness of the connection tagged `tag`.
-    fn ready(&self, shard: &Shard, tag: u64) {
+    /// Step 2: readiness `events` of the connection tagged `tag`.
+    fn ready(&self, shard: &Shard, tag: u64, events: u32) {
         let slot = tag as u32;
         let Some(c) = self.conns.get(slot) else { return };
         // A stale event of a closed connection: its slot's generation has moved on.
-        if c.generation.load(Ordering::Relaxed) == (tag >> 32) as u32 && c.notify() {
+        if c.generation.load(Ordering::Relaxed) != (tag >> 32) as u32 {
+            return;
+        }
+        if events & (libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32 != 0 {
+            c.peer_closed.store(true, Ordering::Relaxed); // before `notify` publishes it
+        }
+        if c.notify() {
             shard.queue.push(slot);
         }
     }
@@ -228,7 +240,14 @@ impl Server {
     fn accept_some(&self) {
         for _ in 0..ACCEPT_BATCH {
             match sys::accept(self.listener) {
-                Ok((fd, loopback)) => self.adopt(fd, loopback),
+                Ok((fd, loopback)) => {
+                    self.adopt(fd, loopback);
+                    // Leave descriptors for opening files: a connection that cannot open
+                    // the file it asks for is worse off than one that waits in the backlog.
+                    if fd as usize + FD_RESERVE >= self.fd_limit {
+                        return self.pause_accept();
+                    }
+                }
                 Err(libc::EAGAIN) => return,
                 Err(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
                     return self.pause_accept()

@@ -143,6 +143,11 @@ impl Worker<'_> {
                     Parsed::Partial => break,
                 }
             }
+            // The peer shut its side and a read found nothing after its last bytes: the
+            // stream has ended (the report that said so was taken by `begin_turn`).
+            if read == Read::Drained && served < burst && c.peer_closed.load(Ordering::Relaxed) {
+                read = Read::Eof;
+            }
             if served > served_before {
                 self.srv.count((served - served_before) as u64);
                 d.since_ns = sys::coarse_now_ns();
