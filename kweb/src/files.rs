@@ -20,9 +20,10 @@ use std::sync::{Arc, RwLock};
 use crate::status::Status;
 use crate::sys;
 
-/// Largest file whose content is cached in memory. Larger ones go out with `sendfile`,
-/// which copies nothing: with 64 KiB the bench's `files` case (1 KiB, 64 KiB, 1 MiB)
-/// ran at 0.79-0.85x nginx, with 16 KiB at 0.99-1.13x (`83ca6f8`, BENCHMARKS.md).
+/// Largest file whose content is cached in memory; larger ones go out with `sendfile`,
+/// which copies nothing. The bench's `files` case (1 KiB, 64 KiB, 1 MiB) measured the
+/// same with 64 KiB (0.79-0.85x nginx, `83ca6f8`) and 16 KiB (0.80-0.83x, `47a969d`),
+/// full runs; the smaller bound keeps less memory per cached file.
 pub const MAX_CACHED_BODY: u64 = 16 * 1024;
 /// Age after which a cache entry is checked against the file system again (1 s).
 pub const REVALIDATE_NS: u64 = 1_000_000_000;
