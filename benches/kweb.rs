@@ -1172,19 +1172,7 @@ fn plot(path: &Path, head: &str, results: &[CaseResult]) -> Result<(), Box<dyn s
                 })
                 .filter(|(_, _, s)| s.min > 0.0)
                 .collect();
-            chart
-                .draw_series(
-                    bars.iter().map(|(x, w, s)| Rectangle::new([(x - w, lo), (x + w, s.median)], c.filled())),
-                )?
-                .label(server.describe())
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
-            chart
-                .draw_series(bars.iter().map(|(x, _, s)| {
-                    PathElement::new(vec![(*x, s.min), (*x, s.max)], BLACK.stroke_width(1))
-                }))?;
-            chart.draw_series(bars.iter().map(|(x, w, s)| {
-                Text::new(format!("{:.0}", s.median), (x - w * 0.9, s.max * 1.15), ("sans-serif", 10))
-            }))?;
+            report::stat_bars(chart, &bars, lo, c, server.describe(), 10)?;
         }
         Ok(())
     })

@@ -1286,19 +1286,7 @@ fn plot(
                 continue;
             }
             let c = color(kind);
-            chart
-                .draw_series(
-                    bars.iter().map(|(x, w, s)| Rectangle::new([(x - w, lo), (x + w, s.median)], c.filled())),
-                )?
-                .label(label)
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
-            chart
-                .draw_series(bars.iter().map(|(x, _, s)| {
-                    PathElement::new(vec![(*x, s.min), (*x, s.max)], BLACK.stroke_width(1))
-                }))?;
-            chart.draw_series(bars.iter().map(|(x, w, s)| {
-                Text::new(format!("{:.0}", s.median), (x - w * 0.8, s.max * 1.15), ("sans-serif", 12))
-            }))?;
+            report::stat_bars(chart, &bars, lo, c, label, 12)?;
         }
         chart
             .draw_series(results.iter().enumerate().filter_map(|(case, r)| {

@@ -133,6 +133,32 @@ pub struct Frame<'a> {
     pub legend: SeriesLabelPosition,
 }
 
+/// Draws one series of bars into `chart`: each `(x, half_width, stat)` as a bar from the
+/// axis floor `lo` up to its median, a min-max whisker, and the median above the whisker
+/// in `font_px` type; `label` and `color` go to the legend.
+pub fn stat_bars(
+    chart: &mut Chart<'_, '_>,
+    bars: &[(f64, f64, Stat)],
+    lo: f64,
+    color: RGBColor,
+    label: impl Into<String>,
+    font_px: u32,
+) -> Result<(), Box<dyn Error>> {
+    chart
+        .draw_series(
+            bars.iter().map(|(x, w, s)| Rectangle::new([(x - w, lo), (x + w, s.median)], color.filled())),
+        )?
+        .label(label)
+        .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+    chart.draw_series(
+        bars.iter().map(|(x, _, s)| PathElement::new(vec![(*x, s.min), (*x, s.max)], BLACK.stroke_width(1))),
+    )?;
+    chart.draw_series(bars.iter().map(|(x, w, s)| {
+        Text::new(format!("{:.0}", s.median), (x - w * 0.9, s.max * 1.15), ("sans-serif", font_px))
+    }))?;
+    Ok(())
+}
+
 /// Draws an SVG of 960 x 560 px to `path`: a white page, the title and the header in a
 /// band at the top, and under it a chart with `frame.names.len()` cases on its x axis and
 /// a log-scale y axis. `bars` draws the series into the chart, with their legend labels;
