@@ -49,14 +49,6 @@ struct Responder<'s> {
     path: Vec<u8>,
 }
 
-/// What a turn ends with.
-enum After {
-    /// The connection is closed.
-    Closed,
-    /// It went idle (back to its poller) or to the tail of the queue.
-    Handed,
-}
-
 /// Runs worker of shard `shard` until its queue closes.
 pub fn run(srv: &Server, shard: usize) {
     let mut w = Worker {
@@ -73,14 +65,14 @@ pub fn run(srv: &Server, shard: usize) {
     let q = srv.shards[shard].queue.clone();
     while let Some(slot) = q.pop() {
         let Some(c) = srv.conns.get(slot) else { continue };
-        let _ = w.turn(slot, c);
+        w.turn(slot, c);
         srv.rt.yield_now(); // the poller's connections wait otherwise (`Runtime::yield_now`)
     }
 }
 
 impl Worker<'_> {
     /// One turn of connection `slot` (module docs), which the caller owns.
-    fn turn(&mut self, slot: u32, c: &Conn) -> After {
+    fn turn(&mut self, slot: u32, c: &Conn) {
         let fd = c.fd.load(Ordering::Relaxed);
         // SAFETY: the queue handed us the connection: we own it until we hand it on.
         let d = unsafe { c.data() };
@@ -94,7 +86,7 @@ impl Worker<'_> {
                     Ok(Flushed::Done) => d.pending = None,
                     Ok(Flushed::Blocked) => {
                         if c.try_idle(d.since_ns + self.srv.idle_timeout_ns()) {
-                            return After::Handed;
+                            return;
                         }
                         continue;
                     }
@@ -168,7 +160,7 @@ impl Worker<'_> {
                 d.pending = Some(Box::new(std::mem::take(&mut self.resp.out)));
                 d.close_after_flush = finished;
                 if c.try_idle(d.since_ns + self.srv.idle_timeout_ns()) {
-                    return After::Handed;
+                    return;
                 }
                 continue;
             }
@@ -184,10 +176,10 @@ impl Worker<'_> {
             };
             if more && served >= burst {
                 self.srv.shards[self.shard].queue.push(slot); // the tail, as the thesis
-                return After::Handed;
+                return;
             }
             if !more && c.try_idle(d.since_ns + self.srv.idle_timeout_ns()) {
-                return After::Handed;
+                return;
             }
         }
     }
@@ -217,9 +209,8 @@ impl Worker<'_> {
         }
     }
 
-    fn close(&mut self, slot: u32, c: &Conn) -> After {
+    fn close(&mut self, slot: u32, c: &Conn) {
         self.srv.close(slot, c);
-        After::Closed
     }
 }
 
