@@ -106,7 +106,7 @@ pub struct Summary {
 /// Starting the upthread or custom variant makes the caller a uthread (`main`) for the
 /// rest of the process: call this once, from `main`.
 pub fn run(config: Config, ready: impl FnOnce(u16)) -> std::io::Result<Summary> {
-    server::raise_fd_limit();
+    sys::raise_fd_limit(u64::MAX); // nginx's `worker_rlimit_nofile`: as many as allowed
     server::install_signals();
     let rt: Box<dyn Runtime> = match config.variant {
         Variant::Linux => Box::new(runtime::linux::Linux),

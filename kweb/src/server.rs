@@ -272,17 +272,7 @@ impl Server {
         c.shard.store(shard as u32, Ordering::Relaxed);
         // SAFETY: `alloc` made the connection ours.
         unsafe { c.data() }.since_ns = now;
-        let one: libc::c_int = 1;
-        // SAFETY: `one` is a valid int option value for the duration of the call.
-        unsafe {
-            libc::setsockopt(
-                fd,
-                libc::IPPROTO_TCP,
-                libc::TCP_NODELAY,
-                (&one as *const libc::c_int).cast(),
-                4,
-            );
-        }
+        let _ = sys::set_nodelay(fd); // a connection without it is slower, not wrong
         let sh = &self.shards[shard];
         if sys::epoll_ctl(sh.epfd, libc::EPOLL_CTL_ADD, fd, CONN_EVENTS, c.tag(slot)).is_err() {
             return self.close(slot, c);
@@ -360,18 +350,6 @@ fn fd_limit() -> usize {
         return 1024;
     }
     usize::try_from(r.rlim_cur).unwrap_or(usize::MAX)
-}
-
-/// Raises the soft descriptor limit to the hard one (nginx's `worker_rlimit_nofile`).
-pub fn raise_fd_limit() {
-    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: `r` is valid for reads and writes.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
-            r.rlim_cur = r.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
-        }
-    }
 }
 
 /// The handler of SIGINT and SIGTERM: asks the server to stop. Async-signal-safe: one

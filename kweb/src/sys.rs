@@ -93,6 +93,41 @@ pub fn accept(listener: i32) -> Result<(i32, bool), i32> {
     Ok((fd, crate::urlcmd::is_loopback(&ss)))
 }
 
+/// Sets `TCP_NODELAY` on socket `fd`: a response (or a batch of requests) leaves at
+/// once, never held back by Nagle's algorithm.
+pub fn set_nodelay(fd: i32) -> Result<(), i32> {
+    let one: libc::c_int = 1;
+    let args = [
+        fd as usize,
+        libc::IPPROTO_TCP as usize,
+        libc::TCP_NODELAY as usize,
+        &one as *const libc::c_int as usize,
+        core::mem::size_of::<libc::c_int>(),
+        0,
+    ];
+    // SAFETY: the option value is a live c_int of the size passed.
+    unsafe { sys(libc::SYS_setsockopt, args) }.map(drop)
+}
+
+/// Raises the soft limit on open descriptors to `want`, or to the hard limit if that is
+/// lower; returns the soft limit now in force (0 if it cannot be read).
+pub fn raise_fd_limit(want: u64) -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `lim` is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } < 0 {
+        return 0;
+    }
+    if lim.rlim_cur >= want.min(lim.rlim_max) {
+        return lim.rlim_cur;
+    }
+    let new = libc::rlimit { rlim_cur: want.min(lim.rlim_max), rlim_max: lim.rlim_max };
+    // SAFETY: `new` is a valid rlimit that does not exceed the hard limit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } < 0 {
+        return lim.rlim_cur;
+    }
+    new.rlim_cur
+}
+
 /// `close(2)`. Errors other than `EBADF` still free the descriptor; none is reported.
 pub fn close(fd: i32) {
     // SAFETY: closing a descriptor number has no memory-safety preconditions.
@@ -228,7 +263,9 @@ pub fn wall_secs() -> i64 {
     (clock_ns(libc::CLOCK_REALTIME_COARSE) / 1_000_000_000) as i64
 }
 
-fn clock_ns(clock: libc::clockid_t) -> u64 {
+/// Clock `clock` in nanoseconds (a vDSO read for the clocks kweb uses).
+#[inline]
+pub fn clock_ns(clock: libc::clockid_t) -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is valid for writes. `clock_gettime` is not interposed and sets no
     // errno for a valid clock.

@@ -133,7 +133,7 @@ pub fn run(spec: &Spec) -> Result<Report, String> {
     check_cpus(&spec.cpus)?;
     let threads = spec.threads.min(spec.connections);
     let fds_needed = spec.connections + spec.idle_connections + SPARE_FDS;
-    let limit = sys::raise_fd_limit(fds_needed as u64);
+    let limit = crate::sys::raise_fd_limit(fds_needed as u64);
     if (limit as usize) < fds_needed {
         return Err(format!("{fds_needed} descriptors needed, the limit is {limit} (raise it: ulimit -n)"));
     }

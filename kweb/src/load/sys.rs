@@ -14,21 +14,12 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 /// deadlines) is on this clock.
 #[inline]
 pub(crate) fn now_ns() -> u64 {
-    clock_ns(libc::CLOCK_MONOTONIC)
+    crate::sys::clock_ns(libc::CLOCK_MONOTONIC)
 }
 
 /// CPU time the calling thread has used, in nanoseconds.
 pub(crate) fn thread_cpu_ns() -> u64 {
-    clock_ns(libc::CLOCK_THREAD_CPUTIME_ID)
-}
-
-#[inline]
-fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec; both clocks exist on every Linux we
-    // run on, so the call cannot fail (the vDSO answers it without entering the kernel).
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    crate::sys::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID)
 }
 
 /// The errno of the last failed call on this thread.
@@ -163,7 +154,7 @@ pub(crate) fn connect_nonblocking(addr: &SocketAddr) -> io::Result<(OwnedFd, boo
     }
     // SAFETY: `raw` was just returned to us open, and nothing else owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    set_nodelay(raw)?;
+    crate::sys::set_nodelay(raw).map_err(io::Error::from_raw_os_error)?;
     let (sa, len) = sockaddr_of(addr);
     // SAFETY: `sa` holds a valid sockaddr of `len` bytes for the family of the socket.
     let r = unsafe { libc::connect(raw, (&sa as *const libc::sockaddr_storage).cast(), len) };
@@ -173,26 +164,6 @@ pub(crate) fn connect_nonblocking(addr: &SocketAddr) -> io::Result<(OwnedFd, boo
     match errno() {
         libc::EINPROGRESS | libc::EINTR => Ok((fd, false)),
         e => Err(io::Error::from_raw_os_error(e)),
-    }
-}
-
-/// Sets `TCP_NODELAY`: a batch of requests goes out at once, never held back by Nagle.
-pub(crate) fn set_nodelay(fd: RawFd) -> io::Result<()> {
-    let one: libc::c_int = 1;
-    // SAFETY: the option value is a c_int that lives across the call, its size given.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            (&one as *const libc::c_int).cast(),
-            mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
     }
 }
 
@@ -248,24 +219,4 @@ pub(crate) fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     } else {
         Ok(())
     }
-}
-
-/// Raises the soft limit on open descriptors to at least `want` if the hard limit allows
-/// (a run with thousands of connections needs more than the usual 1024); returns the
-/// soft limit now in force.
-pub(crate) fn raise_fd_limit(want: u64) -> u64 {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: `lim` is a valid, writable rlimit.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } < 0 {
-        return 0;
-    }
-    if lim.rlim_cur >= want {
-        return lim.rlim_cur;
-    }
-    let new = libc::rlimit { rlim_cur: want.min(lim.rlim_max), rlim_max: lim.rlim_max };
-    // SAFETY: `new` is a valid rlimit that does not exceed the hard limit.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } < 0 {
-        return lim.rlim_cur;
-    }
-    new.rlim_cur
 }
