@@ -98,8 +98,7 @@ impl Worker<'_> {
             }
             // 2. Read and answer.
             self.inbuf.clear();
-            self.inbuf.append(&mut d.leftover);
-            d.leftover = Vec::new(); // an idle connection holds no buffer
+            self.inbuf.append(&mut d.leftover); // keeps its capacity for what is left over
             let mut pos = 0;
             let mut read = Read::NotYet;
             let mut close = false;
@@ -154,6 +153,8 @@ impl Worker<'_> {
             };
             if pos < self.inbuf.len() && !close {
                 d.leftover.extend_from_slice(&self.inbuf[pos..]);
+            } else {
+                d.leftover = Vec::new(); // an idle connection holds no buffer
             }
             let finished = close || read == Read::Eof;
             if flushed == Flushed::Blocked {
