@@ -278,6 +278,7 @@ fn unlink(core: &CallCore) {
     st.update_eff();
     if core.parent.get().is_null() {
         st.set_owner(ptr::null_mut());
+        st.quiesce_clock();
     }
     st.set_depth(core.launcher_depth.get());
 }

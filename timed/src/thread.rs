@@ -23,6 +23,12 @@
 //! launch, whose deadline is usually later, finds it armed early enough. An expiry that
 //! finds nothing due re-arms for the real deadline. The price is at most one spurious
 //! notification signal per thread after its last call returns (see the crate docs).
+//!
+//! A uthread's alarm is stopped when its chain empties, though: that takes it out of its
+//! vcore's alarm set under a lock, with no system call, and the vcore's timer stays armed
+//! as the alarms layer leaves it. Left started, the alarms of many uthreads that each
+//! launch short calls (kweb's 100 workers) would each expire in turn: a timer interrupt
+//! (tens of µs in a VM) per call instead of at most one per quantum of busy time.
 
 use core::cell::Cell;
 use core::pin::Pin;
@@ -291,6 +297,16 @@ impl ThreadState {
             }
         }
         Ok(())
+    }
+
+    /// The chain has emptied: a uthread's alarm is stopped ("Arming lazily"); a plain
+    /// thread's timer stays as it is.
+    pub(crate) fn quiesce_clock(&self) {
+        if let Clock::Uthread { alarm, .. } = &self.clock {
+            if alarm.is_armed() {
+                alarm.stop();
+            }
+        }
     }
 
     /// Records which uthread the chain runs on (or none), for the alarm's callback.
