@@ -50,12 +50,19 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Print nothing but errors.
     pub quiet: bool,
+    /// Whether `/work` (`work` module) is on.
+    pub work: bool,
+    /// Run `/work` handlers as timed calls with this quantum (`handler` module).
+    pub quantum: Option<Duration>,
+    /// Run time a timed handler may use in all before it is cancelled with a 503.
+    pub handler_budget: Duration,
 }
 
 /// Usage text.
 pub const USAGE: &str = "\
 usage: kweb --root DIR [--port 8080] [--bind 0.0.0.0] [--variant linux|upthread|custom]
             [--vcores N] [--workers 100] [--burst 10] [--idle-timeout SECS] [--url-cmd] [--quiet]
+            [--work [--quantum-us Q [--handler-budget-ms 10000]]]
 
 Serves the files beneath DIR over HTTP/1.1 (GET and HEAD, keep-alive, pipelining).
   --variant      the threads that serve: Linux threads, upthread, or kweb's own scheduler
@@ -64,6 +71,12 @@ Serves the files beneath DIR over HTTP/1.1 (GET and HEAD, keep-alive, pipelining
   --burst        requests served from a connection before it yields its worker
   --idle-timeout seconds a connection may wait for a complete request (default 75)
   --url-cmd      answer /_kweb/{stats,request_vcores?n=N,yield_vcore,stop} from loopback peers
+  --work         answer /work?us=N (or ?n=STEPS) with N us of hashing: for benchmarks only,
+                 it lets any client spend the server's CPU
+  --quantum-us   run each /work handler as a timed call with this quantum (10 to 10000000
+                 us; upthread and custom): a long handler waits behind the queue
+  --handler-budget-ms
+                 run time a timed handler may use before it gets a 503 (default 10000)
 Ctrl-C stops it.";
 
 impl Config {
@@ -80,6 +93,9 @@ impl Config {
             url_cmd: false,
             idle_timeout: Duration::from_secs(75),
             quiet: false,
+            work: false,
+            quantum: None,
+            handler_budget: Duration::from_secs(10),
         }
     }
 
@@ -114,12 +130,44 @@ impl Config {
                 }
                 "--url-cmd" => c.url_cmd = true,
                 "--quiet" => c.quiet = true,
+                "--work" => c.work = true,
+                "--quantum-us" => {
+                    let us = number(&val("--quantum-us")?, "--quantum-us", 10, 10_000_000)?;
+                    c.quantum = Some(Duration::from_micros(us as u64));
+                }
+                "--handler-budget-ms" => {
+                    let ms = number(&val("--handler-budget-ms")?, "--handler-budget-ms", 1, 86_400_000)?;
+                    c.handler_budget = Duration::from_millis(ms as u64);
+                }
                 "--help" | "-h" => return Err(String::new()),
                 _ => return Err(format!("unknown argument {a}")),
             }
         }
         c.root = root.ok_or("--root DIR is required")?;
+        c.check()?;
         Ok(c)
+    }
+
+    /// Refuses settings that cannot work together (`run` checks them too, for
+    /// configurations built in code).
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(q) = self.quantum {
+            if !self.work {
+                return Err("--quantum-us needs --work: /work's handlers are the ones it times".into());
+            }
+            if self.variant == Variant::Linux {
+                return Err("--quantum-us needs --variant upthread or custom: the kernel \
+                            time-slices Linux threads itself"
+                    .into());
+            }
+            if q < Duration::from_micros(10) || q > Duration::from_secs(10) {
+                return Err(format!("--quantum-us {}: from 10 to 10000000", q.as_micros()));
+            }
+        }
+        if self.handler_budget.is_zero() {
+            return Err("--handler-budget-ms: at least 1".into());
+        }
+        Ok(())
     }
 }
 
@@ -146,6 +194,12 @@ mod tests {
                 .unwrap();
         assert_eq!((c.port, c.variant, c.vcores, c.burst, c.url_cmd), (0, Variant::Custom, Some(2), 3, true));
         assert_eq!(c.workers, 100);
+        let c =
+            Config::from_args(args("--root /tmp --work --quantum-us 250 --handler-budget-ms 40")).unwrap();
+        assert_eq!(
+            (c.work, c.quantum, c.handler_budget),
+            (true, Some(Duration::from_micros(250)), Duration::from_millis(40))
+        );
     }
 
     #[test]
@@ -158,6 +212,10 @@ mod tests {
             ("--root /tmp --idle-timeout -1", "--idle-timeout"),
             ("--root /tmp --frobnicate", "--frobnicate"),
             ("--root", "--root"),
+            ("--root /tmp --quantum-us 100", "--work"),
+            ("--root /tmp --work --quantum-us 100 --variant linux", "--variant"),
+            ("--root /tmp --work --quantum-us 5", "--quantum-us"),
+            ("--root /tmp --work --handler-budget-ms 0", "--handler-budget-ms"),
         ] {
             let e = Config::from_args(args(a)).expect_err(a);
             assert!(e.contains(what), "{a}: {e}");

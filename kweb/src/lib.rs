@@ -20,6 +20,8 @@
 //! | [`respond`], [`date`], [`status`] | response heads as long as nginx's, bodies, error pages |
 //! | [`output`] | pending responses, written in order with `sendmsg` and `sendfile` |
 //! | [`urlcmd`] | `/_kweb/...` commands, loopback peers only |
+//! | [`work`] | `/work?us=N`: a request of N µs of CPU, for head-of-line experiments (`--work`) |
+//! | [`handler`] | running `/work`'s handler inline, or as a timed call with a quantum (`--quantum-us`) |
 //! | [`runtime`] | the three variants: threads, queues, waiting for readiness; [`runtime::custom::KwebSched`] is the custom `Scheduler` |
 //! | [`sys`] | the raw system calls of the request path |
 //! | [`load`] | `kweb-load`, the load generator |
@@ -69,10 +71,22 @@
 //!   with more to do goes to the tail, and another worker is woken, as in the thesis.
 //! * **`url_cmd`** lives under `/_kweb/` and answers loopback peers only.
 //!
+//! ## Long requests do not hold up short ones (`--quantum-us`)
+//!
+//! A uthread runs until it yields, so on one vcore a request that computes for 5 ms
+//! delays every request that arrives meanwhile by up to 5 ms: head-of-line blocking. With
+//! `--quantum-us Q`, `/work`'s handlers run as preemptible timed calls (`parlib-timed`):
+//! one that outlives its quantum waits behind the queued connections and resumes later,
+//! and one that exceeds `--handler-budget-ms` in all is cancelled with a 503. See
+//! [`handler`] for the protocol. Static files are answered by the server itself, never
+//! for long, and are not timed. `benches/hol.rs` measures the effect against upthread's
+//! own time slices and Linux threads.
+//!
 pub mod config;
 pub mod conn;
 pub mod date;
 pub mod files;
+pub mod handler;
 pub mod http;
 pub mod load;
 pub mod output;
@@ -83,6 +97,7 @@ pub mod server;
 pub mod status;
 pub mod sys;
 pub mod urlcmd;
+pub mod work;
 pub mod worker;
 
 use std::sync::Arc;
@@ -106,6 +121,7 @@ pub struct Summary {
 /// Starting the upthread or custom variant makes the caller a uthread (`main`) for the
 /// rest of the process: call this once, from `main`.
 pub fn run(config: Config, ready: impl FnOnce(u16)) -> std::io::Result<Summary> {
+    config.check().map_err(std::io::Error::other)?;
     sys::raise_fd_limit(u64::MAX); // nginx's `worker_rlimit_nofile`: as many as allowed
     server::install_signals();
     let rt: Box<dyn Runtime> = match config.variant {

@@ -23,8 +23,10 @@ use crossbeam_utils::CachePadded;
 use crate::config::Config;
 use crate::conn::{Conn, Conns};
 use crate::files::Files;
+use crate::handler::HandlerStats;
 use crate::runtime::{ConnQueue, Runtime};
 use crate::sys;
+use crate::work::Work;
 
 /// Connections accepted per listener event before looking at other events (nginx's
 /// `multi_accept`, bounded so a connect storm cannot starve readiness).
@@ -92,6 +94,10 @@ pub struct Server {
     pub shards: Vec<Shard>,
     /// Counters.
     pub stats: Stats,
+    /// `/work`, calibrated, if `--work` is on.
+    pub work: Option<Work>,
+    /// What timed handlers did.
+    pub handlers: HandlerStats,
     listener: i32,
     stop_fd: i32,
     kick_fd: i32,
@@ -145,6 +151,7 @@ impl Server {
         let limit = fd_limit();
         let capacity = limit.clamp(64, 1 << 20);
         STOP_FD.store(stop_fd, Ordering::Release);
+        let work = config.work.then(Work::calibrate);
         Ok(Server {
             config,
             rt,
@@ -157,6 +164,8 @@ impl Server {
                 timed_out: AtomicU64::new(0),
                 accept_backoffs: AtomicU64::new(0),
             },
+            work,
+            handlers: HandlerStats::default(),
             listener,
             stop_fd,
             kick_fd,

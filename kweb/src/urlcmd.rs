@@ -6,7 +6,7 @@
 //!
 //! | command | does | reply |
 //! |---|---|---|
-//! | `stats` | nothing | requests, connections, per-vcore request counts |
+//! | `stats` | nothing | requests, connections, per-vcore request counts; with `--work`, its calibration and what timed handlers did |
 //! | `request_vcores?n=N` | serve on N vcores (1 to the process's) | the new count; 501 on Linux threads |
 //! | `yield_vcore` | serve on one vcore fewer (never below 1) | the new count; 501 on Linux threads |
 //! | `stop` | stops the server, as Ctrl-C | `stopping` |
@@ -63,6 +63,13 @@ fn stats(srv: &Server) -> String {
     let _ = writeln!(t, "connections_accepted {}", s.accepted.load(Ordering::Relaxed));
     let _ = writeln!(t, "connections_timed_out {}", s.timed_out.load(Ordering::Relaxed));
     let _ = writeln!(t, "accept_backoffs {}", s.accept_backoffs.load(Ordering::Relaxed));
+    if let Some(w) = srv.work {
+        let h = &srv.handlers;
+        let _ = writeln!(t, "work_steps_per_us {:.1}", w.steps_per_us());
+        let _ = writeln!(t, "handler_timeouts {}", h.timeouts.load(Ordering::Relaxed));
+        let _ = writeln!(t, "handler_cancelled {}", h.cancelled.load(Ordering::Relaxed));
+        let _ = writeln!(t, "handler_panicked {}", h.panicked.load(Ordering::Relaxed));
+    }
     for (v, n) in s.per_vcore.iter().enumerate() {
         let n = n.load(Ordering::Relaxed);
         if n > 0 {

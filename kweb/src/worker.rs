@@ -24,10 +24,12 @@ use std::sync::atomic::Ordering;
 
 use crate::conn::Conn;
 use crate::date::DateCache;
+use crate::handler::{self, Timing};
 use crate::http::{self, Method, Parsed, Request};
 use crate::output::{Flushed, Output};
 use crate::server::Server;
 use crate::status::Status;
+use crate::work::{self, Work};
 use crate::{path, respond, sys, urlcmd};
 
 /// Bytes a worker reads at once: two maximal request heads.
@@ -231,12 +233,54 @@ impl Responder<'_> {
                 return (r.head_len, keep);
             }
         }
+        if r.path == b"/work" {
+            if let Some(w) = self.srv.work {
+                self.work(&w, r, c, keep, head);
+                return (r.head_len, keep);
+            }
+        }
         let found = path::resolve(r.path, &mut self.path).and_then(|dir| self.srv.files.get(&self.path, dir));
         match found {
             Ok(e) => respond::file(&mut self.out, &e, keep, head, &mut self.date),
             Err(s) => respond::error_page(&mut self.out, s, keep, head, &mut self.date),
         }
         (r.head_len, keep)
+    }
+}
+
+impl Responder<'_> {
+    /// Answers `/work` (`work` module): runs its handler inline or as a timed call.
+    fn work(&mut self, w: &Work, r: &Request<'_>, c: &Conn, keep: bool, head: bool) {
+        let srv = self.srv;
+        let timing = srv.config.quantum.map(|quantum| Timing { quantum, budget: srv.config.handler_budget });
+        let answer = w.parse(r.query, timing.is_some()).and_then(|job| {
+            if head {
+                return Ok(work::body(job.steps, 0)); // the same length, without the work
+            }
+            let hash = match timing {
+                None => handler::run_inline(job, &srv.handlers),
+                Some(t) => {
+                    let fd = c.fd.load(Ordering::Relaxed);
+                    let shard = c.shard.load(Ordering::Relaxed) as usize;
+                    let out = &mut self.out;
+                    handler::run_timed(job, t, &srv.handlers, || {
+                        // The answers before this one may leave now (`handler` docs, step 2).
+                        if out.flush(fd).is_err() {
+                            return false;
+                        }
+                        // Step 3: the poller first queues what arrived meanwhile.
+                        srv.rt.yield_now();
+                        srv.shards[shard].queue.wait_turn();
+                        true
+                    })
+                }
+            }?;
+            Ok(work::body(job.steps, hash))
+        });
+        match answer {
+            Ok(body) => respond::text(&mut self.out, Status::Ok, &body, keep, head, &mut self.date),
+            Err(s) => respond::error_page(&mut self.out, s, keep, head, &mut self.date),
+        }
     }
 }
 

@@ -26,6 +26,11 @@ pub trait ConnQueue: Send + Sync {
     /// The next connection; blocks the calling thread while there is none. `None` once
     /// [`close`](ConnQueue::close)d.
     fn pop(&self) -> Option<u32>;
+    /// Queues the caller behind every connection waiting now, and blocks it until a
+    /// worker's [`pop`](ConnQueue::pop) reaches that place (a timed handler's turn:
+    /// `handler` module, protocol in `parlib_queue`). Returns at once if no worker is
+    /// idle to get there, or if the queue keeps no turns.
+    fn wait_turn(&self);
     /// Wakes every worker; `pop` returns `None` from now on.
     fn close(&self);
 }
