@@ -69,7 +69,8 @@ pub fn run_inline(job: Job, stats: &HandlerStats) -> Result<u64, Status> {
 
 /// Runs `job` as a timed call (module docs). After each timeout it calls `wait_turn`,
 /// which gives the rest of the server its turn (steps 2 and 3) and returns whether the
-/// request still matters (false: its connection failed; the handler is cancelled).
+/// request still matters (false: its connection failed, or the server is stopping; the
+/// handler is cancelled).
 pub fn run_timed(
     job: Job,
     t: Timing,

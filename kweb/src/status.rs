@@ -26,7 +26,8 @@ pub enum Status {
     /// 501: a request feature kweb does not implement (`Transfer-Encoding`), or a
     /// `url_cmd` the variant cannot do.
     NotImplemented,
-    /// 503: the server is stopping.
+    /// 503: the server is stopping, or a `/work` handler panicked or ran out of its
+    /// budget.
     Unavailable,
     /// 505: an HTTP version other than 1.0 and 1.1.
     VersionNotSupported,

@@ -235,8 +235,7 @@ impl Responder<'_> {
         }
         if r.path == b"/work" {
             if let Some(w) = self.srv.work {
-                self.work(&w, r, c, keep, head);
-                return (r.head_len, keep);
+                return (r.head_len, self.work(&w, r, c, keep, head));
             }
         }
         let found = path::resolve(r.path, &mut self.path).and_then(|dir| self.srv.files.get(&self.path, dir));
@@ -250,7 +249,9 @@ impl Responder<'_> {
 
 impl Responder<'_> {
     /// Answers `/work` (`work` module): runs its handler inline or as a timed call.
-    fn work(&mut self, w: &Work, r: &Request<'_>, c: &Conn, keep: bool, head: bool) {
+    /// Returns whether the connection stays open (the server may have begun stopping
+    /// while the handler ran).
+    fn work(&mut self, w: &Work, r: &Request<'_>, c: &Conn, keep: bool, head: bool) -> bool {
         let srv = self.srv;
         let timing = srv.config.quantum.map(|quantum| Timing { quantum, budget: srv.config.handler_budget });
         let answer = w.parse(r.query, timing.is_some()).and_then(|job| {
@@ -265,7 +266,8 @@ impl Responder<'_> {
                     let out = &mut self.out;
                     handler::run_timed(job, t, &srv.handlers, || {
                         // The answers before this one may leave now (`handler` docs, step 2).
-                        if out.flush(fd).is_err() {
+                        // A stopping server cancels its long handlers rather than wait.
+                        if out.flush(fd).is_err() || srv.stopping() {
                             return false;
                         }
                         // Step 3: the poller first queues what arrived meanwhile.
@@ -277,10 +279,12 @@ impl Responder<'_> {
             }?;
             Ok(work::body(job.steps, hash))
         });
+        let keep = keep && !srv.stopping();
         match answer {
             Ok(body) => respond::text(&mut self.out, Status::Ok, &body, keep, head, &mut self.date),
             Err(s) => respond::error_page(&mut self.out, s, keep, head, &mut self.date),
         }
+        keep
     }
 }
 

@@ -161,3 +161,18 @@ fn a_bimodal_pipelined_load_gets_every_answer_right_and_in_order(variant: &str) 
     server.stop();
 }
 variant_tests!(a_bimodal_pipelined_load_gets_every_answer_right_and_in_order, 120, [upthread, custom]);
+
+fn a_stopping_server_cancels_its_long_handlers_with_a_503(variant: &str) {
+    let root = TempDir::new("timed-stop");
+    let server = timed_server(variant, &root, &["--handler-budget-ms", "600000"]);
+    let mut slow = Client::connect(server.port());
+    slow.send(get_request("/work?n=1&fault=loop"));
+    common::wait_until(std::time::Duration::from_secs(20), "the long handler to be preempted", || {
+        stat(&stats(server.port()), "handler_timeouts") > 0
+    });
+    server.stop(); // fails the test unless the server exits within its STOP_TIMEOUT
+    let r = slow.response();
+    assert_eq!(r.status, 503, "a handler ten minutes from its budget, cut short");
+    assert!(r.closes(), "a stopping server closes the connection");
+}
+variant_tests!(a_stopping_server_cancels_its_long_handlers_with_a_503, 60, [upthread, custom]);
