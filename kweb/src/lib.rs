@@ -24,6 +24,7 @@
 //! | [`handler`] | running `/work`'s handler inline, or as a timed call with a quantum (`--quantum-us`) |
 //! | [`runtime`] | the three variants: threads, queues, waiting for readiness; [`runtime::custom::KwebSched`] is the custom `Scheduler` |
 //! | [`sys`] | the raw system calls of the request path |
+//! | [`splitmix`] | SplitMix64: `/work`'s hash step and the load generator's random stream |
 //! | [`load`] | `kweb-load`, the load generator |
 //!
 //! Binaries: `kweb` (the server, [`main`]) and `kweb-load`.
@@ -94,6 +95,7 @@ pub mod path;
 pub mod respond;
 pub mod runtime;
 pub mod server;
+pub mod splitmix;
 pub mod status;
 pub mod sys;
 pub mod urlcmd;

@@ -18,7 +18,7 @@
 //! `--quantum-us`).
 
 use crate::status::Status;
-use crate::sys;
+use crate::{splitmix, sys};
 
 /// Longest request: 10 s of CPU. More is a unit mistake or an attack.
 pub const MAX_US: u64 = 10_000_000;
@@ -138,29 +138,21 @@ pub fn body(steps: u64, hash: u64) -> String {
     format!("work n={steps} hash={hash:016x}\n")
 }
 
-/// `steps` steps of a serial hash chain, with a cancellation point every
-/// [`CHECK_EVERY`] steps (a no-op outside timed calls).
+/// `steps` steps of a serial hash chain (each step is SplitMix64's finaliser, a few ns
+/// that nothing overlaps), with a cancellation point every `CHECK_EVERY` steps (a no-op
+/// outside timed calls).
 pub fn chain(steps: u64) -> u64 {
     let mut h = 0x6b77_6562_u64; // "kweb"
     let mut i = 0;
     while i < steps {
         let end = (i + CHECK_EVERY).min(steps);
         while i < end {
-            h = mix(h ^ i);
+            h = splitmix::mix(h ^ i);
             i += 1;
         }
         parlib_timed::checkpoint();
     }
     h
-}
-
-/// One step: the 64-bit finaliser of SplitMix64 (Steele, Lea and Flood, "Fast Splittable
-/// Pseudorandom Number Generators", OOPSLA 2014), constants as published there. Two
-/// multiplies and three xor-shifts in a dependency chain: a few ns that nothing overlaps.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]

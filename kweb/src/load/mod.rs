@@ -1,10 +1,17 @@
-//! # kweb-load: a closed-loop HTTP/1.1 load generator
+//! # kweb-load: closed-loop and open-loop HTTP/1.1 load generators
 //!
-//! The load generator that measures kweb and the servers it is compared with (the
-//! `kweb-load` binary is a command-line face over [`run`]). It loads one server on this
-//! machine (loopback only) from a fixed number of connections, each keeping a fixed
-//! number of requests outstanding, checks every response, and reports throughput and
-//! latency percentiles.
+//! The load generators that measure kweb and the servers it is compared with (the
+//! `kweb-load` binary is a command-line face over both). They load one server on this
+//! machine (loopback only), check every response, and report throughput and latency
+//! percentiles.
+//!
+//! * [`run`], the **closed loop** (this module's docs): a fixed number of connections,
+//!   each keeping a fixed number of requests outstanding. It measures how fast a server
+//!   can go.
+//! * [`open::run`], the **open loop** ([`open`]'s docs): requests arrive as a Poisson
+//!   process of a fixed rate, each of a URL class drawn by weight, one at a time per
+//!   connection of a pool, timed from their scheduled arrival. It measures how long
+//!   requests take at a given load, head-of-line blocking included.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -23,16 +30,17 @@
 //!
 //! | file | what it does |
 //! |---|---|
-//! | `mod.rs` | [`run`]: validate, probe, connect, start the load threads, merge their figures |
+//! | `mod.rs` | [`run`]: validate, probe, connect, start the load threads (both loops' threads start here), merge their figures |
 //! | `spec.rs` | [`Spec`], its defaults and the checks that refuse a bad one (non-loopback first) |
-//! | `probe.rs` | the probe: one request per distinct URL to learn its status and `Content-Length` |
+//! | `probe.rs` | the probe: one request per distinct URL to learn its status and `Content-Length` (and body) |
 //! | `plan.rs` | the request bytes, rendered once, laid out so any batch is one slice |
 //! | `worker.rs` | a load thread: its epoll loop, deadlines, stalls, reconnects |
 //! | `conn.rs` | one connection: outstanding-request FIFO, response matching, partial sends |
 //! | `response.rs` | framing: parsing a response head (status, `Content-Length`) |
 //! | `stats.rs` | the latency histogram and the per-thread tally |
 //! | `report.rs` | [`Report`] and its printed form |
-//! | `sys.rs` | the system calls (clocks, epoll, sockets, affinity), each behind a safe function |
+//! | `sys.rs` | the system calls (clocks, epoll, a timer, sockets, affinity), each behind a safe function |
+//! | `open/` | the open loop, on the probe, parser, histogram and system calls above (its own map) |
 //!
 //! ## How a run goes
 //!
@@ -92,6 +100,7 @@
 //!   was the bottleneck.
 
 mod conn;
+pub mod open;
 mod plan;
 mod probe;
 mod report;
@@ -105,11 +114,11 @@ pub use report::Report;
 pub use spec::Spec;
 
 use std::io::Read;
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Condvar, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use plan::Plan;
 use stats::Tally;
@@ -132,21 +141,18 @@ pub fn run(spec: &Spec) -> Result<Report, String> {
     spec.validate()?;
     check_cpus(&spec.cpus)?;
     let threads = spec.threads.min(spec.connections);
-    let fds_needed = spec.connections + spec.idle_connections + SPARE_FDS;
-    let limit = crate::sys::raise_fd_limit(fds_needed as u64);
-    if (limit as usize) < fds_needed {
-        return Err(format!("{fds_needed} descriptors needed, the limit is {limit} (raise it: ulimit -n)"));
-    }
+    reserve_fds(spec.connections + spec.idle_connections)?;
 
     let expect = probe::probe_all(spec, Instant::now() + spec.timeout)?;
     let plan = Plan::new(spec, expect);
 
-    let idle = (0..spec.idle_connections).map(|i| connect(spec, "idle", i)).collect::<Result<Vec<_>, _>>()?;
+    let idle = (0..spec.idle_connections)
+        .map(|i| connect(spec.addr, spec.timeout, "idle", i))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut shares: Vec<Vec<(OwnedFd, usize)>> = (0..threads).map(|_| Vec::new()).collect();
     for i in 0..spec.connections {
-        let s = connect(spec, "load", i)?;
-        s.set_nodelay(true).and_then(|()| s.set_nonblocking(true)).map_err(|e| e.to_string())?;
-        shares[i * threads / spec.connections].push((OwnedFd::from(s), i % spec.urls.len()));
+        let fd = load_connection(spec.addr, spec.timeout, i)?;
+        shares[i * threads / spec.connections].push((fd, i % spec.urls.len()));
     }
 
     let settings = Settings {
@@ -157,30 +163,44 @@ pub fn run(spec: &Spec) -> Result<Report, String> {
         duration_ns: spec.duration.map(nanos),
         timeout_ns: nanos(spec.timeout),
     };
-    let (tally, t0) = run_threads(spec, &plan, &settings, shares)?;
+    let stop = AtomicBool::new(false);
+    let (tallies, t0) = run_threads(&spec.cpus, shares, |conns| {
+        let worker = Worker::new(&plan, &settings, &stop, conns).map_err(|e| format!("epoll set-up: {e}"))?;
+        Ok(move |t0| worker.run(t0))
+    })?;
+    let mut tally = Tally::new();
+    for t in tallies {
+        tally.merge(t);
+    }
     let idle_closed = idle.iter().map(closed_by_peer).filter(|&closed| closed).count();
     Ok(Report::from_tally(&tally, t0 + settings.warmup_ns, idle_closed))
 }
 
-/// Starts one load thread per share, starts the load in all of them at once, and merges
-/// their tallies. Returns the merged tally and the start time.
-fn run_threads(
-    spec: &Spec,
-    plan: &Plan,
-    settings: &Settings,
-    shares: Vec<Vec<(OwnedFd, usize)>>,
-) -> Result<(Tally, u64), String> {
-    let stop = AtomicBool::new(false);
+/// Starts one load thread per share, pinned to CPU `cpus[k % cpus.len()]` (unpinned if
+/// `cpus` is empty), where `make` turns its share into its load: a function of the start
+/// time `t0`. Once every thread is pinned and made, takes `t0` and starts the load in all
+/// of them at once. Returns what each load returned, and `t0`; or the first set-up error,
+/// with no load run.
+fn run_threads<S, L, T>(
+    cpus: &[usize],
+    shares: Vec<S>,
+    make: impl Fn(S) -> Result<L, String> + Sync,
+) -> Result<(Vec<T>, u64), String>
+where
+    S: Send,
+    L: FnOnce(u64) -> T,
+    T: Send,
+{
     let gate = Gate::new();
     let setup_error: Mutex<Option<String>> = Mutex::new(None);
     let fail = |e: String| {
         setup_error.lock().unwrap().get_or_insert(e);
     };
-    let tallies = std::thread::scope(|scope| {
+    let outs = std::thread::scope(|scope| {
         let mut handles = Vec::with_capacity(shares.len());
-        for (k, conns) in shares.into_iter().enumerate() {
-            let (stop, gate, fail) = (&stop, &gate, &fail);
-            let cpu = (!spec.cpus.is_empty()).then(|| spec.cpus[k % spec.cpus.len()]);
+        for (k, share) in shares.into_iter().enumerate() {
+            let (gate, fail, make) = (&gate, &fail, &make);
+            let cpu = (!cpus.is_empty()).then(|| cpus[k % cpus.len()]);
             let body = move || {
                 let pinned = match cpu {
                     Some(c) => {
@@ -188,14 +208,9 @@ fn run_threads(
                     }
                     None => Ok(()),
                 };
-                let worker = pinned
-                    .and_then(|()| {
-                        Worker::new(plan, settings, stop, conns).map_err(|e| format!("epoll set-up: {e}"))
-                    })
-                    .map_err(fail)
-                    .ok();
+                let load = pinned.and_then(|()| make(share)).map_err(fail).ok();
                 let t0 = gate.arrive_and_wait()?;
-                Some(worker?.run(t0))
+                Some(load?(t0))
             };
             match std::thread::Builder::new().name(format!("kweb-load-{k}")).spawn_scoped(scope, body) {
                 Ok(h) => handles.push(h),
@@ -211,11 +226,7 @@ fn run_threads(
     if let Some(e) = setup_error.into_inner().unwrap() {
         return Err(e);
     }
-    let mut total = Tally::new();
-    for t in tallies.into_iter().flatten() {
-        total.merge(t);
-    }
-    Ok((total, gate.t0()))
+    Ok((outs.into_iter().flatten().collect(), gate.t0()))
 }
 
 /// Where the load threads wait until all are ready, and learn the start time `t0` (or
@@ -262,10 +273,29 @@ impl Gate {
     }
 }
 
-/// A blocking connection to the target, bounded by the spec's timeout.
-fn connect(spec: &Spec, kind: &str, i: usize) -> Result<TcpStream, String> {
-    TcpStream::connect_timeout(&spec.addr, spec.timeout)
-        .map_err(|e| format!("cannot open {kind} connection {i} to {}: {e}", spec.addr))
+/// Makes sure `connections` sockets fit under the descriptor limit, with [`SPARE_FDS`]
+/// to spare, raising the process's soft limit if they need it.
+fn reserve_fds(connections: usize) -> Result<(), String> {
+    let needed = connections + SPARE_FDS;
+    let limit = crate::sys::raise_fd_limit(needed as u64);
+    if (limit as usize) < needed {
+        return Err(format!("{needed} descriptors needed, the limit is {limit} (raise it: ulimit -n)"));
+    }
+    Ok(())
+}
+
+/// A blocking connection to `addr`, bounded by `timeout`.
+fn connect(addr: SocketAddr, timeout: Duration, kind: &str, i: usize) -> Result<TcpStream, String> {
+    TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| format!("cannot open {kind} connection {i} to {addr}: {e}"))
+}
+
+/// Load connection `i` to `addr`: connected (bounded by `timeout`), then non-blocking
+/// with `TCP_NODELAY`.
+fn load_connection(addr: SocketAddr, timeout: Duration, i: usize) -> Result<OwnedFd, String> {
+    let s = connect(addr, timeout, "load", i)?;
+    s.set_nodelay(true).and_then(|()| s.set_nonblocking(true)).map_err(|e| e.to_string())?;
+    Ok(OwnedFd::from(s))
 }
 
 /// Whether the server has closed `s` (end of stream or an error), without blocking.
@@ -298,6 +328,6 @@ fn check_cpus(cpus: &[usize]) -> Result<(), String> {
     }
 }
 
-fn nanos(d: std::time::Duration) -> u64 {
+fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX / 4)
 }

@@ -14,6 +14,8 @@
 //! A connection whose next URL is `u` sends `k` requests as
 //! `bytes[offsets[u]..offsets[u + k]]`, then its next URL is `(u + k) % urls.len()`.
 
+use std::net::SocketAddr;
+
 use super::spec::Spec;
 
 /// What the probe learned about one URL: every response to it must say the same.
@@ -39,12 +41,13 @@ pub(crate) struct Plan {
     pub head: bool,
 }
 
-/// The request for `path`: the same bytes for every server, so each does the same work.
-pub(crate) fn render_request(spec: &Spec, path: &str) -> Vec<u8> {
-    let method = if spec.head { "HEAD" } else { "GET" };
-    let host = match spec.addr {
-        std::net::SocketAddr::V4(a) => a.ip().to_string(),
-        std::net::SocketAddr::V6(a) => format!("[{}]", a.ip()),
+/// The request for `path` to `addr` (`HEAD` if `head`): the same bytes for every server,
+/// so each does the same work.
+pub(crate) fn render_request(addr: SocketAddr, head: bool, path: &str) -> Vec<u8> {
+    let method = if head { "HEAD" } else { "GET" };
+    let host = match addr {
+        SocketAddr::V4(a) => a.ip().to_string(),
+        SocketAddr::V6(a) => format!("[{}]", a.ip()),
     };
     format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes()
 }
@@ -53,7 +56,8 @@ impl Plan {
     /// Renders the requests of `spec`; `expect[i]` is the probe's answer for `spec.urls[i]`.
     pub(crate) fn new(spec: &Spec, expect: Vec<Expect>) -> Plan {
         let n = spec.urls.len();
-        let rendered: Vec<Vec<u8>> = spec.urls.iter().map(|path| render_request(spec, path)).collect();
+        let rendered: Vec<Vec<u8>> =
+            spec.urls.iter().map(|path| render_request(spec.addr, spec.head, path)).collect();
         // Positions 0..n + in_flight cover a run of in_flight requests from any start < n.
         let positions = n + spec.in_flight;
         let mut bytes = Vec::new();

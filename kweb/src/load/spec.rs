@@ -68,15 +68,7 @@ impl Spec {
 
     /// Refuses a spec that cannot be run, with a message that says why.
     pub(crate) fn validate(&self) -> Result<(), String> {
-        if !is_loopback(self.addr.ip()) {
-            return Err(format!(
-                "refusing to load {}: kweb-load only targets loopback addresses (127.0.0.0/8 or ::1)",
-                self.addr
-            ));
-        }
-        if self.addr.port() == 0 {
-            return Err("the target port must not be 0".into());
-        }
+        check_target(self.addr)?;
         if self.connections == 0 {
             return Err("connections must be at least 1".into());
         }
@@ -101,15 +93,33 @@ impl Spec {
         if self.urls.is_empty() {
             return Err("give at least one URL path".into());
         }
-        for url in &self.urls {
-            if !url.starts_with('/') || url.bytes().any(|b| b <= b' ' || b == 0x7f) {
-                return Err(format!(
-                    "bad URL path {url:?}: it must start with '/' and hold no spaces or control characters"
-                ));
-            }
-        }
-        Ok(())
+        self.urls.iter().try_for_each(|url| check_path(url))
     }
+}
+
+/// Refuses a target that is not a loopback address (checked before any socket is
+/// opened), or port 0.
+pub(crate) fn check_target(addr: SocketAddr) -> Result<(), String> {
+    if !is_loopback(addr.ip()) {
+        return Err(format!(
+            "refusing to load {addr}: kweb-load only targets loopback addresses (127.0.0.0/8 or ::1)"
+        ));
+    }
+    if addr.port() == 0 {
+        return Err("the target port must not be 0".into());
+    }
+    Ok(())
+}
+
+/// Refuses a URL path that does not start with `/` or that holds a space or a control
+/// character (it would break the request line).
+pub(crate) fn check_path(url: &str) -> Result<(), String> {
+    if !url.starts_with('/') || url.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(format!(
+            "bad URL path {url:?}: it must start with '/' and hold no spaces or control characters"
+        ));
+    }
+    Ok(())
 }
 
 /// 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104. `0.0.0.0` and `::` are refused: connecting

@@ -1,5 +1,5 @@
 //! The system calls the load generator makes, each behind a small safe function: clocks,
-//! epoll, non-blocking sockets, CPU affinity and the descriptor limit.
+//! epoll, a timer, non-blocking sockets, CPU affinity and the descriptor limit.
 //!
 //! Errors come back as `std::io::Error` (the errno inside); the hot calls (`recv`,
 //! `send`) return the raw count or the errno so that the caller can branch on `EAGAIN`
@@ -107,6 +107,68 @@ impl Epoll {
         let r = unsafe { libc::epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), max, timeout_ms) };
         // EINTR (a signal) reads as "nothing ready"; the caller's loop goes round again.
         r.max(0) as usize
+    }
+}
+
+/// A `timerfd` on `CLOCK_MONOTONIC` (the [`now_ns`] clock), non-blocking; closed on drop.
+/// The open loop watches it in its epoll set to wake at the next scheduled arrival.
+///
+/// Why not `epoll_wait`'s own timeout: it counts whole milliseconds, and the kernel adds
+/// the thread's timer slack (50 µs by default, `prctl(2)` `PR_SET_TIMERSLACK`) to it,
+/// where an arrival must go out within microseconds of its time. A timerfd's expiry is
+/// an hrtimer started without slack (`timerfd_settime(2)`; `fs/timerfd.c`).
+pub(crate) struct Timer {
+    fd: OwnedFd,
+}
+
+impl Timer {
+    /// A new disarmed timer.
+    pub(crate) fn new() -> io::Result<Timer> {
+        // SAFETY: timerfd_create takes only a clock id and flags.
+        let fd =
+            unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned to us open, and nothing else owns it.
+        Ok(Timer { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+    }
+
+    /// Its descriptor, for the epoll set.
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Arms the timer to expire once at `at_ns` on the [`now_ns`] clock (a time already
+    /// past expires at once). Re-arming resets the expiration count, so the descriptor
+    /// stops being readable until the new time.
+    pub(crate) fn set_at(&self, at_ns: u64) -> io::Result<()> {
+        // An all-zero it_value would disarm the timer instead: 1 ns is long past.
+        let at_ns = at_ns.max(1);
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec { tv_sec: 0, tv_nsec: 0 },
+            it_value: libc::timespec {
+                tv_sec: (at_ns / 1_000_000_000) as libc::time_t,
+                tv_nsec: (at_ns % 1_000_000_000) as libc::c_long,
+            },
+        };
+        // SAFETY: `spec` is a valid itimerspec for the call; a null old value is allowed.
+        let r = unsafe {
+            libc::timerfd_settime(self.fd.as_raw_fd(), libc::TFD_TIMER_ABSTIME, &spec, std::ptr::null_mut())
+        };
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Reads (and so clears) the expiration count, if the timer has expired.
+    pub(crate) fn clear(&self) {
+        let mut count = [0u8; 8];
+        // A raw read (kweb's request path's), not libc's name, which parlib-syscalls may
+        // stand under. The count itself is not needed; EAGAIN (not expired) is fine too.
+        let _ = crate::sys::read(self.fd.as_raw_fd(), &mut count);
     }
 }
 
