@@ -11,7 +11,7 @@
 //!
 //! Each server runs in a process of its own pinned to one CPU (the *server CPU*, the
 //! second CPU this process may use). A kweb server is this bench's own binary started
-//! again with [`SERVER_ENV`] set, which calls `kweb::run` with kweb's defaults (100
+//! again (`common/server.rs`), which calls `kweb::run` with kweb's defaults (100
 //! workers, burst 10) but an idle timeout of [`IDLE_TIMEOUT`] and, for the uthread
 //! variants, one vcore: starting upthread or the custom scheduler makes a process a
 //! parlib runtime for good, so no two variants may share one. Every server listens on
@@ -126,16 +126,13 @@
 //! `idle10k` is skipped with a message if that is too low.
 
 use std::fmt::Write as _;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt as _;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use kweb::config::{Config, Variant};
+use kweb::config::Variant;
 use kweb::load::{self, Spec};
 
 #[path = "common/harness.rs"]
@@ -144,10 +141,13 @@ mod harness;
 mod machine;
 #[path = "common/report.rs"]
 mod report;
+#[path = "common/server.rs"]
+mod server;
 
 use harness::Mode;
 use machine::Machine;
 use report::{Report, Stat};
+use server::{pin_child, ServerProcess, START_TIMEOUT};
 
 // ---------------------------------------------------------------------------------------
 // Settings.
@@ -228,19 +228,6 @@ const SPARE_FDS: u64 = 256;
 /// here; nginx closes a connection that never sent a request after
 /// `client_header_timeout`, 60 s, also beyond every window).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
-
-/// The environment variable that makes this binary a kweb server (see [`server_main`]).
-const SERVER_ENV: &str = "KWEB_BENCH_SERVER";
-
-/// What a kweb server prints on its stdout once it listens, before its port.
-const PORT_LINE: &str = "kweb-bench-port ";
-
-/// A server that has not answered this long after its start has failed to start.
-const START_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A server that has not exited this long after its stop signal is killed (and the bench
-/// says so: kweb stops in milliseconds).
-const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often the server's `VmRSS` is read during an `idle10k` window: each reading costs
 /// the load CPU tens of µs, so 20 a second take about 0.1% of it.
@@ -333,26 +320,22 @@ impl Drop for Setup {
     }
 }
 
-/// A server process. Dropping it stops the server: SIGINT for kweb (its stop signal),
-/// SIGTERM for nginx (its fast shutdown), SIGKILL if it has not exited after
-/// [`STOP_TIMEOUT`].
+/// A server process (dropping it stops the server, `server::ServerProcess`), and what
+/// this bench knows of it.
 struct Running {
     server: Server,
-    child: Child,
-    port: u16,
-    /// A kweb server's stdout, kept open until it has exited.
-    _stdout: Option<BufReader<ChildStdout>>,
+    process: ServerProcess,
     /// An nginx's directory (configuration, error log), for its error log.
     nginx_dir: Option<PathBuf>,
 }
 
 impl Running {
     fn addr(&self) -> SocketAddr {
-        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+        self.process.addr()
     }
 
     fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// The server's resident memory, KiB (`VmRSS`), or NaN if it cannot be read.
@@ -362,9 +345,9 @@ impl Running {
 
     /// What went wrong with the server, if it has exited: for messages.
     fn exit_note(&mut self) -> String {
-        let mut note = match self.child.try_wait() {
-            Ok(Some(status)) => format!(" (the {} server has exited: {status})", self.server.name()),
-            _ => String::new(),
+        let mut note = match self.process.exited() {
+            Some(status) => format!(" (the {} server has exited: {status})", self.server.name()),
+            None => String::new(),
         };
         if let Some(dir) = &self.nginx_dir {
             if let Ok(log) = std::fs::read_to_string(dir.join("error.log")) {
@@ -377,63 +360,6 @@ impl Running {
     }
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        let name = self.server.name();
-        if let Ok(Some(status)) = self.child.try_wait() {
-            eprintln!("kweb bench: the {name} server had exited before its stop: {status}");
-            return;
-        }
-        let sig = if self.server == Server::Nginx { libc::SIGTERM } else { libc::SIGINT };
-        // SAFETY: kill sends a signal to our own child, which has not been reaped (it had
-        // not exited just above), so its pid is still its own.
-        unsafe { libc::kill(self.pid() as libc::pid_t, sig) };
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => {
-                    if !status.success() {
-                        eprintln!("kweb bench: the {name} server exited with {status} when stopped");
-                    }
-                    return;
-                }
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
-                _ => break,
-            }
-        }
-        eprintln!(
-            "kweb bench: the {name} server did not stop within {} s of its stop signal: killing it",
-            STOP_TIMEOUT.as_secs()
-        );
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Makes `cmd`'s process run on `cpu` only, and die with this one (a server left behind
-/// would hold its CPU and its port). `PR_SET_PDEATHSIG` fires when the thread that
-/// spawned the child ends, so every child is spawned from `main`'s thread.
-fn pin_child(cmd: &mut Command, cpu: usize) {
-    // SAFETY: an all-zero cpu_set_t is the empty set; CPU_SET adds one CPU to our local.
-    let set = unsafe {
-        let mut set: libc::cpu_set_t = core::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        set
-    };
-    // SAFETY: the closure runs in the forked child before `exec`, where only
-    // async-signal-safe calls are allowed: it makes two system calls on values it owns
-    // (the set was built before the fork) and allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-}
-
 /// Starts `server` on the server CPU and waits until it answers.
 fn start(server: Server, setup: &Setup) -> Running {
     let mut running = match server {
@@ -441,13 +367,13 @@ fn start(server: Server, setup: &Setup) -> Running {
         Server::Nginx => start_nginx(setup),
     };
     let deadline = Instant::now() + START_TIMEOUT;
-    while !answers(running.port) {
-        if Instant::now() > deadline || matches!(running.child.try_wait(), Ok(Some(_))) {
+    while !server::answers(running.process.port, "/empty.html") {
+        if Instant::now() > deadline || running.process.exited().is_some() {
             let note = running.exit_note();
             panic!(
                 "kweb bench: the {} server does not answer GET /empty.html on port {}{note}",
                 server.name(),
-                running.port
+                running.process.port
             );
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -455,71 +381,18 @@ fn start(server: Server, setup: &Setup) -> Running {
     running
 }
 
-/// A kweb server: this binary again, as [`server_main`]. Its port comes on its stdout.
+/// A kweb server: this binary again (`server::spawn_kweb`), with kweb's defaults (100
+/// workers, burst 10) but an idle timeout of [`IDLE_TIMEOUT`] and, for the uthread
+/// variants, one vcore.
 fn start_kweb(server: Server, setup: &Setup) -> Running {
-    let exe = std::env::current_exe().expect("kweb bench: the path of this binary");
-    let mut cmd = Command::new(exe);
-    cmd.env(SERVER_ENV, "1")
-        .arg(server.name())
-        .arg(&setup.root)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    pin_child(&mut cmd, setup.server_cpu);
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("kweb bench: cannot start a kweb server: {e}"));
-    let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-    // The first line, read on a helper thread so that a server that hangs before it
-    // listens cannot hang the bench.
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut stdout = stdout;
-        let mut line = String::new();
-        let got = stdout.read_line(&mut line);
-        let _ = tx.send((stdout, line, got));
-    });
-    let fail = |child: &mut Child, why: String| -> ! {
-        let _ = child.kill();
-        let status = child.wait().map_or_else(|e| e.to_string(), |s| s.to_string());
-        panic!("kweb bench: the {} server did not start: {why} (exit: {status})", server.name())
-    };
-    let (stdout, line, got) = match rx.recv_timeout(START_TIMEOUT) {
-        Ok(x) => x,
-        Err(_) => fail(&mut child, format!("no port within {} s", START_TIMEOUT.as_secs())),
-    };
-    let port = match (got, line.trim().strip_prefix(PORT_LINE).map(str::parse::<u16>)) {
-        (Ok(_), Some(Ok(port))) => port,
-        _ => fail(&mut child, format!("it printed {line:?} instead of its port")),
-    };
-    Running { server, child, port, _stdout: Some(stdout), nginx_dir: None }
-}
-
-/// The role of this binary in a kweb server process: `<variant> <root>` from the
-/// arguments, one vcore for the uthread variants, 127.0.0.1 on a free port, which it
-/// prints as [`PORT_LINE`]`<port>`. Runs until SIGINT, then exits.
-fn server_main() -> ! {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let [variant, root] = &args[..] else {
-        eprintln!("kweb bench server: expected <variant> <root>, got {args:?}");
-        std::process::exit(2);
-    };
-    let variant = Variant::parse(variant).expect("kweb bench server: a variant name");
-    let mut config = Config::new(root);
-    config.bind = Ipv4Addr::LOCALHOST.into();
-    config.port = 0;
-    config.variant = variant;
-    config.vcores = (variant != Variant::Linux).then_some(1);
-    config.idle_timeout = IDLE_TIMEOUT;
-    config.quiet = true;
-    let r = kweb::run(config, |port| {
-        println!("{PORT_LINE}{port}");
-    });
-    match r {
-        Ok(_) => std::process::exit(0),
-        Err(e) => {
-            eprintln!("kweb bench server ({}): {e}", Server::Kweb(variant).name());
-            std::process::exit(1);
-        }
+    let mut args: Vec<String> = vec!["--variant".into(), server.name().into(), "--root".into()];
+    args.push(setup.root.display().to_string());
+    args.extend(["--idle-timeout".into(), IDLE_TIMEOUT.as_secs().to_string()]);
+    if server != Server::Kweb(Variant::Linux) {
+        args.extend(["--vcores".into(), "1".into()]);
     }
+    let label = format!("kweb bench: the {} server", server.name());
+    Running { server, process: server::spawn_kweb(label, &args, &[], setup.server_cpu), nginx_dir: None }
 }
 
 /// The nginx configuration (module docs), with its files in `dir`.
@@ -582,21 +455,8 @@ fn start_nginx(setup: &Setup) -> Running {
         .stderr(Stdio::inherit());
     pin_child(&mut cmd, setup.server_cpu);
     let child = cmd.spawn().unwrap_or_else(|e| panic!("kweb bench: cannot start {}: {e}", nginx.display()));
-    Running { server: Server::Nginx, child, port, _stdout: None, nginx_dir: Some(dir) }
-}
-
-/// Whether a server on `port` answers `GET /empty.html` with 200.
-fn answers(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)), START_TIMEOUT)
-    else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(START_TIMEOUT));
-    if s.write_all(b"GET /empty.html HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").is_err() {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).is_ok() && &head == b"HTTP/1.1 200"
+    let process = ServerProcess::new("kweb bench: the nginx server".into(), child, port, libc::SIGTERM);
+    Running { server: Server::Nginx, process, nginx_dir: Some(dir) }
 }
 
 /// `VmRSS` of process `pid`, KiB, or NaN.
@@ -632,19 +492,6 @@ fn raise_fd_limit() -> u64 {
     rl.rlim_cur
 }
 
-/// The CPUs this process may use, in order.
-fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: sched_getaffinity writes a cpu_set_t of the size we pass; an all-zero one
-    // is a valid value to start from, and CPU_ISSET only reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = core::mem::zeroed();
-        if libc::sched_getaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return vec![0];
-        }
-        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
-    }
-}
-
 /// The first program called `name` on `PATH`, or in `/usr/sbin` (where Debian puts nginx,
 /// often not on a user's `PATH`).
 fn find_program(name: &str) -> Option<PathBuf> {
@@ -656,22 +503,16 @@ fn find_program(name: &str) -> Option<PathBuf> {
 }
 
 /// `<tmp>/kweb-bench-<pid>/root` with [`FILES`], each of random bytes: nothing a server
-/// or the kernel could compress or share. The generator is SplitMix64 (Steele, Lea and
-/// Flood, "Fast Splittable Pseudorandom Number Generators", OOPSLA 2014), seeded from the
-/// clock.
+/// or the kernel could compress or share. The generator is SplitMix64
+/// (`kweb::splitmix`), seeded from the clock.
 fn make_root() -> (PathBuf, PathBuf) {
     let dir = std::env::temp_dir().join(format!("kweb-bench-{}", std::process::id()));
     let root = dir.join("root");
     std::fs::create_dir_all(&root).unwrap_or_else(|e| panic!("kweb bench: create {}: {e}", root.display()));
-    let mut x =
+    let seed =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos()) as u64;
-    let mut next = move || {
-        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = x;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
+    let mut rng = kweb::splitmix::SplitMix64::new(seed);
+    let mut next = move || rng.next_u64();
     for (name, size) in FILES {
         let bytes: Vec<u8> = (0..size.div_ceil(8)).flat_map(|_| next().to_le_bytes()).take(size).collect();
         std::fs::write(root.join(name), bytes).unwrap_or_else(|e| panic!("kweb bench: write {name}: {e}"));
@@ -937,7 +778,7 @@ fn run_case(
             let mut sides: Vec<Box<dyn FnMut(usize) -> f64 + '_>> = running
                 .iter()
                 .map(|r| {
-                    Box::new(move |_| wrk_run(wrk, setup, s.wrk_secs, r.server, r.port))
+                    Box::new(move |_| wrk_run(wrk, setup, s.wrk_secs, r.server, r.process.port))
                         as Box<dyn FnMut(usize) -> f64 + '_>
                 })
                 .collect();
@@ -1181,9 +1022,7 @@ fn plot(path: &Path, head: &str, results: &[CaseResult]) -> Result<(), Box<dyn s
 // ---------------------------------------------------------------------------------------
 
 fn main() {
-    if std::env::var_os(SERVER_ENV).is_some() {
-        server_main();
-    }
+    server::run_kweb_if_asked();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mode = Mode::from_args(&args);
     let settings = mode.pick(&SMOKE, &QUICK, &FULL);
@@ -1209,7 +1048,7 @@ fn main() {
 
     // Before the pin below: it counts the CPUs this process may use.
     let machine = Machine::probe();
-    let cpus = allowed_cpus();
+    let cpus = server::allowed_cpus();
     let (load_cpu, server_cpu) = match cpus[..] {
         [a, b, ..] => (a, b),
         [a] => {

@@ -2,7 +2,7 @@
 //! the repetitions ([`Stat`]); at the end of a run ([`finish`]) the table on stdout, then
 //! in a full run `results.md`, `results.csv` and a plot under [`output_dir`], then one
 //! RESULT line per case. The plot is a bench's own bars in a frame every bench shares
-//! ([`bar_chart`]). Included by path (`#[path = "common/report.rs"] mod report;`) next to
+//! ([`bar_chart`]), or lines through medians, in panels ([`line_panels`]). Included by path (`#[path = "common/report.rs"] mod report;`) next to
 //! `harness.rs`, whose [`Mode`] decides what is written.
 
 #![allow(dead_code)] // each bench uses a different subset
@@ -11,6 +11,7 @@ use std::error::Error;
 use std::path::{Path, PathBuf};
 
 use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::harness::Mode;
@@ -171,12 +172,7 @@ pub fn bar_chart(
     let root = SVGBackend::new(path, (960, 560)).into_drawing_area();
     root.fill(&WHITE)?;
     let (title, body) = root.split_vertically(frame.band);
-    title.draw(&Text::new(frame.title, (12, 8), ("sans-serif", frame.title_size)))?;
-    // The header's lines, 12 px apart, start 6 px below the title.
-    let head_top = 8 + 6 + frame.title_size as i32;
-    for (i, line) in frame.head.lines().enumerate() {
-        title.draw(&Text::new(line.to_string(), (12, head_top + 12 * i as i32), ("sans-serif", 11)))?;
-    }
+    draw_band(&title, frame.title, frame.title_size, frame.head)?;
     let n = frame.names.len() as f64;
     let (lo, hi) = frame.y;
     let mut chart = ChartBuilder::on(&body)
@@ -207,6 +203,121 @@ pub fn bar_chart(
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
         .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// Draws `title` in `size` px type at the top left of `band`, and under it the run's
+/// header `head`, one small line each.
+fn draw_band(
+    band: &DrawingArea<SVGBackend<'_>, Shift>,
+    title: &str,
+    size: u32,
+    head: &str,
+) -> Result<(), Box<dyn Error>> {
+    band.draw(&Text::new(title, (12, 8), ("sans-serif", size)))?;
+    // The header's lines, 12 px apart, start 6 px below the title.
+    let head_top = 8 + 6 + size as i32;
+    for (i, line) in head.lines().enumerate() {
+        band.draw(&Text::new(line.to_string(), (12, head_top + 12 * i as i32), ("sans-serif", 11)))?;
+    }
+    Ok(())
+}
+
+/// One line of a [`line_panels`] plot.
+pub struct Line {
+    /// Its legend label.
+    pub label: String,
+    /// Its colour.
+    pub color: RGBColor,
+    /// Its points: x, and the statistics of y over the repetitions. A point whose median
+    /// is not a positive number (a side that did not run) is left out.
+    pub points: Vec<(f64, Stat)>,
+}
+
+/// One panel of a [`line_panels`] plot: a chart of its own, side by side with the others.
+pub struct Panel {
+    /// Its caption, above the chart.
+    pub caption: String,
+    /// Its lines.
+    pub lines: Vec<Line>,
+}
+
+/// What frames a [`line_panels`] plot: the band above the panels, and the axes every
+/// panel shares.
+pub struct LineFrame<'a> {
+    /// The plot's title line.
+    pub title: &'a str,
+    /// Its font size, px.
+    pub title_size: u32,
+    /// Height of the band above the panels that holds the title and the run's header, px.
+    pub band: u32,
+    /// The run's header, one small line each under the title.
+    pub head: &'a str,
+    /// The x axis's description.
+    pub x_desc: &'a str,
+    /// The x axis's range (linear).
+    pub x: (f64, f64),
+    /// About how many labelled ticks the x axis has.
+    pub x_labels: usize,
+    /// How an x tick reads.
+    pub x_format: &'a dyn Fn(&f64) -> String,
+    /// The y axis's description.
+    pub y_desc: &'a str,
+    /// The y axis's range (log scale).
+    pub y: (f64, f64),
+    /// Where each panel's legend goes.
+    pub legend: SeriesLabelPosition,
+}
+
+/// Draws an SVG of 960 x 560 px to `path`: the title and the header in a band at the top
+/// (as [`bar_chart`]), and under it `panels` side by side, each a chart with a linear x
+/// axis and a log-scale y axis, and each of its lines drawn through the medians of its
+/// points, with a dot and a min-max whisker at every point.
+pub fn line_panels(path: &Path, frame: &LineFrame, panels: &[Panel]) -> Result<(), Box<dyn Error>> {
+    let root = SVGBackend::new(path, (960, 560)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (band, body) = root.split_vertically(frame.band);
+    draw_band(&band, frame.title, frame.title_size, frame.head)?;
+    let (x0, x1) = frame.x;
+    let (lo, hi) = frame.y;
+    for (panel, area) in panels.iter().zip(body.split_evenly((1, panels.len().max(1)))) {
+        let mut chart = ChartBuilder::on(&area)
+            .caption(&panel.caption, ("sans-serif", 14))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(64)
+            .build_cartesian_2d(x0..x1, (lo..hi).log_scale())?;
+        chart
+            .configure_mesh()
+            .x_labels(frame.x_labels)
+            .x_label_formatter(frame.x_format)
+            .x_desc(frame.x_desc)
+            .y_desc(frame.y_desc)
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .draw()?;
+        for line in &panel.lines {
+            let color = line.color;
+            let pts: Vec<(f64, Stat)> =
+                line.points.iter().copied().filter(|(_, s)| s.median.is_finite() && s.median > 0.0).collect();
+            chart
+                .draw_series(LineSeries::new(pts.iter().map(|(x, s)| (*x, s.median)), color.stroke_width(2)))?
+                .label(line.label.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2)));
+            chart.draw_series(pts.iter().map(|(x, s)| Circle::new((*x, s.median), 3, color.filled())))?;
+            chart.draw_series(
+                pts.iter()
+                    .filter(|(_, s)| s.min > 0.0)
+                    .map(|(x, s)| PathElement::new(vec![(*x, s.min), (*x, s.max)], color.stroke_width(1))),
+            )?;
+        }
+        chart
+            .configure_series_labels()
+            .position(frame.legend.clone())
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .draw()?;
+    }
     root.present()?;
     Ok(())
 }
