@@ -123,7 +123,7 @@ mod server;
 
 use harness::Mode;
 use machine::Machine;
-use report::{Report, Stat};
+use report::{cell, num, stat_cell, Report, Stat};
 use server::{ServerProcess, START_TIMEOUT};
 
 // ---------------------------------------------------------------------------------------
@@ -559,31 +559,6 @@ fn run_share(
 // ---------------------------------------------------------------------------------------
 // Output.
 
-/// `x` with `digits` decimals, `nan` if it is not a number (the RESULT lines' spelling).
-fn num(x: f64, digits: usize) -> String {
-    if x.is_nan() {
-        "nan".into()
-    } else {
-        format!("{x:.digits$}")
-    }
-}
-
-/// `x` with `digits` decimals, `-` if it is not a number (the table's).
-fn cell(x: f64, digits: usize) -> String {
-    if x.is_nan() {
-        "-".into()
-    } else {
-        format!("{x:.digits$}")
-    }
-}
-
-fn fmt_stat(st: Stat, digits: usize) -> String {
-    if st.median.is_nan() {
-        return "-".into();
-    }
-    format!("{} ({}-{})", cell(st.median, digits), cell(st.min, digits), cell(st.max, digits))
-}
-
 /// The long share as a percentage, for people.
 fn pct(long: f64) -> String {
     format!("{}%", 100.0 * long)
@@ -619,12 +594,12 @@ fn table(cases: &[(&str, &ShareResult, u64)]) -> String {
                 t,
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 server.describe(),
-                fmt_stat(r.capacity(server), 0),
+                stat_cell(r.capacity(server), 0),
                 cell(r.stat(server, |w| w.rps).median, 0),
                 cell(r.class_stat(server, SHORT, |c| c.p50_us).median, 0),
-                fmt_stat(r.class_stat(server, SHORT, |c| c.p99_us), 0),
+                stat_cell(r.class_stat(server, SHORT, |c| c.p99_us), 0),
                 cell(r.class_stat(server, LONG, |c| c.p50_us).median, 0),
-                fmt_stat(r.class_stat(server, LONG, |c| c.p99_us), 0),
+                stat_cell(r.class_stat(server, LONG, |c| c.p99_us), 0),
                 cell(r.stat(server, |w| w.lag_p99_us).median, 0),
                 r.queued(server),
                 if errors > 0 { format!("**{errors}**") } else { "0".into() },

@@ -146,7 +146,7 @@ mod server;
 
 use harness::Mode;
 use machine::Machine;
-use report::{Report, Stat};
+use report::{cell, num, stat_cell, Report, Stat};
 use server::{pin_child, ServerProcess, START_TIMEOUT};
 
 // ---------------------------------------------------------------------------------------
@@ -794,28 +794,6 @@ fn run_case(
 // ---------------------------------------------------------------------------------------
 // Output.
 
-/// `x` with `digits` decimals, `nan` if it is not a number (the RESULT lines' spelling).
-fn num(x: f64, digits: usize) -> String {
-    if x.is_nan() {
-        "nan".into()
-    } else {
-        format!("{x:.digits$}")
-    }
-}
-
-/// `x` with `digits` decimals, `-` if it is not a number (the table's).
-fn cell(x: f64, digits: usize) -> String {
-    if x.is_nan() {
-        "-".into()
-    } else {
-        format!("{x:.digits$}")
-    }
-}
-
-fn fmt_stat(st: Stat, digits: usize) -> String {
-    format!("{} ({}-{})", cell(st.median, digits), cell(st.min, digits), cell(st.max, digits))
-}
-
 fn table(results: &[CaseResult], active: Option<&CaseResult>) -> String {
     let mut t = String::new();
     let _ = writeln!(
@@ -843,9 +821,9 @@ fn table(results: &[CaseResult], active: Option<&CaseResult>) -> String {
                 t,
                 "| {case} | {} | {} | {:.1} | {} | {:.0} | {} | {} | {:.0}% | {} | {active_only} | {rss} | {} |",
                 server.describe(),
-                fmt_stat(r.rps(server), 0),
+                stat_cell(r.rps(server), 0),
                 r.p50_us(server).median,
-                fmt_stat(r.p99_us(server), 1),
+                stat_cell(r.p99_us(server), 1),
                 r.max_us(server).median,
                 if server == Server::Nginx { "-".into() } else { cell(vs_nginx, 2) },
                 if server == linux { "-".into() } else { cell(vs_linux, 2) },

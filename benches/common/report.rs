@@ -36,6 +36,32 @@ impl Stat {
     }
 }
 
+/// `x` with `digits` decimals, `nan` if it is not a number (the RESULT lines' spelling).
+pub fn num(x: f64, digits: usize) -> String {
+    if x.is_nan() {
+        "nan".into()
+    } else {
+        format!("{x:.digits$}")
+    }
+}
+
+/// `x` with `digits` decimals, `-` if it is not a number (the tables' spelling).
+pub fn cell(x: f64, digits: usize) -> String {
+    if x.is_nan() {
+        "-".into()
+    } else {
+        format!("{x:.digits$}")
+    }
+}
+
+/// A table cell for `st`: `median (min-max)`, or `-` if there is no median.
+pub fn stat_cell(st: Stat, digits: usize) -> String {
+    if st.median.is_nan() {
+        return "-".into();
+    }
+    format!("{} ({}-{})", cell(st.median, digits), cell(st.min, digits), cell(st.max, digits))
+}
+
 /// `<target>/parlib-bench/<bench>`: `<target>` is `$CARGO_TARGET_DIR`, or `target/` in
 /// the workspace.
 pub fn output_dir(bench: &str) -> PathBuf {

@@ -6,14 +6,15 @@
 //! so that a hang fails the test with a message instead of stalling CI. All traffic is to
 //! 127.0.0.1.
 
+#[path = "common/stub.rs"]
+mod stub;
+
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use kweb::load::{run, Spec};
+use stub::StubServer;
 
 /// Watchdog bound of each test: far above what any of them needs (well under 2 s).
 const WATCHDOG: Duration = Duration::from_secs(30);
@@ -51,51 +52,10 @@ struct Behaviour {
     close_idle_after: Option<Duration>,
 }
 
-/// A threaded HTTP/1.1 server on 127.0.0.1:0 that answers pipelined requests. `GET /N`
-/// gets a body of N bytes (status 200); any other path gets 404 with a 9-byte body.
-struct TestServer {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    accepted: Arc<AtomicUsize>,
-    acceptor: Option<JoinHandle<()>>,
-}
-
-impl TestServer {
-    fn start(behaviour: Behaviour) -> TestServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let acceptor = std::thread::spawn({
-            let (stop, accepted) = (stop.clone(), accepted.clone());
-            move || {
-                for (id, stream) in listener.incoming().enumerate() {
-                    if stop.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    accepted.fetch_add(1, Ordering::SeqCst);
-                    if let Ok(s) = stream {
-                        std::thread::spawn(move || serve(s, id, behaviour));
-                    }
-                }
-            }
-        });
-        TestServer { addr, stop, accepted, acceptor: Some(acceptor) }
-    }
-
-    fn connections_accepted(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr); // wakes the acceptor
-        if let Some(h) = self.acceptor.take() {
-            let _ = h.join();
-        }
-    }
+/// A stub HTTP/1.1 server that answers pipelined requests: `GET /N` gets a body of N
+/// bytes (status 200); any other path gets 404 with a 9-byte body.
+fn start(behaviour: Behaviour) -> StubServer {
+    StubServer::start(move |s, id| serve(s, id, behaviour))
 }
 
 /// The body length the server gives `path`, and its status.
@@ -213,7 +173,7 @@ fn counted(addr: SocketAddr, paths: &[&str], connections: usize, in_flight: usiz
 fn every_request_is_counted_with_its_bytes() {
     parlib_testkit::isolated!(WATCHDOG, {
         let paths = ["/10", "/3000", "/100000", "/0", "/nope"];
-        let server = TestServer::start(Behaviour { before_load: paths.len() + 2, ..Default::default() });
+        let server = start(Behaviour { before_load: paths.len() + 2, ..Default::default() });
         let mut spec = counted(server.addr, &paths, 8, 4, 500);
         spec.threads = 2;
         spec.idle_connections = 2;
@@ -237,7 +197,7 @@ fn every_request_is_counted_with_its_bytes() {
 #[test]
 fn head_requests_are_counted_without_bodies() {
     parlib_testkit::isolated!(WATCHDOG, {
-        let server = TestServer::start(Behaviour { before_load: 2, ..Default::default() });
+        let server = start(Behaviour { before_load: 2, ..Default::default() });
         let mut spec = counted(server.addr, &["/500", "/7"], 3, 2, 100);
         spec.head = true;
         let r = run(&spec).expect("run");
@@ -248,7 +208,7 @@ fn head_requests_are_counted_without_bodies() {
 #[test]
 fn a_duration_bound_run_stops_on_time_and_skips_the_warmup() {
     parlib_testkit::isolated!(WATCHDOG, {
-        let server = TestServer::start(Behaviour { before_load: 1, ..Default::default() });
+        let server = start(Behaviour { before_load: 1, ..Default::default() });
         let mut spec = Spec::new(server.addr, urls(&["/64"]));
         spec.connections = 4;
         spec.in_flight = 2;
@@ -272,7 +232,7 @@ fn batches_larger_than_the_socket_buffer_are_sent_in_pieces() {
         // its tail waits for EPOLLOUT.
         let long = format!("/20?{}", "q".repeat(1000));
         let paths = [long.as_str(), "/7"];
-        let server = TestServer::start(Behaviour { before_load: 2, ..Default::default() });
+        let server = start(Behaviour { before_load: 2, ..Default::default() });
         let r = run(&counted(server.addr, &paths, 2, 16384, 16384 + 2)).expect("run");
         assert_eq!((r.requests, r.errors), (2 * (16384 + 2), 0), "{r}");
         assert_eq!(r.body_bytes, 2 * (8193 * 20 + 8193 * 7), "{r}");
@@ -283,7 +243,7 @@ fn batches_larger_than_the_socket_buffer_are_sent_in_pieces() {
 fn responses_out_of_order_are_counted_as_errors() {
     parlib_testkit::isolated!(WATCHDOG, {
         let paths = ["/10", "/2000"];
-        let server = TestServer::start(Behaviour {
+        let server = start(Behaviour {
             before_load: paths.len(),
             fault: Fault::SwapPair { at: 1 },
             ..Default::default()
@@ -298,11 +258,8 @@ fn responses_out_of_order_are_counted_as_errors() {
 #[test]
 fn a_wrong_status_is_counted_as_an_error() {
     parlib_testkit::isolated!(WATCHDOG, {
-        let server = TestServer::start(Behaviour {
-            before_load: 1,
-            fault: Fault::WrongStatus { at: 3 },
-            ..Default::default()
-        });
+        let server =
+            start(Behaviour { before_load: 1, fault: Fault::WrongStatus { at: 3 }, ..Default::default() });
         let r = run(&counted(server.addr, &["/100"], 2, 2, 20)).expect("run");
         assert_eq!((r.requests, r.errors), (39, 1), "{r}");
         assert!(r.error_samples[0].contains("status 500"), "{r}");
@@ -312,7 +269,7 @@ fn a_wrong_status_is_counted_as_an_error() {
 #[test]
 fn a_response_without_content_length_is_a_framing_error_and_the_connection_is_reopened() {
     parlib_testkit::isolated!(WATCHDOG, {
-        let server = TestServer::start(Behaviour {
+        let server = start(Behaviour {
             before_load: 1,
             fault: Fault::NoContentLength { at: 5 },
             ..Default::default()
@@ -329,7 +286,7 @@ fn a_response_without_content_length_is_a_framing_error_and_the_connection_is_re
 fn connection_close_responses_are_retried_not_errors() {
     parlib_testkit::isolated!(WATCHDOG, {
         let paths = ["/10", "/300"];
-        let server = TestServer::start(Behaviour { close_after: Some(7), ..Default::default() });
+        let server = start(Behaviour { close_after: Some(7), ..Default::default() });
         let r = run(&counted(server.addr, &paths, 3, 4, 60)).expect("run");
         assert_eq!((r.requests, r.errors), (180, 0), "{r}");
         assert!(server.connections_accepted() > 2 + 3 * 8, "the server closed every 7 responses");
@@ -339,8 +296,7 @@ fn connection_close_responses_are_retried_not_errors() {
 #[test]
 fn a_server_that_stops_answering_ends_the_run_within_the_timeout() {
     parlib_testkit::isolated!(WATCHDOG, {
-        let server =
-            TestServer::start(Behaviour { before_load: 1, fault: Fault::Silent, ..Default::default() });
+        let server = start(Behaviour { before_load: 1, fault: Fault::Silent, ..Default::default() });
         let mut spec = counted(server.addr, &["/10"], 4, 3, 100);
         spec.threads = 2;
         spec.timeout = Duration::from_millis(300);
@@ -356,7 +312,7 @@ fn a_server_that_stops_answering_ends_the_run_within_the_timeout() {
 #[test]
 fn a_server_that_never_answers_fails_the_probe_within_the_timeout() {
     parlib_testkit::isolated!(WATCHDOG, {
-        let server = TestServer::start(Behaviour { fault: Fault::Silent, ..Default::default() });
+        let server = start(Behaviour { fault: Fault::Silent, ..Default::default() });
         let mut spec = Spec::new(server.addr, urls(&["/10"]));
         spec.timeout = Duration::from_millis(300);
         let start = Instant::now();
@@ -369,10 +325,8 @@ fn a_server_that_never_answers_fails_the_probe_within_the_timeout() {
 #[test]
 fn idle_connections_closed_by_the_server_are_reported() {
     parlib_testkit::isolated!(WATCHDOG, {
-        let server = TestServer::start(Behaviour {
-            close_idle_after: Some(Duration::from_millis(200)),
-            ..Default::default()
-        });
+        let server =
+            start(Behaviour { close_idle_after: Some(Duration::from_millis(200)), ..Default::default() });
         let mut spec = Spec::new(server.addr, urls(&["/10"]));
         spec.connections = 2;
         spec.idle_connections = 3;

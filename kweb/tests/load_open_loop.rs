@@ -8,14 +8,17 @@
 //! lower bounds that the server's own sleeps guarantee. Each test runs in its own child
 //! process under a watchdog (`parlib_testkit::isolated!`); all traffic is to 127.0.0.1.
 
+#[path = "common/stub.rs"]
+mod stub;
+
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use kweb::load::open::{run, Class, Spec};
+use stub::StubServer;
 
 /// Watchdog bound of each test: far above what any of them needs (a few seconds).
 const WATCHDOG: Duration = Duration::from_secs(60);
@@ -39,15 +42,6 @@ struct Behaviour {
     close_every: Option<usize>,
 }
 
-/// A thread-per-connection HTTP/1.1 server on 127.0.0.1:0: `GET /N` gets a body of N
-/// bytes of a fixed pattern (status 200), anything else 404 with a 9-byte body.
-struct TestServer {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    accepted: Arc<AtomicUsize>,
-    acceptor: Option<JoinHandle<()>>,
-}
-
 /// What the connections of one server share.
 struct Shared {
     behaviour: Behaviour,
@@ -57,45 +51,11 @@ struct Shared {
     one_at_a_time: Mutex<()>,
 }
 
-impl TestServer {
-    fn start(behaviour: Behaviour) -> TestServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let shared =
-            Arc::new(Shared { behaviour, requests: AtomicUsize::new(0), one_at_a_time: Mutex::new(()) });
-        let acceptor = std::thread::spawn({
-            let (stop, accepted) = (stop.clone(), accepted.clone());
-            move || {
-                for stream in listener.incoming() {
-                    if stop.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    accepted.fetch_add(1, Ordering::SeqCst);
-                    if let Ok(s) = stream {
-                        let shared = shared.clone();
-                        std::thread::spawn(move || serve(s, &shared));
-                    }
-                }
-            }
-        });
-        TestServer { addr, stop, accepted, acceptor: Some(acceptor) }
-    }
-
-    fn connections_accepted(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr); // wakes the acceptor
-        if let Some(h) = self.acceptor.take() {
-            let _ = h.join();
-        }
-    }
+/// A stub HTTP/1.1 server (`common/stub.rs`): `GET /N` gets a body of N bytes of a fixed
+/// pattern (status 200), anything else 404 with a 9-byte body, served with `behaviour`.
+fn start(behaviour: Behaviour) -> StubServer {
+    let shared = Arc::new(Shared { behaviour, requests: AtomicUsize::new(0), one_at_a_time: Mutex::new(()) });
+    StubServer::start(move |s, _| serve(s, &shared))
 }
 
 /// The body of `/N`: N bytes of a pattern that is not constant, so a flipped byte shows.
@@ -176,7 +136,7 @@ fn spec(addr: SocketAddr, rate: f64, secs: f64, classes: &[(&str, f64)]) -> Spec
 #[test]
 fn the_mix_is_drawn_by_weight() {
     parlib_testkit::isolated!(WATCHDOG, {
-        let server = TestServer::start(Behaviour::default());
+        let server = start(Behaviour::default());
         let mut spec = spec(server.addr, 2000.0, 0.5, &[("/10", 3.0), ("/nope", 1.0)]);
         spec.threads = 2;
         let r = run(&spec).expect("run");
@@ -199,7 +159,7 @@ fn the_mix_is_drawn_by_weight() {
 #[test]
 fn the_same_seed_schedules_the_same_requests_sleeping_or_busy_polling() {
     parlib_testkit::isolated!(WATCHDOG, {
-        let server = TestServer::start(Behaviour::default());
+        let server = start(Behaviour::default());
         let counts = |busy_poll| {
             let mut spec = spec(server.addr, 1000.0, 0.3, &[("/10", 1.0), ("/20", 1.0)]);
             spec.busy_poll = busy_poll;
@@ -222,7 +182,7 @@ fn latency_counts_from_the_scheduled_arrival_when_the_server_is_slow() {
         // the start and was due at most 250 ms after it, so the later half waits more
         // than 250 ms from its arrival.
         let service = Duration::from_millis(20);
-        let server = TestServer::start(Behaviour { service: Some(service), ..Default::default() });
+        let server = start(Behaviour { service: Some(service), ..Default::default() });
         let mut spec = spec(server.addr, 200.0, 0.25, &[("/10", 1.0)]);
         spec.connections = 2;
         let r = run(&spec).expect("run");
@@ -242,7 +202,7 @@ fn a_wrong_body_is_an_error() {
     parlib_testkit::isolated!(WATCHDOG, {
         // 4096 bytes: the longest body compared byte for byte; its last byte flipped in
         // the answer to request 5 (request 0 is the probe).
-        let server = TestServer::start(Behaviour { corrupt: Some(5), ..Default::default() });
+        let server = start(Behaviour { corrupt: Some(5), ..Default::default() });
         let r = run(&spec(server.addr, 1000.0, 0.2, &[("/4096", 1.0)])).expect("run");
         assert_eq!((r.errors, r.classes[0].errors), (1, 1), "{r}");
         assert!(
@@ -255,7 +215,7 @@ fn a_wrong_body_is_an_error() {
 #[test]
 fn closed_connections_are_reopened_without_losing_answered_requests() {
     parlib_testkit::isolated!(WATCHDOG, {
-        let server = TestServer::start(Behaviour { close_every: Some(3), ..Default::default() });
+        let server = start(Behaviour { close_every: Some(3), ..Default::default() });
         let r = run(&spec(server.addr, 1000.0, 0.3, &[("/100", 1.0), ("/7", 1.0)])).expect("run");
         assert_eq!(r.errors, 0, "{r}");
         assert!(r.requests > 100, "{r}");
@@ -266,7 +226,7 @@ fn closed_connections_are_reopened_without_losing_answered_requests() {
 #[test]
 fn a_server_that_stops_answering_ends_the_run_within_the_timeout() {
     parlib_testkit::isolated!(WATCHDOG, {
-        let server = TestServer::start(Behaviour { silent_from: Some(1), ..Default::default() });
+        let server = start(Behaviour { silent_from: Some(1), ..Default::default() });
         let mut spec = spec(server.addr, 200.0, 0.5, &[("/10", 1.0)]);
         spec.timeout = Duration::from_millis(300);
         let start = Instant::now();

@@ -61,6 +61,17 @@ pub(crate) fn send(fd: RawFd, buf: &[u8]) -> Result<usize, i32> {
     }
 }
 
+/// The epoll token of a connection: its index and its socket's generation (bumped at
+/// every reconnect, so events of an old socket in the same batch are recognised).
+pub(crate) fn token(i: usize, generation: u32) -> u64 {
+    (u64::from(generation) << 32) | i as u64
+}
+
+/// Interest and report bits, as epoll's `u32`.
+pub(crate) const IN: u32 = libc::EPOLLIN as u32;
+pub(crate) const OUT: u32 = libc::EPOLLOUT as u32;
+pub(crate) const ERR: u32 = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
+
 /// One epoll instance; closed on drop.
 pub(crate) struct Epoll {
     fd: OwnedFd,

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::conn::{Close, Conn, Ctx, State};
 use super::plan::Plan;
 use super::stats::Tally;
-use super::sys::{self, Epoll};
+use super::sys::{self, token, Epoll, ERR, IN, OUT};
 
 /// How often the connections are scanned for a request outstanding past the timeout. A
 /// stall is thus noticed within `timeout + SCAN_NS`.
@@ -56,15 +56,6 @@ pub(crate) struct Worker<'a> {
     buf: Box<[u8]>,
     tally: Tally,
 }
-
-/// The epoll token of a connection: its index and its socket's generation.
-fn token(i: usize, generation: u32) -> u64 {
-    (u64::from(generation) << 32) | i as u64
-}
-
-const IN: u32 = libc::EPOLLIN as u32;
-const OUT: u32 = libc::EPOLLOUT as u32;
-const ERR: u32 = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
 
 impl<'a> Worker<'a> {
     /// A worker for `conns`, each an open socket and the URL index it starts with.

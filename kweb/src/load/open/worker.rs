@@ -25,7 +25,7 @@ use super::conn::{Conn, Request, State, Window};
 use super::plan::Plan;
 use super::tally::Tally;
 use crate::load::conn::Close;
-use crate::load::sys::{self, Epoll, Timer};
+use crate::load::sys::{self, token, Epoll, Timer, ERR, IN, OUT};
 
 /// How often the connections and the waiting FIFO are scanned for a request waiting past
 /// the timeout: a stall is thus noticed within `timeout + SCAN_NS`.
@@ -80,15 +80,6 @@ pub(crate) struct Worker<'a> {
     buf: Box<[u8]>,
     tally: Tally,
 }
-
-/// The epoll token of a connection: its index and its socket's generation.
-fn token(i: usize, generation: u32) -> u64 {
-    (u64::from(generation) << 32) | i as u64
-}
-
-const IN: u32 = libc::EPOLLIN as u32;
-const OUT: u32 = libc::EPOLLOUT as u32;
-const ERR: u32 = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
 
 impl<'a> Worker<'a> {
     /// A worker for the open sockets `conns`, with its own `arrivals`.
