@@ -300,10 +300,15 @@ pub unsafe fn swap_running_tls(fs: usize) -> usize {
     let u = unsafe { uth.as_ref() };
     assert!(u.has_tls(), "uthread::swap_running_tls: uthread {} has no TLS of its own", u.id());
     let vc = pin(u);
-    // SAFETY: pinned (notifications off), so nothing switches us out between the three
+    // `vcore::this` (the notification handler's first call) believes GS only while the
+    // FS base is the vcore's TLS or its current uthread's: a signal between the record's
+    // store and the FS write would otherwise take the vcore task for a plain thread and
+    // drop its notification (an alarm's expiry). So FS passes through the vcore's own.
+    // SAFETY: pinned (notifications off), so nothing switches us out between the
     // stores; `tls` is ours (we run); the caller vouches for the block.
     let old = unsafe {
         let old = core::mem::replace(&mut *u.tls.get(), fs);
+        arch::set_fs_base(vc.tls());
         vc.set_current(uth.as_ptr().cast(), fs);
         arch::set_fs_base(fs);
         old
