@@ -117,7 +117,7 @@
 //! wrk; `idle10k` with [`SMOKE_IDLE`] idle connections), which fails if any request fails,
 //! and prints no RESULT lines.
 //!
-//! The header's vcore count is this process's, which runs none: each uthread server has
+//! The header names no vcore count: this process runs none, and each uthread server has
 //! one vcore, on the server CPU.
 //!
 //! Needs two CPUs (with one, the servers and the load share it, and the bench says so)

@@ -60,15 +60,15 @@ impl Machine {
     /// `run:     <run> (<how>), <date>`, where `run` names the run (`quick`, `full`, ...)
     /// and `how` says how long and how often it measures. Call after `lib_init` (it counts
     /// vcores and asks how the FS base is written).
+    /// A bench whose parlib runtimes run in server processes of their own (`kweb`, `hol`)
+    /// has no vcores itself: the line then leaves the count out.
     pub fn header(&self, run: &str, how: &str) -> String {
         let mut h = String::new();
-        let _ = writeln!(
-            h,
-            "machine: {}, {} CPUs online, {} vcores",
-            self.cpu_model,
-            self.cpus_online,
-            vcore::max_vcores()
-        );
+        let vcores = match vcore::max_vcores() {
+            0 => String::new(),
+            n => format!(", {n} vcores"),
+        };
+        let _ = writeln!(h, "machine: {}, {} CPUs online{vcores}", self.cpu_model, self.cpus_online);
         let _ = writeln!(
             h,
             "kernel:  {}, clocksource {}, FSGSBASE: {}",

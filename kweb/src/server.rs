@@ -347,6 +347,9 @@ impl Server {
             sys::close(sh.tick);
         }
         sys::close(self.listener);
+        sys::close(self.kick_fd);
+        // The stop descriptor stays open: a SIGINT handler that read its number just
+        // before this store could still write to it, and a closed number may be reused.
         STOP_FD.store(-1, Ordering::Release);
     }
 }
