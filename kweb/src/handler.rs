@@ -1,6 +1,6 @@
 //! Running a `/work` handler: inline, or as a timed call that long requests cannot
-//! hold the vcore with (`--quantum-us`; the experiment of Boucher et al., "Lightweight
-//! Preemptible Functions", USENIX ATC 2020, §6, done on kweb).
+//! hold the vcore with (`--quantum-us`; the head-of-line experiment of Boucher et al.,
+//! "Lightweight Preemptible Functions", USENIX ATC 2020, done on kweb).
 //!
 //! # A timed handler's life
 //!
