@@ -215,6 +215,15 @@ fn sockaddr_of(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     (storage, len as libc::socklen_t)
 }
 
+/// A new connection to `addr` for slot `i` of a load thread, its epoll token carrying
+/// `generation`, watched in `epoll` for both directions (writable once connected): both
+/// loops reconnect this way. The error says which step failed.
+pub(crate) fn reopen(epoll: &Epoll, addr: &SocketAddr, i: usize, generation: u32) -> Result<OwnedFd, String> {
+    let (fd, _) = connect_nonblocking(addr).map_err(|e| format!("reconnect to {addr} failed: {e}"))?;
+    epoll.add(fd.as_raw_fd(), IN | OUT, token(i, generation)).map_err(|e| format!("epoll_ctl: {e}"))?;
+    Ok(fd)
+}
+
 /// Starts a non-blocking TCP connection to `addr` with `TCP_NODELAY` set. Returns the
 /// socket and whether it is already connected (`false`: in progress, writable when done).
 pub(crate) fn connect_nonblocking(addr: &SocketAddr) -> io::Result<(OwnedFd, bool)> {

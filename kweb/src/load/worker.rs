@@ -264,22 +264,17 @@ impl<'a> Worker<'a> {
     /// reports it writable (connected), from the main loop, so that a server that resets
     /// every connection cannot keep this thread from checking its clock.
     fn reconnect(&mut self, i: usize) {
-        let addr = self.settings.addr;
-        match sys::connect_nonblocking(&addr) {
-            Ok((fd, _)) => {
+        let generation = self.conns[i].generation.wrapping_add(1);
+        match sys::reopen(&self.epoll, &self.settings.addr, i, generation) {
+            Ok(fd) => {
                 let c = &mut self.conns[i];
-                c.generation = c.generation.wrapping_add(1);
-                let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+                c.generation = generation;
                 c.fd = Some(fd);
                 c.state = State::Connecting(sys::now_ns());
                 c.watching_out = true;
-                if let Err(e) = self.epoll.add(raw, IN | OUT, token(i, c.generation)) {
-                    self.tally.errors(1, || format!("epoll_ctl: {e}"));
-                    self.finish(i);
-                }
             }
             Err(e) => {
-                self.tally.errors(1, || format!("reconnect to {addr} failed: {e}"));
+                self.tally.errors(1, move || e);
                 self.finish(i);
             }
         }
