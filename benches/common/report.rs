@@ -223,13 +223,22 @@ pub fn bar_chart(
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()?;
     bars(&mut chart)?;
+    draw_legend(&mut chart, &frame.legend)?;
+    root.present()?;
+    Ok(())
+}
+
+/// The series' legend at `pos`, framed, on a light background: every chart's.
+fn draw_legend<'a, 'b: 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'b>, CT>,
+    pos: &SeriesLabelPosition,
+) -> Result<(), Box<dyn Error>> {
     chart
         .configure_series_labels()
-        .position(frame.legend.clone())
+        .position(pos.clone())
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
         .draw()?;
-    root.present()?;
     Ok(())
 }
 
@@ -337,12 +346,7 @@ pub fn line_panels(path: &Path, frame: &LineFrame, panels: &[Panel]) -> Result<(
                     .map(|(x, s)| PathElement::new(vec![(*x, s.min), (*x, s.max)], color.stroke_width(1))),
             )?;
         }
-        chart
-            .configure_series_labels()
-            .position(frame.legend.clone())
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .draw()?;
+        draw_legend(&mut chart, &frame.legend)?;
     }
     root.present()?;
     Ok(())
