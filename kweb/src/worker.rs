@@ -245,9 +245,7 @@ impl Responder<'_> {
         }
         (r.head_len, keep)
     }
-}
 
-impl Responder<'_> {
     /// Answers `/work` (`work` module): runs its handler inline or as a timed call.
     /// Returns whether the connection stays open (the server may have begun stopping
     /// while the handler ran).
