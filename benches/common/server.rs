@@ -31,17 +31,10 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// says so: kweb stops in milliseconds).
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The CPUs this process may use, in order.
+/// The CPUs this process may use, in order (`kweb::load::allowed_cpus`; just CPU 0 if
+/// the affinity cannot be read).
 pub fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: sched_getaffinity writes a cpu_set_t of the size we pass; an all-zero one
-    // is a valid value to start from, and CPU_ISSET only reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = core::mem::zeroed();
-        if libc::sched_getaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
-            return vec![0];
-        }
-        (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect()
-    }
+    kweb::load::allowed_cpus().unwrap_or_else(|_| vec![0])
 }
 
 /// Makes `cmd`'s process run on `cpu` only, and die with this one (a server left behind

@@ -112,6 +112,7 @@ mod worker;
 
 pub use report::Report;
 pub use spec::Spec;
+pub use sys::allowed_cpus;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};

@@ -271,8 +271,9 @@ pub(crate) fn socket_error(fd: RawFd) -> i32 {
     }
 }
 
-/// The CPUs this process may run on.
-pub(crate) fn allowed_cpus() -> io::Result<Vec<usize>> {
+/// The CPUs the calling thread may run on (its affinity), in order: where load threads
+/// and the servers under test are pinned. Also for the benches, which pin servers.
+pub fn allowed_cpus() -> io::Result<Vec<usize>> {
     // SAFETY: cpu_set_t is a plain bit array; all-zero is the empty set.
     let mut set: libc::cpu_set_t = unsafe { mem::zeroed() };
     // SAFETY: `set` is valid and writable for the size passed; pid 0 is this thread.
