@@ -105,8 +105,6 @@
 //! Needs two CPUs (with one, the servers and the load share it, and the bench says so).
 
 use std::fmt::Write as _;
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -346,21 +344,16 @@ fn start(server: Server, setup: &Setup) -> Running {
 /// The steps of `/work?us=<us>` on `running`: the `n=` of its answer
 /// (`work n=<steps> hash=<hex>`).
 fn work_steps(running: &mut Running, us: u64) -> u64 {
-    let mut answer = String::new();
-    let got = TcpStream::connect(running.process.addr()).and_then(|mut s| {
-        s.set_read_timeout(Some(START_TIMEOUT))?;
-        write!(s, "GET /work?us={us} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
-        s.read_to_string(&mut answer)
+    let got = server::get(running.process.port, &format!("/work?us={us}"));
+    let steps = got.as_ref().ok().and_then(|answer| {
+        let (_, body) = answer.split_once("\r\n\r\n")?;
+        body.split_whitespace().find_map(|w| w.strip_prefix("n="))?.parse().ok()
     });
-    let steps = answer
-        .split_once("\r\n\r\n")
-        .and_then(|(_, body)| body.split_whitespace().find_map(|w| w.strip_prefix("n=")))
-        .and_then(|n| n.parse().ok());
-    match (got, steps) {
-        (Ok(_), Some(n)) => n,
-        (got, _) => {
+    match steps {
+        Some(n) => n,
+        None => {
             let note = running.exit_note();
-            panic!("hol bench: no step count in the answer to /work?us={us}: {got:?} {answer:?}{note}")
+            panic!("hol bench: no step count in the answer to /work?us={us}: {got:?}{note}")
         }
     }
 }

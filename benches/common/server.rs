@@ -192,18 +192,18 @@ pub fn run_kweb_if_asked() {
     }
 }
 
-/// Whether a server on `port` answers `GET path` with 200 (each step bounded by
-/// [`START_TIMEOUT`]).
+/// The whole response of a server on `port` to `GET path` on a connection of its own
+/// (`Connection: close`; each step bounded by [`START_TIMEOUT`]).
+pub fn get(port: u16, path: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)), START_TIMEOUT)?;
+    s.set_read_timeout(Some(START_TIMEOUT))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
+/// Whether a server on `port` answers `GET path` with 200.
 pub fn answers(port: u16, path: &str) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)), START_TIMEOUT)
-    else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(START_TIMEOUT));
-    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-    if s.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).is_ok() && &head == b"HTTP/1.1 200"
+    get(port, path).is_ok_and(|r| r.starts_with("HTTP/1.1 200"))
 }
